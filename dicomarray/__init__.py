@@ -1,0 +1,43 @@
+"""dicomarray: DICOM study trees as lazy, labelled xarray volumes.
+
+Import cost is kept low: the accessor and the backend register on import, the rest of
+the heavy machinery loads when first used.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import accessor as _accessor  # noqa: F401 - registers the .dicom accessor
+from .errors import (
+    AssemblyError,
+    DicomArrayError,
+    DicomArrayWarning,
+    GeometryWarning,
+    InvalidDicomError,
+    MissingDecoderError,
+    PixelDataError,
+    SeriesNotFoundError,
+    SeriesSelectionWarning,
+)
+from .index import scan
+from .volume import open_series, open_study
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AssemblyError",
+    "DicomArrayError",
+    "DicomArrayWarning",
+    "GeometryWarning",
+    "InvalidDicomError",
+    "MissingDecoderError",
+    "PixelDataError",
+    "SeriesNotFoundError",
+    "SeriesSelectionWarning",
+    "open_series",
+    "open_study",
+    "scan",
+]

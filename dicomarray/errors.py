@@ -1,0 +1,57 @@
+"""The package's errors and warnings, and the one helper that reports a data problem.
+
+Every error a user can cause with bad data is a :class:`DicomArrayError` (a ``ValueError``)
+whose message names the file and the problem. Data-quality problems that still allow a
+volume to be built (a gap, a tilt, a left-out localizer) are :class:`GeometryWarning` s.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+logger = logging.getLogger("dicomarray")
+
+
+class DicomArrayError(ValueError):
+    """Base class of every error raised by dicomarray."""
+
+
+class InvalidDicomError(DicomArrayError):
+    """A file is not DICOM, or its header cannot be parsed."""
+
+
+class SeriesNotFoundError(DicomArrayError):
+    """No series (or not the requested one) was found in the source."""
+
+
+class AssemblyError(DicomArrayError):
+    """The instances of a series cannot be put together into one volume."""
+
+
+class PixelDataError(DicomArrayError):
+    """Pixel data is missing, truncated, too large or in a layout that is not supported."""
+
+
+class MissingDecoderError(PixelDataError):
+    """Pixel data is compressed with a transfer syntax no installed decoder can read."""
+
+
+class DicomArrayWarning(UserWarning):
+    """Base class of dicomarray's warnings."""
+
+
+class GeometryWarning(DicomArrayWarning):
+    """A data-quality problem in a series' geometry: a gap, uneven spacing, a tilt, left-out slices."""
+
+
+class SeriesSelectionWarning(DicomArrayWarning):
+    """A source held several series and one was chosen for the caller."""
+
+
+def warn_data_problem(
+    message: str, category: type[Warning] = GeometryWarning, *, stacklevel: int = 3
+) -> None:
+    """Warn and log the same message, so that batch logs keep what a warning said."""
+    logger.warning(message)
+    warnings.warn(message, category, stacklevel=stacklevel)

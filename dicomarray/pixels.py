@@ -1,0 +1,233 @@
+"""Reading the stored pixel values of frames: the offset fast path, pydicom's decoders, limits.
+
+Uncompressed little-endian pixel data is read straight from the file at the offset the
+index recorded, into the caller's array, without parsing the header again. Every other
+transfer syntax goes through :func:`pydicom.pixels.pixel_array`, whose decoders for JPEG,
+JPEG-LS, JPEG 2000 and RLE come from the ``codecs`` extra (pylibjpeg).
+
+Nothing here keeps a file open between reads, so a :class:`FrameStack` pickles and travels
+to dask workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import MissingDecoderError, PixelDataError
+
+#: Largest stored volume (bytes) a series may declare before it is refused unread.
+MAX_VOLUME_BYTES = 64 * 2**30
+_NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+_LITTLE_ENDIAN_HOST = sys.byteorder == "little"
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """How one frame's stored values are laid out: (0028,xxxx) *Image Pixel* attributes."""
+
+    rows: int
+    columns: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Stored value type; bit-packed (1-bit) data unpacks to uint8."""
+        if self.bits_allocated == 1:
+            return np.dtype("u1")
+        kind = "i" if self.pixel_representation == 1 else "u"
+        return np.dtype(f"<{kind}{self.bits_allocated // 8}")
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one uncompressed frame (bit-packed frames are not byte-aligned)."""
+        return (self.rows * self.columns * self.bits_allocated + 7) // 8
+
+    @property
+    def byte_aligned(self) -> bool:
+        return self.bits_allocated in (8, 16, 32)
+
+    @classmethod
+    def from_row(cls, row: pd.Series) -> PixelFormat:
+        """The format named by one index row, checked for sizes that make sense."""
+        path = row["path"]
+        samples = row.get("SamplesPerPixel") or 1
+        if samples != 1:
+            raise PixelDataError(f"{path}: SamplesPerPixel {samples}: only grey images open as volumes")
+        try:
+            bits = int(row["BitsAllocated"] or 16)
+            fmt = cls(
+                rows=int(row["Rows"]),
+                columns=int(row["Columns"]),
+                bits_allocated=bits,
+                bits_stored=int(row.get("BitsStored") or bits),
+                pixel_representation=int(row.get("PixelRepresentation") or 0),
+            )
+        except (TypeError, ValueError) as exc:
+            raise PixelDataError(f"{path}: unusable image pixel attributes: {exc}") from exc
+        if not (0 < fmt.rows <= 65535 and 0 < fmt.columns <= 65535):
+            raise PixelDataError(f"{path}: image size {fmt.rows} x {fmt.columns} is not valid")
+        if not 0 < fmt.bits_stored <= fmt.bits_allocated:
+            raise PixelDataError(
+                f"{path}: BitsStored {fmt.bits_stored} does not fit BitsAllocated {bits}"
+            )
+        if bits not in (1, 8, 16, 32):
+            raise PixelDataError(f"{path}: BitsAllocated {bits} is not supported")
+        return fmt
+
+
+class FrameStack:
+    """A lazy 3-D array of stored values, one frame per file (or per frame of a file).
+
+    Indexing reads only the frames asked for, each straight into the result. Instances
+    hold paths and offsets only (no open files), so they pickle.
+    """
+
+    def __init__(self, frames: pd.DataFrame, fmt: PixelFormat) -> None:
+        self.paths = [str(p) for p in frames["path"]]
+        self.frame_numbers = [int(f) for f in frames["frame"]]
+        self.offsets = [_optional_int(v) for v in frames["pixel_data_offset"]]
+        self.syntaxes = [str(s or "") for s in frames["TransferSyntaxUID"]]
+        self.format = fmt
+        self.shape = (len(self.paths), fmt.rows, fmt.columns)
+        self.dtype = fmt.dtype.newbyteorder("=")
+        self.ndim = 3
+        self._fast = _LITTLE_ENDIAN_HOST and fmt.byte_aligned
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        picked = np.arange(self.shape[0])[key[0]]
+        indices = np.atleast_1d(picked)
+        out = np.empty((len(indices), *self.shape[1:]), dtype=self.dtype)
+        for position, index in enumerate(indices):
+            self.read_into(int(index), out[position])
+        result = out[(slice(None), *key[1:])]
+        return result[0] if np.ndim(picked) == 0 else result
+
+    def read_into(self, index: int, out: np.ndarray) -> None:
+        """Read frame ``index`` into the 2-D array ``out``."""
+        path, syntax = self.paths[index], self.syntaxes[index]
+        offset = self.offsets[index]
+        try:
+            if self._fast and syntax in _NATIVE_SYNTAXES and offset is not None:
+                self._read_raw(path, offset + self.frame_numbers[index] * self.format.frame_bytes, out)
+            else:
+                out[...] = self._decode(path, self.frame_numbers[index])
+        except PixelDataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decoder failure names the file
+            raise PixelDataError(f"{path}: cannot read pixel data: {type(exc).__name__}: {exc}") from exc
+
+    def _read_raw(self, path: str, offset: int, out: np.ndarray) -> None:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            got = file.readinto(memoryview(out).cast("B"))
+        if got != out.nbytes:
+            raise PixelDataError(
+                f"{path}: pixel data truncated: {got} of {out.nbytes} bytes present"
+            )
+        _fix_unused_bits(out, self.format)
+
+    def _decode(self, path: str, frame: int) -> np.ndarray:
+        from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
+
+        array = pixel_array(path, index=frame)
+        if array.shape != self.shape[1:]:
+            raise PixelDataError(f"{path}: decoded frame has shape {array.shape}, expected {self.shape[1:]}")
+        return array
+
+
+def _fix_unused_bits(out: np.ndarray, fmt: PixelFormat) -> None:
+    """Mask (unsigned) or sign-extend (signed) values stored in fewer bits than allocated."""
+    unused = fmt.bits_allocated - fmt.bits_stored
+    if unused == 0:
+        return
+    if fmt.pixel_representation == 1:
+        np.left_shift(out, unused, out=out)
+        np.right_shift(out, unused, out=out)
+    else:
+        np.bitwise_and(out, (1 << fmt.bits_stored) - 1, out=out)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def check_readable(frames: pd.DataFrame, fmt: PixelFormat, *, max_bytes: int = MAX_VOLUME_BYTES) -> None:
+    """Refuse, before any read, what cannot be decoded or does not fit.
+
+    Raises
+    ------
+    MissingDecoderError
+        A transfer syntax no installed decoder handles; the message names the syntax and
+        the extra to install.
+    PixelDataError
+        Pixel data shorter than Rows x Columns x frames promise, or a volume larger than
+        ``max_bytes``.
+    """
+    total = fmt.frame_bytes * len(frames)
+    if total > max_bytes:
+        raise PixelDataError(
+            f"{frames['path'].iloc[0]}: the series declares {total / 2**30:.1f} GiB of pixels, "
+            f"more than the limit of {max_bytes / 2**30:.1f} GiB"
+        )
+    for syntax, path in frames.groupby("TransferSyntaxUID", dropna=False)["path"].first().items():
+        _check_decoder(str(syntax) if syntax else "", path)
+    _check_lengths(frames, fmt)
+
+
+def _check_lengths(frames: pd.DataFrame, fmt: PixelFormat) -> None:
+    native = frames[frames["TransferSyntaxUID"].isin(_NATIVE_SYNTAXES)]
+    if not fmt.byte_aligned:
+        return
+    for path, group in native.groupby("path", sort=False):
+        length = group["pixel_data_length"].iloc[0]
+        n_frames = int(group["NumberOfFrames"].iloc[0] or 1)
+        need = fmt.frame_bytes * n_frames
+        if length is not None and not pd.isna(length) and int(length) < need:
+            raise PixelDataError(
+                f"{path}: pixel data holds {int(length)} bytes, but {fmt.rows} x {fmt.columns} "
+                f"x {n_frames} frame(s) x {fmt.bits_allocated} bits need {need}"
+            )
+        size = group["file_size"].iloc[0]
+        offset = group["pixel_data_offset"].iloc[0]
+        if offset is not None and size is not None and int(offset) + need > int(size):
+            raise PixelDataError(
+                f"{path}: file is truncated: pixel data needs {need} bytes from offset "
+                f"{int(offset)}, but the file has {int(size)} bytes"
+            )
+
+
+def _check_decoder(syntax: str, path: str) -> None:
+    if not syntax or syntax in _NATIVE_SYNTAXES:
+        return
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as exc:
+        raise MissingDecoderError(
+            f"{path}: no pixel data decoder exists for transfer syntax {syntax}"
+        ) from exc
+    if not decoder.is_available:
+        raise MissingDecoderError(
+            f"{path}: transfer syntax {syntax} ({decoder.UID.name}) needs a decoder that is "
+            "not installed; install the codecs extra: pip install 'dicomarray[codecs]'"
+        )
+
+
+def file_signature(paths: list[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of each file: what makes a dask name change when files do."""
+    signature = []
+    for path in paths:
+        stat = os.stat(path)
+        signature.append((path, stat.st_size, stat.st_mtime_ns))
+    return signature

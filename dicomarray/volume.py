@@ -1,0 +1,234 @@
+"""Opening series as lazy, labelled xarray volumes, and whole studies as DataTrees."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import dask.array
+import numpy as np
+import pandas as pd
+import pydicom
+import xarray as xr
+from dask.base import tokenize
+
+from .assembly import Assembly, assemble
+from .attrs import (
+    GEOMETRY_KEYWORDS,
+    POSITION_COORDS,
+    dataset_attrs,
+    slice_coordinate,
+    snake_case,
+    varying_keywords,
+)
+from .errors import DicomArrayError, InvalidDicomError
+from .geometry import SPACING_RTOL
+from .index import Source, as_index
+from .pixels import MAX_VOLUME_BYTES, FrameStack, PixelFormat, check_readable, file_signature
+
+logger = logging.getLogger(__name__)
+
+#: Name of the DataArray (and of its variable in a Dataset).
+VARIABLE_NAME = "image"
+#: Attribute holding the assembly report.
+ASSEMBLY_ATTR = "dicomarray_assembly"
+#: Default bytes per dask chunk; chunks always hold whole slices.
+CHUNK_BYTES = 16 * 2**20
+_HEADER_ONLY_ATTRS = {"PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"}
+
+Chunks = int | str | tuple[Any, ...] | dict[str, Any] | None
+
+
+def open_series(
+    source: Source | pd.DataFrame,
+    series_uid: str | None = None,
+    *,
+    chunks: Chunks = None,
+    rtol: float = SPACING_RTOL,
+    max_bytes: int = MAX_VOLUME_BYTES,
+) -> xr.DataArray:
+    """Open one series as a lazy ``(z, y, x)`` volume of stored pixel values.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, sequence of paths, or pandas.DataFrame
+        A folder, a file, a list of files, or rows of a :func:`dicomarray.scan` index.
+    series_uid : str, optional
+        (0020,000E) *Series Instance UID* to open; default: the series with the most
+        instances (a :class:`~dicomarray.errors.SeriesSelectionWarning` names the others).
+    chunks : int, dict, tuple or "auto", optional
+        Dask chunks. An int is slices per chunk; the default holds about 16 MiB of whole
+        slices per chunk.
+    rtol : float, default 0.05
+        Relative deviation from the median slice step that counts as uneven spacing.
+    max_bytes : int, default 64 GiB
+        Refuse, before reading anything, a series that declares more stored bytes.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dask-backed stored values (no rescale applied) with dims ``("z", "y", "x")``.
+        ``z`` is each slice's position along the slice normal in mm (ascending), ``y`` and
+        ``x`` positions along the column and row directions in mm. Tags that vary between
+        slices are coordinates along ``z`` in snake_case; tags common to the series are
+        attrs by DICOM keyword; ``attrs["dicomarray_assembly"]`` is the assembly report.
+
+    Raises
+    ------
+    DicomArrayError
+        A subclass naming the file and the problem: no series, a volume that cannot be
+        assembled, pixel data that is truncated, too large or needs a missing decoder.
+
+    Warns
+    -----
+    GeometryWarning
+        Uneven spacing, gantry tilt, frames left out (localizers, other orientations).
+    """
+    index = as_index(source)
+    return volume_from_assembly(
+        assemble(index, series_uid, rtol=rtol), chunks=chunks, max_bytes=max_bytes
+    )
+
+
+def volume_from_assembly(
+    assembly: Assembly, *, chunks: Chunks = None, max_bytes: int = MAX_VOLUME_BYTES
+) -> xr.DataArray:
+    """The lazy DataArray of an :class:`~dicomarray.assembly.Assembly`."""
+    frames = assembly.frames
+    fmt = PixelFormat.from_row(frames.iloc[0])
+    check_readable(frames, fmt, max_bytes=max_bytes)
+    stack = FrameStack(frames, fmt)
+    chunking = _chunking(chunks, fmt, len(frames))
+    name = "dicom-" + tokenize(file_signature(stack.paths), stack.frame_numbers, chunking)
+    data = dask.array.from_array(
+        stack, chunks=chunking, name=name, lock=False, asarray=False, meta=np.empty((0, 0, 0), stack.dtype)
+    )
+    return xr.DataArray(
+        data,
+        dims=("z", "y", "x"),
+        coords=_coords(assembly),
+        attrs=_attrs(assembly),
+        name=VARIABLE_NAME,
+    )
+
+
+def _chunking(chunks: Chunks, fmt: PixelFormat, n_slices: int) -> Any:
+    if chunks is None:
+        per_chunk = max(1, min(n_slices, CHUNK_BYTES // fmt.frame_bytes))
+        return (per_chunk, fmt.rows, fmt.columns)
+    if isinstance(chunks, int):
+        if chunks < 1:
+            raise DicomArrayError(f"chunks must be a positive number of slices, got {chunks}")
+        return (chunks, fmt.rows, fmt.columns)
+    if isinstance(chunks, dict):
+        unknown = set(chunks) - {"z", "y", "x"}
+        if unknown:
+            raise DicomArrayError(f"chunks names unknown dims {sorted(unknown)}; dims are z, y, x")
+        return tuple(chunks.get(dim, -1) for dim in ("z", "y", "x"))
+    return chunks
+
+
+def _coords(assembly: Assembly) -> dict[str, Any]:
+    geometry, frames = assembly.geometry, assembly.frames
+    mm = {"units": "mm"}
+    coords: dict[str, Any] = {
+        "z": ("z", geometry.z, {**mm, "long_name": "position along the slice normal"}),
+        # origin: where row (column) 0 of the source series lies, so that selections keep
+        # a correct affine
+        "y": ("y", geometry.y, {**mm, "long_name": "position along the column direction",
+                                "origin": float(geometry.y[0])}),
+        "x": ("x", geometry.x, {**mm, "long_name": "position along the row direction",
+                                "origin": float(geometry.x[0])}),
+    }
+    if assembly.report["sorted_by"] != "ImagePositionPatient":
+        coords["z"][2]["units"] = "mm" if assembly.report["sorted_by"] == "SliceLocation" else "1"
+    if geometry.has_positions:
+        for axis, name in enumerate(POSITION_COORDS):
+            coords[name] = ("z", geometry.positions[:, axis], mm)
+    for keyword in varying_keywords(frames):
+        if keyword not in GEOMETRY_KEYWORDS:
+            coords[snake_case(keyword)] = ("z", slice_coordinate(frames[keyword]))
+    if (frames["frame"] > 0).any():
+        coords["frame"] = ("z", frames["frame"].to_numpy(dtype=np.int64))
+    return coords
+
+
+def _attrs(assembly: Assembly) -> dict[str, Any]:
+    frames = assembly.frames
+    first = frames["path"].iloc[0]
+    try:
+        header = pydicom.dcmread(first, stop_before_pixels=True)
+    except Exception as exc:  # noqa: BLE001 - a file the index read must still parse
+        raise InvalidDicomError(f"{first}: cannot read the header: {exc}") from exc
+    attrs = {k: v for k, v in dataset_attrs(header).items() if k not in _HEADER_ONLY_ATTRS}
+    for keyword in (*varying_keywords(frames), *GEOMETRY_KEYWORDS):
+        attrs.pop(keyword, None)
+    attrs["TransferSyntaxUID"] = frames["TransferSyntaxUID"].iloc[0]
+    if not frames["ImageOrientationPatient"].notna().all():
+        attrs.pop("ImageOrientationPatient", None)
+    attrs[ASSEMBLY_ATTR] = {**assembly.report, "files": list(dict.fromkeys(frames["path"]))}
+    return attrs
+
+
+def open_study(
+    root: Source | pd.DataFrame, *, chunks: Chunks = None, rtol: float = SPACING_RTOL
+) -> xr.DataTree:
+    """Open every image series under a root as a DataTree: patient / study / series.
+
+    Parameters
+    ----------
+    root : str, os.PathLike, sequence of paths, or pandas.DataFrame
+        What :func:`dicomarray.scan` accepts, or its result.
+    chunks, rtol
+        As for :func:`open_series`.
+
+    Returns
+    -------
+    xarray.DataTree
+        Nodes ``/<patient>/<study>/<series>``, named from PatientID, StudyDate and
+        StudyID, and SeriesNumber and SeriesDescription (made safe: letters, digits, ``-``,
+        ``_`` and ``.`` only). Each series node holds the lazy volume as the variable
+        ``image``. Series that cannot be opened are listed with the reason in the root's
+        ``attrs["skipped_series"]``.
+    """
+    index = as_index(root)
+    images = index[index["Rows"].notna()]
+    nodes: dict[str, xr.Dataset] = {}
+    skipped: list[dict[str, str]] = []
+    for uid, rows in images.groupby("SeriesInstanceUID", sort=False, dropna=False):
+        try:
+            volume = open_series(rows, str(uid), chunks=chunks, rtol=rtol)
+        except DicomArrayError as exc:
+            skipped.append({"series_uid": str(uid), "reason": str(exc)})
+            logger.warning("series %s not opened: %s", uid, exc)
+            continue
+        nodes[_unique(_node_path(rows.iloc[0]), nodes)] = volume.to_dataset()
+    tree = xr.DataTree.from_dict(nodes)
+    tree.attrs["skipped_series"] = skipped
+    return tree
+
+
+def _node_path(row: pd.Series) -> str:
+    patient = safe_name(row["PatientID"], "unknown-patient")
+    study = safe_name("_".join(str(v) for v in (row["StudyDate"], row["StudyID"]) if v), "study")
+    series = safe_name(
+        "_".join(str(v) for v in (row["SeriesNumber"], row["SeriesDescription"]) if v is not None),
+        "series",
+    )
+    return f"/{patient}/{study}/{series}"
+
+
+def _unique(path: str, taken: dict[str, Any]) -> str:
+    candidate, n = path, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{path}-{n}"
+    return candidate
+
+
+def safe_name(value: Any, default: str, *, max_length: int = 64) -> str:
+    """A file- and node-safe name: letters, digits, ``-``, ``_``, ``.``; never empty or dots only."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(value) if value is not None else "")
+    text = text.strip("._")[:max_length]
+    return text if text.strip(".") else default
