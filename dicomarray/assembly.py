@@ -156,7 +156,7 @@ def _drop_copies(rows: pd.DataFrame, left_out: list[dict[str, str]]) -> pd.DataF
 
 def _stack_key(row: pd.Series) -> tuple[Any, ...]:
     orientation = row["ImageOrientationPatient"]
-    rounded = tuple(np.round(np.asarray(orientation, dtype=float), 3)) if orientation else None
+    rounded = tuple(round(float(v), 3) + 0.0 for v in orientation) if orientation else None
     return (_is_localizer(row["ImageType"]), rounded, row["Rows"], row["Columns"])
 
 

@@ -42,10 +42,15 @@ def json_safe(value: Any) -> Any:
         return [dataset_attrs(item) for item in value[:_MAX_SEQUENCE_ITEMS]]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, bool | int | str) or value is None:
+    # pydicom's DSfloat, IS and UID subclass float, int and str: return the plain types
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, list | tuple | np.ndarray):
         return [json_safe(v) for v in value]
     return plain_value(value)

@@ -33,7 +33,10 @@ class DicomBackendEntrypoint(BackendEntrypoint):
     ) -> xr.Dataset:
         from .volume import open_series
 
-        dataset = open_series(filename_or_obj, series_uid, **kwargs).to_dataset()
+        volume = open_series(filename_or_obj, series_uid, **kwargs)
+        # so that chunks={} gives the same dask chunks as open_series
+        volume.encoding["preferred_chunks"] = {d: c[0] for d, c in zip(volume.dims, volume.chunks or (), strict=True)}
+        dataset = volume.to_dataset()
         if drop_variables:
             dropped = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)
             dataset = dataset.drop_vars(dropped, errors="ignore")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 
@@ -22,7 +23,7 @@ from .attrs import (
     snake_case,
     varying_keywords,
 )
-from .errors import DicomArrayError, InvalidDicomError
+from .errors import DicomArrayError, InvalidDicomError, SeriesNotFoundError
 from .geometry import SPACING_RTOL
 from .index import Source, as_index
 from .pixels import MAX_VOLUME_BYTES, FrameStack, PixelFormat, check_readable, file_signature
@@ -86,9 +87,23 @@ def open_series(
         Uneven spacing, gantry tilt, frames left out (localizers, other orientations).
     """
     index = as_index(source)
+    if not index["Rows"].notna().any():
+        skipped = index.attrs.get("skipped", [])
+        raise SeriesNotFoundError(
+            f"{_describe(source)}: no DICOM image instances ({len(index)} other DICOM "
+            f"instances, {len(skipped)} files that are not DICOM)"
+        )
     return volume_from_assembly(
         assemble(index, series_uid, rtol=rtol), chunks=chunks, max_bytes=max_bytes
     )
+
+
+def _describe(source: Source | pd.DataFrame) -> str:
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    if isinstance(source, pd.DataFrame):
+        return f"index of {len(source)} rows"
+    return f"{len(source)} files"
 
 
 def volume_from_assembly(

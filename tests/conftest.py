@@ -1,0 +1,72 @@
+"""Shared fixtures: small series with known values, built in the tests."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import xarray as xr
+from pydicom.data import get_testdata_file
+
+import dicomarray
+from dicomarray.sample import head_phantom, write_series
+
+SMALL = 64  # rows and columns of test series: small enough to be fast, big enough to see anatomy
+
+
+def pydicom_file(name: str) -> Path:
+    """A file shipped with pydicom (never downloaded)."""
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not installed")
+    return Path(path)
+
+
+@pytest.fixture
+def phantom() -> np.ndarray:
+    """A 12-slice 64 x 64 head phantom in HU."""
+    return head_phantom(12, SMALL, SMALL, slice_spacing=12.0, pixel_spacing=(3.6, 3.6))
+
+
+@pytest.fixture
+def make_series(tmp_path: Path, phantom: np.ndarray) -> Callable[..., list[Path]]:
+    """Write the phantom as a series into a fresh folder; keyword arguments go to write_series."""
+    counter = iter(range(1000))
+
+    def make(folder: str | None = None, hu: np.ndarray | None = None, **kwargs) -> list[Path]:
+        out = tmp_path / (folder or f"series{next(counter)}")
+        kwargs.setdefault("pixel_spacing", (3.6, 3.6))
+        kwargs.setdefault("slice_spacing", 12.0)
+        return write_series(out, phantom if hu is None else hu, **kwargs)
+
+    return make
+
+
+def _open_by_engine(source, series_uid=None, *, chunks=None, **kwargs) -> xr.DataArray:
+    # chunks={} asks xarray for dask arrays in the backend's own chunks
+    chunks = {"z": chunks} if isinstance(chunks, int) else {} if chunks is None else chunks
+    return xr.open_dataarray(source, engine="dicom", series_uid=series_uid, chunks=chunks, **kwargs)
+
+
+@pytest.fixture(params=["function", "engine"])
+def open_volume(request) -> Callable[..., xr.DataArray]:
+    """Both doors onto a series: dicomarray.open_series and xarray's engine="dicom"."""
+    return dicomarray.open_series if request.param == "function" else _open_by_engine
+
+
+def copy_files(paths: list[Path], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(p, folder / p.name)) for p in paths]
+
+
+def hu_of(paths: list[Path]) -> np.ndarray:
+    """Reference HU of files in the given order, by pydicom."""
+    slices = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        slices.append(ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+    return np.stack(slices)

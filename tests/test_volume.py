@@ -1,0 +1,430 @@
+"""open_series and the engine: values, order, coordinates, attrs and warnings of volumes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+import xarray as xr
+
+import dicomarray
+from dicomarray import GeometryWarning, SeriesSelectionWarning
+from dicomarray.sample import write_localizer
+
+from .conftest import copy_files, hu_of, pydicom_file
+
+
+def stored_to_hu(volume: xr.DataArray) -> np.ndarray:
+    slope = volume.coords["rescale_slope"].values if "rescale_slope" in volume.coords else volume.attrs["RescaleSlope"]
+    intercept = (
+        volume.coords["rescale_intercept"].values
+        if "rescale_intercept" in volume.coords
+        else volume.attrs["RescaleIntercept"]
+    )
+    slope = np.asarray(slope, float).reshape(-1, 1, 1)
+    intercept = np.asarray(intercept, float).reshape(-1, 1, 1)
+    return volume.values * slope + intercept
+
+
+def sitk_read(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    return reader.Execute()
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [dict(bits_stored=16, signed=True), dict(bits_stored=12, signed=False, intercept=-1024.0)],
+    ids=["int16", "uint12"],
+)
+def test_matches_simpleitk_values_order_and_spacing(make_series, open_volume, layout):
+    paths = make_series(**layout)
+    folder = paths[0].parent
+    volume = open_volume(folder)
+    reference = sitk_read(folder)
+    np.testing.assert_array_equal(stored_to_hu(volume), sitk.GetArrayFromImage(reference))
+    spacing = (float(volume.x[1] - volume.x[0]), float(volume.y[1] - volume.y[0]), float(volume.z[1] - volume.z[0]))
+    np.testing.assert_allclose(spacing, reference.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(volume.dicom.affine[:3, 3], reference.GetOrigin(), atol=1e-4)
+
+
+def test_is_lazy_and_holds_stored_values(make_series, open_volume, phantom):
+    volume = open_volume(make_series(slope=0.5, intercept=-2048.0)[0].parent)
+    assert volume.dims == ("z", "y", "x")
+    assert volume.chunks is not None
+    assert volume.dtype == np.int16
+    np.testing.assert_allclose(volume.values * 0.5 - 2048.0, phantom, atol=0.5)
+
+
+def test_order_follows_positions_not_names_numbers_or_slice_location(make_series, phantom):
+    paths = make_series(names="random", instance_numbers="reversed", slice_location_sign=-1)
+    volume = dicomarray.open_series(paths[0].parent)
+    np.testing.assert_array_equal(stored_to_hu(volume), phantom)
+    np.testing.assert_allclose(np.diff(volume.z), 12.0)
+    assert list(volume.instance_number.values) == list(range(len(paths), 0, -1))
+
+
+def test_clean_series_raises_no_warning(make_series, open_volume):
+    folder = make_series()[0].parent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        volume = open_volume(folder)
+    report = volume.attrs["dicomarray_assembly"]
+    assert report["warnings"] == [] and report["left_out"] == []
+    assert report["sorted_by"] == "ImagePositionPatient"
+
+
+def test_per_slice_rescale_becomes_coordinates(make_series, phantom):
+    volume = dicomarray.open_series(make_series(per_slice_rescale=True)[0].parent)
+    assert "rescale_slope" in volume.coords and "RescaleSlope" not in volume.attrs
+    assert len(np.unique(volume.rescale_slope)) > 1
+    np.testing.assert_allclose(stored_to_hu(volume), phantom, atol=1.0)
+
+
+def test_gap_keeps_true_positions_and_warns(make_series, phantom):
+    positions = [0, 12, 24, 36, 48, 60, 72, 84, 96, 108, 120, 156]  # one slice missing near the end
+    folder = make_series(positions=positions)[0].parent
+    with pytest.warns(GeometryWarning, match="uneven spacing") as record:
+        volume = dicomarray.open_series(folder)
+    assert "after z = 42.00 mm (slice 10)" in str(record[0].message)
+    np.testing.assert_allclose(volume.z - volume.z[0], positions)
+    assert any("uneven spacing" in w for w in volume.attrs["dicomarray_assembly"]["warnings"])
+
+
+def test_gantry_tilt_opens_and_warns_with_degrees(make_series):
+    folder = make_series(tilt_degrees=15.0)[0].parent
+    with pytest.warns(GeometryWarning, match=r"gantry tilt of 15\.0"):
+        volume = dicomarray.open_series(folder)
+    # the affine maps the first slice's plane and the mean step between slices
+    first = [volume.image_position_l[0], volume.image_position_p[0], volume.image_position_s[0]]
+    last = [volume.image_position_l[-1], volume.image_position_p[-1], volume.image_position_s[-1]]
+    n = volume.sizes["z"]
+    np.testing.assert_allclose(volume.dicom.affine @ [0, 0, 0, 1], [*first, 1])
+    np.testing.assert_allclose(volume.dicom.affine @ [n - 1, 0, 0, 1], [*last, 1], atol=1e-6)
+
+
+def test_copied_file_is_one_slice(make_series, tmp_path, phantom):
+    paths = make_series()
+    shutil.copy(paths[3], paths[0].parent / "copy_of_slice.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        volume = dicomarray.open_series(paths[0].parent)
+    assert volume.sizes["z"] == len(paths)
+    (left,) = volume.attrs["dicomarray_assembly"]["left_out"]
+    assert "SOPInstanceUID" in left["reason"]
+
+
+def test_mixed_in_localizer_is_left_out_with_a_warning(make_series, phantom):
+    paths = make_series(tags={"SeriesInstanceUID": "1.2.3.4.5"})
+    write_localizer(paths[0].parent, rows=64, columns=64, tags={"SeriesInstanceUID": "1.2.3.4.5"})
+    with pytest.warns(GeometryWarning, match="localizer"):
+        volume = dicomarray.open_series(paths[0].parent)
+    np.testing.assert_array_equal(stored_to_hu(volume), phantom)
+
+
+def test_sagittal_stack_orders_along_its_normal(make_series, phantom):
+    orientation = (0, 1, 0, 0, 0, -1)  # rows run anterior-posterior... columns superior-inferior
+    paths = make_series(orientation=orientation, instance_numbers="random")
+    volume = dicomarray.open_series(paths[0].parent)
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array([pydicom.dcmread(p).ImagePositionPatient for p in paths], float)
+    expected = positions @ normal
+    np.testing.assert_allclose(volume.z, np.sort(expected))
+    affine = volume.dicom.affine
+    for k in (0, 5, 11):
+        position = [volume.image_position_l[k], volume.image_position_p[k], volume.image_position_s[k]]
+        np.testing.assert_allclose(affine @ [k, 0, 0, 1], [*position, 1], atol=1e-6)
+    # one step down a column moves along the column cosine by the row spacing
+    np.testing.assert_allclose(affine[:3, 1], np.array(orientation[3:]) * 3.6)
+
+
+def test_junk_files_are_ignored(make_series, phantom):
+    folder = make_series()[0].parent
+    (folder / "README.txt").write_text("not dicom")
+    (folder / "Thumbs.db").write_bytes(b"\x00\x01" * 100)
+    volume = dicomarray.open_series(folder)
+    np.testing.assert_array_equal(stored_to_hu(volume), phantom)
+
+
+def test_largest_series_opens_and_others_are_named(make_series, tmp_path, phantom):
+    big = make_series("a")
+    small = make_series("b", hu=phantom[:5])
+    mixed = tmp_path / "mixed"
+    copy_files(big, mixed)
+    copy_files(small, mixed)
+    small_uid = str(pydicom.dcmread(small[0]).SeriesInstanceUID)
+    with pytest.warns(SeriesSelectionWarning, match=small_uid):
+        volume = dicomarray.open_series(mixed)
+    assert volume.sizes["z"] == 12
+    assert dicomarray.open_series(mixed, small_uid).sizes["z"] == 5
+
+
+def test_without_positions_falls_back_to_slice_location(make_series, tmp_path, phantom):
+    paths = make_series(names="random")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        del ds.ImagePositionPatient
+        ds.save_as(path)
+    with pytest.warns(GeometryWarning, match="SliceLocation"):
+        volume = dicomarray.open_series(paths[0].parent)
+    np.testing.assert_array_equal(stored_to_hu(volume), phantom)
+    assert volume.attrs["dicomarray_assembly"]["sorted_by"] == "SliceLocation"
+
+
+def test_without_positions_or_locations_falls_back_to_instance_number(make_series, phantom):
+    paths = make_series(names="random", instance_numbers="reversed")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        del ds.ImagePositionPatient, ds.SliceLocation
+        ds.save_as(path)
+    with pytest.warns(GeometryWarning, match="InstanceNumber"):
+        volume = dicomarray.open_series(paths[0].parent)
+    np.testing.assert_array_equal(stored_to_hu(volume), phantom[::-1])
+
+
+def test_repeated_positions_split_by_echo(make_series, tmp_path, phantom):
+    first = make_series("e1", tags={"SeriesInstanceUID": "1.2.3.9", "EchoNumbers": 1})
+    second = make_series(
+        "e2", hu=phantom + 5, seed=1, tags={"SeriesInstanceUID": "1.2.3.9", "EchoNumbers": 2}
+    )
+    both = tmp_path / "echoes"
+    copy_files(first, both)
+    copy_files(second[:6], both)
+    with pytest.warns(GeometryWarning, match="EchoNumbers"):
+        volume = dicomarray.open_series(both)
+    np.testing.assert_array_equal(stored_to_hu(volume), phantom)
+
+
+def test_repeated_positions_nothing_tells_apart_is_an_error(make_series, tmp_path, phantom):
+    first = make_series("r1", tags={"SeriesInstanceUID": "1.2.3.8"})
+    second = make_series("r2", seed=1, tags={"SeriesInstanceUID": "1.2.3.8"})
+    both = tmp_path / "repeats"
+    copy_files(first, both)
+    copy_files(second, both)
+    with pytest.raises(dicomarray.AssemblyError, match="share slice positions"):
+        dicomarray.open_series(both)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_expb.dcm",
+        "MR_small_padded.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "CT_small.dcm",
+        "JPEG2000.dcm",
+        "liver_1frame.dcm",
+    ],
+)
+def test_pydicom_test_files_in_every_transfer_syntax(open_volume, name):
+    path = pydicom_file(name)
+    volume = open_volume(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about padding in some of these
+        reference = pydicom.dcmread(path).pixel_array
+    np.testing.assert_array_equal(volume.values[0], reference)
+
+
+def test_dicomdir_tree_opens_every_series(tmp_path):
+    tree = xr.DataTree  # noqa: F841 - the DataTree class exists in this xarray
+    root = pydicom_file("MR_small.dcm").parent / "dicomdirtests"
+    study = dicomarray.open_study(root)
+    index = dicomarray.scan(root)
+    images = index[index["Rows"].notna()]
+    opened = [node for node in study.subtree if "image" in node.data_vars]
+    assert len(opened) + len(study.attrs["skipped_series"]) == images["SeriesInstanceUID"].nunique()
+    for node in opened:
+        volume = node["image"]
+        first = volume.attrs["dicomarray_assembly"]["files"][0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = pydicom.dcmread(first).pixel_array
+        np.testing.assert_array_equal(volume.isel(z=0).values, reference.reshape(volume.shape[1:]) if reference.ndim == 2 else reference[0])
+
+
+def test_enhanced_multiframe_opens_with_per_frame_positions(tmp_path, phantom):
+    path = tmp_path / "enhanced.dcm"
+    order = [3, 0, 2, 1, 4]
+    write_multiframe(path, phantom[order].astype(np.int16) + 1024, z=[12.0 * i for i in order])
+    volume = dicomarray.open_series(path)
+    np.testing.assert_allclose(volume.z, [0, 12, 24, 36, 48])
+    np.testing.assert_array_equal(volume.values, phantom[:5] + 1024)
+    assert list(volume.frame.values) == [1, 3, 2, 0, 4]
+
+
+def write_multiframe(path: Path, frames: np.ndarray, z: list[float]) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID, ds.StudyInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientID = "CT", "MF1"
+    ds.Rows, ds.Columns = frames.shape[1:]
+    ds.NumberOfFrames = len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    shared = Dataset()
+    orientation, measures = Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    measures.PixelSpacing, measures.SliceThickness = [3.6, 3.6], 12.0
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for position in z:
+        item, plane = Dataset(), Dataset()
+        plane.ImagePositionPatient = [-115.0, -115.0, position]
+        item.PlanePositionSequence = Sequence([plane])
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = frames.astype("<i2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_missing_decoder_is_named_before_computing(monkeypatch):
+    from pydicom.pixels.decoders.base import Decoder
+
+    monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))
+    with pytest.raises(dicomarray.MissingDecoderError, match=r"1\.2\.840\.10008\.1\.2\.4\.90.*codecs"):
+        dicomarray.open_series(pydicom_file("MR_small_jp2klossless.dcm"))
+
+
+def test_truncated_pixel_data_is_refused_at_open(make_series):
+    paths = make_series()
+    data = paths[4].read_bytes()
+    paths[4].write_bytes(data[: len(data) - 1000])
+    with pytest.raises(dicomarray.PixelDataError, match=paths[4].name):
+        dicomarray.open_series(paths[0].parent)
+
+
+def test_memory_limit_refuses_before_reading(make_series):
+    folder = make_series()[0].parent
+    with pytest.raises(dicomarray.PixelDataError, match="more than the limit"):
+        dicomarray.open_series(folder, max_bytes=10_000)
+
+
+def test_reading_one_slice_reads_one_file(make_series, monkeypatch):
+    from dicomarray.pixels import FrameStack
+
+    volume = dicomarray.open_series(make_series()[0].parent, chunks=12)
+    reads = []
+    original = FrameStack.read_into
+    monkeypatch.setattr(FrameStack, "read_into", lambda self, i, out: (reads.append(i), original(self, i, out)))
+    volume.isel(z=7).values
+    assert reads == [7]
+    reads.clear()
+    volume.sel(z=volume.z[2], method="nearest").isel(y=slice(0, 10)).values
+    assert reads == [2]
+
+
+def test_pickle_round_trip_of_a_lazy_volume(make_series, open_volume):
+    volume = open_volume(make_series()[0].parent, chunks=4)
+    copy = pickle.loads(pickle.dumps(volume))
+    assert copy.chunks == volume.chunks
+    xr.testing.assert_identical(copy.compute(), volume.compute())
+
+
+def test_same_files_give_the_same_dask_name(make_series):
+    folder = make_series()[0].parent
+    assert dicomarray.open_series(folder).data.name == dicomarray.open_series(folder).data.name
+
+
+def test_attrs_are_json_safe_and_tags_by_keyword(make_series, open_volume):
+    volume = open_volume(make_series(tags={"PatientID": "P-7"})[0].parent)
+    text = json.dumps(volume.attrs, allow_nan=False)
+    assert json.loads(text)["PatientID"] == "P-7"
+    assert volume.attrs["Modality"] == "CT"
+    assert isinstance(volume.attrs["RescaleSlope"], float)
+    assert volume.attrs["PixelSpacing"] == [3.6, 3.6]
+    assert "PixelData" not in volume.attrs
+    assert volume.dicom.metadata == volume.attrs
+
+
+def test_affine_follows_selections(make_series):
+    volume = dicomarray.open_series(make_series()[0].parent)
+    full = volume.dicom.affine
+    part = volume.isel(z=slice(3, None), y=slice(10, None), x=slice(5, None, 2)).dicom.affine
+    np.testing.assert_allclose(part @ [0, 0, 0, 1], full @ [3, 10, 5, 1])
+    np.testing.assert_allclose(part @ [1, 1, 1, 1], full @ [4, 11, 7, 1])
+
+
+def test_affine_maps_indices_to_patient_positions(make_series):
+    paths = make_series(orientation=(1, 0, 0, 0, 0, -1))  # coronal
+    volume = dicomarray.open_series(paths[0].parent)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        k = int(np.argmin(np.abs(volume.image_position_p.values - float(ds.ImagePositionPatient[1]))))
+        np.testing.assert_allclose((volume.dicom.affine @ [k, 0, 0, 1])[:3], ds.ImagePositionPatient, atol=1e-6)
+        # pixel (row 3, column 5): IPP + 3 * row spacing * column cosine + 5 * column spacing * row cosine
+        expected = np.array(ds.ImagePositionPatient, float) + 3 * 3.6 * np.array([0, 0, -1]) + 5 * 3.6 * np.array([1, 0, 0])
+        np.testing.assert_allclose((volume.dicom.affine @ [k, 3, 5, 1])[:3], expected, atol=1e-6)
+
+
+def test_open_from_scan_rows_and_file_list(make_series, phantom):
+    paths = make_series()
+    index = dicomarray.scan(paths[0].parent)
+    np.testing.assert_array_equal(stored_to_hu(dicomarray.open_series(index)), phantom)
+    np.testing.assert_array_equal(stored_to_hu(dicomarray.open_series(paths[::-1])), phantom)
+
+
+def test_open_study_builds_patient_study_series_tree(tmp_path):
+    from dicomarray.sample import make_study
+
+    root = make_study(tmp_path / "study", n_patients=2, rows=64, columns=64)
+    tree = dicomarray.open_study(root)
+    assert sorted(tree.children) == ["PAT041", "PAT042"]
+    series = [node for node in tree.subtree if "image" in node.data_vars]
+    assert len(series) == 4  # a head series and a scout for each patient
+    head = max(series, key=lambda node: node["image"].sizes["z"])
+    assert head["image"].chunks is not None
+    files = head["image"].attrs["dicomarray_assembly"]["files"]
+    np.testing.assert_array_equal(stored_to_hu(head["image"]), hu_of([Path(f) for f in files]))
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [("missing-folder", dicomarray.SeriesNotFoundError), ("junk", dicomarray.SeriesNotFoundError)],
+)
+def test_bad_sources_raise_clear_errors(tmp_path, source, error):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("hello")
+    with pytest.raises(error, match=str(tmp_path)):
+        dicomarray.open_series(tmp_path / source)
+
+
+def test_bad_chunks_are_a_dicomarray_error(make_series):
+    folder = make_series()[0].parent
+    with pytest.raises(dicomarray.DicomArrayError, match="chunks"):
+        dicomarray.open_series(folder, chunks={"t": 3})
+
+
+def test_engine_guess_can_open_is_cheap_and_never_raises(tmp_path):
+    from dicomarray.backend import DicomBackendEntrypoint
+
+    entry = DicomBackendEntrypoint()
+    plain = tmp_path / "x.txt"
+    plain.write_text("hi")
+    assert entry.guess_can_open(pydicom_file("MR_small.dcm"))
+    assert not entry.guess_can_open(plain)
+    assert not entry.guess_can_open(tmp_path / "nothing-here")
+    assert not entry.guess_can_open(12345)
+    assert not entry.guess_can_open(tmp_path)
