@@ -40,7 +40,9 @@ class DicomAccessor:
         obj = self._obj
         if tuple(obj.dims) != ("z", "y", "x"):
             raise DicomArrayError(f"affine needs dims ('z', 'y', 'x'), not {obj.dims}")
-        orientation = np.asarray(obj.attrs.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float)
+        orientation = np.asarray(
+            obj.attrs.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float
+        )
         spacing = _pixel_spacing(obj)
         if all(name in obj.coords for name in POSITION_COORDS):
             positions = np.stack([obj[name].values for name in POSITION_COORDS], axis=1)

@@ -136,7 +136,10 @@ def _choose_series(
     chosen = str(counts.index[0])
     if len(counts) > 1:
         others = ", ".join(f"{uid} ({n} instances)" for uid, n in counts.iloc[1:].items())
-        message = f"source holds {len(counts)} series; opened {chosen} ({counts.iloc[0]} instances). Others: {others}"
+        message = (
+            f"source holds {len(counts)} series; opened {chosen} "
+            f"({counts.iloc[0]} instances). Others: {others}"
+        )
         warn_data_problem(message, SeriesSelectionWarning, stacklevel=4)
     return images[uids == chosen]
 
@@ -149,7 +152,9 @@ def _drop_copies(rows: pd.DataFrame, left_out: list[dict[str, str]]) -> pd.DataF
     if copies.any():
         first = dict(zip(uids[~copies], rows["path"][~copies], strict=True))
         for path, uid in zip(rows["path"][copies], uids[copies], strict=True):
-            left_out.append({"path": path, "reason": f"copy of {first.get(uid)} (same SOPInstanceUID)"})
+            left_out.append(
+                {"path": path, "reason": f"copy of {first.get(uid)} (same SOPInstanceUID)"}
+            )
         logger.info("dropped %d copied instances", int(copies.sum()))
     return rows[~copies]
 
@@ -264,9 +269,7 @@ def _check_pixel_format(frames: pd.DataFrame) -> None:
             )
 
 
-def _order(
-    frames: pd.DataFrame, warnings: list[str]
-) -> tuple[pd.DataFrame, np.ndarray, str]:
+def _order(frames: pd.DataFrame, warnings: list[str]) -> tuple[pd.DataFrame, np.ndarray, str]:
     """Sort along the normal; SliceLocation, then InstanceNumber, only without positions."""
     z = _normal_positions(frames)
     sorted_by = "ImagePositionPatient"

@@ -21,7 +21,13 @@ class DicomBackendEntrypoint(BackendEntrypoint):
 
     description = "Open DICOM series as lazy (z, y, x) volumes with dicomarray"
     url = "https://github.com/dicomarray/dicomarray"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "series_uid", "rtol", "max_bytes")
+    open_dataset_parameters = (
+        "filename_or_obj",
+        "drop_variables",
+        "series_uid",
+        "rtol",
+        "max_bytes",
+    )
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -35,7 +41,9 @@ class DicomBackendEntrypoint(BackendEntrypoint):
 
         volume = open_series(filename_or_obj, series_uid, **kwargs)
         # so that chunks={} gives the same dask chunks as open_series
-        volume.encoding["preferred_chunks"] = {d: c[0] for d, c in zip(volume.dims, volume.chunks or (), strict=True)}
+        volume.encoding["preferred_chunks"] = {
+            d: c[0] for d, c in zip(volume.dims, volume.chunks or (), strict=True)
+        }
         dataset = volume.to_dataset()
         if drop_variables:
             dropped = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)

@@ -23,7 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s"
+    )
     if not args.debug:
         warnings.simplefilter("ignore")  # data warnings are logged once by the library already
     try:
@@ -45,8 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="write the built-in sample brain CT study, index it, and picture each patient"
     )
-    demo.add_argument("--output", type=Path, default=Path("output"), help="output folder (default ./output)")
-    demo.add_argument("--patients", type=int, default=10, help="number of sample patients (default 10)")
+    demo.add_argument(
+        "--output", type=Path, default=Path("output"), help="output folder (default ./output)"
+    )
+    demo.add_argument(
+        "--patients", type=int, default=10, help="number of sample patients (default 10)"
+    )
     demo.set_defaults(run=_run_demo)
 
     scan = commands.add_parser("scan", help="index every DICOM file under ROOT")
@@ -75,8 +81,10 @@ def _run_scan(args: argparse.Namespace) -> int:
             table.to_parquet(args.out)
         else:
             table.to_csv(args.out, index=False)
-    print(f"{len(index)} DICOM instances, {index['SeriesInstanceUID'].nunique()} series, "
-          f"{len(index.attrs['skipped'])} files skipped")
+    print(
+        f"{len(index)} DICOM instances, {index['SeriesInstanceUID'].nunique()} series, "
+        f"{len(index.attrs['skipped'])} files skipped"
+    )
     return 0
 
 

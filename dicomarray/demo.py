@@ -33,7 +33,9 @@ def run_demo(output: str | Path, *, n_patients: int = 10) -> list[Path]:
         volume = open_series(head, uid)
         middle = volume.isel(z=volume.sizes["z"] // 2)
         slope = float(middle.coords.get("rescale_slope", volume.attrs.get("RescaleSlope", 1.0)))
-        intercept = float(middle.coords.get("rescale_intercept", volume.attrs.get("RescaleIntercept", 0.0)))
+        intercept = float(
+            middle.coords.get("rescale_intercept", volume.attrs.get("RescaleIntercept", 0.0))
+        )
         picture = linear_window(rescale(middle.values, slope, intercept), *WINDOW_PRESETS["brain"])
         path = output / f"{patient}.jpg"
         save_image(np.asarray(picture), path)

@@ -42,7 +42,7 @@ class DicomArrayWarning(UserWarning):
 
 
 class GeometryWarning(DicomArrayWarning):
-    """A data-quality problem in a series' geometry: a gap, uneven spacing, a tilt, left-out slices."""
+    """A data problem in a series' geometry: a gap, uneven spacing, a tilt, a left-out slice."""
 
 
 class SeriesSelectionWarning(DicomArrayWarning):

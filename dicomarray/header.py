@@ -84,9 +84,24 @@ FILE_COLUMNS: tuple[str, ...] = (
 )
 
 _WANTED: dict[int, tuple[str, str]] = {
-    int(tag_for_keyword(kw)): (kw, dictionary_VR(kw)) for kw in INDEX_KEYWORDS  # type: ignore[arg-type]
+    int(tag_for_keyword(kw)): (kw, dictionary_VR(kw))
+    for kw in INDEX_KEYWORDS  # type: ignore[arg-type]
 }
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
 _TEXT_VRS = {"LT", "ST", "UT", "UR"}  # never split on backslash
 _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 _FAST_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
@@ -297,7 +312,9 @@ class _FastReader:
             count = len(raw) // struct.calcsize(fmt)
             numbers = [plain_value(v) for v in struct.unpack(f"<{count}{fmt}", raw)]
             return _single_or_list(numbers)
-        text = raw.decode(self.encoding if vr in {"PN", "LO", "SH", "LT", "ST", "UT"} else "latin-1")
+        text = raw.decode(
+            self.encoding if vr in {"PN", "LO", "SH", "LT", "ST", "UT"} else "latin-1"
+        )
         if vr in _TEXT_VRS:
             return text.strip(" \0") or None
         parts = [_parse_text(part, vr) for part in text.rstrip("\0").split("\\")]

@@ -60,7 +60,9 @@ class PixelFormat:
         path = row["path"]
         samples = row.get("SamplesPerPixel") or 1
         if samples != 1:
-            raise PixelDataError(f"{path}: SamplesPerPixel {samples}: only grey images open as volumes")
+            raise PixelDataError(
+                f"{path}: SamplesPerPixel {samples}: only grey images open as volumes"
+            )
         try:
             bits = int(row["BitsAllocated"] or 16)
             fmt = cls(
@@ -118,13 +120,17 @@ class FrameStack:
         offset = self.offsets[index]
         try:
             if self._fast and syntax in _NATIVE_SYNTAXES and offset is not None:
-                self._read_raw(path, offset + self.frame_numbers[index] * self.format.frame_bytes, out)
+                self._read_raw(
+                    path, offset + self.frame_numbers[index] * self.format.frame_bytes, out
+                )
             else:
                 out[...] = self._decode(path, self.frame_numbers[index])
         except PixelDataError:
             raise
         except Exception as exc:  # noqa: BLE001 - any decoder failure names the file
-            raise PixelDataError(f"{path}: cannot read pixel data: {type(exc).__name__}: {exc}") from exc
+            raise PixelDataError(
+                f"{path}: cannot read pixel data: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _read_raw(self, path: str, offset: int, out: np.ndarray) -> None:
         with open(path, "rb") as file:
@@ -141,7 +147,9 @@ class FrameStack:
 
         array = pixel_array(path, index=frame)
         if array.shape != self.shape[1:]:
-            raise PixelDataError(f"{path}: decoded frame has shape {array.shape}, expected {self.shape[1:]}")
+            raise PixelDataError(
+                f"{path}: decoded frame has shape {array.shape}, expected {self.shape[1:]}"
+            )
         return array
 
 
@@ -161,7 +169,9 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
-def check_readable(frames: pd.DataFrame, fmt: PixelFormat, *, max_bytes: int = MAX_VOLUME_BYTES) -> None:
+def check_readable(
+    frames: pd.DataFrame, fmt: PixelFormat, *, max_bytes: int = MAX_VOLUME_BYTES
+) -> None:
     """Refuse, before any read, what cannot be decoded or does not fit.
 
     Raises

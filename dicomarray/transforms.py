@@ -38,5 +38,7 @@ def linear_window(values: Any, center: float, width: float) -> Any:
     """
     if not width >= 1:
         raise ValueError(f"window width must be at least 1, got {width}")
-    scaled = (values - np.float32(center - 0.5)) / np.float32(max(width - 1.0, 1e-6)) + np.float32(0.5)
+    scaled = (values - np.float32(center - 0.5)) / np.float32(max(width - 1.0, 1e-6)) + np.float32(
+        0.5
+    )
     return np.clip(scaled, 0.0, 1.0).astype(np.float32)

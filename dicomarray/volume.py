@@ -117,7 +117,12 @@ def volume_from_assembly(
     chunking = _chunking(chunks, fmt, len(frames))
     name = "dicom-" + tokenize(file_signature(stack.paths), stack.frame_numbers, chunking)
     data = dask.array.from_array(
-        stack, chunks=chunking, name=name, lock=False, asarray=False, meta=np.empty((0, 0, 0), stack.dtype)
+        stack,
+        chunks=chunking,
+        name=name,
+        lock=False,
+        asarray=False,
+        meta=np.empty((0, 0, 0), stack.dtype),
     )
     return xr.DataArray(
         data,
@@ -151,10 +156,20 @@ def _coords(assembly: Assembly) -> dict[str, Any]:
         "z": ("z", geometry.z, {**mm, "long_name": "position along the slice normal"}),
         # origin: where row (column) 0 of the source series lies, so that selections keep
         # a correct affine
-        "y": ("y", geometry.y, {**mm, "long_name": "position along the column direction",
-                                "origin": float(geometry.y[0])}),
-        "x": ("x", geometry.x, {**mm, "long_name": "position along the row direction",
-                                "origin": float(geometry.x[0])}),
+        "y": (
+            "y",
+            geometry.y,
+            {
+                **mm,
+                "long_name": "position along the column direction",
+                "origin": float(geometry.y[0]),
+            },
+        ),
+        "x": (
+            "x",
+            geometry.x,
+            {**mm, "long_name": "position along the row direction", "origin": float(geometry.x[0])},
+        ),
     }
     if assembly.report["sorted_by"] != "ImagePositionPatient":
         coords["z"][2]["units"] = "mm" if assembly.report["sorted_by"] == "SliceLocation" else "1"
@@ -243,7 +258,7 @@ def _unique(path: str, taken: dict[str, Any]) -> str:
 
 
 def safe_name(value: Any, default: str, *, max_length: int = 64) -> str:
-    """A file- and node-safe name: letters, digits, ``-``, ``_``, ``.``; never empty or dots only."""
+    """A file- and node-safe name: letters, digits, ``-``, ``_``, ``.``; never empty or dots."""
     text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(value) if value is not None else "")
     text = text.strip("._")[:max_length]
     return text if text.strip(".") else default

@@ -75,7 +75,9 @@ def headers(draw):
     ds.PatientName = draw(text)
     ds.PatientID = draw(text)
     ds.SeriesDescription = draw(text)
-    ds.ImageType = draw(st.lists(st.sampled_from(["ORIGINAL", "DERIVED", "PRIMARY", "AXIAL"]), max_size=4))
+    ds.ImageType = draw(
+        st.lists(st.sampled_from(["ORIGINAL", "DERIVED", "PRIMARY", "AXIAL"]), max_size=4)
+    )
     ds.Modality = draw(st.sampled_from(["CT", "MR", ""]))
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(draw(st.integers()))])
     ds.SOPInstanceUID = generate_uid(entropy_srcs=[str(draw(st.integers()))])
@@ -100,7 +102,9 @@ def headers(draw):
     return ds
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ds=headers(), implicit=st.booleans(), undefined=st.booleans())
 def test_fast_path_equals_pydicom_on_generated_headers(tmp_path, ds, implicit, undefined):
     ds.file_meta = FileMetaDataset()

@@ -22,7 +22,11 @@ from .conftest import copy_files, hu_of, pydicom_file
 
 
 def stored_to_hu(volume: xr.DataArray) -> np.ndarray:
-    slope = volume.coords["rescale_slope"].values if "rescale_slope" in volume.coords else volume.attrs["RescaleSlope"]
+    slope = (
+        volume.coords["rescale_slope"].values
+        if "rescale_slope" in volume.coords
+        else volume.attrs["RescaleSlope"]
+    )
     intercept = (
         volume.coords["rescale_intercept"].values
         if "rescale_intercept" in volume.coords
@@ -50,7 +54,11 @@ def test_matches_simpleitk_values_order_and_spacing(make_series, open_volume, la
     volume = open_volume(folder)
     reference = sitk_read(folder)
     np.testing.assert_array_equal(stored_to_hu(volume), sitk.GetArrayFromImage(reference))
-    spacing = (float(volume.x[1] - volume.x[0]), float(volume.y[1] - volume.y[0]), float(volume.z[1] - volume.z[0]))
+    spacing = (
+        float(volume.x[1] - volume.x[0]),
+        float(volume.y[1] - volume.y[0]),
+        float(volume.z[1] - volume.z[0]),
+    )
     np.testing.assert_allclose(spacing, reference.GetSpacing(), rtol=1e-6)
     np.testing.assert_allclose(volume.dicom.affine[:3, 3], reference.GetOrigin(), atol=1e-4)
 
@@ -139,7 +147,11 @@ def test_sagittal_stack_orders_along_its_normal(make_series, phantom):
     np.testing.assert_allclose(volume.z, np.sort(expected))
     affine = volume.dicom.affine
     for k in (0, 5, 11):
-        position = [volume.image_position_l[k], volume.image_position_p[k], volume.image_position_s[k]]
+        position = [
+            volume.image_position_l[k],
+            volume.image_position_p[k],
+            volume.image_position_s[k],
+        ]
         np.testing.assert_allclose(affine @ [k, 0, 0, 1], [*position, 1], atol=1e-6)
     # one step down a column moves along the column cosine by the row spacing
     np.testing.assert_allclose(affine[:3, 1], np.array(orientation[3:]) * 3.6)
@@ -251,7 +263,10 @@ def test_dicomdir_tree_opens_every_series(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             reference = pydicom.dcmread(first).pixel_array
-        np.testing.assert_array_equal(volume.isel(z=0).values, reference.reshape(volume.shape[1:]) if reference.ndim == 2 else reference[0])
+        np.testing.assert_array_equal(
+            volume.isel(z=0).values,
+            reference.reshape(volume.shape[1:]) if reference.ndim == 2 else reference[0],
+        )
 
 
 def test_enhanced_multiframe_opens_with_per_frame_positions(tmp_path, phantom):
@@ -303,7 +318,9 @@ def test_missing_decoder_is_named_before_computing(monkeypatch):
     from pydicom.pixels.decoders.base import Decoder
 
     monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))
-    with pytest.raises(dicomarray.MissingDecoderError, match=r"1\.2\.840\.10008\.1\.2\.4\.90.*codecs"):
+    with pytest.raises(
+        dicomarray.MissingDecoderError, match=r"1\.2\.840\.10008\.1\.2\.4\.90.*codecs"
+    ):
         dicomarray.open_series(pydicom_file("MR_small_jp2klossless.dcm"))
 
 
@@ -327,11 +344,13 @@ def test_reading_one_slice_reads_one_file(make_series, monkeypatch):
     volume = dicomarray.open_series(make_series()[0].parent, chunks=12)
     reads = []
     original = FrameStack.read_into
-    monkeypatch.setattr(FrameStack, "read_into", lambda self, i, out: (reads.append(i), original(self, i, out)))
-    volume.isel(z=7).values
+    monkeypatch.setattr(
+        FrameStack, "read_into", lambda self, i, out: (reads.append(i), original(self, i, out))
+    )
+    volume.isel(z=7).compute()
     assert reads == [7]
     reads.clear()
-    volume.sel(z=volume.z[2], method="nearest").isel(y=slice(0, 10)).values
+    volume.sel(z=volume.z[2], method="nearest").isel(y=slice(0, 10)).compute()
     assert reads == [2]
 
 
@@ -371,10 +390,18 @@ def test_affine_maps_indices_to_patient_positions(make_series):
     volume = dicomarray.open_series(paths[0].parent)
     for path in paths:
         ds = pydicom.dcmread(path)
-        k = int(np.argmin(np.abs(volume.image_position_p.values - float(ds.ImagePositionPatient[1]))))
-        np.testing.assert_allclose((volume.dicom.affine @ [k, 0, 0, 1])[:3], ds.ImagePositionPatient, atol=1e-6)
+        k = int(
+            np.argmin(np.abs(volume.image_position_p.values - float(ds.ImagePositionPatient[1])))
+        )
+        np.testing.assert_allclose(
+            (volume.dicom.affine @ [k, 0, 0, 1])[:3], ds.ImagePositionPatient, atol=1e-6
+        )
         # pixel (row 3, column 5): IPP + 3 * row spacing * column cosine + 5 * column spacing * row cosine
-        expected = np.array(ds.ImagePositionPatient, float) + 3 * 3.6 * np.array([0, 0, -1]) + 5 * 3.6 * np.array([1, 0, 0])
+        expected = (
+            np.array(ds.ImagePositionPatient, float)
+            + 3 * 3.6 * np.array([0, 0, -1])
+            + 5 * 3.6 * np.array([1, 0, 0])
+        )
         np.testing.assert_allclose((volume.dicom.affine @ [k, 3, 5, 1])[:3], expected, atol=1e-6)
 
 
