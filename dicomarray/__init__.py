@@ -21,6 +21,7 @@ from .errors import (
     SeriesSelectionWarning,
 )
 from .index import scan
+from .query import Series, dicom_filter, list_series, read_pixels, read_tags
 from .volume import open_series, open_study
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -36,8 +37,13 @@ __all__ = [
     "MissingDecoderError",
     "PixelDataError",
     "SeriesNotFoundError",
+    "Series",
     "SeriesSelectionWarning",
+    "dicom_filter",
+    "list_series",
     "open_series",
     "open_study",
+    "read_pixels",
+    "read_tags",
     "scan",
 ]
