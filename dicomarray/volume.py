@@ -7,12 +7,10 @@ import os
 import re
 from typing import Any
 
-import dask.array
 import numpy as np
 import pandas as pd
 import pydicom
 import xarray as xr
-from dask.base import tokenize
 
 from .assembly import Assembly, assemble
 from .attrs import (
@@ -110,6 +108,9 @@ def volume_from_assembly(
     assembly: Assembly, *, chunks: Chunks = None, max_bytes: int = MAX_VOLUME_BYTES
 ) -> xr.DataArray:
     """The lazy DataArray of an :class:`~dicomarray.assembly.Assembly`."""
+    import dask.array  # deferred: keeps `import dicomarray` fast
+    from dask.base import tokenize
+
     frames = assembly.frames
     fmt = PixelFormat.from_row(frames.iloc[0])
     check_readable(frames, fmt, max_bytes=max_bytes)
