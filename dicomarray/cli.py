@@ -28,13 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.debug:
         warnings.simplefilter("ignore")  # data warnings are logged once by the library already
+    from .query import RuleError
+
     try:
         return int(args.run(args))
     except (DicomArrayError, OSError) as exc:
         if args.debug:
             raise
         print(f"dicomarray: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, RuleError) else 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +61,21 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("root", type=Path)
     scan.add_argument("--out", type=Path, help="write the index to .csv or .parquet")
     scan.set_defaults(run=_run_scan)
+
+    series = commands.add_parser("series", help="one line per series under ROOT")
+    series.add_argument("root", type=Path)
+    series.set_defaults(run=_run_series)
+
+    info = commands.add_parser("info", help="one series' shape, geometry, tags and warnings")
+    info.add_argument("path", type=Path, help="a series folder, or one file")
+    info.add_argument("--series-uid", help="the series to describe when PATH holds several")
+    info.set_defaults(run=_run_info)
+
+    filter_ = commands.add_parser("filter", help="series under ROOT matching a JSON config")
+    filter_.add_argument("root", type=Path)
+    filter_.add_argument("--config", type=Path, required=True, help="JSON file of tag rules")
+    filter_.add_argument("--json", action="store_true", help="print the matches as JSON")
+    filter_.set_defaults(run=_run_filter)
     return parser
 
 
@@ -85,6 +102,64 @@ def _run_scan(args: argparse.Namespace) -> int:
         f"{len(index)} DICOM instances, {index['SeriesInstanceUID'].nunique()} series, "
         f"{len(index.attrs['skipped'])} files skipped"
     )
+    return 0
+
+
+def _run_series(args: argparse.Namespace) -> int:
+    from .query import list_series
+
+    table = list_series(args.root)
+    if table.empty:
+        print("no DICOM series found")
+        return 0
+    shown = table.drop(columns=["StudyInstanceUID", "SeriesInstanceUID"])
+    print(shown.to_string(index=False, max_colwidth=32))
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import warnings as warnings_module
+
+    from .volume import ASSEMBLY_ATTR, open_series
+
+    with warnings_module.catch_warnings(record=True):
+        warnings_module.simplefilter("always")
+        volume = open_series(args.path, args.series_uid)
+    report = volume.attrs[ASSEMBLY_ATTR]
+    spacing = (report["slice_spacing"], *volume.attrs.get("PixelSpacing", [None, None]))
+    lines = [
+        f"series      {report['series_uid']}",
+        f"shape       {dict(volume.sizes)}  dtype {volume.dtype}",
+        f"spacing     z {spacing[0]} mm, y {spacing[1]} mm, x {spacing[2]} mm",
+        f"z range     {float(volume.z[0]):.2f} .. {float(volume.z[-1]):.2f} mm "
+        f"(sorted by {report['sorted_by']})",
+        f"left out    {len(report['left_out'])} file(s)",
+        *(f"warning     {w}" for w in report["warnings"]),
+        "affine (z, y, x, 1) -> LPS mm:",
+        *("    " + "  ".join(f"{v:9.3f}" for v in row) for row in volume.dicom.affine),
+        "tags:",
+    ]
+    for keyword, value in volume.attrs.items():
+        if keyword != ASSEMBLY_ATTR and not isinstance(value, list | dict):
+            lines.append(f"    {keyword:32} {value}")
+    print("\n".join(lines))
+    return 0
+
+
+def _run_filter(args: argparse.Namespace) -> int:
+    import json
+
+    from .query import dicom_filter
+
+    found = dicom_filter(args.root, args.config)
+    if args.json:
+        records = [{"uid": s.uid, "files": list(s.files), "meta": s.meta} for s in found]
+        print(json.dumps(records, indent=2))
+    else:
+        for series in found:
+            meta = series.meta
+            fields = (meta.get("PatientID", ""), meta.get("SeriesDescription", ""))
+            print(f"{series.uid}\t{len(series.files)}\t{fields[0]}\t{fields[1]}")
     return 0
 
 

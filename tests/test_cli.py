@@ -60,3 +60,56 @@ def test_bad_usage_exits_2():
     with pytest.raises(SystemExit) as exit_info:
         main(["no-such-command"])
     assert exit_info.value.code == 2
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dicomarray", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_series_table(demo_output):
+    result = run_cli("series", str(demo_output / "sample_study"))
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 + 4 and "AXIAL" in result.stdout and "SAGITTAL" in result.stdout
+
+
+def test_info_describes_geometry_and_tags(demo_output):
+    head = next((demo_output / "sample_study" / "041").glob("*/2_*"))
+    result = run_cli("info", str(head))
+    assert result.returncode == 0
+    assert "sorted by ImagePositionPatient" in result.stdout
+    assert "PatientID" in result.stdout and "affine" in result.stdout
+
+
+def test_filter_prints_matches_and_json(demo_output, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"is_localizer": false, "Modality": "CT"}')
+    plain = run_cli("filter", str(demo_output / "sample_study"), "--config", str(config))
+    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 2
+    as_json = run_cli(
+        "filter", str(demo_output / "sample_study"), "--config", str(config), "--json"
+    )
+    records = __import__("json").loads(as_json.stdout)
+    assert [r["meta"]["PatientID"] for r in records] == ["PAT041", "PAT042"]
+
+
+def test_filter_with_a_bad_config_is_bad_usage(demo_output, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"NoSuchTag": 1}')
+    result = run_cli("filter", str(demo_output / "sample_study"), "--config", str(config))
+    assert result.returncode == 2 and "NoSuchTag" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "junk"])
+def test_info_on_bad_input_fails_with_one_line(tmp_path, case):
+    target = tmp_path / case
+    if case != "missing":
+        target.mkdir()
+    if case == "junk":
+        (target / "notes.txt").write_text("not dicom")
+    result = run_cli("info", str(target))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and case in result.stderr
