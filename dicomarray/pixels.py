@@ -11,9 +11,12 @@ to dask workers.
 
 from __future__ import annotations
 
+import mmap
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,8 @@ from .errors import MissingDecoderError, PixelDataError
 MAX_VOLUME_BYTES = 64 * 2**30
 _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
+_PARALLEL_FRAMES = 8
+_MMAP_THRESHOLD = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -107,10 +112,14 @@ class FrameStack:
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (3 - len(key))
         picked = np.arange(self.shape[0])[key[0]]
-        indices = np.atleast_1d(picked)
-        out = np.empty((len(indices), *self.shape[1:]), dtype=self.dtype)
-        for position, index in enumerate(indices):
-            self.read_into(int(index), out[position])
+        indices = [int(i) for i in np.atleast_1d(picked)]
+        out = empty_buffer((len(indices), *self.shape[1:]), self.dtype)
+        if len(indices) >= _PARALLEL_FRAMES:
+            # reads release the GIL: overlap them, each straight into its slot of out
+            list(_reader_pool().map(self.read_into, indices, out))
+        else:
+            for position, index in enumerate(indices):
+                self.read_into(index, out[position])
         result = out[(slice(None), *key[1:])]
         return result[0] if np.ndim(picked) == 0 else result
 
@@ -151,6 +160,27 @@ class FrameStack:
                 f"{path}: decoded frame has shape {array.shape}, expected {self.shape[1:]}"
             )
         return array
+
+
+def empty_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array in its own anonymous memory map.
+
+    numpy asks the kernel for transparent huge pages on large arrays; where the kernel
+    compacts memory on demand to find them (THP "defrag=madvise", as on many servers),
+    touching a fresh 150 MB array costs ~0.4 s instead of ~0.06 s. Pixel buffers are
+    written once, front to back, so ordinary pages serve them better.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes < _MMAP_THRESHOLD:
+        return np.empty(shape, dtype)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
+
+
+@cache
+def _reader_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(
+        max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="dicomarray-read"
+    )
 
 
 def _fix_unused_bits(out: np.ndarray, fmt: PixelFormat) -> None:

@@ -24,7 +24,7 @@ from .attrs import (
 from .errors import DicomArrayError, InvalidDicomError, SeriesNotFoundError
 from .geometry import SPACING_RTOL
 from .index import Source, as_index
-from .pixels import MAX_VOLUME_BYTES, FrameStack, PixelFormat, check_readable, file_signature
+from .pixels import MAX_VOLUME_BYTES, FrameStack, PixelFormat, check_readable
 
 logger = logging.getLogger(__name__)
 
@@ -108,25 +108,14 @@ def volume_from_assembly(
     assembly: Assembly, *, chunks: Chunks = None, max_bytes: int = MAX_VOLUME_BYTES
 ) -> xr.DataArray:
     """The lazy DataArray of an :class:`~dicomarray.assembly.Assembly`."""
-    import dask.array  # deferred: keeps `import dicomarray` fast
-    from dask.base import tokenize
+    from .lazy import lazy_frames  # deferred: dask.array costs 0.25 s to import
 
     frames = assembly.frames
     fmt = PixelFormat.from_row(frames.iloc[0])
     check_readable(frames, fmt, max_bytes=max_bytes)
     stack = FrameStack(frames, fmt)
-    chunking = _chunking(chunks, fmt, len(frames))
-    name = "dicom-" + tokenize(file_signature(stack.paths), stack.frame_numbers, chunking)
-    data = dask.array.from_array(
-        stack,
-        chunks=chunking,
-        name=name,
-        lock=False,
-        asarray=False,
-        meta=np.empty((0, 0, 0), stack.dtype),
-    )
     return xr.DataArray(
-        data,
+        lazy_frames(stack, _chunking(chunks, fmt, len(frames))),
         dims=("z", "y", "x"),
         coords=_coords(assembly),
         attrs=_attrs(assembly),

@@ -455,3 +455,16 @@ def test_engine_guess_can_open_is_cheap_and_never_raises(tmp_path):
     assert not entry.guess_can_open(tmp_path / "nothing-here")
     assert not entry.guess_can_open(12345)
     assert not entry.guess_can_open(tmp_path)
+
+
+def test_values_read_into_one_array_and_match_the_chunked_compute(make_series, monkeypatch):
+    from dicomarray.lazy import FrameStackArray
+
+    volume = dicomarray.open_series(make_series()[0].parent, chunks=5)
+    assert isinstance(volume.data, FrameStackArray)
+    chunked = volume.data.compute()  # chunk by chunk, then concatenated
+    np.testing.assert_array_equal(volume.values, chunked)
+    # anything derived is a plain dask array computed the usual way
+    derived = volume.isel(z=slice(2, 7)) + 1
+    assert not isinstance(derived.data, FrameStackArray)
+    np.testing.assert_array_equal(derived.values, chunked[2:7] + 1)
