@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from .attrs import (
 from .errors import DicomArrayError, InvalidDicomError, SeriesNotFoundError
 from .geometry import SPACING_RTOL
 from .index import Source, as_index
+from .paths import safe_name
 from .pixels import MAX_VOLUME_BYTES, FrameStack, PixelFormat, check_readable
 
 logger = logging.getLogger(__name__)
@@ -245,10 +245,3 @@ def _unique(path: str, taken: dict[str, Any]) -> str:
         n += 1
         candidate = f"{path}-{n}"
     return candidate
-
-
-def safe_name(value: Any, default: str, *, max_length: int = 64) -> str:
-    """A file- and node-safe name: letters, digits, ``-``, ``_``, ``.``; never empty or dots."""
-    text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(value) if value is not None else "")
-    text = text.strip("._")[:max_length]
-    return text if text.strip(".") else default
