@@ -125,7 +125,7 @@ def _choose_series(
     images = index[index["Rows"].notna() & index["Columns"].notna()]
     if images.empty:
         raise SeriesNotFoundError(f"no image instances among {len(index)} indexed files")
-    uids = images["SeriesInstanceUID"].astype(str)
+    uids = images["SeriesInstanceUID"].map(lambda v: "" if v is None else str(v))
     counts = uids.value_counts(sort=True)
     if series_uid is not None:
         if series_uid not in counts.index:

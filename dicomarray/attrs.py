@@ -8,6 +8,7 @@ survive zarr, netCDF and JSON unchanged.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any
@@ -18,6 +19,8 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from .header import INDEX_KEYWORDS, plain_value
+
+logger = logging.getLogger(__name__)
 
 _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 _NOT_ATTRS = {"PixelData", "FloatPixelData", "DoubleFloatPixelData"}
@@ -59,11 +62,16 @@ def json_safe(value: Any) -> Any:
 def dataset_attrs(ds: Dataset) -> dict[str, Any]:
     """Public, non-binary top-level elements of a data set, keyed by keyword."""
     attrs: dict[str, Any] = {}
-    for element in ds:
-        keyword = element.keyword
-        if not keyword or keyword in _NOT_ATTRS or element.VR in _BINARY_VRS:
+    for tag in list(ds.keys()):
+        try:
+            element = ds[tag]
+            keyword = element.keyword
+            if not keyword or keyword in _NOT_ATTRS or element.VR in _BINARY_VRS:
+                continue
+            value = json_safe(element.value)
+        except Exception as exc:  # noqa: BLE001 - one bad element must not hide the rest
+            logger.info("left out element %s: %s", tag, exc)
             continue
-        value = json_safe(element.value)
         if value is not None and value != [] and value != {}:
             attrs[keyword] = value
     return attrs

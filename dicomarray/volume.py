@@ -84,6 +84,29 @@ def open_series(
     GeometryWarning
         Uneven spacing, gantry tilt, frames left out (localizers, other orientations).
     """
+    try:
+        return _open_series(source, series_uid, chunks=chunks, rtol=rtol, max_bytes=max_bytes)
+    except DicomArrayError:
+        raise
+    except _DATA_ERRORS as exc:
+        # last line of defence: a value no check foresaw still names the source
+        raise InvalidDicomError(
+            f"{_describe(source)}: cannot build a volume: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+#: Exceptions that malformed values can raise deep in numpy, pandas or pydicom.
+_DATA_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError)
+
+
+def _open_series(
+    source: Source | pd.DataFrame,
+    series_uid: str | None,
+    *,
+    chunks: Chunks,
+    rtol: float,
+    max_bytes: int,
+) -> xr.DataArray:
     index = as_index(source)
     if not index["Rows"].notna().any():
         skipped = index.attrs.get("skipped", [])
