@@ -396,7 +396,8 @@ def test_affine_maps_indices_to_patient_positions(make_series):
         np.testing.assert_allclose(
             (volume.dicom.affine @ [k, 0, 0, 1])[:3], ds.ImagePositionPatient, atol=1e-6
         )
-        # pixel (row 3, column 5): IPP + 3 * row spacing * column cosine + 5 * column spacing * row cosine
+        # pixel (row 3, column 5): IPP + 3 row spacings down the column cosine
+        # + 5 column spacings along the row cosine
         expected = (
             np.array(ds.ImagePositionPatient, float)
             + 3 * 3.6 * np.array([0, 0, -1])
