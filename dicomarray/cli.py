@@ -76,6 +76,22 @@ def _parser() -> argparse.ArgumentParser:
     filter_.add_argument("--config", type=Path, required=True, help="JSON file of tag rules")
     filter_.add_argument("--json", action="store_true", help="print the matches as JSON")
     filter_.set_defaults(run=_run_filter)
+
+    batch = commands.add_parser("batch", help="convert every selected series under ROOT into OUT")
+    batch.add_argument("root", type=Path)
+    batch.add_argument("out", type=Path)
+    batch.add_argument("--config", type=Path, help="JSON file of tag rules selecting series")
+    batch.add_argument(
+        "--format", default="zarr,npy,jpg", help="comma-separated: zarr,npy,nifti,jpg"
+    )
+    where = batch.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running dask scheduler (tcp://host:8786)")
+    where.add_argument(
+        "--workers", type=int, help="local worker processes (0: threads in this process)"
+    )
+    batch.add_argument("--deidentify", action="store_true", help="leave out patient identifiers")
+    batch.add_argument("--overwrite", action="store_true", help="redo series already complete")
+    batch.set_defaults(run=_run_batch)
     return parser
 
 
@@ -161,6 +177,36 @@ def _run_filter(args: argparse.Namespace) -> int:
             fields = (meta.get("PatientID", ""), meta.get("SeriesDescription", ""))
             print(f"{series.uid}\t{len(series.files)}\t{fields[0]}\t{fields[1]}")
     return 0
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    from .batch import convert
+
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    try:
+        report = convert(
+            args.root,
+            args.out,
+            config=args.config,
+            formats=[f.strip() for f in args.format.split(",") if f.strip()],
+            client=client,
+            workers=args.workers,
+            deidentify=args.deidentify,
+            overwrite=args.overwrite,
+            progress=sys.stderr.isatty(),
+        )
+    finally:
+        if client is not None:
+            client.close()
+    counts = report["status"].value_counts().to_dict()
+    print(", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "skipped", "failed")))
+    for row in report[report["status"] == "failed"].itertuples():
+        print(f"failed: {row.SeriesInstanceUID}: {row.error}", file=sys.stderr)
+    return 1 if counts.get("failed") else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

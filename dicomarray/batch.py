@@ -1,0 +1,331 @@
+"""Many series on dask.distributed: one task per series, safe names, manifests, resume, report.
+
+Each series is converted by :func:`convert_series`, a plain function of a picklable
+:class:`SeriesJob`, so dask.distributed can run it on any worker. A series' outputs are
+complete only when its manifest exists: the manifest is written last, after every output
+file has been renamed into place, so a run that is killed leaves either a finished series
+or one that the next run redoes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import DicomArrayError
+from .paths import inside, safe_name, short_hash
+
+logger = logging.getLogger(__name__)
+
+#: Formats :func:`convert` can write, and the file each one makes in a series folder.
+FORMATS: dict[str, str] = {
+    "zarr": "image.zarr",
+    "npy": "image.npy",
+    "nifti": "image.nii.gz",
+    "jpg": "middle.jpg",
+}
+SIDECAR = "image.json"
+MANIFEST = "manifest.json"
+REPORT_COLUMNS = (
+    "SeriesInstanceUID",
+    "PatientID",
+    "status",
+    "error",
+    "outputs",
+    "slices",
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class SeriesJob:
+    """What one task needs: the files of a series, where to write, and how."""
+
+    uid: str
+    patient_id: str
+    files: tuple[str, ...]
+    out_dir: str
+    formats: tuple[str, ...]
+    deidentify: bool
+    overwrite: bool
+    #: dask scheduler for the series' own computations: "synchronous" on a cluster
+    #: worker (one task per worker process, and no nested tasks sent back to the
+    #: scheduler); None keeps the current one.
+    scheduler: str | None = None
+
+
+def convert(
+    root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    formats: Sequence[str] = ("zarr", "npy", "jpg"),
+    client: Any = None,
+    workers: int | None = None,
+    deidentify: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Convert every selected series under ``root`` into ``out_dir/<patient>/<study>/<series>/``.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        A study tree; indexed with :func:`dicomarray.scan` (headers only).
+    out_dir : str or os.PathLike
+        Where outputs go. Nothing is ever written outside it, whatever the tags say.
+    config : dict or path of a JSON file, optional
+        Rules as in :func:`dicomarray.dicom_filter`; default: every image series.
+    formats : sequence of str, default ("zarr", "npy", "jpg")
+        Any of ``zarr``, ``npy``, ``nifti``, ``jpg``. A JSON sidecar is always written.
+        Volumes are exported in modality values (HU for CT), float32.
+    client : distributed.Client, optional
+        Run on this cluster. Without one, a local cluster with ``workers`` processes is
+        started (and closed); ``workers=0`` runs in this process on dask's threaded
+        scheduler.
+    workers : int, optional
+        Worker processes of the local cluster; default: the number of CPUs.
+    deidentify : bool, default False
+        Leave patient-identifying attributes out of every output and make folder names
+        from hashes of the patient and study instead of their IDs.
+    overwrite : bool, default False
+        Redo series whose outputs are complete; by default they are ``skipped``.
+    progress : bool, default True
+        A progress line over series on stderr (and the dashboard link of a cluster).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per series: SeriesInstanceUID, PatientID, status (``ok``, ``failed``,
+        ``skipped``), error, outputs, slices, seconds. Also written to
+        ``out_dir/report.csv``.
+    """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise DicomArrayError(f"unknown formats {unknown}; choose from {sorted(FORMATS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = plan_jobs(root, out, config, tuple(formats), deidentify, overwrite)
+    rows = _run(jobs, client, workers, progress)
+    report = pd.DataFrame.from_records(rows, columns=list(REPORT_COLUMNS))
+    _write_report(report, out / "report.csv")
+    return report
+
+
+def plan_jobs(
+    root: str | os.PathLike[str],
+    out: Path,
+    config: Mapping[str, Any] | str | os.PathLike[str] | None,
+    formats: tuple[str, ...],
+    deidentify: bool,
+    overwrite: bool,
+) -> list[SeriesJob]:
+    """One job per selected series, each with its own safe output folder."""
+    from .query import dicom_filter
+
+    taken: set[str] = set()
+    jobs = []
+    for series in dicom_filter(root, config or {}):
+        folder = _unique(_relative_folder(series.meta, series.uid, deidentify), series.uid, taken)
+        target = inside(out, out / folder)
+        jobs.append(
+            SeriesJob(
+                uid=series.uid,
+                patient_id=str(series.meta.get("PatientID", "")),
+                files=series.files,
+                out_dir=str(target),
+                formats=formats,
+                deidentify=deidentify,
+                overwrite=overwrite,
+            )
+        )
+    return jobs
+
+
+def _relative_folder(meta: Mapping[str, Any], uid: str, deidentify: bool) -> str:
+    if deidentify:
+        patient = "patient-" + short_hash(meta.get("PatientID"))
+        study = "study-" + short_hash(meta.get("StudyInstanceUID"))
+    else:
+        patient = safe_name(meta.get("PatientID"), "unknown-patient")
+        study_parts = (meta.get("StudyDate"), meta.get("StudyID"))
+        study = safe_name("_".join(str(v) for v in study_parts if v), "study")
+    series_parts = (meta.get("SeriesNumber"), meta.get("SeriesDescription"))
+    series = safe_name("_".join(str(v) for v in series_parts if v is not None), "series")
+    return f"{patient}/{study}/{series}"
+
+
+def _unique(folder: str, uid: str, taken: set[str]) -> str:
+    """The folder, or the folder with a short hash of the UID when another series has it."""
+    if folder in taken:
+        folder = f"{folder}-{short_hash(uid)}"
+    taken.add(folder)
+    return folder
+
+
+def _run(
+    jobs: list[SeriesJob], client: Any, workers: int | None, progress: bool
+) -> list[dict[str, Any]]:
+    if not jobs:
+        return []
+    if client is None and workers == 0:
+        return _run_threaded(jobs, progress)
+    if client is not None:
+        return _run_on(client, jobs, progress)
+    from distributed import Client, LocalCluster
+
+    n_workers = workers or os.cpu_count() or 1
+    with (
+        LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as local,
+    ):
+        return _run_on(local, jobs, progress)
+
+
+def _run_threaded(jobs: list[SeriesJob], progress: bool) -> list[dict[str, Any]]:
+    import dask
+
+    tasks = [dask.delayed(convert_series, pure=False)(job) for job in jobs]
+    rows = list(dask.compute(*tasks, scheduler="threads"))
+    if progress:
+        _show_progress(len(rows), len(rows))
+    return rows
+
+
+def _run_on(client: Any, jobs: list[SeriesJob], progress: bool) -> list[dict[str, Any]]:
+    from distributed import as_completed
+
+    if progress:
+        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    jobs = [replace(job, scheduler="synchronous") for job in jobs]
+    futures = client.map(convert_series, jobs, pure=False)
+    done = 0
+    for _future in as_completed(futures):
+        done += 1
+        if progress:
+            _show_progress(done, len(futures))
+    return client.gather(futures)
+
+
+def _show_progress(done: int, total: int) -> None:
+    end = "\n" if done == total else ""
+    print(f"\rseries {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def convert_series(job: SeriesJob) -> dict[str, Any]:
+    """Convert one series; never raises: a failure is a row with status ``failed``."""
+    started = time.perf_counter()
+    row: dict[str, Any] = {
+        "SeriesInstanceUID": job.uid,
+        "PatientID": job.patient_id,
+        "status": "ok",
+        "error": "",
+        "outputs": "",
+        "slices": len(job.files),
+        "seconds": 0.0,
+    }
+    folder = Path(job.out_dir)
+    try:
+        manifest = read_manifest(folder)
+        if manifest is not None and not job.overwrite:
+            row.update(status="skipped", outputs=";".join(manifest["outputs"]))
+        else:
+            outputs, slices = _write_outputs(job, folder)
+            row.update(outputs=";".join(outputs), slices=slices)
+    except Exception as exc:  # noqa: BLE001 - one failed series must not stop the others
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        logger.warning("series %s failed: %s", job.uid, exc)
+        logger.debug("%s", traceback.format_exc())
+    row["seconds"] = round(time.perf_counter() - started, 3)
+    return row
+
+
+def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], int]:
+    import dask
+
+    from .volume import open_series
+
+    _clear(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    setting = dask.config.set(scheduler=job.scheduler) if job.scheduler else nullcontext()
+    with setting:
+        volume = open_series(list(job.files), job.uid)
+        values = volume.dicom.hu()
+        outputs = [SIDECAR]
+        _WRITERS["sidecar"](values, folder / SIDECAR, job.deidentify)
+        for name in job.formats:
+            _WRITERS[name](values, folder / FORMATS[name], job.deidentify)
+            outputs.append(FORMATS[name])
+    write_manifest(folder, job, outputs)
+    return outputs, int(volume.sizes["z"])
+
+
+def _clear(folder: Path) -> None:
+    """Remove what an interrupted run left in a series folder, before redoing it."""
+    if folder.is_symlink():
+        raise DicomArrayError(f"{folder}: refusing to write through a symlink")
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of a complete series folder, or None when the folder is not complete."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    outputs = manifest.get("outputs", [])
+    if not all((folder / name).exists() for name in outputs):
+        return None
+    return manifest
+
+
+def write_manifest(folder: Path, job: SeriesJob, outputs: Iterable[str]) -> None:
+    """Written last and atomically: its presence means the series is complete."""
+    record = {
+        "SeriesInstanceUID": job.uid,
+        "outputs": list(outputs),
+        "formats": list(job.formats),
+        "deidentify": job.deidentify,
+        "files": len(job.files),
+    }
+    _atomic_text(folder / MANIFEST, json.dumps(record, indent=2))
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
+    os.replace(temporary, path)
+
+
+def _write_report(report: pd.DataFrame, path: Path) -> None:
+    _atomic_text(path, report.to_csv(index=False))
+
+
+def _sidecar(volume: Any, path: Path, deidentify: bool) -> None:
+    from .writers.metadata import write_sidecar
+
+    write_sidecar(volume, path, deidentify=deidentify)
+
+
+_WRITERS: dict[str, Callable[[Any, Path, bool], Any]] = {
+    "sidecar": _sidecar,
+    "zarr": lambda v, p, d: v.dicom.to_zarr(p, deidentify=d),
+    "npy": lambda v, p, d: v.dicom.to_npy(p, json_path=p.with_suffix(".npy.json"), deidentify=d),
+    "nifti": lambda v, p, d: v.dicom.to_nifti(p),
+    "jpg": lambda v, p, d: v.dicom.to_jpg(p),
+}
