@@ -254,31 +254,56 @@ def convert_series(job: SeriesJob) -> dict[str, Any]:
 
 
 def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], int]:
+    """Write into a private staging folder, then move it into place in one rename.
+
+    A series folder therefore only ever appears complete, even when two runs write
+    into the same output folder at once or a run is killed half way.
+    """
     import dask
 
     from .volume import open_series
 
-    _clear(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    setting = dask.config.set(scheduler=job.scheduler) if job.scheduler else nullcontext()
-    with setting:
-        volume = open_series(list(job.files), job.uid)
-        values = volume.dicom.hu()
-        outputs = [SIDECAR]
-        _WRITERS["sidecar"](values, folder / SIDECAR, job.deidentify)
-        for name in job.formats:
-            _WRITERS[name](values, folder / FORMATS[name], job.deidentify)
-            outputs.append(FORMATS[name])
-    write_manifest(folder, job, outputs)
+    if folder.is_symlink():
+        raise DicomArrayError(f"{folder}: refusing to write through a symlink")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent)
+    )
+    try:
+        setting = dask.config.set(scheduler=job.scheduler) if job.scheduler else nullcontext()
+        with setting:
+            volume = open_series(list(job.files), job.uid)
+            values = volume.dicom.hu()
+            outputs = [SIDECAR]
+            _WRITERS["sidecar"](values, staging / SIDECAR, job.deidentify)
+            for name in job.formats:
+                _WRITERS[name](values, staging / FORMATS[name], job.deidentify)
+                outputs.append(FORMATS[name])
+        write_manifest(staging, job, outputs)
+        _move_into_place(staging, folder, overwrite=job.overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return outputs, int(volume.sizes["z"])
 
 
-def _clear(folder: Path) -> None:
-    """Remove what an interrupted run left in a series folder, before redoing it."""
-    if folder.is_symlink():
-        raise DicomArrayError(f"{folder}: refusing to write through a symlink")
-    if folder.exists():
-        shutil.rmtree(folder)
+def _move_into_place(staging: Path, folder: Path, *, overwrite: bool) -> None:
+    """Rename staging to folder; an older folder there is moved aside first, then removed.
+
+    When a concurrent run has put a complete folder in place meanwhile, its outputs stand
+    (unless ``overwrite``) and the staging folder is discarded by the caller.
+    """
+    if folder.exists() and not overwrite and read_manifest(folder) is not None:
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    try:
+        if folder.exists():
+            os.rename(folder, old / "previous")
+        os.rename(staging, folder)
+    except OSError:
+        if read_manifest(folder) is None:
+            raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
