@@ -164,11 +164,18 @@ def dicomarray_zarr(data: Data) -> Path:
 
 
 def _dicomarray_batch(data: Data, workers: int) -> Any:
+    """Every series of the study to zarr; a series that fails fails the run, so that the
+    time of a batch that did nothing is never reported as a speed."""
     from dicomarray import batch
 
-    return batch.convert(
+    report = batch.convert(
         data.dicom_dir, data.scratch / "batch", formats=("zarr",), workers=workers, progress=False
     )
+    failed = report[report["status"] == "failed"]
+    if len(failed):
+        first = failed["error"].iloc[0]
+        raise RuntimeError(f"{len(failed)} of {len(report)} series failed, first: {first}")
+    return report
 
 
 # --- SimpleITK ------------------------------------------------------------------------

@@ -35,6 +35,7 @@ def describe_machine(repo: Path) -> dict[str, Any]:
         "python": platform.python_version(),
         "libraries": {name: _version(name) for name in LIBRARIES},
         "commit": _commit(repo),
+        "changed_library_files": _changed_files(repo),
     }
 
 
@@ -67,16 +68,21 @@ def _version(name: str) -> str | None:
 
 def _commit(repo: Path) -> str | None:
     """The checked-out commit, marked ``+dirty`` when library files differ from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "dicomarray"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
+    head = _git(repo, "rev-parse", "--short", "HEAD")
+    if not head:
         return None
-    return f"{head}+dirty" if dirty else head or None
+    return f"{head}+dirty" if _changed_files(repo) else head
+
+
+def _changed_files(repo: Path) -> list[str]:
+    """Library files that differ from the commit: what was measured is not only the commit."""
+    status = _git(repo, "status", "--porcelain", "--", "dicomarray")
+    return [line[3:] for line in status.splitlines() if line.strip()]
+
+
+def _git(repo: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    except OSError:
+        return ""
+    return done.stdout.rstrip() if done.returncode == 0 else ""

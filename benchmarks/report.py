@@ -74,6 +74,7 @@ def markdown(results: dict[str, Any]) -> str:
     for task in dict.fromkeys(r["task"] for r in rows):
         lines += [f"### {TASK_TITLES.get(task, task)}", ""]
         lines += result_table([r for r in rows if r["task"] == task], results["datasets"]) + [""]
+    lines += _batch_speedup(rows)
     lines += _skipped(results["skipped"]) + _checks(rows) + _notes(rows)
     lines += ["## How it was measured", "", METHOD.format(**options)]
     lines.append(f"Total run time: {options['total_seconds'] / 60:.1f} min.")
@@ -86,7 +87,13 @@ def _machine_line(machine: dict[str, Any]) -> str:
         f"Run {machine['date']} on {machine['cpu']}, {machine['cores']} cores, "
         f"{machine['memory_gib']} GiB RAM, {machine['os']}; Python {machine['python']}; "
         f"{libraries}; commit {machine['commit']}."
-    )
+    ) + _changed(machine.get("changed_library_files"))
+
+
+def _changed(files: list[str] | None) -> str:
+    if not files:
+        return ""
+    return f" Library files changed from that commit when measured: {', '.join(files)}."
 
 
 def target_table(targets: list[dict[str, Any]]) -> list[str]:
@@ -119,9 +126,23 @@ def result_table(rows: list[dict[str, Any]], datasets: dict[str, str]) -> list[s
             f"| {row['seconds_min']:.3f}-{row['seconds_max']:.3f} "
             f"| {_ratio(row, floor)} | {_ratio(row, sitk)} "
             f"| {row['peak_above_mb']:.0f} | {row['rss_peak_mb']:.0f} "
-            f"| {describe_result(row['result'])} |"
+            f"| {describe_result(row['result'])}{_rate(row)} |"
         )
     return lines
+
+
+def _rate(row: dict[str, Any]) -> str:
+    if not row["task"].startswith("batch") or "items" not in row["result"]:
+        return ""
+    return f", {row['result']['items'] / row['seconds']:.2f} series/s"
+
+
+def _batch_speedup(rows: list[dict[str, Any]]) -> list[str]:
+    seconds = {r["task"]: r.get("seconds") for r in rows if r["task"].startswith("batch")}
+    one, two = seconds.get("batch-1w"), seconds.get("batch-2w")
+    if not (one and two):
+        return []
+    return [f"Batch speed-up from 1 to 2 worker processes: {one / two:.2f} x.", ""]
 
 
 def _peer(rows: list[dict[str, Any]], row: dict[str, Any], contender: str) -> dict | None:
