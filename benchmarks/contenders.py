@@ -144,10 +144,11 @@ def dicomarray_hu(data: Data) -> Any:
 
 
 def dicomarray_slice(data: Data) -> Any:
+    """Select, then convert: the order the accessor's docs ask for."""
     import dicomarray
 
-    hu = _da_hu(data, dicomarray.open_series(data.dicom_dir))
-    return hu.isel(z=hu.sizes["z"] // 2).values
+    volume = dicomarray.open_series(data.dicom_dir)
+    return _da_hu(data, volume.isel(z=volume.sizes["z"] // 2)).values
 
 
 def dicomarray_zarr(data: Data) -> Path:
