@@ -6,11 +6,14 @@ lives in the DataArray's coordinates and attrs.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from . import render, transforms
 from .attrs import POSITION_COORDS
 from .errors import DicomArrayError
 from .geometry import affine_from, slice_normal
@@ -53,6 +56,160 @@ class DicomAccessor:
         affine[:3, 3] += affine[:3, 1] * _offset(obj, "y", spacing[0])
         affine[:3, 3] += affine[:3, 2] * _offset(obj, "x", spacing[1])
         return affine
+
+    # -- values: thin doors onto dicomarray.transforms ---------------------------------------
+
+    def hu(self) -> xr.DataArray:
+        """Hounsfield units (modality values for other modalities), lazy float32.
+
+        Uses each slice's (0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept*,
+        or a (0028,3000) *Modality LUT Sequence*, which takes precedence. Data already in HU
+        is returned unchanged. Select slices before converting: dask cannot push a later
+        selection into the file reads. See :func:`dicomarray.transforms.modality_values`.
+        """
+        return transforms.modality_values(self._obj)
+
+    def window(
+        self,
+        center: float | None = None,
+        width: float | None = None,
+        *,
+        preset: str | None = None,
+        function: str | None = None,
+    ) -> xr.DataArray:
+        """The DICOM VOI window to [0, 1], lazy float32, on stored values or HU.
+
+        Parameters
+        ----------
+        center, width : float, optional
+            (0028,1050) *Window Center* and (0028,1051) *Window Width* in HU; default the
+            series' own (first value), else a preset for the modality.
+        preset : str, optional
+            A name in :data:`dicomarray.transforms.WINDOW_PRESETS` ("brain", "subdural",
+            "stroke", "bone", "soft_tissue", "lung", ...).
+        function : {"LINEAR", "LINEAR_EXACT", "SIGMOID"}, optional
+            (0028,1056) *VOI LUT Function*; default the series' own, else LINEAR.
+
+        See :func:`dicomarray.transforms.window`; ``attrs["dicomarray_window"]`` says which
+        window was applied.
+        """
+        return transforms.window(self._obj, center, width, preset=preset, function=function)
+
+    def normalize(
+        self,
+        min_bound: float | None = -1000.0,
+        max_bound: float | None = 400.0,
+        *,
+        method: str = "bounds",
+        percentiles: tuple[float, float] = (1.0, 99.0),
+    ) -> xr.DataArray:
+        """Clip to bounds in HU and scale to [0, 1] (or percentile bounds, or z-scores).
+
+        ``method`` is "bounds", "percentile" or "zscore"; see
+        :func:`dicomarray.transforms.normalize`.
+        """
+        return transforms.normalize(
+            self._obj, min_bound, max_bound, method=method, percentiles=percentiles
+        )
+
+    # -- pictures: thin doors onto dicomarray.render -----------------------------------------
+
+    def to_jpg(
+        self,
+        path: str | os.PathLike[str],
+        index: int | None = None,
+        *,
+        axis: str | None = None,
+        center: float | None = None,
+        width: float | None = None,
+        preset: str | None = None,
+        quality: int = 95,
+    ) -> Path:
+        """Write one slice as a JPG (or PNG, by suffix) with its physical aspect.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            ``.jpg``, ``.jpeg`` or ``.png``; written atomically.
+        index : int, optional
+            Position along ``axis``; default the middle slice.
+        axis : {"axial", "coronal", "sagittal"}, optional
+            A ``z``, ``y`` or ``x`` slice; default axial (for a 2-D slice, its own plane).
+        center, width, preset
+            The window, as for :meth:`window`.
+        quality : int, default 95
+            JPG quality, 1 to 100.
+
+        Only the files the slice needs are read. Superior is at the top of coronal and
+        sagittal pictures. See :func:`dicomarray.render.write_slice`.
+        """
+        return render.write_slice(
+            self._obj,
+            path,
+            index,
+            axis=axis,
+            center=center,
+            width=width,
+            preset=preset,
+            quality=quality,
+        )
+
+    def montage(
+        self,
+        path: str | os.PathLike[str],
+        indices: list[int] | None = None,
+        *,
+        columns: int | None = None,
+        center: float | None = None,
+        width: float | None = None,
+        preset: str | None = None,
+        quality: int = 95,
+    ) -> Path:
+        """Write axial slices in a grid (default 16 evenly spaced), one window for all.
+
+        See :func:`dicomarray.render.write_montage`.
+        """
+        return render.write_montage(
+            self._obj,
+            path,
+            indices,
+            columns=columns,
+            center=center,
+            width=width,
+            preset=preset,
+            quality=quality,
+        )
+
+    def orthogonal(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        z: int | None = None,
+        y: int | None = None,
+        x: int | None = None,
+        center: float | None = None,
+        width: float | None = None,
+        preset: str | None = None,
+        quality: int = 95,
+    ) -> Path:
+        """Write axial, coronal and sagittal slices side by side through one point.
+
+        ``z``, ``y``, ``x``: the slice positions (default the middle of each axis). See
+        :func:`dicomarray.render.write_orthogonal`.
+        """
+        return render.write_orthogonal(
+            self._obj,
+            path,
+            z=z,
+            y=y,
+            x=x,
+            center=center,
+            width=width,
+            preset=preset,
+            quality=quality,
+        )
+
+    # -- exports: thin doors onto dicomarray.writers -----------------------------------------
 
 
 def _pixel_spacing(obj: xr.DataArray) -> tuple[float, float]:

@@ -7,11 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from .index import scan
-from .render import save_image
-from .transforms import WINDOW_PRESETS, linear_window, rescale
 from .volume import open_series
 
 logger = logging.getLogger(__name__)
@@ -31,14 +27,8 @@ def run_demo(output: str | Path, *, n_patients: int = 10) -> list[Path]:
         head = rows[rows["ImageType"].map(lambda t: "LOCALIZER" not in (t or []))]
         uid = head["SeriesInstanceUID"].value_counts().index[0]
         volume = open_series(head, uid)
-        middle = volume.isel(z=volume.sizes["z"] // 2)
-        slope = float(middle.coords.get("rescale_slope", volume.attrs.get("RescaleSlope", 1.0)))
-        intercept = float(
-            middle.coords.get("rescale_intercept", volume.attrs.get("RescaleIntercept", 0.0))
-        )
-        picture = linear_window(rescale(middle.values, slope, intercept), *WINDOW_PRESETS["brain"])
-        path = output / f"{patient}.jpg"
-        save_image(np.asarray(picture), path)
+        # the middle axial slice (the default index) reads one file
+        path = volume.dicom.to_jpg(output / f"{patient}.jpg", preset="brain")
         pictures.append(path)
         logger.info("%s: %d slices, %s", patient, volume.sizes["z"], path)
     return pictures

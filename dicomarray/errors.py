@@ -37,6 +37,14 @@ class MissingDecoderError(PixelDataError):
     """Pixel data is compressed with a transfer syntax no installed decoder can read."""
 
 
+class TransformError(DicomArrayError):
+    """A value transform cannot be done: an unknown preset, a window width <= 0, bad bounds."""
+
+
+class RenderError(DicomArrayError):
+    """A picture cannot be made or written: an unknown axis, an index out of range, a bad path."""
+
+
 class DicomArrayWarning(UserWarning):
     """Base class of dicomarray's warnings."""
 

@@ -1,0 +1,354 @@
+"""HU, windows, presets and normalization: values against formulas written out here and
+against pydicom's own modality LUT."""
+
+from __future__ import annotations
+
+import dask.array
+import numpy as np
+import pydicom
+import pytest
+from pydicom.pixels import apply_modality_lut
+
+import dicomarray
+from dicomarray.errors import DicomArrayError, TransformError
+from dicomarray.pixels import FrameStack
+from dicomarray.transforms import (
+    PRESET_SOURCES,
+    WINDOW_PRESETS,
+    choose_window,
+    default_preset,
+    linear_exact_window,
+    linear_window,
+    rescale,
+    sigmoid_window,
+)
+
+from .conftest import hu_of, pydicom_file
+
+
+def dicom_linear(x: np.ndarray, c: float, w: float) -> np.ndarray:
+    """PS3.3 C.11.2.1.2.1, the LINEAR function, as the standard's pseudo-code reads."""
+    x = x.astype(np.float64)
+    middle = ((x - (c - 0.5)) / (w - 1) + 0.5) if w > 1 else np.zeros_like(x)
+    return np.where(
+        x <= c - 0.5 - (w - 1) / 2, 0.0, np.where(x > c - 0.5 + (w - 1) / 2, 1.0, middle)
+    )
+
+
+@pytest.fixture
+def series(make_series):
+    return dicomarray.open_series(make_series()[0].parent)
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[int]:
+    """Indices of the frames read from files, in order."""
+    seen: list[int] = []
+    original = FrameStack.read_into
+    monkeypatch.setattr(
+        FrameStack, "read_into", lambda self, i, out: (seen.append(i), original(self, i, out))
+    )
+    return seen
+
+
+def without(volume, *keywords):
+    copy = volume.copy()
+    copy.attrs = {k: v for k, v in volume.attrs.items() if k not in keywords}
+    return copy
+
+
+# -- pure functions -------------------------------------------------------------------------
+
+
+def test_rescale_is_slope_times_stored_plus_intercept_in_float32():
+    stored = np.array([[-2000, 0, 1, 4095]], dtype=np.int16)
+    out = rescale(stored, 0.5, -1024.0)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, stored * 0.5 - 1024.0)
+
+
+@pytest.mark.parametrize(("center", "width"), [(40, 80), (40, 1), (-600, 1500), (0.3, 2.5)])
+def test_linear_window_follows_the_dicom_formula(center, width):
+    x = np.linspace(center - width, center + width, 401).astype(np.float32)
+    x = np.concatenate([x, np.float32([center - 0.5, center - 0.5 - (width - 1) / 2])])
+    out = linear_window(x, center, width)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, dicom_linear(x, center, width), atol=1e-6)
+
+
+def test_linear_exact_and_sigmoid_follow_the_dicom_formulas():
+    x = np.linspace(-200, 200, 401).astype(np.float32)
+    exact = np.clip((x - (40 - 80 / 2)) / 80, 0, 1)
+    np.testing.assert_allclose(linear_exact_window(x, 40, 80), exact, atol=1e-6)
+    sigmoid = 1 / (1 + np.exp(-4 * (x.astype(np.float64) - 40) / 80))
+    np.testing.assert_allclose(sigmoid_window(x, 40, 80), sigmoid, atol=1e-6)
+    assert sigmoid_window(x, 40, 80).dtype == np.float32
+
+
+# -- HU -------------------------------------------------------------------------------------
+
+
+def test_hu_matches_pydicom_on_ct_small():
+    path = pydicom_file("CT_small.dcm")
+    hu = dicomarray.open_series(path).dicom.hu()
+    ds = pydicom.dcmread(path)
+    assert hu.dtype == np.float32
+    np.testing.assert_array_equal(hu.values[0], apply_modality_lut(ds.pixel_array, ds))
+    assert hu.attrs["units"] == "HU"
+    assert hu.attrs["dicomarray_values"] == "modality"
+    assert not {"RescaleSlope", "RescaleIntercept"} & set(hu.attrs)
+
+
+def test_hu_uses_each_slices_own_rescale(make_series):
+    paths = make_series(per_slice_rescale=True)
+    volume = dicomarray.open_series(paths[0].parent)
+    assert "rescale_slope" in volume.coords and "rescale_intercept" in volume.coords
+    hu = volume.dicom.hu()
+    np.testing.assert_allclose(hu.values, hu_of(paths), atol=1e-3)
+    assert not {"rescale_slope", "rescale_intercept"} & set(hu.coords)
+    # a selection keeps its slices' own values
+    np.testing.assert_allclose(volume.isel(z=3).dicom.hu().values, hu_of(paths)[3], atol=1e-3)
+
+
+def test_unsigned_12_bit_storage_gives_the_same_hu(make_series, phantom):
+    paths = make_series(bits_stored=12, signed=False, intercept=-1024.0)
+    hu = dicomarray.open_series(paths[0].parent).dicom.hu()
+    np.testing.assert_array_equal(hu.values, phantom)
+
+
+def test_transforms_are_lazy_and_read_nothing(series, reads):
+    results = [
+        series.dicom.hu(),
+        series.dicom.window(),
+        series.dicom.window(preset="bone"),
+        *(series.dicom.normalize(method=m) for m in ("bounds", "percentile", "zscore")),
+    ]
+    assert reads == []
+    for result in results:
+        assert isinstance(result.data, dask.array.Array)
+        assert result.dtype == np.float32
+        assert result.dims == ("z", "y", "x")
+        assert result.name == "image"
+
+
+def test_hu_on_values_already_in_hu_is_a_no_op(series):
+    hu = series.dicom.hu()
+    assert hu.dicom.hu() is hu
+    in_memory = hu.compute()
+    np.testing.assert_array_equal(in_memory.dicom.hu().values, in_memory.values)
+    # values in HU from elsewhere: the units say so, there is nothing to rescale
+    other = series.astype(np.float32).assign_attrs(units="HU")
+    assert other.dicom.hu() is other
+
+
+def test_hu_refuses_windowed_values(series):
+    with pytest.raises(TransformError, match="already windowed"):
+        series.dicom.window().dicom.hu()
+
+
+def test_other_modalities_get_their_modality_values(series):
+    mr = series.assign_attrs(Modality="MR", RescaleType="US")
+    values = mr.dicom.hu()
+    assert values.attrs["units"] == "unspecified"
+    assert values.dicom.hu() is values
+
+
+def _add_modality_lut(path, vr: str) -> None:
+    """A Modality LUT that halves stored values from 100 on, beside the rescale it overrides."""
+    ds = pydicom.dcmread(path)
+    lut = pydicom.Dataset()
+    lut.LUTDescriptor = [2000, 100, 16]
+    table = (np.arange(2000) // 2).astype("<u2")
+    lut.add_new("LUTData", vr, table.tobytes() if vr == "OW" else table.tolist())
+    lut.ModalityLUTType = "HU"
+    ds.ModalityLUTSequence = [lut]
+    ds.save_as(path)
+
+
+@pytest.mark.parametrize("vr", ["OW", "US"])
+def test_modality_lut_sequence_takes_precedence_over_rescale(make_series, vr):
+    paths = make_series()
+    for path in paths:
+        _add_modality_lut(path, vr)
+    hu = dicomarray.open_series(paths[0].parent).dicom.hu()
+    expected = [
+        apply_modality_lut(pydicom.dcmread(p).pixel_array, pydicom.dcmread(p)) for p in paths
+    ]
+    np.testing.assert_array_equal(hu.values, np.stack(expected))
+    assert hu.attrs["units"] == "HU"
+    assert "ModalityLUTSequence" not in hu.attrs
+
+
+# -- windows --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "center", "width"),
+    [
+        ("brain", 40, 80),
+        ("subdural", 75, 215),
+        ("stroke", 40, 40),
+        ("bone", 600, 2800),
+        ("soft_tissue", 50, 350),
+        ("lung", -600, 1500),
+    ],
+)
+def test_presets_have_the_usual_values_and_a_source(series, name, center, width):
+    assert WINDOW_PRESETS[name] == (center, width)
+    assert PRESET_SOURCES[name]
+    windowed = series.dicom.window(preset=name)
+    np.testing.assert_allclose(
+        windowed.values, dicom_linear(series.dicom.hu().values, center, width), atol=1e-5
+    )
+    assert windowed.attrs["dicomarray_window"] == {
+        "center": center,
+        "width": width,
+        "function": "LINEAR",
+        "source": f"preset {name}",
+    }
+
+
+def test_every_preset_has_a_source():
+    assert set(PRESET_SOURCES) == set(WINDOW_PRESETS)
+
+
+def test_preset_names_ignore_case_spaces_and_dashes(series):
+    assert choose_window(series, preset="Soft Tissue").center == 50
+    assert choose_window(series, preset="soft-tissue").width == 350
+
+
+def test_window_defaults_to_the_series_first_window(series):
+    # the sample series says WindowCenter 40\600, WindowWidth 80\2800 (brain, bone)
+    assert series.attrs["WindowCenter"] == [40.0, 600.0]
+    windowed = series.dicom.window()
+    expected = dicom_linear(series.dicom.hu().values, 40, 80)
+    np.testing.assert_allclose(windowed.values, expected, atol=1e-6)
+    record = windowed.attrs["dicomarray_window"]
+    assert (record["center"], record["width"]) == (40.0, 80.0)
+    assert "series" in record["source"] and "BRAIN" in record["source"]
+    assert windowed.attrs["units"] == "1" and windowed.attrs["dicomarray_values"] == "window"
+    assert not {"WindowCenter", "WindowWidth"} & set(windowed.attrs)
+
+
+def test_window_on_hu_equals_window_on_stored_values(series):
+    np.testing.assert_array_equal(
+        series.dicom.hu().dicom.window(10, 500).values, series.dicom.window(10, 500).values
+    )
+
+
+def test_varying_windows_use_the_most_common_pair(series):
+    centers = ["40\\600"] * 8 + ["50\\600"] * 4
+    volume = without(series, "WindowCenter").assign_coords(window_center=("z", centers))
+    assert choose_window(volume).center == 40.0
+
+
+def test_window_falls_back_to_a_preset_for_the_modality(series):
+    bare = without(series, "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation")
+    assert bare.attrs["BodyPartExamined"] == "HEAD"
+    assert (choose_window(bare).center, choose_window(bare).width) == WINDOW_PRESETS["brain"]
+    assert default_preset({"Modality": "CT", "BodyPartExamined": "CHEST"}) == "soft_tissue"
+    assert "default" in bare.dicom.window().attrs["dicomarray_window"]["source"]
+
+
+def test_other_modalities_without_a_window_use_the_value_range(series):
+    mr = without(series, "WindowCenter", "WindowWidth").assign_attrs(Modality="MR")
+    windowed = mr.dicom.window()
+    assert windowed.attrs["dicomarray_window"]["source"] == "value range"
+    values = windowed.values
+    assert values.min() == 0.0 and values.max() == 1.0
+    hu = mr.dicom.hu().values
+    np.testing.assert_allclose(values, (hu - hu.min()) / (hu.max() - hu.min()), atol=1e-6)
+
+
+def test_voi_lut_function_of_the_series_is_used(series):
+    sigmoid = series.assign_attrs(VOILUTFunction="SIGMOID").dicom.window()
+    assert sigmoid.attrs["dicomarray_window"]["function"] == "SIGMOID"
+    np.testing.assert_allclose(
+        sigmoid.values, sigmoid_window(series.dicom.hu().values, 40, 80), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"center": 40, "width": 0}, "width"),
+        ({"center": 40, "width": -80}, "width"),
+        ({"center": 40, "width": float("nan")}, "width"),
+        ({"center": 40, "width": 0.5}, "at least 1"),
+        ({"center": 40}, "both"),
+        ({"preset": "brian"}, "unknown window preset"),
+        ({"preset": "brain", "center": 40, "width": 80}, "not both"),
+        ({"center": 40, "width": 80, "function": "CUBIC"}, "VOI LUT function"),
+    ],
+)
+def test_bad_windows_raise_clear_errors(series, kwargs, message):
+    with pytest.raises(DicomArrayError, match=message):
+        series.dicom.window(**kwargs)
+
+
+def test_narrow_windows_work_with_linear_exact(series):
+    # integer HU: 0.25 .. 0.75 separates values <= 0 from values >= 1
+    values = series.dicom.window(0.5, 0.5, function="LINEAR_EXACT").values
+    np.testing.assert_array_equal(values, series.dicom.hu().values >= 1)
+
+
+# -- normalization --------------------------------------------------------------------------
+
+
+def test_normalize_clips_to_the_bounds_and_scales(series):
+    hu = series.dicom.hu().values
+    out = series.dicom.normalize()
+    np.testing.assert_allclose(out.values, np.clip((hu + 1000) / 1400, 0, 1), atol=1e-6)
+    assert out.attrs["dicomarray_normalize"] == {
+        "method": "bounds",
+        "min_bound": -1000.0,
+        "max_bound": 400.0,
+    }
+    np.testing.assert_allclose(
+        series.dicom.normalize(-100, 100).values, np.clip((hu + 100) / 200, 0, 1), atol=1e-6
+    )
+
+
+def test_normalize_by_percentiles(make_series):
+    folder = make_series()[0].parent
+    hu = dicomarray.open_series(folder).dicom.hu().values
+    low, high = np.percentile(hu, [2, 98])
+    expected = np.clip((hu - low) / (high - low), 0, 1)
+    one_chunk = dicomarray.open_series(folder).dicom.normalize(
+        method="percentile", percentiles=(2, 98)
+    )
+    np.testing.assert_allclose(one_chunk.values, expected, atol=1e-5)
+    # with several chunks dask merges per-chunk percentiles: close, not exact
+    chunked = dicomarray.open_series(folder, chunks=3)
+    assert len(chunked.chunks[0]) == 4
+    out = chunked.dicom.normalize(method="percentile", percentiles=(2, 98)).values
+    assert np.abs(out - expected).mean() < 0.01
+
+
+def test_normalize_zscore(series):
+    hu = series.dicom.hu().values.astype(np.float64)
+    clipped = np.clip(hu, -1000, 400)
+    expected = (clipped - clipped.mean()) / clipped.std()
+    out = series.dicom.normalize(method="zscore")
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.values, expected, atol=1e-4)
+    unclipped = series.dicom.normalize(None, None, method="zscore").values
+    np.testing.assert_allclose(unclipped, (hu - hu.mean()) / hu.std(), atol=1e-4)
+    in_memory = series.compute().dicom.normalize(method="zscore")
+    assert in_memory.attrs["dicomarray_normalize"]["mean"] == pytest.approx(clipped.mean())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_bound": 400, "max_bound": -1000},
+        {"min_bound": 0, "max_bound": 0},
+        {"min_bound": None},
+        {"method": "minmax"},
+        {"method": "percentile", "percentiles": (99, 1)},
+        {"method": "percentile", "percentiles": (0, 101)},
+    ],
+)
+def test_bad_normalize_arguments_raise(series, kwargs):
+    with pytest.raises(TransformError):
+        series.dicom.normalize(**kwargs)
