@@ -283,7 +283,9 @@ def _columns(columns: int | None, count: int) -> int:
 
 
 def _pictures(
-    volume: xr.DataArray, cuts: list[tuple[str, int]], window: tuple[float | None, ...]
+    volume: xr.DataArray,
+    cuts: list[tuple[str, int]],
+    window: tuple[float | None, float | None, str | None],
 ) -> list[np.ndarray]:
     """Pictures of several cuts with one window and one pixel size."""
     center, width, preset = window
@@ -325,7 +327,7 @@ def _flip_rows(dim: str, volume: xr.DataArray) -> bool:
 
 
 def _axis(plane: xr.DataArray, dim: str, volume: xr.DataArray) -> _Axis:
-    positions = np.asarray(plane[dim].values, dtype=np.float64)
+    positions: np.ndarray = np.asarray(plane[dim].values, dtype=np.float64)
     fallback = _fallback_step(volume, dim)
     if dim == "z" and plane["z"].attrs.get("units", "mm") != "mm":
         # slices ordered without positions: the coordinate is a rank, not a distance

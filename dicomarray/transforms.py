@@ -22,7 +22,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -106,7 +106,7 @@ def apply_lut(stored: np.ndarray, table: np.ndarray, first_mapped: int) -> np.nd
     output and values past the last take the last, as PS3.3 C.11.1.1 says.
     """
     index_type = np.int32 if stored.dtype.itemsize <= 2 else np.int64
-    index = stored.astype(index_type) - index_type(first_mapped)
+    index = np.subtract(stored, first_mapped, dtype=index_type)
     np.clip(index, 0, len(table) - 1, out=index)
     return np.asarray(table, dtype=np.float32)[index]
 
@@ -524,7 +524,8 @@ def apply_window(obj: xr.DataArray, chosen: Window) -> xr.DataArray:
             chosen = Window.from_range(low, high)
         out = scale_to_unit(data, low, high)
     else:
-        out = WINDOW_FUNCTIONS[chosen.function](data, chosen.center, chosen.width)
+        width = cast(float, chosen.width)  # set whenever center is: Window checks it
+        out = WINDOW_FUNCTIONS[chosen.function](data, chosen.center, width)
     return _with_values(
         values,
         out,

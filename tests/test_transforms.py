@@ -106,8 +106,9 @@ def test_hu_uses_each_slices_own_rescale(make_series):
     hu = volume.dicom.hu()
     np.testing.assert_allclose(hu.values, hu_of(paths), atol=1e-3)
     assert not {"rescale_slope", "rescale_intercept"} & set(hu.coords)
-    # a selection keeps its slices' own values
+    # a selection keeps its slices' own values, a coronal cut one value per row
     np.testing.assert_allclose(volume.isel(z=3).dicom.hu().values, hu_of(paths)[3], atol=1e-3)
+    np.testing.assert_allclose(volume.isel(y=30).dicom.hu().values, hu_of(paths)[:, 30], atol=1e-3)
 
 
 def test_unsigned_12_bit_storage_gives_the_same_hu(make_series, phantom):
