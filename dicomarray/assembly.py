@@ -124,7 +124,10 @@ def _choose_series(
 ) -> pd.DataFrame:
     images = index[index["Rows"].notna() & index["Columns"].notna()]
     if images.empty:
-        raise SeriesNotFoundError(f"no image instances among {len(index)} indexed files")
+        where = index["path"].iloc[0] if len(index) else "index"
+        raise SeriesNotFoundError(
+            f"{where}: no image instances (Rows and Columns) among {len(index)} indexed files"
+        )
     uids = images["SeriesInstanceUID"].map(lambda v: "" if v is None else str(v))
     counts = uids.value_counts(sort=True)
     if series_uid is not None:

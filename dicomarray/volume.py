@@ -108,7 +108,7 @@ def _open_series(
     max_bytes: int,
 ) -> xr.DataArray:
     index = as_index(source)
-    if not index["Rows"].notna().any():
+    if not (index["Rows"].notna() & index["Columns"].notna()).any():
         skipped = index.attrs.get("skipped", [])
         raise SeriesNotFoundError(
             f"{_describe(source)}: no DICOM image instances ({len(index)} other DICOM "
