@@ -29,6 +29,10 @@ class AssemblyError(DicomArrayError):
     """The instances of a series cannot be put together into one volume."""
 
 
+class WriteError(DicomArrayError):
+    """An export cannot be written: the target exists, a shape or template does not fit."""
+
+
 class PixelDataError(DicomArrayError):
     """Pixel data is missing, truncated, too large or in a layout that is not supported."""
 

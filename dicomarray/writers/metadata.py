@@ -1,0 +1,338 @@
+"""The metadata sidecar of an export, and de-identification of tags.
+
+The sidecar is JSON: the tags common to the series by DICOM keyword at the top level, and
+dicomarray's sections (``array``, ``varying``, ``geometry``, ``assembly``, ``dicomarray``)
+under lower-case keys. De-identification leaves out the attributes of the DICOM PS3.15
+Basic Application Level Confidentiality Profile; it shifts and replaces nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from pydicom.datadict import DicomDictionary
+
+from ..attrs import POSITION_COORDS, json_safe, snake_case
+from ..errors import DicomArrayError
+from ..geometry import slice_normal
+from ..volume import ASSEMBLY_ATTR
+from .common import destination, discard, publish, temporary_sibling
+
+#: Attributes of the DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile
+#: (Table E.1-1) that can appear as top-level attrs: identities, names, addresses, dates
+#: and times, descriptions and comments, and the UIDs that link data back to the source.
+#: ``deidentify=True`` leaves every one of them out (at any depth of nested sequences);
+#: nothing is shifted or replaced.
+DEIDENTIFY_KEYWORDS: frozenset[str] = frozenset(
+    """
+    AccessionNumber AcquisitionComments AcquisitionContextSequence AcquisitionDate
+    AcquisitionDateTime AcquisitionDeviceProcessingDescription AcquisitionFieldOfViewLabel
+    AcquisitionProtocolDescription AcquisitionTime AcquisitionUID ActualHumanPerformersSequence
+    AdditionalPatientHistory AdmissionID AdmittingDate AdmittingDiagnosesCodeSequence
+    AdmittingDiagnosesDescription AdmittingTime AffectedSOPInstanceUID Allergies
+    ApprovalStatusDateTime AssertionDateTime AssertionExpirationDateTime
+    AttributeModificationDateTime AuthorObserverSequence BeamDescription BolusDescription
+    BranchOfService CameraOwnerName CassetteID ClinicalTrialCoordinatingCenterName
+    ClinicalTrialProtocolEthicsCommitteeApprovalNumber ClinicalTrialProtocolEthicsCommitteeName
+    ClinicalTrialSeriesDescription ClinicalTrialSeriesID ClinicalTrialSiteID
+    ClinicalTrialSiteName ClinicalTrialSponsorName ClinicalTrialSubjectID
+    ClinicalTrialSubjectReadingID ClinicalTrialTimePointDescription ClinicalTrialTimePointID
+    CommentsOnRadiationDose CommentsOnThePerformedProcedureStep CompensatorDescription
+    ConcatenationUID ConfidentialityConstraintOnPatientDataDescription
+    ConsultingPhysicianIdentificationSequence ConsultingPhysicianName ContainerComponentID
+    ContainerDescription ContainerIdentifier ContentCreatorIdentificationCodeSequence
+    ContentCreatorName ContentDate ContentQualification ContentSequence ContentTime
+    ContextGroupExtensionCreatorUID ContrastBolusAgent ContrastBolusStartTime
+    ContrastBolusStopTime ContributionDescription CountryOfResidence CreatorVersionUID
+    CurrentObserverTrial CurrentPatientLocation CurveDate CurveTime
+    CustodialOrganizationSequence DataSetTrailingPadding DateOfLastCalibration
+    DateOfLastDetectorCalibration DerivationDescription DetectorID DeviceAlternateIdentifier
+    DeviceDescription DeviceLabel DeviceSerialNumber DeviceUID DigitalSignatureUID
+    DigitalSignaturesSequence DimensionOrganizationUID DischargeDate
+    DischargeDiagnosisDescription DischargeTime DistributionAddress DistributionName
+    DoseReferenceUID EndAcquisitionDateTime EntityDescription EntityLabel EntityLongLabel
+    EntityName EquipmentFrameOfReferenceDescription EthnicGroup ExpectedCompletionDateTime
+    FailedSOPInstanceUIDList FiducialUID FillerOrderNumberImagingServiceRequest FrameComments
+    FrameOfReferenceUID GantryID GeneratorID GraphicAnnotationSequence HumanPerformerName
+    HumanPerformerOrganization IconImageSequence IdentifyingComments ImageComments
+    ImagePresentationComments ImagingServiceRequestComments Impressions
+    InstanceCoercionDateTime InstanceCreationDate InstanceCreationTime InstanceCreatorUID
+    InstitutionAddress InstitutionCodeSequence InstitutionName InstitutionalDepartmentName
+    InstitutionalDepartmentTypeCodeSequence InsurancePlanIdentification
+    IntendedRecipientsOfResultsIdentificationSequence InterpretationApproverSequence
+    InterpretationAuthor InterpretationDiagnosisDescription InterpretationIDIssuer
+    InterpretationRecorder InterpretationText InterpretationTranscriber
+    InterventionDrugStartTime InterventionDrugStopTime IrradiationEventUID IssuerOfAdmissionID
+    IssuerOfPatientID IssuerOfServiceEpisodeID LargePaletteColorLookupTableUID
+    LastMenstrualDate LongDeviceDescription MAC ManufacturerDeviceClassUID
+    MediaStorageSOPInstanceUID MedicalAlerts MedicalRecordLocator MilitaryRank
+    ModifiedAttributesSequence ModifiedImageDescription ModifyingDeviceID
+    NameOfPhysiciansReadingStudy NamesOfIntendedRecipientsOfResults NetworkID
+    ObservationDateTime ObservationUID Occupation OperatorIdentificationSequence OperatorsName
+    OrderCallbackPhoneNumber OrderCallbackTelecomInformation OrderEnteredBy
+    OrderEntererLocation OrderFillerIdentifierSequence OrderPlacerIdentifierSequence
+    OriginalAttributesSequence OtherPatientIDs OtherPatientIDsSequence OtherPatientNames
+    OverlayDate OverlayTime PaletteColorLookupTableUID ParticipantSequence
+    PatientAddress PatientAge PatientAlternativeCalendar PatientBirthDate
+    PatientBirthDateInAlternativeCalendar PatientBirthName PatientBirthTime PatientComments
+    PatientDeathDateInAlternativeCalendar PatientID PatientInstitutionResidence
+    PatientInsurancePlanCodeSequence PatientMotherBirthName PatientName
+    PatientPrimaryLanguageCodeSequence PatientPrimaryLanguageModifierCodeSequence
+    PatientReligiousPreference PatientSetupUID PatientSex PatientSexNeutered PatientSize
+    PatientState PatientTelecomInformation PatientTelephoneNumbers
+    PatientTransportArrangements PatientWeight PerformedLocation PerformedProcedureCodeSequence
+    PerformedProcedureStepDescription PerformedProcedureStepEndDate
+    PerformedProcedureStepEndDateTime PerformedProcedureStepEndTime PerformedProcedureStepID
+    PerformedProcedureStepStartDate PerformedProcedureStepStartDateTime
+    PerformedProcedureStepStartTime PerformedProtocolCodeSequence PerformedStationAETitle
+    PerformedStationGeographicLocationCodeSequence PerformedStationName
+    PerformedStationNameCodeSequence PerformingPhysicianIdentificationSequence
+    PerformingPhysicianName PersonAddress PersonIdentificationCodeSequence PersonName
+    PersonTelecomInformation PersonTelephoneNumbers PhysicianApprovingInterpretation
+    PhysiciansOfRecord PhysiciansOfRecordIdentificationSequence
+    PhysiciansReadingStudyIdentificationSequence PlacerOrderNumberImagingServiceRequest
+    PlateID PreMedication PregnancyStatus ProcedureCodeSequence ProtocolName
+    RadiopharmaceuticalStartDateTime RadiopharmaceuticalStartTime
+    RadiopharmaceuticalStopDateTime RadiopharmaceuticalStopTime
+    ReasonForRequestedProcedureCodeSequence ReasonForStudy ReasonForTheRequestedProcedure
+    ReferencedDigitalSignatureSequence ReferencedFiducialsUID ReferencedFrameOfReferenceUID
+    ReferencedGeneralPurposeScheduledProcedureStepTransactionUID ReferencedImageSequence
+    ReferencedObservationUIDTrial ReferencedPatientAliasSequence
+    ReferencedPatientPhotoSequence ReferencedPatientSequence
+    ReferencedPerformedProcedureStepSequence ReferencedRequestSequence
+    ReferencedRTPlanSequence ReferencedSOPInstanceMACSequence ReferencedSOPInstanceUID
+    ReferencedSOPInstanceUIDInFile ReferencedStudySequence ReferencedTreatmentRecordSequence
+    ReferringPhysicianAddress ReferringPhysicianIdentificationSequence ReferringPhysicianName
+    ReferringPhysicianTelephoneNumbers RegionOfResidence RelatedFrameOfReferenceUID
+    RequestAttributesSequence RequestedContrastAgent RequestedProcedureCodeSequence
+    RequestedProcedureComments RequestedProcedureDescription RequestedProcedureID
+    RequestedProcedureLocation RequestedSOPInstanceUID RequestingPhysician RequestingService
+    ResponsibleOrganization ResponsiblePerson ResponsiblePersonRole ResultsComments
+    ResultsDistributionListSequence ResultsIDIssuer ReviewerName ScheduledAdmissionDate
+    ScheduledAdmissionTime ScheduledDischargeDate ScheduledDischargeTime
+    ScheduledHumanPerformersSequence ScheduledPatientInstitutionResidence
+    ScheduledPerformingPhysicianIdentificationSequence ScheduledPerformingPhysicianName
+    ScheduledProcedureStepDescription ScheduledProcedureStepEndDate
+    ScheduledProcedureStepEndTime ScheduledProcedureStepID ScheduledProcedureStepLocation
+    ScheduledProcedureStepStartDate ScheduledProcedureStepStartTime
+    ScheduledProtocolCodeSequence ScheduledStationAETitle
+    ScheduledStationGeographicLocationCodeSequence ScheduledStationName
+    ScheduledStationNameCodeSequence ScheduledStudyLocation ScheduledStudyLocationAETitle
+    ScheduledStudyStartDate ScheduledStudyStartTime ScheduledStudyStopDate
+    ScheduledStudyStopTime SeriesDate SeriesDescription SeriesInstanceUID SeriesTime
+    ServiceEpisodeDescription ServiceEpisodeID SmokingStatus SOPInstanceUID
+    SourceImageSequence SourceSerialNumber SpecialNeeds SpecimenAccessionNumber
+    SpecimenDetailedDescription SpecimenIdentifier SpecimenShortDescription SpecimenUID
+    StationName StorageMediaFileSetUID StudyArrivalDate StudyArrivalTime StudyComments
+    StudyCompletionDate StudyCompletionTime StudyDate StudyDescription StudyID StudyIDIssuer
+    StudyInstanceUID StudyReadDate StudyReadTime StudyTime StudyVerifiedDate StudyVerifiedTime
+    SynchronizationFrameOfReferenceUID TargetUID TemplateExtensionCreatorUID
+    TemplateExtensionOrganizationUID TextComments TextString TimeOfLastCalibration
+    TimeOfLastDetectorCalibration TimezoneOffsetFromUTC TopicAuthor TopicKeywords TopicSubject
+    TopicTitle TrackingID TrackingUID TransactionUID UID
+    VerifyingObserverIdentificationCodeSequence VerifyingObserverName
+    VerifyingObserverSequence VerifyingOrganization VisitComments
+    """.split()
+)
+
+#: Sidecar sections; lower-case, so they never collide with a DICOM keyword.
+SIDECAR_SECTIONS = ("array", "varying", "geometry", "assembly", "dicomarray")
+_PLANE_COORDS = ("z", "y", "x")
+_AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# De-identification
+# --------------------------------------------------------------------------------------------
+
+
+def deidentified(value: Any) -> Any:
+    """``value`` without the :data:`DEIDENTIFY_KEYWORDS`, at any depth of dicts and lists."""
+    if isinstance(value, dict):
+        return {k: deidentified(v) for k, v in value.items() if k not in DEIDENTIFY_KEYWORDS}
+    if isinstance(value, list):
+        return [deidentified(v) for v in value]
+    return value
+
+
+def deidentified_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The assembly report without file paths (folder names often hold patient IDs)."""
+    kept = {k: v for k, v in report.items() if k not in ("files", "left_out")}
+    kept["left_out_count"] = len(report.get("left_out", []))
+    return kept
+
+
+def keyword_of_coord(name: str) -> str | None:
+    """The DICOM keyword a per-slice coordinate was named after, or None."""
+    return _keywords_by_snake_name().get(name)
+
+
+@functools.cache
+def _keywords_by_snake_name() -> dict[str, str]:
+    return {snake_case(entry[4]): entry[4] for entry in DicomDictionary.values() if entry[4]}
+
+
+def is_identifying_coord(name: str) -> bool:
+    """Whether a coordinate holds an attribute the de-identification profile leaves out."""
+    return keyword_of_coord(name) in DEIDENTIFY_KEYWORDS
+
+
+def export_attrs(attrs: dict[str, Any], *, deidentify: bool) -> dict[str, Any]:
+    """Attrs as written by an export: all of them, or the de-identified ones."""
+    if not deidentify:
+        return dict(attrs)
+    kept = deidentified({k: v for k, v in attrs.items() if k != ASSEMBLY_ATTR})
+    if isinstance(attrs.get(ASSEMBLY_ATTR), dict):
+        kept[ASSEMBLY_ATTR] = deidentified_report(attrs[ASSEMBLY_ATTR])
+    kept["dicomarray_deidentified"] = True
+    return kept
+
+
+# --------------------------------------------------------------------------------------------
+# The metadata sidecar
+# --------------------------------------------------------------------------------------------
+
+
+def series_metadata(volume: xr.DataArray, *, deidentify: bool = False) -> dict[str, Any]:
+    """The JSON sidecar of an exported volume.
+
+    Top-level keys are the DICOM keywords of the tags common to every slice, with their
+    JSON-safe attr values (DICOM units: mm, mA, mAs, kVp, degrees ...). Lower-case keys
+    are dicomarray's sections:
+
+    ``array``
+        ``dims``, ``shape``, ``dtype``, ``name`` and the attrs that are not DICOM keywords
+        (``units`` and the like set by transforms).
+    ``varying``
+        Tags that differ between slices, by DICOM keyword, as lists in slice order
+        (``ImagePositionPatient`` as ``[L, P, S]`` triples).
+    ``geometry``
+        ``spacing`` (z, y, x) in mm, ``origin`` (LPS mm of voxel 0), ``orientation``
+        ((0020,0037) *Image Orientation (Patient)*), ``slice_normal``, ``affine`` (4 x 4,
+        ``(z, y, x, 1)`` indices to LPS mm) and ``z`` (each slice's position along the normal).
+    ``assembly``
+        The assembly report (files used, left out and why, warnings); without file paths
+        when de-identified.
+    ``dicomarray``
+        The package version and whether the sidecar is de-identified.
+    """
+    from .. import __version__
+
+    attrs = dict(volume.attrs)
+    report = attrs.pop(ASSEMBLY_ATTR, None)
+    tags = {k: v for k, v in attrs.items() if _is_keyword(k)}
+    other = {k: v for k, v in attrs.items() if not _is_keyword(k)}
+    meta: dict[str, Any] = dict(deidentified(tags) if deidentify else tags)
+    meta["array"] = {
+        "name": volume.name,
+        "dims": list(volume.dims),
+        "shape": list(volume.shape),
+        "dtype": str(volume.dtype),
+        "attrs": other,
+    }
+    meta["varying"] = varying_tags(volume, deidentify=deidentify)
+    meta["geometry"] = volume_geometry(volume)
+    if isinstance(report, dict):
+        meta["assembly"] = deidentified_report(report) if deidentify else report
+    meta["dicomarray"] = {"version": __version__, "deidentified": deidentify}
+    return plain(meta)
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe nested dicts and lists: NaN and infinities become None."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return json_safe(value)
+
+
+def _is_keyword(name: str) -> bool:
+    return name[:1].isupper()
+
+
+def varying_tags(volume: xr.DataArray, *, deidentify: bool = False) -> dict[str, Any]:
+    """Per-slice coordinates along ``z`` by DICOM keyword, as lists in slice order."""
+    varying: dict[str, Any] = {}
+    if all(name in volume.coords for name in POSITION_COORDS):
+        positions = np.stack([volume[name].values for name in POSITION_COORDS], axis=1)
+        varying["ImagePositionPatient"] = positions.tolist()
+    for name, coord in volume.coords.items():
+        if name in _PLANE_COORDS or name in POSITION_COORDS or coord.dims != ("z",):
+            continue
+        if deidentify and is_identifying_coord(str(name)):
+            continue
+        varying[keyword_of_coord(str(name)) or str(name)] = coord.values.tolist()
+    return varying
+
+
+def volume_geometry(volume: xr.DataArray) -> dict[str, Any] | None:
+    """Spacing, origin, orientation, normal, affine and z positions; None without geometry."""
+    if tuple(volume.dims) != _PLANE_COORDS or not all(d in volume.coords for d in _PLANE_COORDS):
+        return None
+    try:
+        affine = volume.dicom.affine
+    except (DicomArrayError, ValueError):
+        return None
+    orientation = [
+        float(v) for v in volume.attrs.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])
+    ]
+    return {
+        "coordinate_system": "LPS",
+        "affine_dims": list(_PLANE_COORDS),
+        "spacing": [_step(volume, dim) for dim in _PLANE_COORDS],
+        "origin": affine[:3, 3].tolist(),
+        "orientation": orientation,
+        "slice_normal": slice_normal(orientation).tolist(),
+        "affine": affine.tolist(),
+        "z": volume["z"].values.tolist(),
+    }
+
+
+def _step(volume: xr.DataArray, dim: str) -> float | None:
+    values = np.asarray(volume[dim].values, dtype=float)
+    if values.size < 2:
+        return None
+    return float(np.median(np.diff(values)))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as UTF-8 JSON (strict: no NaN) to ``path``."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def write_sidecar(
+    volume: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    deidentify: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write the JSON sidecar of :func:`series_metadata` on its own, atomically.
+
+    Parameters
+    ----------
+    volume : xarray.DataArray
+        A volume, typically from :func:`dicomarray.open_series`; no pixel data is read.
+    path : str or os.PathLike
+        The ``.json`` file to write.
+    deidentify : bool, default False
+        Leave out the attributes of :data:`DEIDENTIFY_KEYWORDS` and the report's file paths.
+    overwrite : bool, default False
+        Replace an existing file.
+    """
+    final = destination(path, overwrite=overwrite)
+    temporary = temporary_sibling(final)
+    try:
+        write_json(temporary, series_metadata(volume, deidentify=deidentify))
+        return publish(temporary, final, overwrite=overwrite)
+    except BaseException:
+        discard(temporary)
+        raise

@@ -1,0 +1,89 @@
+"""Helpers shared by the writer tests: identifying tags, byte searches, reference readings."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import xarray as xr
+
+#: Identifying tags with values that cannot occur by chance in the output bytes.
+PATIENT_TAGS = {
+    "PatientName": "SECRETIVE^PERSONA",
+    "PatientID": "PID-8675309",
+    "PatientBirthDate": "19350817",
+    "InstitutionName": "Hidden Valley Clinic",
+    "ReferringPhysicianName": "WHO^DOCTOR",
+}
+
+
+def identifying_strings() -> list[bytes]:
+    return [value.encode() for value in PATIENT_TAGS.values()] + [b"SECRETIVE", b"8675309"]
+
+
+def files_under(root: Path) -> list[Path]:
+    return [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def leaked(root: Path) -> list[tuple[str, bytes]]:
+    """(file, identifying string) for each identifying string found in the bytes under root."""
+    found = []
+    for path in files_under(root):
+        data = path.read_bytes()
+        found += [(str(path), s) for s in identifying_strings() if s in data]
+    return found
+
+
+def digests(paths: list[Path]) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def modality_values(volume: xr.DataArray) -> np.ndarray:
+    """Stored values times the per-slice (or common) rescale, by the test's own arithmetic."""
+
+    def per_slice(coord: str, keyword: str, default: float) -> np.ndarray:
+        if coord in volume.coords:
+            values = volume.coords[coord].values
+        else:
+            values = volume.attrs.get(keyword, default)
+        return np.asarray(values, float).reshape(-1, 1, 1)
+
+    slope = per_slice("rescale_slope", "RescaleSlope", 1.0)
+    intercept = per_slice("rescale_intercept", "RescaleIntercept", 0.0)
+    return volume.values * slope + intercept
+
+
+def sitk_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    return reader.Execute()
+
+
+def temporaries(folder: Path) -> list[Path]:
+    """Leftover temporary names of the writers (``.<name>.<hex>.tmp``)."""
+    return sorted(folder.glob(".*.tmp"))
+
+
+#: write_series keyword arguments of the kinds of series every format must round-trip.
+SERIES_KINDS = {
+    "axial": {},
+    "per-slice-rescale": {"per_slice_rescale": True},
+    "sagittal": {"orientation": (0, 1, 0, 0, 0, -1)},
+    "gap": {
+        "positions": [0.0, 12.0, 24.0, 36.0, 48.0, 60.0, 84.0, 96.0, 108.0, 120.0, 132.0, 144.0]
+    },
+    "uint12": {"bits_stored": 12, "signed": False, "intercept": -1024.0},
+}
+
+
+def lazy_hu(volume: xr.DataArray) -> xr.DataArray:
+    """Modality values, lazily, without the rescale attrs and coordinates (as a transform would)."""
+    slope = volume.coords.get("rescale_slope", volume.attrs.get("RescaleSlope", 1.0))
+    intercept = volume.coords.get("rescale_intercept", volume.attrs.get("RescaleIntercept", 0.0))
+    hu = volume.astype(np.float64) * slope + intercept
+    hu = hu.drop_vars(["rescale_slope", "rescale_intercept"], errors="ignore")
+    hu.attrs = {k: v for k, v in volume.attrs.items() if not k.startswith("Rescale")}
+    hu.attrs["units"] = "HU"
+    return hu
