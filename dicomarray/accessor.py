@@ -211,6 +211,73 @@ class DicomAccessor:
 
     # -- exports: thin doors onto dicomarray.writers -----------------------------------------
 
+    def to_npy(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        json_path: str | os.PathLike[str] | None = None,
+        deidentify: bool = False,
+        overwrite: bool = False,
+        compute: bool = True,
+    ) -> Any:
+        """Write the values as ``.npy`` (chunk by chunk) and a JSON sidecar of the metadata.
+
+        See :func:`dicomarray.writers.npy.to_npy`.
+        """
+        from .writers.npy import to_npy
+
+        return to_npy(
+            self._obj,
+            path,
+            json_path=json_path,
+            deidentify=deidentify,
+            overwrite=overwrite,
+            compute=compute,
+        )
+
+    def to_zarr(
+        self,
+        store: Any,
+        *,
+        deidentify: bool = False,
+        overwrite: bool = False,
+        compute: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Write a zarr (format 3) store with coordinates and attrs, for :func:`xarray.open_zarr`.
+
+        See :func:`dicomarray.writers.zarr.to_zarr`.
+        """
+        from .writers.zarr import to_zarr
+
+        return to_zarr(
+            self._obj, store, deidentify=deidentify, overwrite=overwrite, compute=compute, **kwargs
+        )
+
+    def to_nifti(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        json_path: str | os.PathLike[str] | None = None,
+        deidentify: bool = False,
+        overwrite: bool = False,
+        compute: bool = True,
+    ) -> Any:
+        """Write a NIfTI-1 file with the LPS to RAS affine (needs the ``nifti`` extra).
+
+        See :func:`dicomarray.writers.nifti.to_nifti`.
+        """
+        from .writers.nifti import to_nifti
+
+        return to_nifti(
+            self._obj,
+            path,
+            json_path=json_path,
+            deidentify=deidentify,
+            overwrite=overwrite,
+            compute=compute,
+        )
+
 
 def _pixel_spacing(obj: xr.DataArray) -> tuple[float, float]:
     """Row and column spacing from the coordinates, so that strided selections stay right."""

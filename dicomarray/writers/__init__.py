@@ -9,9 +9,16 @@ sidecar and de-identification in :mod:`.metadata`.
 from __future__ import annotations
 
 from .metadata import DEIDENTIFY_KEYWORDS, series_metadata, write_sidecar
+from .nifti import nifti_affine, to_nifti
+from .npy import to_npy
+from .zarr import to_zarr
 
 __all__ = [
     "DEIDENTIFY_KEYWORDS",
+    "nifti_affine",
     "series_metadata",
+    "to_nifti",
+    "to_npy",
+    "to_zarr",
     "write_sidecar",
 ]

@@ -1,0 +1,164 @@
+"""The zarr export: a zarr (format 3) store written by xarray, coordinates and attrs kept."""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..errors import WriteError
+from ..volume import VARIABLE_NAME
+from .common import (
+    dask_data,
+    delayed_finish,
+    destination,
+    discard,
+    run_or_delay,
+    store_into,
+    temporary_sibling,
+)
+from .metadata import export_attrs, is_identifying_coord
+
+
+def to_zarr(
+    volume: xr.DataArray,
+    store: Any,
+    *,
+    deidentify: bool = False,
+    overwrite: bool = False,
+    compute: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """Write a volume as a zarr store that :func:`xarray.open_zarr` opens back, lazily.
+
+    The volume is the store's variable (``image`` by default), its dask chunks are the zarr
+    chunks (irregular chunks are evened out first), tags stay attrs and per-slice tags stay
+    coordinates along ``z``. Text coordinates (``sop_instance_uid`` ...) are written as
+    zarr's variable-length ``string`` type.
+
+    Parameters
+    ----------
+    volume : xarray.DataArray
+        A volume, typically from :func:`dicomarray.open_series`.
+    store : str, os.PathLike, URL or zarr store
+        Anything :meth:`xarray.Dataset.to_zarr` accepts. A local path is written under a
+        temporary name and renamed when complete; URLs and store objects are written in
+        place (``mode="w-"``, or ``"w"`` with ``overwrite``).
+    deidentify : bool, default False
+        Leave out the attrs and per-slice coordinates of the DICOM PS3.15 Basic Application
+        Level Confidentiality Profile (names, IDs, birth dates, institution, physicians,
+        UIDs, dates ...) and the report's file paths.
+    overwrite : bool, default False
+        Replace an existing store (a local folder only if it is a zarr store).
+    compute : bool, default True
+        With False, return a :class:`dask.delayed.Delayed` that writes the chunks (and
+        renames a local store into place) when computed.
+    **kwargs
+        Passed to :meth:`xarray.Dataset.to_zarr` (``encoding``, ``storage_options`` ...).
+        ``zarr_format`` defaults to 3; ``consolidated`` defaults to True, as in xarray, so
+        that :func:`xarray.open_zarr` reads all metadata at once (pass False for a store
+        with only what the zarr 3 specification defines). ``mode`` is set from ``overwrite``.
+
+    Returns
+    -------
+    pathlib.Path, store or dask.delayed.Delayed
+        The local path written, the store given, or the Delayed.
+    """
+    if "mode" in kwargs:
+        raise WriteError("to_zarr sets mode itself; pass overwrite=True to replace a store")
+    kwargs.setdefault("zarr_format", 3)
+    consolidated = kwargs.pop("consolidated", None) is not False
+    dataset = zarr_dataset(volume, deidentify=deidentify)
+    moves: list[tuple[Path, Path]] = []
+    target, mode = store, "w" if overwrite else "w-"
+    if _is_local_path(store):
+        final = destination(store, overwrite=overwrite, replaceable=_is_zarr_store, kind="zarr")
+        target, mode = temporary_sibling(final), "w-"
+        moves.append((target, final))
+    try:
+        stored = _write(dataset, target, mode, kwargs)
+    except BaseException:
+        if moves:
+            discard(moves[0][0])
+        raise
+    then = functools.partial(_consolidate, target, kwargs) if consolidated else None
+    done = delayed_finish(
+        stored, moves, overwrite=overwrite, then=then, result=None if moves else store
+    )
+    return run_or_delay(done, [t for t, _ in moves], compute=compute)
+
+
+def _write(dataset: xr.Dataset, target: Any, mode: str, kwargs: dict[str, Any]) -> Any:
+    """Write the metadata and coordinates now; return the delayed chunk writes of the image.
+
+    The image's chunks are stored by :func:`~dicomarray.writers.common.store_into` rather
+    than by xarray, whose delayed writes come with their own fused copy of the read tasks:
+    this way exports computed together read each chunk once.
+    """
+    import zarr
+
+    name = next(iter(dataset.data_vars))
+    # consolidated=False: xarray would consolidate when its own delayed writes finish
+    writes = dataset.to_zarr(target, mode=mode, compute=False, consolidated=False, **kwargs)
+    if name in (kwargs.get("encoding") or {}):
+        return writes  # an encoding may change the stored values: let xarray write them
+    array = zarr.open_array(
+        store=os.fspath(target) if isinstance(target, Path) else target,
+        path=name,
+        mode="r+",
+        storage_options=kwargs.get("storage_options"),
+    )
+    return store_into(dataset[name].data, array)
+
+
+def _consolidate(target: Any, kwargs: dict[str, Any]) -> None:
+    import zarr
+
+    store = os.fspath(target) if isinstance(target, Path) else target
+    with warnings.catch_warnings():
+        # zarr notes that consolidated metadata is its extension to the v3 format; xarray
+        # writes it by default too, and reads it first
+        warnings.filterwarnings("ignore", "Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(store, zarr_format=kwargs["zarr_format"])
+
+
+def zarr_dataset(volume: xr.DataArray, *, deidentify: bool = False) -> xr.Dataset:
+    """The Dataset written to zarr: regular dask chunks, text as strings, attrs to keep."""
+    name = volume.name if volume.name is not None else VARIABLE_NAME
+    data = _regular_chunks(dask_data(volume))
+    array = volume.copy(data=data).drop_encoding()
+    if deidentify:
+        array = array.drop_vars([n for n in array.coords if is_identifying_coord(str(n))])
+    array.attrs = export_attrs(volume.attrs, deidentify=deidentify)
+    dataset = array.to_dataset(name=name)
+    for coord_name in list(dataset.coords):
+        # coordinates are small: written whole, in memory (dask-backed ones too)
+        coord = dataset.coords[coord_name].variable.load()
+        if coord.dtype.kind in "UO":
+            strings = np.asarray(coord.values, dtype=np.dtypes.StringDType())
+            coord = xr.Variable(coord.dims, strings, coord.attrs)
+        dataset.coords[coord_name] = coord
+    return dataset
+
+
+def _regular_chunks(data: Any) -> Any:
+    """zarr needs equal chunks along each axis (the last may be smaller)."""
+    regular = all(
+        len(set(chunks[:-1])) <= 1 and chunks[-1] <= chunks[0] for chunks in data.chunks if chunks
+    )
+    if regular:
+        return data
+    return data.rechunk(tuple(max(chunks) for chunks in data.chunks))
+
+
+def _is_local_path(store: Any) -> bool:
+    return isinstance(store, str | os.PathLike) and "://" not in os.fspath(store)
+
+
+def _is_zarr_store(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))

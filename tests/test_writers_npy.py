@@ -1,0 +1,167 @@
+"""The .npy export and its JSON sidecar: values, tags, geometry, de-identification, atomicity."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+
+import dicomarray
+from dicomarray import WriteError
+
+from .export_helpers import PATIENT_TAGS, leaked, modality_values, temporaries
+
+#: Acquisition facts dcm2niix's BIDS sidecar carries, under their DICOM keywords.
+DCM2NIIX_FACTS = (
+    "Manufacturer",
+    "ManufacturerModelName",
+    "BodyPartExamined",
+    "PatientPosition",
+    "SoftwareVersions",
+    "ImageType",
+    "SeriesNumber",
+    "AcquisitionNumber",
+    "ConvolutionKernel",
+    "Exposure",
+    "XRayTubeCurrent",
+    "SliceThickness",
+    "GantryDetectorTilt",
+    "KVP",
+    "Modality",
+)
+
+
+def read_json(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_values_round_trip_in_chunks(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent, chunks=5)
+    written = volume.dicom.to_npy(tmp_path / "out" / "ct.npy")
+    assert written == tmp_path / "out" / "ct.npy"
+    loaded = np.load(written)
+    assert loaded.dtype == volume.dtype
+    np.testing.assert_array_equal(loaded, volume.values)
+    assert (tmp_path / "out" / "ct.json").is_file()
+    assert temporaries(tmp_path / "out") == []
+
+
+def test_sidecar_holds_common_and_varying_tags_geometry_and_report(make_series, tmp_path):
+    paths = make_series()
+    volume = dicomarray.open_series(paths[0].parent)
+    volume.dicom.to_npy(tmp_path / "ct.npy", json_path=tmp_path / "meta" / "ct-sidecar.json")
+    meta = read_json(tmp_path / "meta" / "ct-sidecar.json")
+    for keyword in DCM2NIIX_FACTS:
+        assert meta[keyword] == volume.attrs[keyword], keyword
+    assert meta["SliceThickness"] == 12.0 and meta["XRayTubeCurrent"] == 300
+    assert meta["ImageType"] == ["ORIGINAL", "PRIMARY", "AXIAL"]
+    varying = meta["varying"]
+    assert varying["InstanceNumber"] == volume["instance_number"].values.tolist()
+    assert varying["SOPInstanceUID"] == volume["sop_instance_uid"].values.tolist()
+    positions = np.array(varying["ImagePositionPatient"])
+    np.testing.assert_allclose(positions[:, 2], volume["image_position_s"].values)
+    geometry = meta["geometry"]
+    np.testing.assert_allclose(geometry["affine"], volume.dicom.affine)
+    np.testing.assert_allclose(geometry["z"], volume["z"].values)
+    np.testing.assert_allclose(geometry["spacing"], [12.0, 3.6, 3.6])
+    np.testing.assert_allclose(geometry["origin"], volume.dicom.affine[:3, 3])
+    assert geometry["orientation"] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert meta["assembly"]["files"] == volume.attrs["dicomarray_assembly"]["files"]
+    assert meta["array"]["shape"] == [12, 64, 64] and meta["array"]["dtype"] == "int16"
+    assert meta["dicomarray"]["deidentified"] is False
+
+
+def test_per_slice_rescale_is_listed_in_slice_order_and_hu_values_are_kept(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series(per_slice_rescale=True)[0].parent)
+    hu = volume.copy(data=modality_values(volume))
+    hu.dicom.to_npy(tmp_path / "hu.npy")
+    meta = read_json(tmp_path / "hu.json")
+    assert meta["varying"]["RescaleSlope"] == volume["rescale_slope"].values.tolist()
+    assert meta["varying"]["RescaleIntercept"] == volume["rescale_intercept"].values.tolist()
+    assert len(set(meta["varying"]["RescaleSlope"])) == 2
+    np.testing.assert_array_equal(np.load(tmp_path / "hu.npy"), modality_values(volume))
+
+
+def test_deidentify_leaves_out_identifying_tags_and_paths(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series(tags=PATIENT_TAGS)[0].parent)
+    volume.dicom.to_npy(tmp_path / "plain.npy")
+    assert leaked(tmp_path / "plain.json"), "the search must find the tags when they are there"
+    volume.dicom.to_npy(tmp_path / "anon.npy", deidentify=True)
+    meta = read_json(tmp_path / "anon.json")
+    assert leaked(tmp_path / "anon.json") == []
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "InstitutionName",
+        "ReferringPhysicianName",
+        "StudyInstanceUID",
+        "StudyDate",
+        "AccessionNumber",
+    ):
+        assert keyword not in meta, keyword
+    assert "SOPInstanceUID" not in meta["varying"]
+    assert "files" not in meta["assembly"] and "left_out" not in meta["assembly"]
+    assert meta["Manufacturer"] == "DICOMARRAY" and meta["KVP"] == volume.attrs["KVP"]
+    assert meta["varying"]["InstanceNumber"] == list(range(1, 13))
+    assert meta["dicomarray"]["deidentified"] is True
+
+
+def test_existing_files_are_refused_unless_overwrite(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent)
+    target = tmp_path / "ct.npy"
+    volume.dicom.to_npy(target)
+    before = target.read_bytes()
+    with pytest.raises(WriteError, match="already exists"):
+        (volume + 1).dicom.to_npy(target)
+    assert target.read_bytes() == before
+    (volume + 1).dicom.to_npy(target, overwrite=True)
+    np.testing.assert_array_equal(np.load(target), volume.values + 1)
+
+
+def failing_volume(volume: xr.DataArray, bad_block: int = 1) -> xr.DataArray:
+    def explode(block, block_info=None):
+        if block_info[0]["chunk-location"][0] == bad_block:
+            raise RuntimeError("disk on fire")
+        return block
+
+    return volume.copy(data=volume.data.map_blocks(explode, dtype=volume.dtype))
+
+
+def test_a_failed_export_leaves_nothing_under_the_final_names(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent, chunks=3)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        failing_volume(volume).dicom.to_npy(out / "ct.npy")
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_compute_false_delays_the_writes_and_exports_share_one_read(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent, chunks=4)
+    reads: list[int] = []
+    lock = threading.Lock()
+
+    def count(block):
+        with lock:
+            reads.append(1)
+        return block
+
+    counted = volume.copy(data=volume.data.map_blocks(count, meta=volume.data._meta))
+    npy = counted.dicom.to_npy(tmp_path / "ct.npy", compute=False)
+    zarr = counted.dicom.to_zarr(tmp_path / "ct.zarr", compute=False)
+    assert not (tmp_path / "ct.npy").exists() and not (tmp_path / "ct.zarr").exists()
+    written = dask.compute(npy, zarr)
+    assert written == (tmp_path / "ct.npy", tmp_path / "ct.zarr")
+    assert len(reads) == 3  # one read per chunk, shared by both exports
+    np.testing.assert_array_equal(np.load(tmp_path / "ct.npy"), volume.values)
+    assert temporaries(tmp_path) == []
+
+
+def test_numpy_backed_volumes_are_written_too(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent).load()
+    volume.dicom.to_npy(tmp_path / "ct.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "ct.npy"), volume.values)

@@ -1,0 +1,92 @@
+"""The zarr export: xarray.open_zarr gives back values, z positions, coordinates and tags."""
+
+from __future__ import annotations
+
+import dask.array
+import numpy as np
+import pytest
+import xarray as xr
+
+import dicomarray
+from dicomarray import WriteError
+
+from .export_helpers import PATIENT_TAGS, SERIES_KINDS, leaked, temporaries
+
+
+@pytest.mark.filterwarnings("ignore::dicomarray.GeometryWarning")
+@pytest.mark.parametrize("kind", sorted(SERIES_KINDS))
+def test_open_zarr_gives_back_values_coordinates_and_attrs_lazily(make_series, tmp_path, kind):
+    volume = dicomarray.open_series(make_series(**SERIES_KINDS[kind])[0].parent, chunks=5)
+    store = volume.dicom.to_zarr(tmp_path / "ct.zarr")
+    assert store == tmp_path / "ct.zarr"
+    back = xr.open_zarr(store)["image"]
+    assert isinstance(back.data, dask.array.Array)
+    assert back.data.chunks == volume.data.chunks
+    np.testing.assert_array_equal(back.values, volume.values)
+    assert back.dtype == volume.dtype
+    assert back.attrs == volume.attrs
+    assert set(back.coords) == set(volume.coords)
+    for name, coord in volume.coords.items():
+        np.testing.assert_array_equal(back[name].values.astype(coord.dtype), coord.values)
+        assert back[name].attrs == coord.attrs
+    np.testing.assert_allclose(back.dicom.affine, volume.dicom.affine)
+    assert temporaries(tmp_path) == []
+
+
+def test_text_coordinates_use_the_zarr_3_string_type(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent)
+    volume.dicom.to_zarr(tmp_path / "ct.zarr")
+    metadata = (tmp_path / "ct.zarr" / "sop_instance_uid" / "zarr.json").read_text()
+    assert '"data_type": "string"' in metadata
+    assert '"zarr_format": 3' in metadata
+
+
+def test_deidentify_leaves_out_identifying_attrs_and_coordinates(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series(tags=PATIENT_TAGS)[0].parent)
+    volume.dicom.to_zarr(tmp_path / "plain.zarr")
+    assert leaked(tmp_path / "plain.zarr"), "the search must find the tags when they are there"
+    volume.dicom.to_zarr(tmp_path / "anon.zarr", deidentify=True)
+    assert leaked(tmp_path / "anon.zarr") == []
+    back = xr.open_zarr(tmp_path / "anon.zarr")["image"]
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName"):
+        assert keyword not in back.attrs
+    assert "sop_instance_uid" not in back.coords and "acquisition_time" not in back.coords
+    assert "files" not in back.attrs["dicomarray_assembly"]
+    assert back.attrs["Manufacturer"] == "DICOMARRAY" and back.attrs["dicomarray_deidentified"]
+    np.testing.assert_array_equal(back["instance_number"].values, volume["instance_number"])
+    np.testing.assert_array_equal(back.values, volume.values)
+
+
+def test_uneven_chunks_are_evened_out(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent).chunk({"z": (5, 3, 4)})
+    volume.dicom.to_zarr(tmp_path / "ct.zarr")
+    back = xr.open_zarr(tmp_path / "ct.zarr")["image"]
+    assert back.data.chunks[0] == (5, 5, 2)
+    np.testing.assert_array_equal(back.values, volume.values)
+
+
+def test_urls_are_written_in_place(make_series):
+    volume = dicomarray.open_series(make_series()[0].parent)
+    url = "memory://dicomarray-test/ct.zarr"
+    assert volume.dicom.to_zarr(url, overwrite=True) == url
+    np.testing.assert_array_equal(xr.open_zarr(url)["image"].values, volume.values)
+    with pytest.raises(FileExistsError):
+        volume.dicom.to_zarr(url)
+
+
+def test_existing_stores_and_other_folders_are_protected(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent)
+    volume.dicom.to_zarr(tmp_path / "ct.zarr")
+    with pytest.raises(WriteError, match="already exists"):
+        volume.dicom.to_zarr(tmp_path / "ct.zarr")
+    (volume + 1).dicom.to_zarr(tmp_path / "ct.zarr", overwrite=True)
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "ct.zarr")["image"], volume + 1)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    with pytest.raises(WriteError, match="not a zarr export"):
+        volume.dicom.to_zarr(notes, overwrite=True)
+    assert (notes / "keep.txt").read_text() == "mine"
+    with pytest.raises(WriteError, match="mode"):
+        volume.dicom.to_zarr(tmp_path / "other.zarr", mode="a")
+    assert temporaries(tmp_path) == []
