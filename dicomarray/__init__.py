@@ -19,10 +19,12 @@ from .errors import (
     PixelDataError,
     SeriesNotFoundError,
     SeriesSelectionWarning,
+    WriteError,
 )
 from .index import scan
 from .query import Series, dicom_filter, list_series, read_pixels, read_tags
 from .volume import open_series, open_study
+from .writers.dicom import to_dicom
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -39,6 +41,7 @@ __all__ = [
     "SeriesNotFoundError",
     "Series",
     "SeriesSelectionWarning",
+    "WriteError",
     "dicom_filter",
     "list_series",
     "open_series",
@@ -46,4 +49,5 @@ __all__ = [
     "read_pixels",
     "read_tags",
     "scan",
+    "to_dicom",
 ]

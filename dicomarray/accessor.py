@@ -278,6 +278,35 @@ class DicomAccessor:
             compute=compute,
         )
 
+    def to_dicom(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        template: Any = None,
+        series_description: str | None = None,
+        series_number: int | None = None,
+        window: tuple[float, float] | None = None,
+        overwrite: bool = False,
+        compute: bool = True,
+    ) -> Any:
+        """Write the values as a new DICOM series over a template (default: own source series).
+
+        The values are taken in the template's rescaled units (HU for CT): convert stored
+        values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
+        """
+        from .writers.dicom import to_dicom
+
+        return to_dicom(
+            self._obj,
+            self._obj if template is None else template,
+            out_dir,
+            series_description=series_description,
+            series_number=series_number,
+            window=window,
+            overwrite=overwrite,
+            compute=compute,
+        )
+
 
 def _pixel_spacing(obj: xr.DataArray) -> tuple[float, float]:
     """Row and column spacing from the coordinates, so that strided selections stay right."""

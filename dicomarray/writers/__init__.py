@@ -8,6 +8,7 @@ sidecar and de-identification in :mod:`.metadata`.
 
 from __future__ import annotations
 
+from .dicom import to_dicom
 from .metadata import DEIDENTIFY_KEYWORDS, series_metadata, write_sidecar
 from .nifti import nifti_affine, to_nifti
 from .npy import to_npy
@@ -17,6 +18,7 @@ __all__ = [
     "DEIDENTIFY_KEYWORDS",
     "nifti_affine",
     "series_metadata",
+    "to_dicom",
     "to_nifti",
     "to_npy",
     "to_zarr",

@@ -1,0 +1,616 @@
+"""numpy or xarray to DICOM: a new series written slice by slice over a template series.
+
+Every tag comes from the template slice at the same place in the volume; the pixel data,
+the rescale, the window and the identity of the series and its instances are new. The
+values are rescaled into the template's stored type, so a float volume (or one wider than
+the stored type) reads back within one quantisation step, and an integer volume that fits
+is written exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import xarray as xr
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
+
+from ..errors import DicomArrayWarning, GeometryWarning, WriteError, warn_data_problem
+from ..volume import ASSEMBLY_ATTR, open_series
+from .common import dask_data, destination, discard, publish, temporary_sibling
+
+#: Template attributes that would be untrue once the pixel data is replaced: removed, and
+#: the ones the new pixels define (window, smallest and largest values) are written anew.
+UNTRUE_AFTER_REPLACEMENT = (
+    "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    "DataSetTrailingPadding",
+    "IconImageSequence",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "SmallestPixelValueInSeries",
+    "LargestPixelValueInSeries",
+    "ModalityLUTSequence",
+    "VOILUTSequence",
+    "RealWorldValueMappingSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "WindowCenterWidthExplanation",
+    "VOILUTFunction",
+    "RescaleSlope",
+    "RescaleIntercept",
+)
+#: Added to the template's (0020,0011) *Series Number* when ``series_number`` is not given,
+#: so that viewers list the new series beside the template, not on top of it.
+SERIES_NUMBER_OFFSET = 1000
+_DERIVATION = "Pixel data replaced by dicomarray.to_dicom; other attributes from the template"
+_Z_TOLERANCE_MM = 1e-3
+
+Template = str | os.PathLike | Sequence[str | os.PathLike] | xr.DataArray
+
+
+def to_dicom(
+    volume: np.ndarray | xr.DataArray,
+    template: Template,
+    out_dir: str | os.PathLike,
+    *,
+    series_description: str | None = None,
+    series_number: int | None = None,
+    window: tuple[float, float] | None = None,
+    overwrite: bool = False,
+    compute: bool = True,
+) -> Any:
+    """Write a volume as a new DICOM series, one file per slice, over a template series.
+
+    Slice ``i`` of the volume is written over slice ``i`` of the template (in the order of
+    :func:`dicomarray.open_series`: ascending along the slice normal), keeping every tag of
+    that template slice, including its geometry: (0020,0032) *Image Position (Patient)*,
+    (0020,0037) *Image Orientation (Patient)*, (0028,0030) *Pixel Spacing*, (0018,0050)
+    *Slice Thickness* and (0020,0052) *Frame of Reference UID*. What changes:
+
+    - the pixel data, in the template's stored type ((0028,0100) *Bits Allocated*,
+      (0028,0101) *Bits Stored*, (0028,0103) *Pixel Representation*), with one (0028,1053)
+      *Rescale Slope* and (0028,1052) *Rescale Intercept* for the series chosen so that the
+      values read back within one quantisation step (the slope); integer values that fit
+      are written exactly, with the template's own rescale when possible;
+    - a new (0020,000E) *Series Instance UID*, new (0008,0018) *SOP Instance UID* and
+      (0002,0003) *Media Storage SOP Instance UID*; (0020,0013) *Instance Number* from 1 in
+      volume order; (0008,0008) *Image Type* ``DERIVED\\SECONDARY``; a (0008,2112) *Source
+      Image Sequence* naming the template slice; series, content and creation date/time;
+    - (0028,0106) *Smallest* and (0028,0107) *Largest Image Pixel Value* of each slice and
+      the window ((0028,1050) *Window Center*, (0028,1051) *Window Width*);
+    - the transfer syntax: always uncompressed explicit VR little endian, whatever the
+      template's (encapsulated pixel data is not carried over). Attributes that describe
+      the old pixels (padding value, LUT sequences, icon image) are removed.
+
+    The files are written into a temporary folder beside ``out_dir`` and renamed at the end;
+    they are named ``IM_0001.dcm`` ... from the instance numbers. The template is only read.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray or xarray.DataArray
+        Values (z, y, x) in the units of the template's rescaled values (e.g. HU for CT); a
+        DataArray with dims ``z``, ``y``, ``x`` is put in that order. Streamed one dask chunk
+        at a time; it is read twice: for its value range, then to write.
+    template : str, os.PathLike, sequence of paths, or xarray.DataArray
+        A series folder, its files, or a volume opened by :func:`dicomarray.open_series`
+        (its ``attrs["dicomarray_assembly"]["files"]``). Single-frame images only.
+    out_dir : str or os.PathLike
+        The folder to create.
+    series_description : str, optional
+        (0008,103E) *Series Description*; default: the template's plus ``" (derived)"``.
+    series_number : int, optional
+        (0020,0011) *Series Number*; default: the template's plus
+        :data:`SERIES_NUMBER_OFFSET`.
+    window : (center, width), optional
+        The window to write, in rescaled units; default: the volume's value range.
+    overwrite : bool, default False
+        Replace an existing ``out_dir`` (only a folder of ``.dcm`` files).
+    compute : bool, default True
+        With False, return a :class:`dask.delayed.Delayed` running the whole export as one
+        task (the value range must be known before the first slice is written).
+
+    Returns
+    -------
+    list of pathlib.Path or dask.delayed.Delayed
+        The files written, in volume order.
+
+    Raises
+    ------
+    WriteError
+        The volume's shape is not the template's (slices, Rows, Columns), the template is
+        multi-frame or a selection of its series, the volume holds NaN or infinite values,
+        or ``out_dir`` exists.
+
+    Warns
+    -----
+    GeometryWarning
+        The volume's ``z`` coordinate differs from the template's positions.
+    """
+    export = _prepare(
+        volume,
+        template,
+        out_dir,
+        series_description=series_description,
+        series_number=series_number,
+        window=window,
+        overwrite=overwrite,
+    )
+    if compute:
+        return export.run()
+    import dask
+
+    return dask.delayed(export.run, pure=False)(scheduler="sync")
+
+
+# --------------------------------------------------------------------------------------------
+# Stored types and rescale
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredType:
+    """The template's stored integers: (0028,0100), (0028,0101) and (0028,0103)."""
+
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+
+    @classmethod
+    def of(cls, ds: Dataset, path: Path) -> StoredType:
+        bits = int(ds.get("BitsAllocated") or 16)
+        if bits not in (8, 16, 32):
+            raise WriteError(f"{path}: BitsAllocated {bits}: only 8, 16 or 32 can be written")
+        stored = int(ds.get("BitsStored") or bits)
+        return cls(bits, min(max(stored, 1), bits), int(ds.get("PixelRepresentation") or 0) == 1)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(f"<{'i' if self.signed else 'u'}{self.bits_allocated // 8}")
+
+    @property
+    def limits(self) -> tuple[int, int]:
+        if self.signed:
+            return -(2 ** (self.bits_stored - 1)), 2 ** (self.bits_stored - 1) - 1
+        return 0, 2**self.bits_stored - 1
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """Rescaled value = stored value x slope + intercept; both exactly as written (DS)."""
+
+    slope: float = 1.0
+    intercept: float = 0.0
+
+    def stored(self, values: np.ndarray, stored_type: StoredType) -> np.ndarray:
+        """Values to stored integers: rounded to the nearest step, clipped to the range."""
+        scaled = np.subtract(values, self.intercept, dtype=np.float64)
+        scaled /= self.slope
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, *stored_type.limits, out=scaled)
+        return scaled.astype(stored_type.dtype)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.slope == 1.0 and self.intercept == 0.0
+
+
+def choose_rescale(
+    low: float,
+    high: float,
+    *,
+    integral: bool,
+    stored_type: StoredType,
+    preferred: Rescale | None = None,
+) -> Rescale:
+    """A rescale that maps ``low .. high`` into the stored type's range.
+
+    Integer values are kept exact (slope 1) when their span fits: with ``preferred`` (the
+    template's rescale) if it has slope 1, else intercept 0, else an intercept that shifts
+    them into range. Otherwise the range is spread linearly over every stored value, so
+    the error is at most half a slope.
+    """
+    lo, hi = stored_type.limits
+    if integral:
+        candidates = [preferred] if preferred and preferred.slope == 1.0 else []
+        candidates += [Rescale(1.0, 0.0), Rescale(1.0, _ds_value(low - lo))]
+        for rescale in candidates:
+            if float(rescale.intercept).is_integer() and (
+                lo <= low - rescale.intercept and high - rescale.intercept <= hi
+            ):
+                return rescale
+    span = high - low
+    if span <= 0:
+        return Rescale(1.0, _ds_value(low))  # every value is stored as 0
+    exact = span / (hi - lo)
+    slope = _ds_value(exact)
+    bump = 1e-12
+    while slope < exact:
+        bump *= 10
+        slope = _ds_value(exact * (1 + bump))
+    return Rescale(slope, _ds_value(low - lo * slope))
+
+
+def _ds_text(value: float) -> str:
+    """A decimal string (DS, at most 16 characters) for a number."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return format_number_as_ds(value)
+
+
+def _ds_value(value: float) -> float:
+    """The number as it reads back from its DS text."""
+    return float(_ds_text(value))
+
+
+# --------------------------------------------------------------------------------------------
+# Preparing an export: inputs, template and destination checked before anything is written
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SeriesValues:
+    """The values shared by every new instance."""
+
+    uid: str
+    number: int | None
+    description: str | None
+    timestamp: dt.datetime
+    window: tuple[float, float] | None  # (low, high) in rescaled units, or None: the data range
+
+
+@dataclass
+class _Export:
+    data: Any  # (z, y, x) numpy or dask array
+    files: list[Path]
+    stored_type: StoredType
+    template_rescale: Rescale | None
+    series: _SeriesValues
+    final: Path
+    overwrite: bool
+
+    def run(self, *, scheduler: str | None = None) -> list[Path]:
+        """Find the value range, write the slices into a temporary folder, rename it."""
+        import dask.array
+
+        temporary = temporary_sibling(self.final)
+        try:
+            low, high, integral = _value_range(self.data, scheduler)
+            rescale = choose_rescale(
+                low,
+                high,
+                integral=integral,
+                stored_type=self.stored_type,
+                preferred=self.template_rescale,
+            )
+            temporary.mkdir()
+            writer = _SliceWriter(
+                folder=temporary,
+                files=tuple(self.files),
+                stored_type=self.stored_type,
+                rescale=rescale,
+                window=self.series.window or (low, high),
+                series=self.series,
+            )
+            data = dask_data(self.data).rechunk({1: -1, 2: -1})
+            dask.array.store(data, writer, lock=False, scheduler=scheduler)
+            publish(temporary, self.final, overwrite=self.overwrite)
+        except BaseException:
+            discard(temporary)
+            raise
+        return [self.final / writer.name(index) for index in range(len(self.files))]
+
+
+@dataclass(frozen=True)
+class _SliceWriter:
+    """A :func:`dask.array.store` target writing each chunk of whole slices as files.
+
+    Picklable (paths and values only), so chunks are written where they are computed.
+    """
+
+    folder: Path
+    files: tuple[Path, ...]
+    stored_type: StoredType
+    rescale: Rescale
+    window: tuple[float, float]
+    series: _SeriesValues
+
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        first = key[0].start or 0
+        for offset, values in enumerate(np.asarray(block)):
+            index = first + offset
+            stored = self.rescale.stored(values, self.stored_type)
+            ds = _slice_dataset(
+                self.files[index], index, stored, self.rescale, self.window, self.series
+            )
+            pydicom.dcmwrite(self.folder / self.name(index), ds, enforce_file_format=True)
+
+    def name(self, index: int) -> str:
+        """``IM_0001.dcm`` ...: from the instance number, never from a tag."""
+        return f"IM_{index + 1:0{max(4, len(str(len(self.files))))}d}.dcm"
+
+
+def _prepare(
+    volume: np.ndarray | xr.DataArray,
+    template: Template,
+    out_dir: str | os.PathLike,
+    *,
+    series_description: str | None,
+    series_number: int | None,
+    window: tuple[float, float] | None,
+    overwrite: bool,
+) -> _Export:
+    files, template_z = _template_files(template)
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    shape = (len(files), int(first.Rows), int(first.Columns))
+    data = _volume_data(volume, shape, files[0].parent)
+    if isinstance(volume, xr.DataArray):
+        _check_positions(volume, template_z)
+        _warn_if_stored_values(volume)
+    final = destination(out_dir, overwrite=overwrite, replaceable=_is_dicom_folder, kind="DICOM")
+    if any(_is_inside(path, final) for path in files):
+        raise WriteError(f"{final} holds the template's files; write the new series elsewhere")
+    series = _SeriesValues(
+        uid=generate_uid(),
+        number=_series_number(first, series_number),
+        description=_series_description(first, series_description),
+        timestamp=dt.datetime.now(),
+        window=_checked_window(window),
+    )
+    return _Export(
+        data=data,
+        files=files,
+        stored_type=StoredType.of(first, files[0]),
+        template_rescale=_template_rescale(first),
+        series=series,
+        final=final,
+        overwrite=overwrite,
+    )
+
+
+def _template_files(template: Template) -> tuple[list[Path], np.ndarray]:
+    """The template's files in volume order and their positions along the normal."""
+    opened = template if isinstance(template, xr.DataArray) else open_series(template)
+    report = opened.attrs.get(ASSEMBLY_ATTR) or {}
+    files = [Path(p) for p in report.get("files", [])]
+    if not files:
+        raise WriteError("the template DataArray has no file list (attrs['dicomarray_assembly'])")
+    if "frame" in opened.coords:
+        raise WriteError(f"{files[0]}: multi-frame templates are not supported")
+    if len(files) != opened.sizes.get("z", 0):
+        raise WriteError(
+            f"the template DataArray holds {opened.sizes.get('z', 0)} of its series' "
+            f"{len(files)} slices; pass the whole series as the template"
+        )
+    return files, np.asarray(opened["z"].values, dtype=float)
+
+
+def _volume_data(
+    volume: np.ndarray | xr.DataArray, shape: tuple[int, int, int], where: Path
+) -> Any:
+    if isinstance(volume, xr.DataArray):
+        if set(volume.dims) == {"z", "y", "x"}:
+            volume = volume.transpose("z", "y", "x")
+        data = volume.data
+    else:
+        data = np.asarray(volume)
+    if tuple(data.shape) != shape:
+        raise WriteError(
+            f"volume shape {tuple(data.shape)} does not match the template {where}: "
+            f"{shape[0]} slices of {shape[1]} x {shape[2]} (Rows x Columns)"
+        )
+    kind = np.dtype(data.dtype).kind
+    if kind not in "biuf":
+        raise WriteError(f"volume values of type {data.dtype} cannot be written as pixels")
+    return data.astype(np.uint8) if kind == "b" else data
+
+
+def _check_positions(volume: xr.DataArray, template_z: np.ndarray) -> None:
+    if "z" not in volume.coords or volume.sizes.get("z") != len(template_z):
+        return
+    z = np.asarray(volume["z"].values, dtype=float)
+    if not np.allclose(z, template_z, rtol=0, atol=_Z_TOLERANCE_MM):
+        worst = float(np.max(np.abs(z - template_z)))
+        warn_data_problem(
+            f"the volume's z positions differ from the template's by up to {worst:.3g} mm; "
+            "the template's geometry is written",
+            GeometryWarning,
+            stacklevel=5,
+        )
+
+
+def _warn_if_stored_values(volume: xr.DataArray) -> None:
+    """Stored values carry a rescale: written as they are, they would shift by it."""
+    if volume.attrs.get("dicomarray_values") or volume.attrs.get("units"):
+        return
+    slopes = volume.coords.get("rescale_slope", volume.attrs.get("RescaleSlope", 1.0))
+    intercepts = volume.coords.get("rescale_intercept", volume.attrs.get("RescaleIntercept", 0.0))
+    if np.any(np.asarray(slopes, float) != 1.0) or np.any(np.asarray(intercepts, float) != 0.0):
+        warn_data_problem(
+            "the volume looks like stored values (its attrs carry a Rescale Slope/Intercept); "
+            "to_dicom writes values in rescaled units: pass volume.dicom.hu() to keep them",
+            DicomArrayWarning,
+            stacklevel=5,
+        )
+
+
+def _is_dicom_folder(folder: Path) -> bool:
+    entries = list(folder.iterdir())
+    return all(entry.is_file() and entry.suffix.lower() == ".dcm" for entry in entries)
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _series_number(first: Dataset, number: int | None) -> int | None:
+    if number is not None:
+        return int(number)
+    template = first.get("SeriesNumber")
+    return None if template in (None, "") else int(template) + SERIES_NUMBER_OFFSET
+
+
+def _series_description(first: Dataset, description: str | None) -> str:
+    if description is None:
+        description = f"{first.get('SeriesDescription') or 'series'} (derived)"
+    return str(description)[:64]
+
+
+def _checked_window(window: tuple[float, float] | None) -> tuple[float, float] | None:
+    if window is None:
+        return None
+    center, width = (float(v) for v in window)
+    if not (math.isfinite(center) and math.isfinite(width) and width > 0):
+        raise WriteError(f"window must be a finite (center, width) with width > 0, got {window}")
+    return center - width / 2, center + width / 2
+
+
+def _template_rescale(first: Dataset) -> Rescale | None:
+    if "RescaleSlope" not in first or "RescaleIntercept" not in first:
+        return None
+    return Rescale(float(first.RescaleSlope), float(first.RescaleIntercept))
+
+
+# --------------------------------------------------------------------------------------------
+# The volume's value range, read before anything is written
+# --------------------------------------------------------------------------------------------
+
+
+def _value_range(data: Any, scheduler: str | None) -> tuple[float, float, bool]:
+    """Smallest and largest value, and whether every value is an integer."""
+    integer_type = np.dtype(data.dtype).kind in "biu"
+    if isinstance(data, np.ndarray):
+        low, high = data.min(), data.max()
+        integral = integer_type or bool(np.all(data == np.round(data)))
+    else:
+        import dask
+
+        integral_check = True if integer_type else (data == data.round()).all()
+        low, high, integral = dask.compute(
+            data.min(), data.max(), integral_check, scheduler=scheduler
+        )
+    low, high = float(low), float(high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise WriteError("the volume holds NaN or infinite values; DICOM pixels cannot")
+    return low, high, bool(integral)
+
+
+# --------------------------------------------------------------------------------------------
+# One slice's data set
+# --------------------------------------------------------------------------------------------
+
+
+def _slice_dataset(
+    template_path: Path,
+    index: int,
+    stored: np.ndarray,
+    rescale: Rescale,
+    window: tuple[float, float],
+    series: _SeriesValues,
+) -> Dataset:
+    ds = pydicom.dcmread(template_path, stop_before_pixels=True)
+    source = Dataset()
+    source.ReferencedSOPClassUID = ds.SOPClassUID
+    source.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    had_rescale = "RescaleSlope" in ds
+    for keyword in UNTRUE_AFTER_REPLACEMENT:
+        if keyword in ds:
+            del ds[keyword]
+    _set_identity(ds, index, series, source)
+    if had_rescale or not rescale.is_identity:
+        ds.RescaleIntercept = _ds_text(rescale.intercept)
+        ds.RescaleSlope = _ds_text(rescale.slope)
+    _set_window(ds, window, series.window is None)
+    _set_pixels(ds, stored)
+    ds.file_meta = _file_meta(ds)
+    return ds
+
+
+def _set_identity(ds: Dataset, index: int, series: _SeriesValues, source: Dataset) -> None:
+    from .. import __version__
+
+    date, time = series.timestamp.strftime("%Y%m%d"), series.timestamp.strftime("%H%M%S.%f")
+    ds.SOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series.uid
+    ds.InstanceNumber = index + 1
+    if series.number is not None:
+        ds.SeriesNumber = series.number
+    ds.SeriesDescription = series.description
+    ds.ImageType = _derived_image_type(ds.get("ImageType"))
+    ds.DerivationDescription = _DERIVATION
+    ds.SourceImageSequence = [source]
+    ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = date
+    ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = time
+    ds.SoftwareVersions = _software_versions(ds.get("SoftwareVersions"), __version__)
+
+
+def _derived_image_type(image_type: Any) -> list[str]:
+    values = list(image_type) if isinstance(image_type, MultiValue | list) else [image_type]
+    rest = [str(v) for v in values[2:] if v is not None]
+    return ["DERIVED", "SECONDARY", *rest]
+
+
+def _software_versions(existing: Any, version: str) -> list[str]:
+    values = list(existing) if isinstance(existing, MultiValue | list) else [existing]
+    return [str(v) for v in values if v] + [f"dicomarray {version}"]
+
+
+def _set_window(ds: Dataset, window: tuple[float, float], from_data: bool) -> None:
+    """The window as (0028,1050) *Window Center* and (0028,1051) *Window Width*.
+
+    A window narrower than 1 needs the LINEAR_EXACT function (LINEAR requires width >= 1).
+    """
+    low, high = window
+    width = high - low
+    if width <= 0:
+        width = 1.0
+    elif width < 1:
+        ds.VOILUTFunction = "LINEAR_EXACT"
+    ds.WindowCenter = _ds_text((low + high) / 2)
+    ds.WindowWidth = _ds_text(width)
+    if from_data:
+        ds.WindowCenterWidthExplanation = "DATA RANGE"
+
+
+def _set_pixels(ds: Dataset, stored: np.ndarray) -> None:
+    data = stored.tobytes()
+    bits = stored.dtype.itemsize * 8
+    if bits <= 16:
+        vr = "SS" if stored.dtype.kind == "i" else "US"
+        ds.add_new(0x00280106, vr, int(stored.min()))
+        ds.add_new(0x00280107, vr, int(stored.max()))
+    if len(data) % 2:
+        data += b"\0"
+    ds.add_new(0x7FE00010, "OB" if bits == 8 else "OW", data)
+
+
+def _file_meta(ds: Dataset) -> FileMetaDataset:
+    from .. import __version__
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"DICOMARRAY{__version__}"[:16]
+    return meta

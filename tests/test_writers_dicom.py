@@ -1,0 +1,249 @@
+"""numpy -> DICOM over a template: values within one step, geometry, identity, the template kept."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import warnings
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, RLELossless
+
+import dicomarray
+from dicomarray import DicomArrayWarning, GeometryWarning, WriteError
+from dicomarray.writers.dicom import Rescale, StoredType, choose_rescale
+
+from .export_helpers import (
+    SERIES_KINDS,
+    digests,
+    lazy_hu,
+    modality_values,
+    sitk_series,
+    temporaries,
+)
+
+TEMPLATES = {
+    **SERIES_KINDS,
+    "rle": {"transfer_syntax": RLELossless},
+    "big-endian": {"transfer_syntax": ExplicitVRBigEndian},
+}
+
+
+def open_quietly(source, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeometryWarning)
+        return dicomarray.open_series(source, **kwargs)
+
+
+def smooth_values(shape) -> np.ndarray:
+    """Float values with a fractional part everywhere, over a CT-like range."""
+    z, y, x = np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij")
+    return -1000.0 + 2500.0 * (0.6 * x + 0.3 * y + 0.1 * z) + 0.3137
+
+
+@pytest.mark.filterwarnings("ignore::dicomarray.GeometryWarning")
+@pytest.mark.parametrize("kind", sorted(TEMPLATES))
+def test_values_read_back_within_one_step_in_the_template_geometry(make_series, tmp_path, kind):
+    paths = make_series(**TEMPLATES[kind])
+    template = open_quietly(paths[0].parent)
+    before = digests(paths)
+    values = smooth_values(template.shape)
+    written = dicomarray.to_dicom(values, paths[0].parent, tmp_path / "out")
+    assert digests(paths) == before
+    assert [p.name for p in written] == [f"IM_{i:04d}.dcm" for i in range(1, 13)]
+    back = open_quietly(tmp_path / "out")
+    step = float(back.attrs["RescaleSlope"])
+    assert np.abs(modality_values(back) - values).max() <= step
+    assert step <= 2500.0 / (2 ** int(back.attrs["BitsStored"]) - 1) * 1.0001
+    np.testing.assert_allclose(back["z"].values, template["z"].values)
+    for name in ("image_position_l", "image_position_p", "image_position_s"):
+        np.testing.assert_allclose(back[name].values, template[name].values)
+    np.testing.assert_allclose(back.dicom.affine, template.dicom.affine)
+    for key in ("ImageOrientationPatient", "PixelSpacing", "FrameOfReferenceUID"):
+        assert back.attrs[key] == template.attrs[key]
+    for path, expected in zip(written, values, strict=True):
+        ds = pydicom.dcmread(path)
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert not ds["PixelData"].is_undefined_length
+        hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        assert np.abs(hu - expected).max() <= step
+
+
+@pytest.mark.parametrize("kind", ["axial", "sagittal", "uint12", "rle"])
+def test_simpleitk_reads_the_values_and_the_template_geometry(make_series, tmp_path, kind):
+    folder = make_series(**TEMPLATES[kind])[0].parent
+    values = smooth_values((12, 64, 64))
+    written = dicomarray.to_dicom(values, folder, tmp_path / "out")
+    image, reference = sitk_series(tmp_path / "out"), sitk_series(folder)
+    step = float(pydicom.dcmread(written[0]).RescaleSlope)
+    assert np.abs(sitk.GetArrayFromImage(image) - values).max() <= step
+    np.testing.assert_allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(image.GetDirection(), reference.GetDirection(), atol=1e-6)
+
+
+def test_integer_values_that_fit_are_written_exactly_with_the_template_rescale(
+    make_series, tmp_path
+):
+    paths = make_series()
+    template = dicomarray.open_series(paths[0].parent)
+    dicomarray.to_dicom(lazy_hu(template), template, tmp_path / "out")
+    back = dicomarray.open_series(tmp_path / "out")
+    assert (back.attrs["RescaleSlope"], back.attrs["RescaleIntercept"]) == (1.0, -1024.0)
+    np.testing.assert_array_equal(back.values, template.values)
+
+
+def test_identity_is_new_and_the_derived_tags_are_set(make_series, tmp_path):
+    paths = make_series(instance_numbers="reversed")
+    template = dicomarray.open_series(paths[0].parent)
+    values = smooth_values(template.shape)
+    written = dicomarray.to_dicom(values, paths, tmp_path / "out", series_description="SMOOTH")
+    source = [
+        pydicom.dcmread(p, stop_before_pixels=True)
+        for p in template.attrs["dicomarray_assembly"]["files"]
+    ]
+    new = [pydicom.dcmread(p) for p in written]
+    assert len({ds.SeriesInstanceUID for ds in new}) == 1
+    assert new[0].SeriesInstanceUID != source[0].SeriesInstanceUID
+    uids = {ds.SOPInstanceUID for ds in new}
+    assert len(uids) == 12 and not uids & {ds.SOPInstanceUID for ds in source}
+    for i, (ds, old) in enumerate(zip(new, source, strict=True)):
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert ds.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID == old.SOPClassUID
+        assert ds.StudyInstanceUID == old.StudyInstanceUID
+        assert ds.FrameOfReferenceUID == old.FrameOfReferenceUID
+        assert ds.ImagePositionPatient == old.ImagePositionPatient
+        assert ds.InstanceNumber == i + 1
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY", "AXIAL"]
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == old.SOPInstanceUID
+        assert ds.SeriesDescription == "SMOOTH"
+        assert ds.SeriesNumber == old.SeriesNumber + 1000
+        assert ds.PatientName == old.PatientName
+        assert ds.SmallestImagePixelValue == ds.pixel_array.min()
+        assert ds.LargestImagePixelValue == ds.pixel_array.max()
+        assert float(ds.WindowCenter) == pytest.approx((values.min() + values.max()) / 2)
+        assert float(ds.WindowWidth) == pytest.approx(values.max() - values.min())
+        assert ds.WindowCenterWidthExplanation == "DATA RANGE"
+
+
+def test_window_and_description_defaults_can_be_overridden(make_series, tmp_path):
+    folder = make_series()[0].parent
+    written = dicomarray.to_dicom(
+        smooth_values((12, 64, 64)), folder, tmp_path / "out", window=(40, 80), series_number=7
+    )
+    ds = pydicom.dcmread(written[0])
+    assert (float(ds.WindowCenter), float(ds.WindowWidth), ds.SeriesNumber) == (40.0, 80.0, 7)
+    assert "WindowCenterWidthExplanation" not in ds
+    assert ds.SeriesDescription.endswith("(derived)")
+
+
+def test_a_mask_of_zeros_and_ones_gets_an_exact_window(make_series, tmp_path):
+    template = dicomarray.open_series(make_series()[0].parent)
+    mask = lazy_hu(template) > 500
+    written = mask.dicom.to_dicom(tmp_path / "out", template=template)
+    back = dicomarray.open_series(tmp_path / "out")
+    np.testing.assert_array_equal(modality_values(back), mask.values.astype(float))
+    ds = pydicom.dcmread(written[0])
+    assert (float(ds.WindowCenter), float(ds.WindowWidth)) == (0.5, 1.0)
+
+
+def test_the_template_can_be_a_folder_a_list_of_files_or_an_opened_series(make_series, tmp_path):
+    paths = make_series()
+    shuffled = random.Random(1).sample(paths, len(paths))
+    template = dicomarray.open_series(paths[0].parent)
+    values = smooth_values(template.shape)
+    pixels = []
+    for i, form in enumerate((paths[0].parent, shuffled, template)):
+        written = dicomarray.to_dicom(values, form, tmp_path / f"out{i}")
+        pixels.append([pydicom.dcmread(p).pixel_array for p in written])
+    np.testing.assert_array_equal(pixels[0], pixels[1])
+    np.testing.assert_array_equal(pixels[0], pixels[2])
+    with pytest.raises(WriteError, match="holds 4 of its series' 12 slices"):
+        dicomarray.to_dicom(values[:4], template.isel(z=slice(4)), tmp_path / "part")
+
+
+def test_a_shape_that_does_not_match_the_template_is_a_clear_error(make_series, tmp_path):
+    folder = make_series()[0].parent
+    with pytest.raises(WriteError, match=r"volume shape \(11, 64, 64\) does not match"):
+        dicomarray.to_dicom(np.zeros((11, 64, 64)), folder, tmp_path / "out")
+    with pytest.raises(WriteError, match="12 slices of 64 x 64"):
+        dicomarray.to_dicom(np.zeros((12, 32, 64)), folder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_values_and_destinations_are_refused(make_series, tmp_path):
+    folder = make_series()[0].parent
+    values = smooth_values((12, 64, 64))
+    values[3, 4, 5] = np.nan
+    with pytest.raises(WriteError, match="NaN"):
+        dicomarray.to_dicom(values, folder, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and temporaries(tmp_path) == []
+    with pytest.raises(WriteError, match="template's files"):
+        dicomarray.to_dicom(np.zeros((12, 64, 64)), folder, folder, overwrite=True)
+    dicomarray.to_dicom(np.zeros((12, 64, 64)), folder, tmp_path / "out")
+    with pytest.raises(WriteError, match="already exists"):
+        dicomarray.to_dicom(np.ones((12, 64, 64)), folder, tmp_path / "out")
+    dicomarray.to_dicom(np.ones((12, 64, 64)), folder, tmp_path / "out", overwrite=True)
+    np.testing.assert_array_equal(modality_values(dicomarray.open_series(tmp_path / "out")), 1.0)
+
+
+def test_a_failure_while_writing_leaves_no_series(make_series, tmp_path):
+    template = dicomarray.open_series(make_series()[0].parent, chunks=4)
+    calls = []
+
+    def explode(block):
+        calls.append(1)
+        if len(calls) > 4:  # the value range pass succeeds, the writing pass fails
+            raise RuntimeError("disk on fire")
+        return block
+
+    hu = lazy_hu(template)
+    failing = hu.copy(data=hu.data.map_blocks(explode, meta=hu.data._meta))
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        failing.dicom.to_dicom(tmp_path / "out", template=template)
+    assert not (tmp_path / "out").exists() and temporaries(tmp_path) == []
+
+
+def test_compute_false_returns_a_delayed_export(make_series, tmp_path):
+    template = dicomarray.open_series(make_series()[0].parent, chunks=5)
+    delayed = lazy_hu(template).dicom.to_dicom(tmp_path / "out", template=template, compute=False)
+    assert not (tmp_path / "out").exists()
+    written = delayed.compute()
+    assert len(written) == 12 and all(p.is_file() for p in written)
+
+
+def test_warnings_for_stored_values_and_a_different_geometry(make_series, tmp_path):
+    template = dicomarray.open_series(make_series()[0].parent)
+    with pytest.warns(DicomArrayWarning, match="looks like stored values"):
+        template.dicom.to_dicom(tmp_path / "stored")
+    moved = lazy_hu(template).assign_coords(z=template["z"] + 5.0)
+    with pytest.warns(GeometryWarning, match="z positions differ"):
+        moved.dicom.to_dicom(tmp_path / "moved", template=template)
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy not installed")
+@pytest.mark.parametrize("kind", ["axial", "uint12"])
+def test_dciodvfy_finds_no_errors(make_series, tmp_path, kind):
+    folder = make_series(**TEMPLATES[kind])[0].parent
+    written = dicomarray.to_dicom(smooth_values((12, 64, 64)), folder, tmp_path / "out")
+    report = subprocess.run(["dciodvfy", str(written[0])], capture_output=True, text=True)
+    assert "Error" not in report.stdout + report.stderr, report.stderr
+
+
+def test_rescale_choice():
+    int16, uint12 = StoredType(16, 16, True), StoredType(16, 12, False)
+    preferred = Rescale(1.0, -1024.0)
+    assert choose_rescale(-1000, 2000, integral=True, stored_type=int16, preferred=preferred) == (
+        preferred
+    )
+    assert choose_rescale(-1000, 2000, integral=True, stored_type=uint12) == Rescale(1.0, -1000.0)
+    assert choose_rescale(0, 1, integral=True, stored_type=uint12) == Rescale(1.0, 0.0)
+    wide = choose_rescale(-1000, 9000, integral=True, stored_type=uint12)
+    assert wide.slope > 1 and wide.slope * 4095 >= 10000
+    small = choose_rescale(0.0, 1e-3, integral=False, stored_type=int16)
+    assert small.slope * 65535 >= 1e-3 and small.slope < 1e-7
+    assert choose_rescale(3.5, 3.5, integral=False, stored_type=int16).slope == 1.0
