@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pydicom
@@ -309,7 +309,7 @@ class _Export:
                 series=self.series,
             )
             data = dask_data(self.data).rechunk({1: -1, 2: -1})
-            dask.array.store(data, writer, lock=False, scheduler=scheduler)
+            dask.array.store(data, cast(Any, writer), lock=False, scheduler=scheduler)
             publish(temporary, self.final, overwrite=self.overwrite)
         except BaseException:
             discard(temporary)

@@ -6,7 +6,7 @@ import functools
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import xarray as xr
@@ -23,6 +23,8 @@ from .common import (
     temporary_sibling,
 )
 from .metadata import export_attrs, is_identifying_coord
+
+_Mode = Literal["w", "w-"]
 
 
 def to_zarr(
@@ -75,7 +77,7 @@ def to_zarr(
     consolidated = kwargs.pop("consolidated", None) is not False
     dataset = zarr_dataset(volume, deidentify=deidentify)
     moves: list[tuple[Path, Path]] = []
-    target, mode = store, "w" if overwrite else "w-"
+    target, mode = store, cast(_Mode, "w" if overwrite else "w-")
     if _is_local_path(store):
         final = destination(store, overwrite=overwrite, replaceable=_is_zarr_store, kind="zarr")
         target, mode = temporary_sibling(final), "w-"
@@ -93,7 +95,7 @@ def to_zarr(
     return run_or_delay(done, [t for t, _ in moves], compute=compute)
 
 
-def _write(dataset: xr.Dataset, target: Any, mode: str, kwargs: dict[str, Any]) -> Any:
+def _write(dataset: xr.Dataset, target: Any, mode: _Mode, kwargs: dict[str, Any]) -> Any:
     """Write the metadata and coordinates now; return the delayed chunk writes of the image.
 
     The image's chunks are stored by :func:`~dicomarray.writers.common.store_into` rather
@@ -102,7 +104,7 @@ def _write(dataset: xr.Dataset, target: Any, mode: str, kwargs: dict[str, Any]) 
     """
     import zarr
 
-    name = next(iter(dataset.data_vars))
+    name = str(next(iter(dataset.data_vars)))
     # consolidated=False: xarray would consolidate when its own delayed writes finish
     writes = dataset.to_zarr(target, mode=mode, compute=False, consolidated=False, **kwargs)
     if name in (kwargs.get("encoding") or {}):
