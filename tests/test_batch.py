@@ -1,0 +1,158 @@
+"""Batch conversion: fault isolation, hostile names, resume, a killed run, a LocalCluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from dicomarray.batch import MANIFEST, convert
+from dicomarray.sample import head_phantom, write_series
+
+pytest.importorskip("distributed")
+
+HOSTILE = {"PatientID": "../../x", "StudyID": "a/b\\c", "SeriesDescription": "", "StudyDate": ""}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """Four small series: two plain patients, one with cut pixel data, one with hostile tags."""
+    root = tmp_path_factory.mktemp("tree")
+    hu = head_phantom(6, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    for number, tags in enumerate(
+        [{"PatientID": "P1"}, {"PatientID": "P2"}, {"PatientID": "CUT"}, HOSTILE]
+    ):
+        write_series(
+            root / f"s{number}",
+            hu,
+            pixel_spacing=(7.2, 7.2),
+            slice_spacing=20.0,
+            tags=tags,
+            seed=number,
+        )
+    cut = sorted((root / "s2").iterdir())[2]
+    cut.write_bytes(cut.read_bytes()[:-500])
+    return root
+
+
+def statuses(report) -> dict[str, str]:
+    return dict(zip(report["PatientID"], report["status"], strict=True))
+
+
+def test_failure_is_isolated_and_names_are_safe(tree, tmp_path):
+    out = tmp_path / "out"
+    report = convert(tree, out, formats=("zarr", "npy", "jpg"), workers=0, progress=False)
+    assert statuses(report) == {"P1": "ok", "P2": "ok", "CUT": "failed", "../../x": "ok"}
+    failed = report[report["status"] == "failed"].iloc[0]
+    assert "truncated" in failed["error"]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(out.resolve() in p.resolve().parents for p in written)
+    hostile = report[report["PatientID"] == "../../x"].iloc[0]
+    folders = [p.parent for p in out.rglob(MANIFEST)]
+    assert len(folders) == 3
+    for folder in folders:
+        rel = folder.relative_to(out).parts
+        assert len(rel) == 3 and all(part and ".." not in part for part in rel)
+    assert (out / "x").is_dir()  # "../../x" made safe
+    assert int(hostile["slices"]) == 6
+    (p1,) = [f for f in folders if f.relative_to(out).parts[0] == "P1"]
+    assert xr.open_zarr(p1 / "image.zarr")["image"].shape == (6, 32, 32)
+    assert (out / "report.csv").read_text().count("\n") == 5
+
+
+def test_second_run_skips_and_overwrite_redoes(tree, tmp_path):
+    out = tmp_path / "out"
+    convert(tree, out, formats=("npy",), workers=0, progress=False)
+    again = convert(tree, out, formats=("npy",), workers=0, progress=False)
+    assert sorted(again["status"]) == ["failed", "skipped", "skipped", "skipped"]
+    forced = convert(tree, out, formats=("npy",), workers=0, overwrite=True, progress=False)
+    assert sorted(forced["status"]) == ["failed", "ok", "ok", "ok"]
+
+
+def test_half_written_series_is_redone(tree, tmp_path):
+    out = tmp_path / "out"
+    convert(tree, out, formats=("npy",), workers=0, progress=False)
+    manifest = next(out.rglob(MANIFEST))
+    manifest.unlink()
+    (manifest.parent / "image.npy").write_bytes(b"half")
+    report = convert(tree, out, formats=("npy",), workers=0, progress=False)
+    assert sorted(report["status"]) == ["failed", "ok", "skipped", "skipped"]
+    assert np.load(manifest.parent / "image.npy").shape == (6, 32, 32)
+
+
+def test_local_cluster_with_two_worker_processes(tree, tmp_path):
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        Client(cluster) as client,
+    ):
+        report = convert(
+            tree, tmp_path / "out", formats=("zarr", "jpg"), client=client, progress=False
+        )
+    assert statuses(report) == {"P1": "ok", "P2": "ok", "CUT": "failed", "../../x": "ok"}
+
+
+def test_killed_run_then_complete_run(tree, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "dicomarray", "batch", str(tree), str(out), "--workers", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not _any_file(out, ".npy") and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == -signal.SIGTERM  # killed part way, not finished
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 1  # the cut series fails, alone
+    assert "1 failed" in result.stdout
+    for manifest in out.rglob(MANIFEST):
+        outputs = json.loads(manifest.read_text())["outputs"]
+        assert np.load(manifest.parent / "image.npy").shape == (6, 32, 32)
+        assert all((manifest.parent / name).exists() for name in outputs)
+    leftovers = [p for p in out.rglob(".*") if p.name != ".zgroup"]
+    assert not [p for p in leftovers if p.parent.joinpath(MANIFEST).exists()]
+
+
+def _any_file(folder: Path, suffix: str) -> bool:
+    """Whether a file with the suffix exists; tolerant of folders vanishing meanwhile."""
+    return any(name.endswith(suffix) for _, _, names in os.walk(folder) for name in names)
+
+
+def test_unknown_format_is_an_error(tree, tmp_path):
+    from dicomarray import DicomArrayError
+
+    with pytest.raises(DicomArrayError, match="tiff"):
+        convert(tree, tmp_path, formats=("tiff",), workers=0)
+
+
+def test_cli_exit_code_reflects_failures(tree, tmp_path):
+    good = tmp_path / "good"
+    good.mkdir()
+    for path in sorted((tree / "s0").iterdir()):
+        os.link(path, good / path.name)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dicomarray",
+            "batch",
+            str(good),
+            str(tmp_path / "o1"),
+            "--workers",
+            "0",
+            "--format",
+            "npy",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0 and "1 ok" in ok.stdout
