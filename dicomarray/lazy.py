@@ -24,9 +24,15 @@ class FrameStackArray(dask.array.Array):
 
     _frame_stack: FrameStack | None = None
 
-    def __array__(self, dtype: Any = None, copy: Any = None, **kwargs: Any) -> np.ndarray:
+    @property
+    def frame_stack(self) -> FrameStack | None:
+        """The frames behind this very array, or None once anything changed it."""
         stack = self._frame_stack
-        if stack is None or self.shape != stack.shape:
+        return stack if stack is not None and self.shape == stack.shape else None
+
+    def __array__(self, dtype: Any = None, copy: Any = None, **kwargs: Any) -> np.ndarray:
+        stack = self.frame_stack
+        if stack is None:
             return super().__array__(dtype=dtype, copy=copy, **kwargs)
         values = stack[:]
         return values if dtype is None else values.astype(dtype, copy=False)
@@ -34,7 +40,10 @@ class FrameStackArray(dask.array.Array):
 
 def lazy_frames(stack: FrameStack, chunks: Any) -> FrameStackArray:
     """A dask array over ``stack`` whose name depends on the files' paths, sizes and times."""
-    name = "dicom-" + tokenize(file_signature(stack.paths), stack.frame_numbers, chunks)
+    token = tokenize(
+        file_signature(stack.paths), stack.frame_numbers, stack.slopes, stack.intercepts, chunks
+    )
+    name = ("dicom-" if stack.slopes is None else "dicom-rescaled-") + token
     plain = dask.array.from_array(
         stack,
         chunks=chunks,
@@ -46,3 +55,15 @@ def lazy_frames(stack: FrameStack, chunks: Any) -> FrameStackArray:
     array = FrameStackArray(plain.dask, plain.name, plain.chunks, meta=plain._meta)
     array._frame_stack = stack
     return array
+
+
+def rescaled_frames(data: Any, slope: Any, intercept: Any) -> FrameStackArray | None:
+    """``data * slope + intercept`` as float32, rescaled as each frame is read.
+
+    Only for the untouched stored values of a series (else None: use ordinary dask
+    arithmetic). Loading the result then fills one float32 array and nothing else.
+    """
+    stack = data.frame_stack if isinstance(data, FrameStackArray) else None
+    if stack is None or stack.slopes is not None:
+        return None
+    return lazy_frames(stack.rescaled(slope, intercept), data.chunks)

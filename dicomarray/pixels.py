@@ -11,6 +11,7 @@ to dask workers.
 
 from __future__ import annotations
 
+import copy
 import mmap
 import os
 import sys
@@ -104,9 +105,24 @@ class FrameStack:
         self.syntaxes = [str(s or "") for s in frames["TransferSyntaxUID"]]
         self.format = fmt
         self.shape = (len(self.paths), fmt.rows, fmt.columns)
-        self.dtype = fmt.dtype.newbyteorder("=")
+        self.stored_dtype = fmt.dtype.newbyteorder("=")
+        self.dtype = self.stored_dtype
         self.ndim = 3
+        self.slopes: np.ndarray | None = None
+        self.intercepts: np.ndarray | None = None
         self._fast = _LITTLE_ENDIAN_HOST and fmt.byte_aligned
+
+    def rescaled(self, slopes: Any, intercepts: Any) -> FrameStack:
+        """The same frames as float32 ``stored * slope + intercept``, one pair per frame.
+
+        (0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept*: scalars or one
+        value per frame. Each frame is rescaled as it is read, into the float32 result.
+        """
+        other = copy.copy(self)
+        other.slopes = _per_frame(slopes, self.shape[0])
+        other.intercepts = _per_frame(intercepts, self.shape[0])
+        other.dtype = np.dtype(np.float32)
+        return other
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -124,7 +140,16 @@ class FrameStack:
         return result[0] if np.ndim(picked) == 0 else result
 
     def read_into(self, index: int, out: np.ndarray) -> None:
-        """Read frame ``index`` into the 2-D array ``out``."""
+        """Read frame ``index`` into the 2-D array ``out`` (rescaled, if this stack is)."""
+        if self.slopes is None or self.intercepts is None:
+            self._read_stored(index, out)
+            return
+        stored = np.empty(self.shape[1:], self.stored_dtype)
+        self._read_stored(index, stored)
+        np.multiply(stored, self.slopes[index], out=out, dtype=np.float32)
+        out += self.intercepts[index]
+
+    def _read_stored(self, index: int, out: np.ndarray) -> None:
         path, syntax = self.paths[index], self.syntaxes[index]
         offset = self.offsets[index]
         try:
@@ -160,6 +185,11 @@ class FrameStack:
                 f"{path}: decoded frame has shape {array.shape}, expected {self.shape[1:]}"
             )
         return array
+
+
+def _per_frame(values: Any, n: int) -> np.ndarray:
+    flat = np.asarray(values, dtype=np.float32).reshape(-1)
+    return np.broadcast_to(flat, (n,)).copy()
 
 
 def empty_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

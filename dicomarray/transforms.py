@@ -223,7 +223,12 @@ def modality_values(obj: xr.DataArray) -> xr.DataArray:
     else:
         slope = _per_slice(obj, "rescale_slope", "RescaleSlope", 1.0)
         intercept = _per_slice(obj, "rescale_intercept", "RescaleIntercept", 0.0)
-        data, declared = rescale(obj.data, slope, intercept), obj.attrs.get("RescaleType")
+        from .lazy import rescaled_frames  # deferred: dask.array is slow to import
+
+        declared = obj.attrs.get("RescaleType")
+        data = rescaled_frames(obj.data, slope, intercept)  # whole series: rescale as read
+        if data is None:
+            data = rescale(obj.data, slope, intercept)
     units = _modality_units(obj.attrs, declared)
     return _with_values(obj, data, _RESCALE_ATTRS, _RESCALE_COORDS, units=units, kind="modality")
 

@@ -131,7 +131,7 @@ def volume_from_assembly(
     assembly: Assembly, *, chunks: Chunks = None, max_bytes: int = MAX_VOLUME_BYTES
 ) -> xr.DataArray:
     """The lazy DataArray of an :class:`~dicomarray.assembly.Assembly`."""
-    from .lazy import lazy_frames  # deferred: dask.array costs 0.25 s to import
+    from .lazy import lazy_frames  # deferred: dask.array takes 0.3 s to import
 
     frames = assembly.frames
     fmt = PixelFormat.from_row(frames.iloc[0])

@@ -469,3 +469,19 @@ def test_values_read_into_one_array_and_match_the_chunked_compute(make_series, m
     derived = volume.isel(z=slice(2, 7)) + 1
     assert not isinstance(derived.data, FrameStackArray)
     np.testing.assert_array_equal(derived.values, chunked[2:7] + 1)
+
+
+def test_hu_of_a_whole_series_is_rescaled_as_it_is_read(make_series, phantom):
+    from dicomarray.lazy import FrameStackArray
+
+    volume = dicomarray.open_series(make_series(per_slice_rescale=True)[0].parent, chunks=4)
+    hu = volume.dicom.hu()
+    assert isinstance(hu.data, FrameStackArray) and hu.dtype == np.float32
+    expected = stored_to_hu(volume).astype(np.float32)
+    np.testing.assert_allclose(hu.values, expected, rtol=1e-6)  # one array, filled as read
+    np.testing.assert_allclose(hu.data.compute(), expected, rtol=1e-6)  # chunk by chunk
+    np.testing.assert_allclose(hu.isel(z=3).values, expected[3], rtol=1e-6)
+    # a selection first, then HU: ordinary dask arithmetic, same values
+    part = volume.isel(z=slice(2, 5)).dicom.hu()
+    assert not isinstance(part.data, FrameStackArray)
+    np.testing.assert_allclose(part.values, expected[2:5], rtol=1e-6)
