@@ -36,6 +36,8 @@ FORMATS: dict[str, str] = {
     "npy": "image.npy",
     "nifti": "image.nii.gz",
     "jpg": "middle.jpg",
+    "orthogonal": "orthogonal.jpg",
+    "montage": "montage.jpg",
 }
 SIDECAR = "image.json"
 MANIFEST = "manifest.json"
@@ -46,6 +48,7 @@ REPORT_COLUMNS = (
     "error",
     "outputs",
     "slices",
+    "spacing_mm",
     "seconds",
 )
 
@@ -90,7 +93,9 @@ def convert(
     config : dict or path of a JSON file, optional
         Rules as in :func:`dicomarray.dicom_filter`; default: every image series.
     formats : sequence of str, default ("zarr", "npy", "jpg")
-        Any of ``zarr``, ``npy``, ``nifti``, ``jpg``. A JSON sidecar is always written.
+        Any of ``zarr``, ``npy``, ``nifti``, ``jpg`` (the middle slice), ``orthogonal``
+        (axial, coronal and sagittal side by side) and ``montage`` (a grid of axial
+        slices). A JSON sidecar is always written.
         Volumes are exported in modality values (HU for CT), float32.
     client : distributed.Client, optional
         Run on this cluster. Without one, a local cluster with ``workers`` processes is
@@ -110,7 +115,7 @@ def convert(
     -------
     pandas.DataFrame
         One row per series: SeriesInstanceUID, PatientID, status (``ok``, ``failed``,
-        ``skipped``), error, outputs, slices, seconds. Also written to
+        ``skipped``), error, outputs, slices, spacing_mm, seconds. Also written to
         ``out_dir/report.csv``.
     """
     unknown = sorted(set(formats) - set(FORMATS))
@@ -235,6 +240,7 @@ def convert_series(job: SeriesJob) -> dict[str, Any]:
         "error": "",
         "outputs": "",
         "slices": len(job.files),
+        "spacing_mm": "",
         "seconds": 0.0,
     }
     folder = Path(job.out_dir)
@@ -243,8 +249,10 @@ def convert_series(job: SeriesJob) -> dict[str, Any]:
         if manifest is not None and not job.overwrite:
             row.update(status="skipped", outputs=";".join(manifest["outputs"]))
         else:
-            outputs, slices = _write_outputs(job, folder)
-            row.update(outputs=";".join(outputs), slices=slices)
+            outputs, volume = _write_outputs(job, folder)
+            row.update(
+                outputs=";".join(outputs), slices=volume.sizes["z"], spacing_mm=_spacing(volume)
+            )
     except Exception as exc:  # noqa: BLE001 - one failed series must not stop the others
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         logger.warning("series %s failed: %s", job.uid, exc)
@@ -253,7 +261,14 @@ def convert_series(job: SeriesJob) -> dict[str, Any]:
     return row
 
 
-def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], int]:
+def _spacing(volume: Any) -> str:
+    """Slice spacing x row spacing x column spacing in mm, for the report."""
+    slice_spacing = volume.attrs.get("dicomarray_assembly", {}).get("slice_spacing")
+    pixel = volume.attrs.get("PixelSpacing") or [None, None]
+    return " x ".join("-" if v is None else f"{float(v):.3g}" for v in (slice_spacing, *pixel))
+
+
+def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], Any]:
     """Write into a private staging folder, then move it into place in one rename.
 
     A series folder therefore only ever appears complete, even when two runs write
@@ -275,7 +290,8 @@ def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], int]:
             volume = open_series(list(job.files), job.uid)
             values = volume.dicom.hu()
             outputs = [SIDECAR]
-            _WRITERS["sidecar"](values, staging / SIDECAR, job.deidentify)
+            if "npy" not in job.formats:  # the npy writer writes the same sidecar
+                _WRITERS["sidecar"](values, staging / SIDECAR, job.deidentify)
             for name in job.formats:
                 _WRITERS[name](values, staging / FORMATS[name], job.deidentify)
                 outputs.append(FORMATS[name])
@@ -283,7 +299,7 @@ def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], int]:
         _move_into_place(staging, folder, overwrite=job.overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return outputs, int(volume.sizes["z"])
+    return outputs, volume
 
 
 def _move_into_place(staging: Path, folder: Path, *, overwrite: bool) -> None:
@@ -350,7 +366,9 @@ def _sidecar(volume: Any, path: Path, deidentify: bool) -> None:
 _WRITERS: dict[str, Callable[[Any, Path, bool], Any]] = {
     "sidecar": _sidecar,
     "zarr": lambda v, p, d: v.dicom.to_zarr(p, deidentify=d),
-    "npy": lambda v, p, d: v.dicom.to_npy(p, json_path=p.with_suffix(".npy.json"), deidentify=d),
+    "npy": lambda v, p, d: v.dicom.to_npy(p, json_path=p.parent / SIDECAR, deidentify=d),
     "nifti": lambda v, p, d: v.dicom.to_nifti(p),
     "jpg": lambda v, p, d: v.dicom.to_jpg(p),
+    "orthogonal": lambda v, p, d: v.dicom.orthogonal(p),
+    "montage": lambda v, p, d: v.dicom.montage(p),
 }

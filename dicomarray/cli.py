@@ -47,13 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
-        "demo", help="write the built-in sample brain CT study, index it, and picture each patient"
+        "demo",
+        help="the main job: convert the sample brain CT study (or --data) to zarr, npy, pictures",
     )
     demo.add_argument(
-        "--output", type=Path, default=Path("output"), help="output folder (default ./output)"
+        "--out", "--output", type=Path, default=Path("output"), help="output folder (./output)"
     )
+    demo.add_argument("--data", type=Path, help="a study tree to use instead of the sample")
+    demo.add_argument("--patients", type=int, default=10, help="sample patients (default 10)")
     demo.add_argument(
-        "--patients", type=int, default=10, help="number of sample patients (default 10)"
+        "--workers", type=int, default=0, help="worker processes (default 0: threads here)"
     )
     demo.set_defaults(run=_run_demo)
 
@@ -96,12 +99,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    import time
 
-    pictures = run_demo(args.output, n_patients=args.patients)
-    for picture in pictures:
-        print(picture)
-    return 0
+    from .demo import run_demo, summary_table
+
+    started = time.perf_counter()
+    report = run_demo(
+        args.out,
+        data=args.data,
+        n_patients=args.patients,
+        workers=args.workers,
+        progress=sys.stderr.isatty(),
+    )
+    print(summary_table(report))
+    failed = int((report["status"] == "failed").sum())
+    print(
+        f"{len(report)} series of {report['PatientID'].nunique()} patients in "
+        f"{time.perf_counter() - started:.1f} s, {failed} failed; outputs in {args.out}"
+    )
+    return 1 if failed else 0
 
 
 def _run_scan(args: argparse.Namespace) -> int:

@@ -1,51 +1,103 @@
-"""The main job, ``dicomarray demo``: the built-in sample study from index to pictures."""
+"""The main job, ``dicomarray demo``: a study tree from index to exports and pictures.
+
+By default it runs on the built-in sample brain CT study, written once into a cache
+folder. It indexes the tree, keeps the CT head series (no localizers), and converts each
+one with :func:`dicomarray.batch.convert`: HU volumes as zarr and npy + JSON, a
+middle-slice JPG in the brain window, an orthogonal view and a montage.
+"""
 
 from __future__ import annotations
 
-import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from .index import scan
-from .volume import open_series
+import pandas as pd
 
-logger = logging.getLogger(__name__)
+#: Folders of the demo's outputs, per series, and what is in them.
+DEMO_FORMATS = ("zarr", "npy", "jpg", "orthogonal", "montage")
+#: Which series the demo converts.
+DEMO_CONFIG = {"Modality": "CT", "is_localizer": False, "n_slices": {"min": 2}}
+SAMPLE_VERSION = 1
 
 
-def run_demo(output: str | Path, *, n_patients: int = 10) -> list[Path]:
-    """Write the sample study under ``output/sample_study`` (once) and one JPG per patient.
+def run_demo(
+    out: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | None = None,
+    n_patients: int = 10,
+    workers: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Convert the CT head series of a study tree (default: the sample study) into ``out``.
 
-    Each picture is the middle axial slice of the patient's head series in the brain
-    window, as ``output/<PatientID>.jpg``. Returns the picture paths.
+    Parameters
+    ----------
+    out : str or os.PathLike
+        Output folder: ``<patient>/<study>/<series>/`` with ``image.zarr``, ``image.npy``,
+        ``image.json``, ``middle.jpg``, ``orthogonal.jpg`` and ``montage.jpg``, and
+        ``report.csv``.
+    data : str or os.PathLike, optional
+        A study tree to use instead of the sample study.
+    n_patients : int, default 10
+        Patients in the sample study (ignored with ``data``).
+    workers : int, default 0
+        Worker processes; 0 converts in this process with threads.
+    progress : bool, default False
+        Show progress on stderr.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The batch report, one row per series.
     """
-    output = Path(output)
-    study = ensure_sample_study(output / "sample_study", n_patients=n_patients)
-    index = scan(study)
-    pictures = []
-    for patient, rows in index[index["Rows"].notna()].groupby("PatientID", sort=True):
-        head = rows[rows["ImageType"].map(lambda t: "LOCALIZER" not in (t or []))]
-        uid = head["SeriesInstanceUID"].value_counts().index[0]
-        volume = open_series(head, uid)
-        # the middle axial slice (the default index) reads one file
-        path = volume.dicom.to_jpg(output / f"{patient}.jpg", preset="brain")
-        pictures.append(path)
-        logger.info("%s: %d slices, %s", patient, volume.sizes["z"], path)
-    return pictures
+    from .batch import convert
+
+    study = Path(data) if data is not None else ensure_sample_study(n_patients=n_patients)
+    return convert(
+        study,
+        out,
+        config=DEMO_CONFIG,
+        formats=DEMO_FORMATS,
+        workers=workers,
+        progress=progress,
+        overwrite=True,
+    )
 
 
-def ensure_sample_study(root: Path, *, n_patients: int) -> Path:
-    """The sample study at ``root``, written atomically the first time it is asked for."""
+def sample_cache_dir() -> Path:
+    """Where the sample study lives: ``$DICOMARRAY_CACHE``, else the user's cache folder."""
+    if os.environ.get("DICOMARRAY_CACHE"):
+        return Path(os.environ["DICOMARRAY_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dicomarray"
+
+
+def ensure_sample_study(*, n_patients: int = 10, root: Path | None = None) -> Path:
+    """The sample study, written atomically (into a temporary folder, then renamed) once."""
     from .sample import make_study
 
+    root = root or sample_cache_dir() / f"sample-v{SAMPLE_VERSION}-{n_patients}-patients"
     if (root / "README.txt").is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".sample-", dir=root.parent))
     try:
         make_study(staging, n_patients=n_patients)
-        staging.rename(root)
-    except BaseException:
+        os.rename(staging, root)
+    except OSError:
+        if not (root / "README.txt").is_file():  # not just a concurrent demo that won
+            raise
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     return root
+
+
+def summary_table(report: pd.DataFrame) -> str:
+    """The report as a readable table: patient, status, slices, spacing, seconds."""
+    if report.empty:
+        return "no series converted"
+    columns = ["PatientID", "status", "slices", "spacing_mm", "seconds", "error"]
+    table = report[columns].rename(columns={"spacing_mm": "spacing (mm)", "seconds": "s"})
+    return table.to_string(index=False)

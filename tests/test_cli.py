@@ -15,25 +15,46 @@ from dicomarray.cli import main
 
 @pytest.fixture(scope="module")
 def demo_output(tmp_path_factory):
-    output = tmp_path_factory.mktemp("demo") / "output"
-    assert main(["demo", "--output", str(output), "--patients", "2"]) == 0
-    return output
+    """The demo on two sample patients; the sample study is cached beside the output."""
+    base = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DICOMARRAY_CACHE", str(base / "cache"))
+        assert main(["demo", "--out", str(base / "output"), "--patients", "2"]) == 0
+    base.joinpath("output", "sample_study").symlink_to(next((base / "cache").iterdir()))
+    return base / "output"
 
 
-def test_demo_writes_one_brain_window_picture_per_patient(demo_output):
-    pictures = sorted(p.name for p in demo_output.glob("*.jpg"))
-    assert pictures == ["PAT041.jpg", "PAT042.jpg"]
-    picture = np.asarray(Image.open(demo_output / "PAT041.jpg"))
-    assert picture.shape == (512, 512)
-    assert picture[0, 0] < 5  # air is black in the brain window
-    assert picture[256, 256] > 60  # brain is grey
+def test_demo_converts_each_head_series(demo_output, capsys):
+    folders = sorted(p.parent for p in demo_output.rglob("manifest.json"))
+    assert [f.relative_to(demo_output).parts[0] for f in folders] == ["PAT041", "PAT042"]
+    for folder in folders:
+        names = {p.name for p in folder.iterdir()}
+        assert {"image.zarr", "image.npy", "image.json", "middle.jpg"} <= names
+        assert {"orthogonal.jpg", "montage.jpg"} <= names
+        picture = np.asarray(Image.open(folder / "middle.jpg"))
+        assert picture.shape == (512, 512)
+        assert picture[0, 0] < 5  # air is black in the brain window
+        assert picture[256, 256] > 60  # brain is grey
+        hu = np.load(folder / "image.npy", mmap_mode="r")
+        assert hu.dtype == np.float32 and -1001 <= hu[0, 0, 0] <= -999
 
 
-def test_demo_reuses_the_sample_study(demo_output, capsys):
-    before = {p: p.stat().st_mtime_ns for p in (demo_output / "sample_study").rglob("*")}
-    assert main(["demo", "--output", str(demo_output), "--patients", "2"]) == 0
-    after = {p: p.stat().st_mtime_ns for p in (demo_output / "sample_study").rglob("*")}
-    assert before == after
+def test_demo_prints_a_summary_and_reuses_the_sample(demo_output, capsys, monkeypatch):
+    cache = demo_output.parent / "cache"
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*")}
+    monkeypatch.setenv("DICOMARRAY_CACHE", str(cache))
+    assert main(["demo", "--out", str(demo_output), "--patients", "2"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
+    printed = capsys.readouterr().out
+    assert "PAT041" in printed and "2 series of 2 patients" in printed and "0 failed" in printed
+
+
+def test_demo_on_a_given_tree(demo_output, tmp_path):
+    report_rows = main(
+        ["demo", "--data", str(demo_output / "sample_study"), "--out", str(tmp_path)]
+    )
+    assert report_rows == 0
+    assert len(list(tmp_path.rglob("manifest.json"))) == 2
 
 
 def test_scan_writes_the_index(demo_output, tmp_path, capsys):
