@@ -34,9 +34,19 @@ def describe_machine(repo: Path) -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "libraries": {name: _version(name) for name in LIBRARIES},
+        # the machine may be shared: a busy one makes every contender slower and noisier
+        "load_average": load_average(),
         "commit": _commit(repo),
         "changed_library_files": _changed_files(repo),
     }
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, rounded."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _cpu_model() -> str:

@@ -66,6 +66,7 @@ def markdown(results: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     options = results["options"]
     lines = ["# dicomarray benchmarks", "", _machine_line(results["machine"]), ""]
+    lines += [_load_line(options.get("load_before"), results["machine"].get("load_average")), ""]
     if options["quick"]:
         lines += ["**Quick run on tiny data: the figures mean nothing.**", ""]
     lines += ["## Targets of issue 7", "", *target_table(results["targets"]), ""]
@@ -88,6 +89,16 @@ def _machine_line(machine: dict[str, Any]) -> str:
         f"{machine['memory_gib']} GiB RAM, {machine['os']}; Python {machine['python']}; "
         f"{libraries}; commit {machine['commit']}."
     ) + _changed(machine.get("changed_library_files"))
+
+
+def _load_line(before: list[float] | None, after: list[float] | None) -> str:
+    """The load averages around the run: other processes on a shared machine add noise."""
+    if not before or not after:
+        return ""
+    return (
+        f"Load average (1 min): {before[0]:g} before the run, {after[0]:g} after it. Other work "
+        "on the machine was not stopped; the ranges show the noise it left."
+    )
 
 
 def _changed(files: list[str] | None) -> str:

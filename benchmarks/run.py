@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks.contenders import CONTENDERS, NOT_APPLICABLE, TASKS
 from benchmarks.datasets import FULL, QUICK, dataset_specs, ensure
-from benchmarks.machine import describe_machine
+from benchmarks.machine import describe_machine, load_average
 from benchmarks.report import write_results
 from benchmarks.targets import Summary, check_all
 
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     folders = prepare_data(plan, specs, options.data)
     scratch = options.data / "scratch"
     records: list[dict[str, Any]] = []
+    load_before = load_average()
     started = time.perf_counter()
     for task, dataset, contenders in plan:
         records += time_task(task, dataset, contenders, folders.get(dataset), scratch, options)
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": options.rounds,
             "warmup": options.warmup,
             "total_seconds": round(time.perf_counter() - started, 1),
+            "load_before": load_before,
         },
         "datasets": {key: spec.label for key, spec in specs.items()},
         "summary": [
