@@ -8,7 +8,6 @@ import threading
 import dask
 import numpy as np
 import pytest
-import xarray as xr
 
 import dicomarray
 from dicomarray import WriteError
@@ -121,23 +120,6 @@ def test_existing_files_are_refused_unless_overwrite(make_series, tmp_path):
     assert target.read_bytes() == before
     (volume + 1).dicom.to_npy(target, overwrite=True)
     np.testing.assert_array_equal(np.load(target), volume.values + 1)
-
-
-def failing_volume(volume: xr.DataArray, bad_block: int = 1) -> xr.DataArray:
-    def explode(block, block_info=None):
-        if block_info[0]["chunk-location"][0] == bad_block:
-            raise RuntimeError("disk on fire")
-        return block
-
-    return volume.copy(data=volume.data.map_blocks(explode, dtype=volume.dtype))
-
-
-def test_a_failed_export_leaves_nothing_under_the_final_names(make_series, tmp_path):
-    volume = dicomarray.open_series(make_series()[0].parent, chunks=3)
-    out = tmp_path / "out"
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        failing_volume(volume).dicom.to_npy(out / "ct.npy")
-    assert sorted(p.name for p in out.iterdir()) == []
 
 
 def test_compute_false_delays_the_writes_and_exports_share_one_read(make_series, tmp_path):

@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,11 +95,33 @@ def run_or_delay(delayed: Any, temporaries: Iterable[Path], *, compute: bool) ->
     if not compute:
         return delayed
     try:
-        return delayed.compute()
+        return compute_and_wait(delayed)[0]
     except BaseException:
         for path in temporaries:
             discard(path)
         raise
+
+
+def compute_and_wait(*collections: Any, scheduler: str | None = None) -> tuple[Any, ...]:
+    """:func:`dask.compute`, but on failure only return once every running task has ended.
+
+    dask's threaded scheduler raises the first error while other threads are still writing
+    their chunks; cleaning up then would race with them (a zarr chunk write recreates its
+    folders). So the threads run in a pool of our own, shut down before returning.
+    """
+    import dask
+    import dask.threaded
+
+    # None: nothing configured, so arrays and delayed objects run on the threaded scheduler
+    chosen = dask.base.get_scheduler(scheduler=scheduler)
+    if chosen not in (None, dask.threaded.get):
+        return dask.compute(*collections, scheduler=scheduler)
+    workers = dask.config.get("num_workers", None) or os.cpu_count() or 1
+    pool = ThreadPoolExecutor(workers)
+    try:
+        return dask.compute(*collections, scheduler="threads", pool=pool)
+    finally:
+        pool.shutdown(wait=True)
 
 
 def finish(

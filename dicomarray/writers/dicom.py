@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -27,7 +27,15 @@ from pydicom.valuerep import format_number_as_ds
 
 from ..errors import DicomArrayWarning, GeometryWarning, WriteError, warn_data_problem
 from ..volume import ASSEMBLY_ATTR, open_series
-from .common import dask_data, destination, discard, publish, temporary_sibling
+from .common import (
+    compute_and_wait,
+    dask_data,
+    destination,
+    discard,
+    publish,
+    store_into,
+    temporary_sibling,
+)
 
 #: Template attributes that would be untrue once the pixel data is replaced: removed, and
 #: the ones the new pixels define (window, smallest and largest values) are written anew.
@@ -287,8 +295,6 @@ class _Export:
 
     def run(self, *, scheduler: str | None = None) -> list[Path]:
         """Find the value range, write the slices into a temporary folder, rename it."""
-        import dask.array
-
         temporary = temporary_sibling(self.final)
         try:
             low, high, integral = _value_range(self.data, scheduler)
@@ -309,7 +315,7 @@ class _Export:
                 series=self.series,
             )
             data = dask_data(self.data).rechunk({1: -1, 2: -1})
-            dask.array.store(data, cast(Any, writer), lock=False, scheduler=scheduler)
+            compute_and_wait(store_into(data, writer), scheduler=scheduler)
             publish(temporary, self.final, overwrite=self.overwrite)
         except BaseException:
             discard(temporary)
