@@ -13,6 +13,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import DicomArrayError
 
@@ -79,6 +80,44 @@ def _parser() -> argparse.ArgumentParser:
     filter_.add_argument("--config", type=Path, required=True, help="JSON file of tag rules")
     filter_.add_argument("--json", action="store_true", help="print the matches as JSON")
     filter_.set_defaults(run=_run_filter)
+
+    to_npy = commands.add_parser("to-npy", help="one series as an HU .npy and a JSON sidecar")
+    to_npy.add_argument("-i", "--input-dicom", type=Path, required=True, help="series folder")
+    to_npy.add_argument("-n", "--output-npy", type=Path, required=True, help=".npy to write")
+    to_npy.add_argument("-j", "--output-json", type=Path, required=True, help="sidecar to write")
+    to_npy.add_argument("--raw", action="store_true", help="stored values instead of HU")
+    to_npy.add_argument("--deidentify", action="store_true", help="leave out patient identifiers")
+    to_npy.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    to_npy.set_defaults(run=_run_to_npy)
+
+    to_dicom = commands.add_parser(
+        "to-dicom", help="a .npy volume as a new DICOM series over a template series"
+    )
+    to_dicom.add_argument("-n", "--input-npy", type=Path, required=True, help="(z, y, x) .npy")
+    to_dicom.add_argument("-d", "--input-dicom", type=Path, required=True, help="template series")
+    to_dicom.add_argument("-o", "--output-dicom", type=Path, required=True, help="output folder")
+    to_dicom.add_argument("--description", help="SeriesDescription of the new series")
+    to_dicom.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    to_dicom.set_defaults(run=_run_to_dicom)
+
+    to_zarr = commands.add_parser("to-zarr", help="one series as an HU zarr store")
+    to_zarr.add_argument("-i", "--input-dicom", type=Path, required=True, help="series folder")
+    to_zarr.add_argument("-o", "--output", required=True, help="zarr store (path or URL)")
+    to_zarr.add_argument("--raw", action="store_true", help="stored values instead of HU")
+    to_zarr.add_argument("--deidentify", action="store_true", help="leave out patient identifiers")
+    to_zarr.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    to_zarr.set_defaults(run=_run_to_zarr)
+
+    render = commands.add_parser("render", help="a picture of one slice, or a montage")
+    render.add_argument("-i", "--input-dicom", type=Path, required=True, help="series folder")
+    render.add_argument("-o", "--output", type=Path, required=True, help=".jpg or .png")
+    render.add_argument("--axis", choices=("axial", "coronal", "sagittal"), default="axial")
+    render.add_argument("--index", type=int, help="slice index along the axis (middle)")
+    render.add_argument("--preset", help="window preset: brain, subdural, stroke, bone, ...")
+    render.add_argument("--center", type=float, help="window center (HU)")
+    render.add_argument("--width", type=float, help="window width (HU)")
+    render.add_argument("--montage", action="store_true", help="a grid of axial slices")
+    render.set_defaults(run=_run_render)
 
     batch = commands.add_parser("batch", help="convert every selected series under ROOT into OUT")
     batch.add_argument("root", type=Path)
@@ -192,6 +231,65 @@ def _run_filter(args: argparse.Namespace) -> int:
             meta = series.meta
             fields = (meta.get("PatientID", ""), meta.get("SeriesDescription", ""))
             print(f"{series.uid}\t{len(series.files)}\t{fields[0]}\t{fields[1]}")
+    return 0
+
+
+def _open_quietly(path: Path) -> Any:
+    """The series at path; data warnings are logged by the library, not repeated here."""
+    from .volume import open_series
+
+    return open_series(path)
+
+
+def _run_to_npy(args: argparse.Namespace) -> int:
+    volume = _open_quietly(args.input_dicom)
+    values = volume if args.raw else volume.dicom.hu()
+    values.dicom.to_npy(
+        args.output_npy,
+        json_path=args.output_json,
+        deidentify=args.deidentify,
+        overwrite=args.overwrite,
+    )
+    print(f"{args.output_npy}: {dict(values.sizes)} {values.dtype}; metadata in {args.output_json}")
+    return 0
+
+
+def _run_to_dicom(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .writers.dicom import to_dicom
+
+    try:
+        array = np.load(args.input_npy, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise DicomArrayError(f"{args.input_npy}: not a readable .npy file: {exc}") from exc
+    paths = to_dicom(
+        array,
+        args.input_dicom,
+        args.output_dicom,
+        series_description=args.description,
+        overwrite=args.overwrite,
+    )
+    print(f"{len(paths)} files written to {args.output_dicom}")
+    return 0
+
+
+def _run_to_zarr(args: argparse.Namespace) -> int:
+    volume = _open_quietly(args.input_dicom)
+    values = volume if args.raw else volume.dicom.hu()
+    values.dicom.to_zarr(args.output, deidentify=args.deidentify, overwrite=args.overwrite)
+    print(f"{args.output}: {dict(values.sizes)} {values.dtype}")
+    return 0
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    volume = _open_quietly(args.input_dicom)
+    window = {"preset": args.preset, "center": args.center, "width": args.width}
+    if args.montage:
+        path = volume.dicom.montage(args.output, **window)
+    else:
+        path = volume.dicom.to_jpg(args.output, args.index, axis=args.axis, **window)
+    print(path)
     return 0
 
 

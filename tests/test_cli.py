@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -112,7 +113,7 @@ def test_filter_prints_matches_and_json(demo_output, tmp_path):
     as_json = run_cli(
         "filter", str(demo_output / "sample_study"), "--config", str(config), "--json"
     )
-    records = __import__("json").loads(as_json.stdout)
+    records = json.loads(as_json.stdout)
     assert [r["meta"]["PatientID"] for r in records] == ["PAT041", "PAT042"]
 
 
@@ -134,3 +135,81 @@ def test_info_on_bad_input_fails_with_one_line(tmp_path, case):
     result = run_cli("info", str(target))
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and case in result.stderr
+
+
+@pytest.fixture
+def head_series(demo_output):
+    return next((demo_output / "sample_study" / "041").glob("*/2_*"))
+
+
+def test_to_npy_with_the_script_flags(head_series, tmp_path):
+    npy, sidecar = tmp_path / "v.npy", tmp_path / "v.json"
+    result = run_cli("to-npy", "-i", str(head_series), "-n", str(npy), "-j", str(sidecar))
+    assert result.returncode == 0, result.stderr
+    hu = np.load(npy)
+    stored = dicomarray.open_series(head_series)
+    expected = stored.values * stored.attrs["RescaleSlope"] + stored.attrs["RescaleIntercept"]
+    np.testing.assert_allclose(hu, expected)
+    meta = json.loads(sidecar.read_text())
+    assert meta["PatientID"] == "PAT041" and len(meta["geometry"]["z"]) == hu.shape[0]
+    raw = tmp_path / "raw.npy"
+    flags = ("--input-dicom", str(head_series), "--output-npy", str(raw))
+    assert (
+        run_cli("to-npy", *flags, "--output-json", str(tmp_path / "r.json"), "--raw").returncode
+        == 0
+    )
+    np.testing.assert_array_equal(np.load(raw), stored.values)
+    again = run_cli("to-npy", "-i", str(head_series), "-n", str(npy), "-j", str(sidecar))
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_to_dicom_round_trip_and_shape_mismatch(head_series, tmp_path):
+    npy = tmp_path / "v.npy"
+    assert (
+        run_cli(
+            "to-npy", "-i", str(head_series), "-n", str(npy), "-j", str(tmp_path / "v.json")
+        ).returncode
+        == 0
+    )
+    out = tmp_path / "dicom"
+    result = run_cli("to-dicom", "-n", str(npy), "-d", str(head_series), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    back = dicomarray.open_series(out).dicom.hu().values
+    np.testing.assert_allclose(back, np.load(npy), atol=1.0)
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((3, 4, 5), np.float32))
+    mismatch = run_cli(
+        "to-dicom", "-n", str(bad), "-d", str(head_series), "-o", str(tmp_path / "x")
+    )
+    assert mismatch.returncode == 1 and "shape" in mismatch.stderr
+    assert "Traceback" not in mismatch.stderr
+
+
+def test_to_zarr_and_render(head_series, tmp_path):
+    import xarray as xr
+
+    store = tmp_path / "v.zarr"
+    assert run_cli("to-zarr", "-i", str(head_series), "-o", str(store)).returncode == 0
+    assert xr.open_zarr(store)["image"].dtype == np.float32
+    picture = tmp_path / "coronal.png"
+    args = ("render", "-i", str(head_series), "-o", str(picture), "--axis", "coronal")
+    assert run_cli(*args, "--preset", "bone").returncode == 0
+    assert Image.open(picture).size[0] == 512
+    assert (
+        run_cli(
+            "render", "-i", str(head_series), "-o", str(tmp_path / "m.jpg"), "--montage"
+        ).returncode
+        == 0
+    )
+    unknown = run_cli(*args, "--preset", "nope")
+    assert unknown.returncode == 1 and "nope" in unknown.stderr
+
+
+@pytest.mark.parametrize("command", ["to-npy", "to-zarr", "render"])
+def test_missing_input_is_one_line(tmp_path, command):
+    out = tmp_path / "o.jpg"
+    flags = {"to-npy": ["-n", str(tmp_path / "a.npy"), "-j", str(tmp_path / "a.json")]}.get(
+        command, ["-o", str(out)]
+    )
+    result = run_cli(command, "-i", str(tmp_path / "absent"), *flags)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
