@@ -10,7 +10,7 @@ import xarray as xr
 
 import dicomarray
 
-from .export_helpers import lazy_hu
+from .export_helpers import digests, lazy_hu
 
 EXPORTS = {
     "npy": lambda v, out: v.dicom.to_npy(out / "ct.npy"),
@@ -45,3 +45,12 @@ def test_a_failed_export_leaves_nothing_behind(make_series, tmp_path, writer):
         EXPORTS[writer](failing(volume, bad_block=1, on_read=2 if writer == "dicom" else 1), out)
     time.sleep(0.2)  # any straggling chunk write would land by now
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+@pytest.mark.parametrize("writer", sorted(EXPORTS))
+def test_the_source_files_are_never_changed(make_series, tmp_path, writer):
+    paths = make_series()
+    before = digests(paths)
+    EXPORTS[writer](lazy_hu(dicomarray.open_series(paths[0].parent)), tmp_path / "out")
+    assert digests(paths) == before
+    assert sorted(p.name for p in paths[0].parent.iterdir()) == sorted(p.name for p in paths)

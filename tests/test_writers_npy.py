@@ -12,7 +12,7 @@ import pytest
 import dicomarray
 from dicomarray import WriteError
 
-from .export_helpers import PATIENT_TAGS, leaked, modality_values, temporaries
+from .export_helpers import PATIENT_TAGS, SERIES_KINDS, leaked, modality_values, temporaries
 
 #: Acquisition facts dcm2niix's BIDS sidecar carries, under their DICOM keywords.
 DCM2NIIX_FACTS = (
@@ -38,8 +38,10 @@ def read_json(path):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_values_round_trip_in_chunks(make_series, tmp_path):
-    volume = dicomarray.open_series(make_series()[0].parent, chunks=5)
+@pytest.mark.filterwarnings("ignore::dicomarray.GeometryWarning")
+@pytest.mark.parametrize("kind", sorted(SERIES_KINDS))
+def test_values_round_trip_in_chunks(make_series, tmp_path, kind):
+    volume = dicomarray.open_series(make_series(**SERIES_KINDS[kind])[0].parent, chunks=5)
     written = volume.dicom.to_npy(tmp_path / "out" / "ct.npy")
     assert written == tmp_path / "out" / "ct.npy"
     loaded = np.load(written)
