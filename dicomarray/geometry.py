@@ -66,7 +66,7 @@ def tilt_degrees(positions: np.ndarray, normal: np.ndarray) -> float:
     if length < 1e-6:
         return 0.0
     cosine = abs(float(step @ normal)) / length
-    return float(np.degrees(np.arccos(min(1.0, cosine))))
+    return float(np.degrees(np.arccos(np.clip(cosine, 0.0, 1.0))))
 
 
 @dataclass(frozen=True)

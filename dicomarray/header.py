@@ -84,8 +84,8 @@ FILE_COLUMNS: tuple[str, ...] = (
 )
 
 _WANTED: dict[int, tuple[str, str]] = {
-    int(tag_for_keyword(kw)): (kw, dictionary_VR(kw))
-    for kw in INDEX_KEYWORDS  # type: ignore[arg-type]
+    int(tag_for_keyword(kw) or 0): (kw, dictionary_VR(kw))
+    for kw in INDEX_KEYWORDS
 }
 _LONG_VRS = {
     b"OB",

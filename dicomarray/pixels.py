@@ -169,7 +169,7 @@ class FrameStack:
     def _read_raw(self, path: str, offset: int, out: np.ndarray) -> None:
         with open(path, "rb") as file:
             file.seek(offset)
-            got = file.readinto(memoryview(out).cast("B"))
+            got = file.readinto(memoryview(out).cast("B"))  # type: ignore[arg-type]
         if got != out.nbytes:
             raise PixelDataError(
                 f"{path}: pixel data truncated: {got} of {out.nbytes} bytes present"

@@ -221,7 +221,7 @@ def _with_columns(index: pd.DataFrame, keywords: list[str]) -> pd.DataFrame:
     missing = [k for k in keywords if k not in index.columns]
     if not missing or index.empty:
         return index
-    values = {k: [] for k in missing}
+    values: dict[str, list[Any]] = {k: [] for k in missing}
     for path in index["path"]:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=missing)
         for keyword in missing:

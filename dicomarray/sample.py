@@ -20,7 +20,7 @@ import os
 import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -782,14 +782,14 @@ def _save(ds: Dataset, path: pathlib.Path, pixels: np.ndarray, transfer_syntax: 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = transfer_syntax
+    meta.TransferSyntaxUID = pydicom.uid.UID(transfer_syntax)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "DICOMARRAY"
     ds.file_meta = meta
     if transfer_syntax == RLELossless:
         ds.compress(RLELossless, pixels, generate_instance_uid=False)
     else:
-        order = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
+        order: Literal[">", "<"] = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
         data = pixels.astype(pixels.dtype.newbyteorder(order), copy=False).tobytes()
         ds.add_new(0x7FE00010, "OW", data)
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
