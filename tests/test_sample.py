@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import math
 import pathlib
+import shutil
+import subprocess
 
 import numpy as np
 import pydicom
@@ -362,3 +364,17 @@ def test_study_is_byte_identical_for_the_same_seed(tmp_path: pathlib.Path) -> No
     assert first == second
     assert first != other
     assert len(first) == len(second) > 4 * 4
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy not installed")
+def test_sample_files_pass_dciodvfy(tmp_path):
+    """dicom3tools checks the files against the standard's module definitions: no errors."""
+    root = make_study(tmp_path / "study", n_patients=1, rows=64, columns=64)
+    head = sorted(root.glob("*/*/2_*/*.dcm"))[0]
+    scout = sorted(root.glob("*/*/1_*/*.dcm"))[0]
+    for path in (head, scout):
+        result = subprocess.run(
+            ["dciodvfy", str(path)], capture_output=True, text=True, check=False
+        )
+        errors = [line for line in (result.stdout + result.stderr).splitlines() if "Error" in line]
+        assert errors == [], (path.name, errors)
