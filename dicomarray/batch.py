@@ -60,6 +60,7 @@ class SeriesJob:
     uid: str
     patient_id: str
     files: tuple[str, ...]
+    out_root: str
     out_dir: str
     formats: tuple[str, ...]
     deidentify: bool
@@ -145,12 +146,13 @@ def plan_jobs(
     jobs = []
     for series in dicom_filter(root, config or {}):
         folder = _unique(_relative_folder(series.meta, series.uid, deidentify), series.uid, taken)
-        target = inside(out, out / folder)
+        target = out.absolute() / folder  # checked against symlinks when written
         jobs.append(
             SeriesJob(
                 uid=series.uid,
-                patient_id=str(series.meta.get("PatientID", "")),
+                patient_id=_reported_patient(series.meta, deidentify),
                 files=series.files,
+                out_root=str(out.absolute()),
                 out_dir=str(target),
                 formats=formats,
                 deidentify=deidentify,
@@ -160,9 +162,15 @@ def plan_jobs(
     return jobs
 
 
+def _reported_patient(meta: Mapping[str, Any], deidentify: bool) -> str:
+    """The patient as the report shows it: the PatientID, or its hash when de-identifying."""
+    patient = str(meta.get("PatientID", ""))
+    return "patient-" + short_hash(meta.get("PatientID")) if deidentify else patient
+
+
 def _relative_folder(meta: Mapping[str, Any], uid: str, deidentify: bool) -> str:
     if deidentify:
-        patient = "patient-" + short_hash(meta.get("PatientID"))
+        patient = _reported_patient(meta, deidentify)
         study = "study-" + short_hash(meta.get("StudyInstanceUID"))
     else:
         patient = safe_name(meta.get("PatientID"), "unknown-patient")
@@ -243,8 +251,9 @@ def convert_series(job: SeriesJob) -> dict[str, Any]:
         "spacing_mm": "",
         "seconds": 0.0,
     }
-    folder = Path(job.out_dir)
     try:
+        # a symlink under the output folder must not lead writes elsewhere
+        folder = inside(job.out_root, job.out_dir)
         manifest = read_manifest(folder)
         if manifest is not None and not job.overwrite:
             row.update(status="skipped", outputs=";".join(manifest["outputs"]))
@@ -278,9 +287,8 @@ def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], Any]:
 
     from .volume import open_series
 
-    if folder.is_symlink():
-        raise DicomArrayError(f"{folder}: refusing to write through a symlink")
     folder.parent.mkdir(parents=True, exist_ok=True)
+    inside(job.out_root, folder.parent)  # again, now that the parents exist
     staging = Path(
         tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent)
     )
