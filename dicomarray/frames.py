@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pydicom
 
-from .errors import InvalidDicomError
+from .errors import InvalidDicomError, PixelDataError
 from .header import plain_value
 
 # functional group sequence -> (item keyword, index column)
@@ -31,9 +31,25 @@ _GROUP_VALUES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: More frames than this in one instance is refused as malformed, before any expansion.
+MAX_FRAMES = 100_000
+
+
 def expand_frames(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per frame, with a 0-based ``frame`` column; single frames pass through."""
-    counts = rows["NumberOfFrames"].fillna(1).astype(int)
+    """One row per frame, with a 0-based ``frame`` column; single frames pass through.
+
+    Raises
+    ------
+    PixelDataError
+        A (0028,0008) *Number of Frames* that is not a count between 1 and
+        :data:`MAX_FRAMES`.
+    """
+    counts = rows["NumberOfFrames"].map(lambda n: 1 if n is None else n)
+    for path, count in zip(rows["path"], counts, strict=True):
+        if not isinstance(count, int) or not 1 <= count <= MAX_FRAMES:
+            raise PixelDataError(
+                f"{path}: NumberOfFrames {count!r} is not a count of 1 to {MAX_FRAMES}"
+            )
     if (counts <= 1).all():
         return rows.assign(frame=0)
     parts = []

@@ -118,3 +118,16 @@ def test_header_reader_never_hangs_on_a_sequence_without_end(valid, tmp_path):
         read_header(path)
     except Exception:  # noqa: BLE001, S110 - scan records these; what matters is returning
         pass
+
+
+@pytest.mark.parametrize("frames", [b"1000000000", b"-5", b"0"])
+def test_absurd_number_of_frames_is_refused_before_expansion(valid, tmp_path, frames):
+    data = valid
+    pixel_tag = data.rfind(b"\xe0\x7f\x10\x00")
+    rows = data.find(b"\x28\x00\x10\x00US")
+    value = frames + (b" " if len(frames) % 2 else b"")
+    element = b"\x28\x00\x08\x00IS" + struct.pack("<H", len(value)) + value
+    path = tmp_path / "frames.dcm"
+    path.write_bytes(data[:rows] + element + data[rows:pixel_tag] + data[pixel_tag:])
+    with pytest.raises(dicomarray.PixelDataError, match="NumberOfFrames"):
+        dicomarray.open_series(path)
