@@ -131,3 +131,25 @@ def test_two_batches_into_one_folder_at_once(study, tmp_path):
         assert np.isfinite(array).all()
     leftovers = [p for p in out.rglob("*") if p.name.endswith((".partial", ".old"))]
     assert leftovers == []
+
+
+def test_logs_at_info_and_above_name_no_patient(study, tmp_path, caplog):
+    import logging
+    import warnings
+
+    caplog.set_level(logging.INFO, logger="dicomarray")
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    files = sorted(head_folder(study).iterdir())
+    for path in files:
+        (cut / path.name).write_bytes(path.read_bytes())
+    (cut / files[0].name).write_bytes(files[0].read_bytes()[:-100])  # a failing series
+    (cut / "notes.txt").write_text("junk")  # a skipped file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dicomarray.open_study(study)
+        convert(cut, tmp_path / "out", formats=("npy",), workers=0, progress=False)
+    assert caplog.records, "the operations above log something"
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    for secret in identifiers(study)[:3]:  # name, ID, birth date
+        assert secret.decode() not in text
