@@ -485,3 +485,18 @@ def test_hu_of_a_whole_series_is_rescaled_as_it_is_read(make_series, phantom):
     part = volume.isel(z=slice(2, 5)).dicom.hu()
     assert not isinstance(part.data, FrameStackArray)
     np.testing.assert_allclose(part.values, expected[2:5], rtol=1e-6)
+
+
+def test_a_lazy_volume_computes_on_a_distributed_cluster(make_series):
+    distributed = pytest.importorskip("distributed")
+
+    volume = dicomarray.open_series(make_series()[0].parent, chunks=3)
+    expected = volume.data.compute(scheduler="threads")
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        computed = client.compute(volume.dicom.hu().data).result()
+        stored = client.compute(volume.data).result()
+    np.testing.assert_array_equal(stored, expected)
+    np.testing.assert_allclose(computed, stored_to_hu(volume), rtol=1e-6)
