@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -158,9 +158,3 @@ def as_index(source: Source | pd.DataFrame) -> pd.DataFrame:
             raise DicomArrayError(f"index DataFrame lacks the columns {missing}")
         return source
     return scan(source)
-
-
-def series_uids(index: pd.DataFrame) -> Iterable[str]:
-    """SeriesInstanceUIDs of an index, most instances first."""
-    counts = index.groupby("SeriesInstanceUID", dropna=False)["path"].count()
-    return [str(uid) for uid in counts.sort_values(ascending=False, kind="stable").index]
