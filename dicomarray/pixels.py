@@ -129,36 +129,42 @@ class FrameStack:
         key = key + (slice(None),) * (3 - len(key))
         picked = np.arange(self.shape[0])[key[0]]
         indices = [int(i) for i in np.atleast_1d(picked)]
-        out = empty_buffer((len(indices), *self.shape[1:]), self.dtype)
+        first, last, within = _rows_to_read(key[1], self.shape[1])
+        out = empty_buffer((len(indices), last - first, self.shape[2]), self.dtype)
+        rows = [(first, last)] * len(indices)
         if len(indices) >= _PARALLEL_FRAMES:
             # reads release the GIL: overlap them, each straight into its slot of out
-            list(_reader_pool().map(self.read_into, indices, out))
+            list(_reader_pool().map(self.read_into, indices, out, rows))
         else:
             for position, index in enumerate(indices):
-                self.read_into(index, out[position])
-        result = out[(slice(None), *key[1:])]
+                self.read_into(index, out[position], rows[position])
+        result = out[(slice(None), within, key[2])]
         return result[0] if np.ndim(picked) == 0 else result
 
-    def read_into(self, index: int, out: np.ndarray) -> None:
-        """Read frame ``index`` into the 2-D array ``out`` (rescaled, if this stack is)."""
+    def read_into(self, index: int, out: np.ndarray, rows: tuple[int, int] | None = None) -> None:
+        """Read frame ``index`` (or its rows ``first:last``) into the 2-D array ``out``.
+
+        Rescaled, if this stack is. Uncompressed frames read only the rows asked for.
+        """
+        rows = rows or (0, self.shape[1])
         if self.slopes is None or self.intercepts is None:
-            self._read_stored(index, out)
+            self._read_stored(index, out, rows)
             return
-        stored = np.empty(self.shape[1:], self.stored_dtype)
-        self._read_stored(index, stored)
+        stored = np.empty(out.shape, self.stored_dtype)
+        self._read_stored(index, stored, rows)
         np.multiply(stored, self.slopes[index], out=out, dtype=np.float32)
         out += self.intercepts[index]
 
-    def _read_stored(self, index: int, out: np.ndarray) -> None:
+    def _read_stored(self, index: int, out: np.ndarray, rows: tuple[int, int]) -> None:
         path, syntax = self.paths[index], self.syntaxes[index]
         offset = self.offsets[index]
         try:
             if self._fast and syntax in _NATIVE_SYNTAXES and offset is not None:
-                self._read_raw(
-                    path, offset + self.frame_numbers[index] * self.format.frame_bytes, out
-                )
+                row_bytes = self.shape[2] * self.stored_dtype.itemsize
+                start = offset + self.frame_numbers[index] * self.format.frame_bytes
+                self._read_raw(path, start + rows[0] * row_bytes, out)
             else:
-                out[...] = self._decode(path, self.frame_numbers[index])
+                out[...] = self._decode(path, self.frame_numbers[index])[rows[0] : rows[1]]
         except PixelDataError:
             raise
         except Exception as exc:  # noqa: BLE001 - any decoder failure names the file
@@ -185,6 +191,18 @@ class FrameStack:
                 f"{path}: decoded frame has shape {array.shape}, expected {self.shape[1:]}"
             )
         return array
+
+
+def _rows_to_read(key: Any, n_rows: int) -> tuple[int, int, Any]:
+    """The rows ``first:last`` a row index needs, and the index to apply within them."""
+    if isinstance(key, int | np.integer):
+        row = range(n_rows)[int(key)]  # raises IndexError as numpy would
+        return row, row + 1, 0
+    if isinstance(key, slice):
+        first, last, step = key.indices(n_rows)
+        if step > 0:
+            return first, max(first, last), slice(None, None, step)
+    return 0, n_rows, key
 
 
 def _per_frame(values: Any, n: int) -> np.ndarray:

@@ -46,6 +46,35 @@ def make_series(tmp_path: Path, phantom: np.ndarray) -> Callable[..., list[Path]
     return make
 
 
+class Reads(list):
+    """Indices of the frames read from files, in order; ``rows`` holds the rows read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, int]] = []
+
+    def clear(self) -> None:
+        super().clear()
+        self.rows.clear()
+
+
+@pytest.fixture
+def reads(monkeypatch) -> Reads:
+    """Every frame read from a file: its index, and (in ``reads.rows``) its rows."""
+    from dicomarray.pixels import FrameStack
+
+    seen = Reads()
+    original = FrameStack.read_into
+
+    def spy(self, index, out, rows=None):
+        seen.append(index)
+        seen.rows.append(rows or (0, self.shape[1]))
+        return original(self, index, out, rows)
+
+    monkeypatch.setattr(FrameStack, "read_into", spy)
+    return seen
+
+
 def _open_by_engine(source, series_uid=None, *, chunks=None, **kwargs) -> xr.DataArray:
     # chunks={} asks xarray for dask arrays in the backend's own chunks
     chunks = {"z": chunks} if isinstance(chunks, int) else {} if chunks is None else chunks

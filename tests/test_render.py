@@ -8,24 +8,12 @@ from PIL import Image
 
 import dicomarray
 from dicomarray.errors import DicomArrayError, RenderError
-from dicomarray.pixels import FrameStack
 from dicomarray.render import GAP, montage_indices, slice_picture
 
 from .conftest import SMALL
 
 N_SLICES = 12  # the conftest phantom: 12 slices 12 mm apart, 3.6 mm pixels
 MARKER_HU = 3000
-
-
-@pytest.fixture
-def reads(monkeypatch) -> list[int]:
-    """Indices of the frames read from files, in order."""
-    seen: list[int] = []
-    original = FrameStack.read_into
-    monkeypatch.setattr(
-        FrameStack, "read_into", lambda self, i, out: (seen.append(i), original(self, i, out))
-    )
-    return seen
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from pydicom.pixels import apply_modality_lut
 
 import dicomarray
 from dicomarray.errors import DicomArrayError, TransformError
-from dicomarray.pixels import FrameStack
 from dicomarray.transforms import (
     PRESET_SOURCES,
     WINDOW_PRESETS,
@@ -38,17 +37,6 @@ def dicom_linear(x: np.ndarray, c: float, w: float) -> np.ndarray:
 @pytest.fixture
 def series(make_series):
     return dicomarray.open_series(make_series()[0].parent)
-
-
-@pytest.fixture
-def reads(monkeypatch) -> list[int]:
-    """Indices of the frames read from files, in order."""
-    seen: list[int] = []
-    original = FrameStack.read_into
-    monkeypatch.setattr(
-        FrameStack, "read_into", lambda self, i, out: (seen.append(i), original(self, i, out))
-    )
-    return seen
 
 
 def without(volume, *keywords):

@@ -338,20 +338,25 @@ def test_memory_limit_refuses_before_reading(make_series):
         dicomarray.open_series(folder, max_bytes=10_000)
 
 
-def test_reading_one_slice_reads_one_file(make_series, monkeypatch):
-    from dicomarray.pixels import FrameStack
-
+def test_reading_one_slice_reads_one_file(make_series, reads):
     volume = dicomarray.open_series(make_series()[0].parent, chunks=12)
-    reads = []
-    original = FrameStack.read_into
-    monkeypatch.setattr(
-        FrameStack, "read_into", lambda self, i, out: (reads.append(i), original(self, i, out))
-    )
     volume.isel(z=7).compute()
     assert reads == [7]
     reads.clear()
     volume.sel(z=volume.z[2], method="nearest").isel(y=slice(0, 10)).compute()
     assert reads == [2]
+
+
+def test_reading_one_row_of_every_slice_reads_only_that_row(make_series, reads):
+    volume = dicomarray.open_series(make_series()[0].parent, chunks=5)
+    row = volume.isel(y=30).values
+    assert sorted(reads) == list(range(12)) and set(reads.rows) == {(30, 31)}
+    np.testing.assert_array_equal(row, volume.values[:, 30, :])
+    reads.clear()
+    strided = volume.isel(y=slice(10, 20, 3), x=slice(5, 9)).values
+    np.testing.assert_array_equal(strided, volume.values[:, 10:20:3, 5:9])
+    hu_row = volume.dicom.hu().isel(y=-1).values
+    np.testing.assert_allclose(hu_row, stored_to_hu(volume)[:, -1, :])
 
 
 def test_pickle_round_trip_of_a_lazy_volume(make_series, open_volume):
