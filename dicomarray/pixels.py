@@ -221,7 +221,11 @@ def empty_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if nbytes < _MMAP_THRESHOLD:
         return np.empty(shape, dtype)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
+    if not hasattr(mmap, "MAP_ANONYMOUS"):  # Windows: plain anonymous memory
+        return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
+    # MAP_POPULATE: the kernel maps every page at once instead of one fault per 4 KiB page
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=dtype).reshape(shape)
 
 
 @cache
@@ -273,25 +277,31 @@ def check_readable(
 
 
 def _check_lengths(frames: pd.DataFrame, fmt: PixelFormat) -> None:
-    native = frames[frames["TransferSyntaxUID"].isin(_NATIVE_SYNTAXES)]
+    """Uncompressed pixel data must hold what Rows x Columns x frames x bits promise."""
     if not fmt.byte_aligned:
         return
-    for path, group in native.groupby("path", sort=False):
-        length = group["pixel_data_length"].iloc[0]
-        n_frames = int(group["NumberOfFrames"].iloc[0] or 1)
-        need = fmt.frame_bytes * n_frames
-        if length is not None and not pd.isna(length) and int(length) < need:
+    files = frames[frames["TransferSyntaxUID"].isin(_NATIVE_SYNTAXES)].drop_duplicates("path")
+    n_frames = _numbers(files["NumberOfFrames"], missing=1)
+    need = fmt.frame_bytes * n_frames
+    length = _numbers(files["pixel_data_length"], missing=np.inf)
+    end = _numbers(files["pixel_data_offset"], missing=-np.inf) + need
+    size = _numbers(files["file_size"], missing=np.inf)
+    for i in np.flatnonzero((length < need) | (end > size)):
+        path = files["path"].iloc[i]
+        if length[i] < need[i]:
             raise PixelDataError(
-                f"{path}: pixel data holds {int(length)} bytes, but {fmt.rows} x {fmt.columns} "
-                f"x {n_frames} frame(s) x {fmt.bits_allocated} bits need {need}"
+                f"{path}: pixel data holds {int(length[i])} bytes, but {fmt.rows} x "
+                f"{fmt.columns} x {int(n_frames[i])} frame(s) x {fmt.bits_allocated} bits "
+                f"need {int(need[i])}"
             )
-        size = group["file_size"].iloc[0]
-        offset = group["pixel_data_offset"].iloc[0]
-        if offset is not None and size is not None and int(offset) + need > int(size):
-            raise PixelDataError(
-                f"{path}: file is truncated: pixel data needs {need} bytes from offset "
-                f"{int(offset)}, but the file has {int(size)} bytes"
-            )
+        raise PixelDataError(
+            f"{path}: file is truncated: pixel data needs {int(need[i])} bytes from offset "
+            f"{int(end[i] - need[i])}, but the file has {int(size[i])} bytes"
+        )
+
+
+def _numbers(column: pd.Series, *, missing: float) -> np.ndarray:
+    return np.array([missing if v is None else v for v in column], dtype=np.float64)
 
 
 def _check_decoder(syntax: str, path: str) -> None:
