@@ -30,6 +30,18 @@ class FrameStackArray(dask.array.Array):
         stack = self._frame_stack
         return stack if stack is not None and self.shape == stack.shape else None
 
+    def __getitem__(self, key: Any) -> Any:
+        """Selecting slices (along ``z`` only) keeps reading straight from the files."""
+        stack = self.frame_stack
+        z_key = _z_only(key, self.ndim) if stack is not None and self.ndim == 3 else None
+        if stack is None or z_key is None:
+            return super().__getitem__(key)
+        picked = np.arange(self.shape[0])[z_key]
+        subset = stack.subset(np.atleast_1d(picked).tolist(), squeeze=np.ndim(picked) == 0)
+        per_chunk = min(self.chunks[0][0], max(1, subset.frames_shape[0]))
+        chunks = subset.shape if subset.ndim == 2 else (per_chunk, *subset.shape[1:])
+        return lazy_frames(subset, chunks)
+
     def __array__(self, dtype: Any = None, copy: Any = None, **kwargs: Any) -> np.ndarray:
         stack = self.frame_stack
         if stack is None:
@@ -50,7 +62,7 @@ def lazy_frames(stack: FrameStack, chunks: Any) -> FrameStackArray:
         name=name,
         lock=False,
         asarray=False,
-        meta=np.empty((0, 0, 0), stack.dtype),
+        meta=np.empty((0,) * stack.ndim, stack.dtype),
     )
     array = FrameStackArray(plain.dask, plain.name, plain.chunks, meta=plain._meta)
     array._frame_stack = stack
@@ -67,3 +79,18 @@ def rescaled_frames(data: Any, slope: Any, intercept: Any) -> FrameStackArray | 
     if stack is None or stack.slopes is not None:
         return None
     return lazy_frames(stack.rescaled(slope, intercept), data.chunks)
+
+
+def _z_only(key: Any, ndim: int) -> Any:
+    """The ``z`` part of a key that selects slices and nothing else, else None."""
+    key = key if isinstance(key, tuple) else (key,)
+    if len(key) > ndim or not key:
+        return None
+    z_key, rest = key[0], key[1:]
+    if any(not (isinstance(k, slice) and k == slice(None)) for k in rest):
+        return None
+    if isinstance(z_key, slice) or (
+        isinstance(z_key, int | np.integer) and not isinstance(z_key, bool)
+    ):
+        return z_key
+    return None

@@ -103,8 +103,12 @@ class FrameStack:
         self.frame_numbers = [int(f) for f in frames["frame"]]
         self.offsets = [_optional_int(v) for v in frames["pixel_data_offset"]]
         self.syntaxes = [str(s or "") for s in frames["TransferSyntaxUID"]]
+        #: each frame's slice index in the whole series (subsets keep them)
+        self.slice_indices = list(range(len(self.paths)))
         self.format = fmt
-        self.shape = (len(self.paths), fmt.rows, fmt.columns)
+        #: (frames, rows, columns); ``shape`` drops the frames axis of a one-frame subset
+        self.frames_shape = (len(self.paths), fmt.rows, fmt.columns)
+        self.shape: tuple[int, ...] = self.frames_shape
         self.stored_dtype = fmt.dtype.newbyteorder("=")
         self.dtype = self.stored_dtype
         self.ndim = 3
@@ -119,18 +123,33 @@ class FrameStack:
         value per frame. Each frame is rescaled as it is read, into the float32 result.
         """
         other = copy.copy(self)
-        other.slopes = _per_frame(slopes, self.shape[0])
-        other.intercepts = _per_frame(intercepts, self.shape[0])
+        other.slopes = _per_frame(slopes, self.frames_shape[0])
+        other.intercepts = _per_frame(intercepts, self.frames_shape[0])
         other.dtype = np.dtype(np.float32)
+        return other
+
+    def subset(self, indices: list[int], *, squeeze: bool = False) -> FrameStack:
+        """Some of the frames, in the given order; ``squeeze`` makes one frame 2-D."""
+        other = copy.copy(self)
+        for name in ("paths", "frame_numbers", "offsets", "syntaxes", "slice_indices"):
+            setattr(other, name, [getattr(self, name)[i] for i in indices])
+        for name in ("slopes", "intercepts"):
+            values = getattr(self, name)
+            setattr(other, name, None if values is None else values[indices])
+        other.frames_shape = (len(indices), *self.frames_shape[1:])
+        other.shape = other.frames_shape[1:] if squeeze else other.frames_shape
+        other.ndim = len(other.shape)
         return other
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
+        if len(self.shape) == 2:  # a squeezed single frame
+            key = (0, *key)
         key = key + (slice(None),) * (3 - len(key))
-        picked = np.arange(self.shape[0])[key[0]]
+        picked = np.arange(self.frames_shape[0])[key[0]]
         indices = [int(i) for i in np.atleast_1d(picked)]
-        first, last, within = _rows_to_read(key[1], self.shape[1])
-        out = empty_buffer((len(indices), last - first, self.shape[2]), self.dtype)
+        first, last, within = _rows_to_read(key[1], self.frames_shape[1])
+        out = empty_buffer((len(indices), last - first, self.frames_shape[2]), self.dtype)
         rows = [(first, last)] * len(indices)
         if len(indices) >= _PARALLEL_FRAMES:
             # reads release the GIL: overlap them, each straight into its slot of out
@@ -146,7 +165,7 @@ class FrameStack:
 
         Rescaled, if this stack is. Uncompressed frames read only the rows asked for.
         """
-        rows = rows or (0, self.shape[1])
+        rows = rows or (0, self.frames_shape[1])
         if self.slopes is None or self.intercepts is None:
             self._read_stored(index, out, rows)
             return
@@ -160,7 +179,7 @@ class FrameStack:
         offset = self.offsets[index]
         try:
             if self._fast and syntax in _NATIVE_SYNTAXES and offset is not None:
-                row_bytes = self.shape[2] * self.stored_dtype.itemsize
+                row_bytes = self.frames_shape[2] * self.stored_dtype.itemsize
                 start = offset + self.frame_numbers[index] * self.format.frame_bytes
                 self._read_raw(path, start + rows[0] * row_bytes, out)
             else:
@@ -186,9 +205,9 @@ class FrameStack:
         from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
         array = pixel_array(path, index=frame)
-        if array.shape != self.shape[1:]:
+        if array.shape != self.frames_shape[1:]:
             raise PixelDataError(
-                f"{path}: decoded frame has shape {array.shape}, expected {self.shape[1:]}"
+                f"{path}: decoded frame has shape {array.shape}, expected {self.frames_shape[1:]}"
             )
         return array
 

@@ -67,8 +67,8 @@ def reads(monkeypatch) -> Reads:
     original = FrameStack.read_into
 
     def spy(self, index, out, rows=None):
-        seen.append(index)
-        seen.rows.append(rows or (0, self.shape[1]))
+        seen.append(self.slice_indices[index])
+        seen.rows.append(rows or (0, self.frames_shape[1]))
         return original(self, index, out, rows)
 
     monkeypatch.setattr(FrameStack, "read_into", spy)

@@ -486,10 +486,18 @@ def test_hu_of_a_whole_series_is_rescaled_as_it_is_read(make_series, phantom):
     np.testing.assert_allclose(hu.values, expected, rtol=1e-6)  # one array, filled as read
     np.testing.assert_allclose(hu.data.compute(), expected, rtol=1e-6)  # chunk by chunk
     np.testing.assert_allclose(hu.isel(z=3).values, expected[3], rtol=1e-6)
-    # a selection first, then HU: ordinary dask arithmetic, same values
+    # slices selected first still read straight from the files, one or several
     part = volume.isel(z=slice(2, 5)).dicom.hu()
-    assert not isinstance(part.data, FrameStackArray)
+    assert isinstance(part.data, FrameStackArray)
     np.testing.assert_allclose(part.values, expected[2:5], rtol=1e-6)
+    one = volume.isel(z=7).dicom.hu()
+    assert isinstance(one.data, FrameStackArray) and one.shape == expected.shape[1:]
+    np.testing.assert_allclose(one.values, expected[7], rtol=1e-6)
+    np.testing.assert_allclose(one.data.compute(), expected[7], rtol=1e-6)
+    # any other selection: ordinary dask arithmetic, same values
+    rows = volume.isel(y=slice(0, 9)).dicom.hu()
+    assert not isinstance(rows.data, FrameStackArray)
+    np.testing.assert_allclose(rows.values, expected[:, :9], rtol=1e-6)
 
 
 def test_a_lazy_volume_computes_on_a_distributed_cluster(make_series):
