@@ -123,12 +123,22 @@ def convert(
     if unknown:
         raise DicomArrayError(f"unknown formats {unknown}; choose from {sorted(FORMATS)}")
     out = Path(out_dir)
+    _check_outside_input(Path(root), out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(root, out, config, tuple(formats), deidentify, overwrite)
     rows = _run(jobs, client, workers, progress)
     report = pd.DataFrame.from_records(rows, columns=list(REPORT_COLUMNS))
     _write_report(report, out / "report.csv")
     return report
+
+
+def _check_outside_input(root: Path, out: Path) -> None:
+    """Outputs never go into the input tree: the inputs stay as they were."""
+    source, target = root.resolve(), out.resolve()
+    if root.is_dir() and (target == source or source in target.parents):
+        raise DicomArrayError(
+            f"{out}: the output folder is inside the input tree {root}; choose one outside it"
+        )
 
 
 def plan_jobs(
@@ -145,7 +155,8 @@ def plan_jobs(
     taken: set[str] = set()
     jobs = []
     for series in dicom_filter(root, config or {}):
-        folder = _unique(_relative_folder(series.meta, series.uid, deidentify), series.uid, taken)
+        relative = _relative_folder(series.meta, series.uid, deidentify)
+        folder = _unique(relative, series.uid, taken, out)
         target = out.absolute() / folder  # checked against symlinks when written
         jobs.append(
             SeriesJob(
@@ -181,9 +192,14 @@ def _relative_folder(meta: Mapping[str, Any], uid: str, deidentify: bool) -> str
     return f"{patient}/{study}/{series}"
 
 
-def _unique(folder: str, uid: str, taken: set[str]) -> str:
-    """The folder, or the folder with a short hash of the UID when another series has it."""
-    if folder in taken:
+def _unique(folder: str, uid: str, taken: set[str], out: Path) -> str:
+    """The folder, or the folder with a short hash of the UID when another series has it.
+
+    Another series has it when this run gave it to one already, or when the folder on disk
+    holds another series' outputs (from an earlier run with a different selection).
+    """
+    owner = read_manifest(out / folder)
+    if folder in taken or (owner is not None and owner["SeriesInstanceUID"] != uid):
         folder = f"{folder}-{short_hash(uid)}"
     taken.add(folder)
     return folder
@@ -254,7 +270,7 @@ def convert_series(job: SeriesJob) -> dict[str, Any]:
     try:
         # a symlink under the output folder must not lead writes elsewhere
         folder = inside(job.out_root, job.out_dir)
-        manifest = read_manifest(folder)
+        manifest = read_manifest(folder, job.uid)
         if manifest is not None and not job.overwrite:
             row.update(status="skipped", outputs=";".join(manifest["outputs"]))
         else:
@@ -263,7 +279,8 @@ def convert_series(job: SeriesJob) -> dict[str, Any]:
                 outputs=";".join(outputs), slices=volume.sizes["z"], spacing_mm=_spacing(volume)
             )
     except Exception as exc:  # noqa: BLE001 - one failed series must not stop the others
-        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        row.update(status="failed", error=_without_folders(error, job) if job.deidentify else error)
         logger.warning("series %s failed: %s", job.uid, exc)
         logger.debug("%s", traceback.format_exc())
     row["seconds"] = round(time.perf_counter() - started, 3)
@@ -287,6 +304,7 @@ def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], Any]:
 
     from .volume import open_series
 
+    _check_replaceable(folder, job.uid)
     folder.parent.mkdir(parents=True, exist_ok=True)
     inside(job.out_root, folder.parent)  # again, now that the parents exist
     staging = Path(
@@ -304,37 +322,61 @@ def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], Any]:
                 _WRITERS[name](values, staging / FORMATS[name], job.deidentify)
                 outputs.append(FORMATS[name])
         write_manifest(staging, job, outputs)
-        _move_into_place(staging, folder, overwrite=job.overwrite)
+        _move_into_place(staging, folder, job.uid, overwrite=job.overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return outputs, volume
 
 
-def _move_into_place(staging: Path, folder: Path, *, overwrite: bool) -> None:
-    """Rename staging to folder; an older folder there is moved aside first, then removed.
-
-    When a concurrent run has put a complete folder in place meanwhile, its outputs stand
-    (unless ``overwrite``) and the staging folder is discarded by the caller.
-    """
-    if folder.exists() and not overwrite and read_manifest(folder) is not None:
+def _check_replaceable(folder: Path, uid: str) -> None:
+    """Only an empty folder or this series' own outputs may be replaced: nothing else is lost."""
+    if not folder.exists() or read_manifest(folder, uid) is not None:
         return
+    if folder.is_dir() and not any(folder.iterdir()):
+        return
+    raise DicomArrayError(
+        f"{folder} exists and is not this series' dicomarray output; nothing was replaced"
+    )
+
+
+def _move_into_place(staging: Path, folder: Path, uid: str, *, overwrite: bool) -> None:
+    """Rename staging to folder; this series' older outputs there are moved aside, then removed.
+
+    When a concurrent run has put this series' complete folder in place meanwhile, its
+    outputs stand (unless ``overwrite``) and the staging folder is discarded by the caller.
+    """
+    if read_manifest(folder, uid) is not None and not overwrite:
+        return
+    _check_replaceable(folder, uid)
     old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
     try:
         if folder.exists():
             os.rename(folder, old / "previous")
         os.rename(staging, folder)
     except OSError:
-        if read_manifest(folder) is None:
+        if read_manifest(folder, uid) is None:
             raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The manifest of a complete series folder, or None when the folder is not complete."""
+def _without_folders(message: str, job: SeriesJob) -> str:
+    """An error message without the folders of its paths: folder names may name patients."""
+    folders = {str(Path(f).parent) for f in job.files} | {job.out_dir, job.out_root}
+    for folder in sorted(folders, key=len, reverse=True):
+        message = message.replace(folder + os.sep, "").replace(folder, "<folder>")
+    return message
+
+
+def read_manifest(folder: Path, uid: str | None = None) -> dict[str, Any] | None:
+    """The manifest of a complete series folder (of series ``uid``, if given), else None."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or (
+        uid is not None and manifest.get("SeriesInstanceUID") != uid
+    ):
         return None
     outputs = manifest.get("outputs", [])
     if not all((folder / name).exists() for name in outputs):

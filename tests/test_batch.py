@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import xarray as xr
 
@@ -77,15 +79,94 @@ def test_second_run_skips_and_overwrite_redoes(tree, tmp_path):
     assert sorted(forced["status"]) == ["failed", "ok", "ok", "ok"]
 
 
-def test_half_written_series_is_redone(tree, tmp_path):
+def test_a_series_left_half_written_is_redone(tree, tmp_path):
     out = tmp_path / "out"
     convert(tree, out, formats=("npy",), workers=0, progress=False)
-    manifest = next(out.rglob(MANIFEST))
-    manifest.unlink()
-    (manifest.parent / "image.npy").write_bytes(b"half")
+    folder = next(out.rglob(MANIFEST)).parent
+    shutil.rmtree(folder)  # as if killed while writing: only the staging folder remains
+    stale = folder.parent / f".{folder.name}.abcd.partial"
+    stale.mkdir()
+    (stale / "image.npy").write_bytes(b"half")
     report = convert(tree, out, formats=("npy",), workers=0, progress=False)
     assert sorted(report["status"]) == ["failed", "ok", "skipped", "skipped"]
-    assert np.load(manifest.parent / "image.npy").shape == (6, 32, 32)
+    assert np.load(folder / "image.npy").shape == (6, 32, 32)
+
+
+def test_a_folder_that_is_not_our_output_is_never_replaced(tree, tmp_path):
+    out = tmp_path / "out"
+    convert(tree, out, formats=("npy",), workers=0, progress=False)
+    folder = next((out / "P1").rglob(MANIFEST)).parent
+    shutil.rmtree(folder)
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        report = convert(
+            tree, out, formats=("npy",), workers=0, overwrite=overwrite, progress=False
+        )
+        row = report[report["PatientID"] == "P1"].iloc[0]
+        assert row["status"] == "failed" and "nothing was replaced" in row["error"]
+        assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+def test_output_inside_the_input_tree_is_refused(tree):
+    from dicomarray import DicomArrayError
+
+    before = sorted(str(p) for p in tree.rglob("*"))
+    with pytest.raises(DicomArrayError, match="inside the input tree"):
+        convert(tree, tree / "out", workers=0, progress=False)
+    with pytest.raises(DicomArrayError, match="inside the input tree"):
+        convert(tree, tree, workers=0, progress=False)
+    assert sorted(str(p) for p in tree.rglob("*")) == before
+
+
+def test_series_sharing_a_name_keep_their_own_folders_across_runs(tmp_path):
+    root = tmp_path / "in"
+    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    tags = {"PatientID": "P9", "SeriesNumber": 2, "SeriesDescription": "HEAD", "StudyID": "1"}
+    paths = [
+        write_series(
+            root / name, hu, pixel_spacing=(7.2, 7.2), slice_spacing=20.0, tags=tags, seed=seed
+        )
+        for seed, name in enumerate(("a", "b"))
+    ]
+    uids = [str(pydicom.dcmread(p[0]).SeriesInstanceUID) for p in paths]
+    out = tmp_path / "out"
+    convert(root, out, formats=("npy",), workers=0, progress=False)
+    again = convert(
+        root,
+        out,
+        config={"SeriesInstanceUID": uids[1]},
+        formats=("npy",),
+        workers=0,
+        progress=False,
+    )
+    assert list(again["status"]) == ["skipped"]  # B's own folder, not A's
+    owners = sorted(json.loads(m.read_text())["SeriesInstanceUID"] for m in out.rglob(MANIFEST))
+    assert owners == sorted(uids)
+    forced = convert(
+        root,
+        out,
+        config={"SeriesInstanceUID": uids[1]},
+        formats=("npy",),
+        workers=0,
+        overwrite=True,
+        progress=False,
+    )
+    assert list(forced["status"]) == ["ok"]
+    owners = sorted(json.loads(m.read_text())["SeriesInstanceUID"] for m in out.rglob(MANIFEST))
+    assert owners == sorted(uids)  # A's outputs were not replaced by B's
+
+
+def test_deidentified_errors_do_not_name_folders(tmp_path):
+    root = tmp_path / "DOE_JOHN_PID12345"
+    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    paths = write_series(root / "s", hu, pixel_spacing=(7.2, 7.2), slice_spacing=20.0)
+    paths[1].write_bytes(paths[1].read_bytes()[:-300])
+    report = convert(
+        root, tmp_path / "out", formats=("npy",), workers=0, deidentify=True, progress=False
+    )
+    assert report["status"].iloc[0] == "failed" and paths[1].name in report["error"].iloc[0]
+    assert "PID12345" not in (tmp_path / "out" / "report.csv").read_text()
 
 
 def test_local_cluster_with_two_worker_processes(tree, tmp_path):
