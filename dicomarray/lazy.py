@@ -82,7 +82,10 @@ def rescaled_frames(data: Any, slope: Any, intercept: Any) -> FrameStackArray | 
 
 
 def _z_only(key: Any, ndim: int) -> Any:
-    """The ``z`` part of a key that selects slices and nothing else, else None."""
+    """The ``z`` part of a key that selects slices and nothing else, else None.
+
+    Slices, single indices and 1-D lists or arrays of indices qualify.
+    """
     key = key if isinstance(key, tuple) else (key,)
     if len(key) > ndim or not key:
         return None
@@ -93,4 +96,8 @@ def _z_only(key: Any, ndim: int) -> Any:
         isinstance(z_key, int | np.integer) and not isinstance(z_key, bool)
     ):
         return z_key
+    if isinstance(z_key, list | np.ndarray):
+        indices = np.asarray(z_key)
+        if indices.ndim == 1 and indices.dtype.kind in "iu":
+            return indices
     return None

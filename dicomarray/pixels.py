@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pydicom
 
 from .errors import MissingDecoderError, PixelDataError
 
 #: Largest stored volume (bytes) a series may declare before it is refused unread.
 MAX_VOLUME_BYTES = 64 * 2**30
 _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 _PARALLEL_FRAMES = 8
 _MMAP_THRESHOLD = 4 * 2**20
@@ -183,7 +185,8 @@ class FrameStack:
                 start = offset + self.frame_numbers[index] * self.format.frame_bytes
                 self._read_raw(path, start + rows[0] * row_bytes, out)
             else:
-                out[...] = self._decode(path, self.frame_numbers[index])[rows[0] : rows[1]]
+                frame = self._decode(path, self.frame_numbers[index], syntax)
+                out[...] = frame[rows[0] : rows[1]]
         except PixelDataError:
             raise
         except Exception as exc:  # noqa: BLE001 - any decoder failure names the file
@@ -201,10 +204,14 @@ class FrameStack:
             )
         _fix_unused_bits(out, self.format)
 
-    def _decode(self, path: str, frame: int) -> np.ndarray:
+    def _decode(self, path: str, frame: int, syntax: str) -> np.ndarray:
         from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
-        array = pixel_array(path, index=frame)
+        if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
+            array = pixel_array(pydicom.dcmread(path))
+            array = array[frame] if array.ndim == 3 else array
+        else:
+            array = pixel_array(path, index=frame)
         if array.shape != self.frames_shape[1:]:
             raise PixelDataError(
                 f"{path}: decoded frame has shape {array.shape}, expected {self.frames_shape[1:]}"

@@ -238,6 +238,7 @@ def test_repeated_positions_nothing_tells_apart_is_an_error(make_series, tmp_pat
         "CT_small.dcm",
         "JPEG2000.dcm",
         "liver_1frame.dcm",
+        "image_dfl.dcm",
     ],
 )
 def test_pydicom_test_files_in_every_transfer_syntax(open_volume, name):
@@ -513,3 +514,16 @@ def test_a_lazy_volume_computes_on_a_distributed_cluster(make_series):
         stored = client.compute(volume.data).result()
     np.testing.assert_array_equal(stored, expected)
     np.testing.assert_allclose(computed, stored_to_hu(volume), rtol=1e-6)
+
+
+def test_a_list_of_slices_reads_only_those_files(make_series, reads):
+    volume = dicomarray.open_series(make_series()[0].parent)
+    expected, expected_hu = volume.values, stored_to_hu(volume)
+    reads.clear()
+    picked = volume.isel(z=[9, 2, 5]).values
+    assert sorted(reads) == [2, 5, 9]
+    np.testing.assert_array_equal(picked, expected[[9, 2, 5]])
+    reads.clear()
+    nearest = volume.sel(z=[float(volume.z[1]), float(volume.z[7])], method="nearest")
+    np.testing.assert_array_equal(nearest.dicom.hu().values, expected_hu[[1, 7]])
+    assert sorted(reads) == [1, 7]
