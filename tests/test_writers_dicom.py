@@ -216,13 +216,48 @@ def test_compute_false_returns_a_delayed_export(make_series, tmp_path):
     assert len(written) == 12 and all(p.is_file() for p in written)
 
 
-def test_warnings_for_stored_values_and_a_different_geometry(make_series, tmp_path):
+def test_a_warning_for_stored_values_and_an_error_for_a_different_geometry(make_series, tmp_path):
     template = dicomarray.open_series(make_series()[0].parent)
     with pytest.warns(DicomArrayWarning, match="looks like stored values"):
         template.dicom.to_dicom(tmp_path / "stored")
     moved = lazy_hu(template).assign_coords(z=template["z"] + 5.0)
-    with pytest.warns(GeometryWarning, match="z positions differ"):
+    with pytest.raises(WriteError, match=r"volume slice 0 is at z = .* \(12 of 12 slices differ\)"):
         moved.dicom.to_dicom(tmp_path / "moved", template=template)
+    assert not (tmp_path / "moved").exists()
+
+
+def slice_numbers(count: int) -> np.ndarray:
+    """HU 100 x i everywhere in slice i, so that each slice's value tells where it came from."""
+    return np.broadcast_to(100.0 * np.arange(count)[:, None, None], (count, 8, 8)).copy()
+
+
+@pytest.mark.parametrize("with_uids", [True, False], ids=["by-sop-uid", "by-z"])
+@pytest.mark.parametrize("order", ["reversed", "permuted"])
+def test_a_reordered_volume_is_written_at_its_own_positions(
+    make_series, tmp_path, order, with_uids
+):
+    source = dicomarray.open_series(make_series(hu=slice_numbers(6))[0].parent)
+    expected = dict(zip(source["z"].values, lazy_hu(source).values[:, 0, 0], strict=True))
+    if order == "reversed":
+        volume = source.sortby("z", ascending=False)
+    else:
+        volume = source.isel(z=[3, 0, 5, 1, 4, 2])
+    if not with_uids:  # no per-slice UIDs: the files are matched on z
+        volume = volume.drop_vars("sop_instance_uid")
+    lazy_hu(volume).dicom.to_dicom(tmp_path / "out")
+    back = dicomarray.open_series(tmp_path / "out")
+    np.testing.assert_array_equal(back["z"].values, source["z"].values)
+    for z, values in zip(back["z"].values, modality_values(back), strict=True):
+        np.testing.assert_array_equal(values, expected[z])
+
+
+def test_a_volume_in_another_order_than_its_template_is_refused(make_series, tmp_path):
+    source = dicomarray.open_series(make_series(hu=slice_numbers(6))[0].parent)
+    reversed_hu = lazy_hu(source.sortby("z", ascending=False))
+    for template in (source, source.attrs["dicomarray_assembly"]["files"]):
+        with pytest.raises(WriteError, match="volume slice 0 is at z = .* but its template file"):
+            reversed_hu.dicom.to_dicom(tmp_path / "out", template=template)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy not installed")

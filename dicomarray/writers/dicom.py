@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pydicom
 import xarray as xr
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -25,7 +26,9 @@ from pydicom.multival import MultiValue
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from ..errors import DicomArrayWarning, GeometryWarning, WriteError, warn_data_problem
+from ..errors import DicomArrayWarning, WriteError, warn_data_problem
+from ..geometry import positions_along_normal, slice_normal
+from ..index import scan
 from ..volume import ASSEMBLY_ATTR, open_series
 from .common import (
     compute_and_wait,
@@ -85,11 +88,13 @@ def to_dicom(
 ) -> Any:
     """Write a volume as a new DICOM series, one file per slice, over a template series.
 
-    Slice ``i`` of the volume is written over slice ``i`` of the template (in the order of
-    :func:`dicomarray.open_series`: ascending along the slice normal), keeping every tag of
-    that template slice, including its geometry: (0020,0032) *Image Position (Patient)*,
-    (0020,0037) *Image Orientation (Patient)*, (0028,0030) *Pixel Spacing*, (0018,0050)
-    *Slice Thickness* and (0020,0052) *Frame of Reference UID*. What changes:
+    Slice ``i`` of the volume is written over slice ``i`` of the template: of a folder or
+    files, in the order of :func:`dicomarray.open_series` (ascending along the slice
+    normal); of a DataArray, in its own order, so a reordered volume (``sortby``, ``isel``)
+    is its own template. Each slice keeps every tag of its template file, including its
+    geometry: (0020,0032) *Image Position (Patient)*, (0020,0037) *Image Orientation
+    (Patient)*, (0028,0030) *Pixel Spacing*, (0018,0050) *Slice Thickness* and (0020,0052)
+    *Frame of Reference UID*. What changes:
 
     - the pixel data, in the template's stored type ((0028,0100) *Bits Allocated*,
       (0028,0101) *Bits Stored*, (0028,0103) *Pixel Representation*), with one (0028,1053)
@@ -141,14 +146,10 @@ def to_dicom(
     Raises
     ------
     WriteError
-        The volume's shape is not the template's (slices, Rows, Columns), the template is
-        multi-frame or a selection of its series, the volume holds NaN or infinite values,
-        or ``out_dir`` exists.
-
-    Warns
-    -----
-    GeometryWarning
-        The volume's ``z`` coordinate differs from the template's positions.
+        The volume's shape is not the template's (slices, Rows, Columns), the volume's
+        ``z`` coordinate differs from its template files' positions (by more than
+        0.001 mm), the template is multi-frame or a selection of its series, the volume
+        holds NaN or infinite values, or ``out_dir`` exists.
     """
     export = _prepare(
         volume,
@@ -367,7 +368,7 @@ def _prepare(
     shape = (len(files), int(first.Rows), int(first.Columns))
     data = _volume_data(volume, shape, files[0].parent)
     if isinstance(volume, xr.DataArray):
-        _check_positions(volume, template_z)
+        _check_positions(volume, template_z, files)
         _warn_if_stored_values(volume)
     final = destination(out_dir, overwrite=overwrite, replaceable=_is_dicom_folder, kind="DICOM")
     if any(_is_inside(path, final) for path in files):
@@ -391,20 +392,72 @@ def _prepare(
 
 
 def _template_files(template: Template) -> tuple[list[Path], np.ndarray]:
-    """The template's files in volume order and their positions along the normal."""
+    """The template's files in its own slice order, and each file's position along the normal.
+
+    A template DataArray may be a reordered series (``sortby``, ``isel``), while its file
+    list stays in the source's order: the files are put in the DataArray's order, matched
+    on ``sop_instance_uid`` (or else on ``z``), so that each slice goes over its own file.
+    """
     opened = template if isinstance(template, xr.DataArray) else open_series(template)
     report = opened.attrs.get(ASSEMBLY_ATTR) or {}
-    files = [Path(p) for p in report.get("files", [])]
-    if not files:
+    names = [str(p) for p in report.get("files", [])]
+    if not names:
         raise WriteError("the template DataArray has no file list (attrs['dicomarray_assembly'])")
     if "frame" in opened.coords:
-        raise WriteError(f"{files[0]}: multi-frame templates are not supported")
-    if len(files) != opened.sizes.get("z", 0):
+        raise WriteError(f"{names[0]}: multi-frame templates are not supported")
+    if len(names) != opened.sizes.get("z", 0):
         raise WriteError(
             f"the template DataArray holds {opened.sizes.get('z', 0)} of its series' "
-            f"{len(files)} slices; pass the whole series as the template"
+            f"{len(names)} slices; pass the whole series as the template"
         )
-    return files, np.asarray(opened["z"].values, dtype=float)
+    headers = _file_headers(names)
+    positions = _file_positions(headers, report.get("sorted_by", "ImagePositionPatient"))
+    order = _slice_order(opened, headers, positions)
+    return [Path(names[i]) for i in order], positions[order]
+
+
+def _file_headers(names: list[str]) -> pd.DataFrame:
+    """The index rows of the template's files, in the order given."""
+    rows = scan(names).set_index("path").reindex(names)
+    unreadable = rows.index[rows["Rows"].isna()]
+    if len(unreadable):
+        raise WriteError(f"{unreadable[0]}: the template file is no longer a readable image")
+    return rows
+
+
+def _file_positions(headers: pd.DataFrame, sorted_by: str) -> np.ndarray:
+    """Each file's ``z`` as :func:`dicomarray.open_series` computes it, from its own header."""
+    if sorted_by in ("SliceLocation", "InstanceNumber"):
+        return headers[sorted_by].to_numpy(dtype=float)
+    if sorted_by != "ImagePositionPatient":  # ordered by path: z is the rank
+        return np.arange(len(headers), dtype=float)
+    try:
+        stacked = np.array(headers["ImagePositionPatient"].tolist(), dtype=float)
+        normal = slice_normal(headers["ImageOrientationPatient"].iloc[0])
+        return positions_along_normal(stacked.reshape(len(headers), 3), normal)
+    except (TypeError, ValueError) as exc:
+        raise WriteError(f"{headers.index[0]}: the template files' positions: {exc}") from exc
+
+
+def _slice_order(opened: xr.DataArray, headers: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
+    """For each slice of the template DataArray, the index of its file."""
+    if "sop_instance_uid" in opened.coords:
+        where = {str(uid): i for i, uid in enumerate(headers["SOPInstanceUID"])}
+        wanted = [str(uid) for uid in opened["sop_instance_uid"].values]
+        if unknown := [uid for uid in wanted if uid not in where]:
+            raise WriteError(
+                f"the template DataArray's slice with SOPInstanceUID {unknown[0]} is none of "
+                f"its files ({headers.index[0]} ...)"
+            )
+        order = np.array([where[uid] for uid in wanted], dtype=np.intp)
+    else:
+        # the DataArray holds the whole series, so its k-th lowest z is the k-th lowest file;
+        # the position check then confirms each pairing
+        order = np.empty(len(positions), dtype=np.intp)
+        order[np.argsort(opened["z"].values, kind="stable")] = np.argsort(positions, kind="stable")
+    if len(np.unique(order)) != len(order):
+        raise WriteError(f"{headers.index[0]}: the template's files repeat a SOPInstanceUID")
+    return order
 
 
 def _volume_data(
@@ -427,17 +480,22 @@ def _volume_data(
     return data.astype(np.uint8) if kind == "b" else data
 
 
-def _check_positions(volume: xr.DataArray, template_z: np.ndarray) -> None:
-    if "z" not in volume.coords or volume.sizes.get("z") != len(template_z):
+def _check_positions(volume: xr.DataArray, template_z: np.ndarray, files: list[Path]) -> None:
+    """Refuse to write a slice over a template file at another position.
+
+    The file's geometry is what gets written, so a volume slice whose ``z`` is not its
+    template file's position would silently land elsewhere.
+    """
+    if "z" not in volume.coords:
         return
     z = np.asarray(volume["z"].values, dtype=float)
-    if not np.allclose(z, template_z, rtol=0, atol=_Z_TOLERANCE_MM):
-        worst = float(np.max(np.abs(z - template_z)))
-        warn_data_problem(
-            f"the volume's z positions differ from the template's by up to {worst:.3g} mm; "
-            "the template's geometry is written",
-            GeometryWarning,
-            stacklevel=5,
+    wrong = np.flatnonzero(~np.isclose(z, template_z, rtol=0, atol=_Z_TOLERANCE_MM))
+    if wrong.size:
+        first = wrong[0]
+        raise WriteError(
+            f"volume slice {first} is at z = {z[first]:.6g} but its template file "
+            f"{files[first]} is at z = {template_z[first]:.6g} ({wrong.size} of {len(z)} "
+            "slices differ); pass a template whose slices are the volume's, in its order"
         )
 
 
