@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 import xarray as xr
 
@@ -27,12 +29,22 @@ def files_under(root: Path) -> list[Path]:
     return [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def leaked(root: Path) -> list[tuple[str, bytes]]:
-    """(file, identifying string) for each identifying string found in the bytes under root."""
+def series_uids(paths: list[Path]) -> list[bytes]:
+    """The Study, Series and every SOP Instance UID of a series' files: identifying too."""
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    uids = [headers[0].StudyInstanceUID, headers[0].SeriesInstanceUID]
+    return [uid.encode() for uid in uids + [ds.SOPInstanceUID for ds in headers]]
+
+
+def leaked(root: Path, also: Sequence[bytes] = ()) -> list[tuple[str, bytes]]:
+    """(file, identifying string) for each identifying string found in the bytes under root.
+
+    ``also``: more strings to look for, such as the :func:`series_uids` of the source.
+    """
     found = []
     for path in files_under(root):
         data = path.read_bytes()
-        found += [(str(path), s) for s in identifying_strings() if s in data]
+        found += [(str(path), s) for s in [*identifying_strings(), *also] if s in data]
     return found
 
 

@@ -12,7 +12,14 @@ import pytest
 import dicomarray
 from dicomarray import WriteError
 
-from .export_helpers import PATIENT_TAGS, SERIES_KINDS, leaked, modality_values, temporaries
+from .export_helpers import (
+    PATIENT_TAGS,
+    SERIES_KINDS,
+    leaked,
+    modality_values,
+    series_uids,
+    temporaries,
+)
 
 #: Acquisition facts dcm2niix's BIDS sidecar carries, under their DICOM keywords.
 DCM2NIIX_FACTS = (
@@ -87,13 +94,16 @@ def test_per_slice_rescale_is_listed_in_slice_order_and_hu_values_are_kept(make_
     np.testing.assert_array_equal(np.load(tmp_path / "hu.npy"), modality_values(volume))
 
 
-def test_deidentify_leaves_out_identifying_tags_and_paths(make_series, tmp_path):
-    volume = dicomarray.open_series(make_series(tags=PATIENT_TAGS)[0].parent)
+def test_deidentify_leaves_out_identifying_tags_uids_and_paths(make_series, tmp_path):
+    paths = make_series(tags=PATIENT_TAGS)
+    uids = series_uids(paths)
+    volume = dicomarray.open_series(paths[0].parent)
     volume.dicom.to_npy(tmp_path / "plain.npy")
-    assert leaked(tmp_path / "plain.json"), "the search must find the tags when they are there"
+    found = {s for _, s in leaked(tmp_path / "plain.json", uids)}
+    assert set(uids) <= found, "the search must find the UIDs when they are there"
     volume.dicom.to_npy(tmp_path / "anon.npy", deidentify=True)
     meta = read_json(tmp_path / "anon.json")
-    assert leaked(tmp_path / "anon.json") == []
+    assert leaked(tmp_path / "anon.json", uids) == []
     for keyword in (
         "PatientName",
         "PatientID",
@@ -107,6 +117,7 @@ def test_deidentify_leaves_out_identifying_tags_and_paths(make_series, tmp_path)
         assert keyword not in meta, keyword
     assert "SOPInstanceUID" not in meta["varying"]
     assert "files" not in meta["assembly"] and "left_out" not in meta["assembly"]
+    assert "series_uid" not in meta["assembly"]
     assert meta["Manufacturer"] == "DICOMARRAY" and meta["KVP"] == volume.attrs["KVP"]
     assert meta["varying"]["InstanceNumber"] == list(range(1, 13))
     assert meta["dicomarray"]["deidentified"] is True

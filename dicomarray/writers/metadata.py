@@ -161,9 +161,18 @@ def deidentified(value: Any) -> Any:
     return value
 
 
+#: The assembly report's entries that name no file, series or instance. An allow-list, so
+#: that an entry added to the report later is left out until it is known to be safe.
+SAFE_REPORT_KEYS = ("sorted_by", "n_frames", "slice_spacing", "warnings")
+
+
 def deidentified_report(report: dict[str, Any]) -> dict[str, Any]:
-    """The assembly report without file paths (folder names often hold patient IDs)."""
-    kept = {k: v for k, v in report.items() if k not in ("files", "left_out")}
+    """The assembly report without its UIDs and file paths.
+
+    The Series Instance UID is in the confidentiality profile, and folder names often hold
+    patient IDs; only :data:`SAFE_REPORT_KEYS` are kept, with the number of frames left out.
+    """
+    kept = {k: v for k, v in report.items() if k in SAFE_REPORT_KEYS}
     kept["left_out_count"] = len(report.get("left_out", []))
     return kept
 
@@ -217,8 +226,8 @@ def series_metadata(volume: xr.DataArray, *, deidentify: bool = False) -> dict[s
         ((0020,0037) *Image Orientation (Patient)*), ``slice_normal``, ``affine`` (4 x 4,
         ``(z, y, x, 1)`` indices to LPS mm) and ``z`` (each slice's position along the normal).
     ``assembly``
-        The assembly report (files used, left out and why, warnings); without file paths
-        when de-identified.
+        The assembly report (files used, left out and why, warnings); without the series
+        UID and file paths when de-identified.
     ``dicomarray``
         The package version and whether the sidecar is de-identified.
     """
@@ -324,7 +333,7 @@ def write_sidecar(
     path : str or os.PathLike
         The ``.json`` file to write.
     deidentify : bool, default False
-        Leave out the attributes of :data:`DEIDENTIFY_KEYWORDS` and the report's file paths.
+        Leave out the attributes of :data:`DEIDENTIFY_KEYWORDS` and the report's UID and paths.
     overwrite : bool, default False
         Replace an existing file.
     """

@@ -48,8 +48,8 @@ def to_npy(
     deidentify : bool, default False
         Leave out the attributes of the DICOM PS3.15 Basic Application Level
         Confidentiality Profile, e.g. (0010,0010) *Patient's Name*, (0010,0020) *Patient ID*,
-        (0010,0030) *Patient's Birth Date*, (0008,0080) *Institution Name*, and the file
-        paths of the assembly report. Nothing else is changed or shifted.
+        (0010,0030) *Patient's Birth Date*, (0008,0080) *Institution Name*, and the series
+        UID and file paths of the assembly report. Nothing else is changed or shifted.
     overwrite : bool, default False
         Replace existing files; otherwise an existing file is a
         :class:`~dicomarray.errors.WriteError`.

@@ -54,7 +54,7 @@ def to_zarr(
     deidentify : bool, default False
         Leave out the attrs and per-slice coordinates of the DICOM PS3.15 Basic Application
         Level Confidentiality Profile (names, IDs, birth dates, institution, physicians,
-        UIDs, dates ...) and the report's file paths.
+        UIDs, dates ...) and the report's series UID and file paths.
     overwrite : bool, default False
         Replace an existing store (a local folder only if it is a zarr store).
     compute : bool, default True
