@@ -6,6 +6,10 @@ everything shown, and resample to square pixels in the display orientation. Pict
 8-bit grey, JPG or PNG by the file's suffix, and appear under their final name only when
 complete.
 
+A MONOCHROME1 series ((0028,0004) *Photometric Interpretation*) is shown inverted, as
+``1 - value`` after the window: in MONOCHROME1 the minimum value is white (PS3.3
+C.7.6.3.1.2), whereas a picture's 0 is black.
+
 Display orientation, for the usual axial acquisition: an axial picture (a ``z`` slice) is
 shown as stored, rows down the column direction and columns along the row direction (so
 patient's anterior at the top and patient's left on the right of the picture). Coronal (a
@@ -71,6 +75,9 @@ def slice_picture(
     preset: str | None = None,
 ) -> np.ndarray:
     """One slice as a 2-D float32 array in [0, 1], in display orientation, square pixels.
+
+    0 is black and 1 white: a MONOCHROME1 series, whose minimum value is white, is
+    inverted after the window.
 
     Parameters
     ----------
@@ -318,7 +325,14 @@ def _display_values(
     plane: xr.DataArray, chosen: Window, dim: str, volume: xr.DataArray
 ) -> np.ndarray:
     values = apply_window(plane, chosen).transpose(*_DISPLAY_DIMS[dim]).values
+    if _is_inverted(volume):
+        values = 1.0 - values
     return np.asarray(values[::-1] if _flip_rows(dim, volume) else values, dtype=np.float32)
+
+
+def _is_inverted(volume: xr.DataArray) -> bool:
+    """Whether the minimum value is white: MONOCHROME1 (PS3.3 C.7.6.3.1.2)."""
+    return str(volume.attrs.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
 
 
 def _flip_rows(dim: str, volume: xr.DataArray) -> bool:

@@ -111,6 +111,23 @@ def test_other_modalities_use_the_range_of_the_values_shown(series):
     assert picture.min() == 0.0 and picture.max() == 1.0
 
 
+def test_monochrome1_is_shown_inverted(make_series, tmp_path):
+    # MONOCHROME1: the minimum value is white (PS3.3 C.7.6.3.1.2)
+    volumes = {
+        pi: dicomarray.open_series(make_series(tags={"PhotometricInterpretation": pi})[0].parent)
+        for pi in ("MONOCHROME2", "MONOCHROME1")
+    }
+    normal, inverted = volumes["MONOCHROME2"], volumes["MONOCHROME1"]
+    for axis in ("axial", "coronal"):
+        shown = slice_picture(normal, axis=axis, preset="bone")
+        assert 0 < shown.mean() < 1
+        np.testing.assert_allclose(
+            slice_picture(inverted, axis=axis, preset="bone"), 1 - shown, atol=1e-6
+        )
+    written = [v.dicom.to_jpg(tmp_path / f"{n}.png") for n, v in enumerate(volumes.values())]
+    np.testing.assert_allclose(png_values(written[1]), 1 - png_values(written[0]), atol=1 / 255)
+
+
 # -- what is read ---------------------------------------------------------------------------
 
 
