@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -203,6 +204,15 @@ def test_to_zarr_and_render(head_series, tmp_path):
     )
     unknown = run_cli(*args, "--preset", "nope")
     assert unknown.returncode == 1 and "nope" in unknown.stderr
+
+
+@pytest.mark.parametrize("url", ["foo://bucket/x.zarr", "s3://bucket/x.zarr"])
+def test_a_store_that_cannot_be_opened_is_one_line(head_series, capsys, url):
+    if url.startswith("s3:") and importlib.util.find_spec("s3fs") is not None:
+        pytest.skip("s3fs is installed: the store would be opened")
+    assert main(["to-zarr", "-i", str(head_series), "-o", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dicomarray: error: {url}: ") and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("command", ["to-npy", "to-zarr", "render"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import dask.array
 import numpy as np
 import pytest
@@ -74,8 +76,36 @@ def test_urls_are_written_in_place(make_series):
     url = "memory://dicomarray-test/ct.zarr"
     assert volume.dicom.to_zarr(url, overwrite=True) == url
     np.testing.assert_array_equal(xr.open_zarr(url)["image"].values, volume.values)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(WriteError, match=f"{url} already exists; pass overwrite=True"):
         volume.dicom.to_zarr(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("foo://bucket/ct.zarr", "foo://bucket/ct.zarr: Protocol not known: foo"),
+        ("s3://bucket/ct.zarr", "s3://bucket/ct.zarr: Install s3fs"),
+    ],
+)
+def test_a_store_that_cannot_be_opened_is_a_write_error(make_series, url, message):
+    if url.startswith("s3:") and importlib.util.find_spec("s3fs") is not None:
+        pytest.skip("s3fs is installed: the store would be opened")
+    volume = dicomarray.open_series(make_series()[0].parent)
+    with pytest.raises(WriteError, match=message):
+        volume.dicom.to_zarr(url)
+
+
+def test_a_chunk_that_cannot_be_written_is_a_write_error(make_series, tmp_path, monkeypatch):
+    import zarr
+
+    def full(self, key, value):
+        raise OSError("no space left on device")
+
+    volume = dicomarray.open_series(make_series()[0].parent)
+    monkeypatch.setattr(zarr.Array, "__setitem__", full)
+    with pytest.raises(WriteError, match="ct.zarr: no space left on device"):
+        volume.dicom.to_zarr(tmp_path / "ct.zarr")
+    assert not (tmp_path / "ct.zarr").exists() and temporaries(tmp_path) == []
 
 
 def test_existing_stores_and_other_folders_are_protected(make_series, tmp_path):

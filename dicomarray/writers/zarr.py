@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
 import xarray as xr
 
-from ..errors import WriteError
+from ..errors import DicomArrayError, WriteError
 from ..volume import VARIABLE_NAME
 from .common import (
     dask_data,
@@ -25,6 +28,9 @@ from .common import (
 from .metadata import export_attrs, is_identifying_coord
 
 _Mode = Literal["w", "w-"]
+#: What fsspec and zarr raise for a store they cannot open or write: an unknown protocol
+#: (ValueError), a missing filesystem package such as s3fs (ImportError), I/O (OSError).
+_STORE_ERRORS = (ValueError, ImportError, OSError)
 
 
 def to_zarr(
@@ -70,6 +76,13 @@ def to_zarr(
     -------
     pathlib.Path, store or dask.delayed.Delayed
         The local path written, the store given, or the Delayed.
+
+    Raises
+    ------
+    WriteError
+        The store exists (without ``overwrite``), or cannot be opened or written: an
+        unknown protocol, a missing filesystem package (``s3fs`` for ``s3://``), an I/O
+        error. The message names the store.
     """
     if "mode" in kwargs:
         raise WriteError("to_zarr sets mode itself; pass overwrite=True to replace a store")
@@ -83,19 +96,51 @@ def to_zarr(
         target, mode = temporary_sibling(final), "w-"
         moves.append((target, final))
     try:
-        stored = _write(dataset, target, mode, kwargs)
+        with _store_errors(store):
+            stored = _write(dataset, target, mode, kwargs, store)
     except BaseException:
         if moves:
             discard(moves[0][0])
         raise
-    then = functools.partial(_consolidate, target, kwargs) if consolidated else None
+    then = functools.partial(_consolidate, target, kwargs, store) if consolidated else None
     done = delayed_finish(
         stored, moves, overwrite=overwrite, then=then, result=None if moves else store
     )
     return run_or_delay(done, [t for t, _ in moves], compute=compute)
 
 
-def _write(dataset: xr.Dataset, target: Any, mode: _Mode, kwargs: dict[str, Any]) -> Any:
+@contextlib.contextmanager
+def _store_errors(store: Any) -> Iterator[None]:
+    """Raise what fsspec or zarr raise about a store as a WriteError naming it.
+
+    Without this, an unknown protocol or a missing ``s3fs`` would surface as a bare
+    ValueError or ImportError from deep inside fsspec. Our own errors pass unchanged.
+    """
+    try:
+        yield
+    except DicomArrayError:
+        raise
+    except FileExistsError as exc:  # zarr's advice names its modes; ours is overwrite
+        raise WriteError(f"{store} already exists; pass overwrite=True to replace it") from exc
+    except _STORE_ERRORS as exc:
+        raise WriteError(f"{store}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _ChunkTarget:
+    """A zarr array for :func:`dask.array.store` whose write errors name the store."""
+
+    array: Any
+    store: Any
+
+    def __setitem__(self, key: Any, value: np.ndarray) -> None:
+        with _store_errors(self.store):
+            self.array[key] = value
+
+
+def _write(
+    dataset: xr.Dataset, target: Any, mode: _Mode, kwargs: dict[str, Any], store: Any
+) -> Any:
     """Write the metadata and coordinates now; return the delayed chunk writes of the image.
 
     The image's chunks are stored by :func:`~dicomarray.writers.common.store_into` rather
@@ -115,18 +160,20 @@ def _write(dataset: xr.Dataset, target: Any, mode: _Mode, kwargs: dict[str, Any]
         mode="r+",
         storage_options=kwargs.get("storage_options"),
     )
-    return store_into(dataset[name].data, array)
+    return store_into(dataset[name].data, _ChunkTarget(array, store))
 
 
-def _consolidate(target: Any, kwargs: dict[str, Any]) -> None:
+def _consolidate(target: Any, kwargs: dict[str, Any], store: Any) -> None:
     import zarr
 
-    store = os.fspath(target) if isinstance(target, Path) else target
-    with warnings.catch_warnings():
+    with _store_errors(store), warnings.catch_warnings():
         # zarr notes that consolidated metadata is its extension to the v3 format; xarray
         # writes it by default too, and reads it first
         warnings.filterwarnings("ignore", "Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(store, zarr_format=kwargs["zarr_format"])
+        zarr.consolidate_metadata(
+            os.fspath(target) if isinstance(target, Path) else target,
+            zarr_format=kwargs["zarr_format"],
+        )
 
 
 def zarr_dataset(volume: xr.DataArray, *, deidentify: bool = False) -> xr.Dataset:
