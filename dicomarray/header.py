@@ -84,8 +84,7 @@ FILE_COLUMNS: tuple[str, ...] = (
 )
 
 _WANTED: dict[int, tuple[str, str]] = {
-    int(tag_for_keyword(kw) or 0): (kw, dictionary_VR(kw))
-    for kw in INDEX_KEYWORDS
+    int(tag_for_keyword(kw) or 0): (kw, dictionary_VR(kw)) for kw in INDEX_KEYWORDS
 }
 _LONG_VRS = {
     b"OB",
