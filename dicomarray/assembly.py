@@ -143,7 +143,7 @@ def _choose_series(
             f"source holds {len(counts)} series; opened {chosen} "
             f"({counts.iloc[0]} instances). Others: {others}"
         )
-        warn_data_problem(message, SeriesSelectionWarning, stacklevel=4)
+        warn_data_problem(message, SeriesSelectionWarning)
     return images[uids == chosen]
 
 
@@ -189,7 +189,7 @@ def _largest_stack(
             left_out.append({"path": path, "reason": reason})
         message = f"left out {counts[key]} frame(s): {reason}"
         warnings.append(message)
-        warn_data_problem(message, stacklevel=5)
+        warn_data_problem(message)
     return frames[keys == chosen]
 
 
@@ -223,7 +223,7 @@ def _separate_repeats(
                 f"using {key} = {chosen} ({groups.iloc[0]} frames)"
             )
             warnings.append(message)
-            warn_data_problem(message, stacklevel=5)
+            warn_data_problem(message)
             return frames[keep]
     where = np.unique(np.round(z[_repeated(z)], 3))[:5]
     raise AssemblyError(
@@ -286,7 +286,7 @@ def _order(frames: pd.DataFrame, warnings: list[str]) -> tuple[pd.DataFrame, np.
         if len(frames) > 1:
             message = f"no usable ImagePositionPatient; slices ordered by {sorted_by}"
             warnings.append(message)
-            warn_data_problem(message, stacklevel=5)
+            warn_data_problem(message)
     instance = frames["InstanceNumber"].fillna(0).to_numpy(dtype=float)
     order = np.lexsort((frames["frame"].to_numpy(), instance, z))
     return frames.iloc[order].reset_index(drop=True), z[order], sorted_by
@@ -331,7 +331,7 @@ def _check_spacing(
             messages.append(f"gantry tilt of {angle:.2f} degrees: slices are sheared")
     for message in messages:
         warnings.append(message)
-        warn_data_problem(message, stacklevel=5)
+        warn_data_problem(message)
 
 
 def _json_float(value: float) -> float | None:

@@ -8,6 +8,9 @@ volume to be built (a gap, a tilt, a left-out localizer) are :class:`GeometryWar
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import types
 import warnings
 
 logger = logging.getLogger("dicomarray")
@@ -61,9 +64,22 @@ class SeriesSelectionWarning(DicomArrayWarning):
     """A source held several series and one was chosen for the caller."""
 
 
-def warn_data_problem(
-    message: str, category: type[Warning] = GeometryWarning, *, stacklevel: int = 3
-) -> None:
-    """Warn and log the same message, so that batch logs keep what a warning said."""
+def warn_data_problem(message: str, category: type[Warning] = GeometryWarning) -> None:
+    """Warn and log the same message, so that batch logs keep what a warning said.
+
+    The warning points at the caller's own line: the first frame outside dicomarray.
+    """
     logger.warning(message)
-    warnings.warn(message, category, stacklevel=stacklevel)
+    warnings.warn(message, category, stacklevel=_first_outside_package())
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _first_outside_package() -> int:
+    """The stacklevel of the first frame outside this package, for warnings.warn."""
+    frame: types.FrameType | None = sys._getframe(2)  # the caller of warn_data_problem
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -527,3 +527,10 @@ def test_a_list_of_slices_reads_only_those_files(make_series, reads):
     nearest = volume.sel(z=[float(volume.z[1]), float(volume.z[7])], method="nearest")
     np.testing.assert_array_equal(nearest.dicom.hu().values, expected_hu[[1, 7]])
     assert sorted(reads) == [1, 7]
+
+
+def test_data_warnings_point_at_the_callers_line(make_series):
+    folder = make_series(tilt_degrees=10.0)[0].parent
+    with pytest.warns(GeometryWarning, match="gantry tilt") as record:
+        dicomarray.open_series(folder)
+    assert record[0].filename == __file__

@@ -510,7 +510,6 @@ def _warn_if_stored_values(volume: xr.DataArray) -> None:
             "the volume looks like stored values (its attrs carry a Rescale Slope/Intercept); "
             "to_dicom writes values in rescaled units: pass volume.dicom.hu() to keep them",
             DicomArrayWarning,
-            stacklevel=5,
         )
 
 

@@ -185,6 +185,5 @@ def _warn_if_misplaced(volume: xr.DataArray, affine: np.ndarray) -> None:
         warn_data_problem(
             f"NIfTI holds one slice step ({np.linalg.norm(affine[:3, 0]):.4g} mm): slice "
             f"{worst} is written {distances[worst]:.3g} mm from its ImagePositionPatient "
-            "(a gap or uneven spacing)",
-            stacklevel=4,
+            "(a gap or uneven spacing)"
         )
