@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import DicomArrayError
-from .paths import inside, safe_name, short_hash
+from .paths import inside, series_folders, short_hash
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def plan_jobs(
     taken: set[str] = set()
     jobs = []
     for series in dicom_filter(root, config or {}):
-        relative = _relative_folder(series.meta, series.uid, deidentify)
+        relative = "/".join(series_folders(series.meta, deidentify=deidentify))
         folder = _unique(relative, series.uid, taken, out)
         target = out.absolute() / folder  # checked against symlinks when written
         jobs.append(
@@ -175,21 +175,9 @@ def plan_jobs(
 
 def _reported_patient(meta: Mapping[str, Any], deidentify: bool) -> str:
     """The patient as the report shows it: the PatientID, or its hash when de-identifying."""
-    patient = str(meta.get("PatientID", ""))
-    return "patient-" + short_hash(meta.get("PatientID")) if deidentify else patient
-
-
-def _relative_folder(meta: Mapping[str, Any], uid: str, deidentify: bool) -> str:
-    if deidentify:
-        patient = _reported_patient(meta, deidentify)
-        study = "study-" + short_hash(meta.get("StudyInstanceUID"))
-    else:
-        patient = safe_name(meta.get("PatientID"), "unknown-patient")
-        study_parts = (meta.get("StudyDate"), meta.get("StudyID"))
-        study = safe_name("_".join(str(v) for v in study_parts if v), "study")
-    series_parts = (meta.get("SeriesNumber"), meta.get("SeriesDescription"))
-    series = safe_name("_".join(str(v) for v in series_parts if v is not None), "series")
-    return f"{patient}/{study}/{series}"
+    return (
+        series_folders(meta, deidentify=True)[0] if deidentify else str(meta.get("PatientID", ""))
+    )
 
 
 def _unique(folder: str, uid: str, taken: set[str], out: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,24 @@ def safe_name(value: Any, default: str, *, max_length: int = MAX_NAME_LENGTH) ->
     text = re.sub(r"[^A-Za-z0-9._-]+", "_", "" if value is None else str(value))
     text = text.strip("._-")[:max_length].strip("._-")
     return text or default
+
+
+def series_folders(meta: Mapping[str, Any], *, deidentify: bool = False) -> tuple[str, str, str]:
+    """Safe (patient, study, series) names for a series from its tags.
+
+    PatientID; StudyDate and StudyID; SeriesNumber and SeriesDescription. With
+    ``deidentify``, patient and study are short hashes of PatientID and StudyInstanceUID.
+    """
+    if deidentify:
+        patient = "patient-" + short_hash(meta.get("PatientID"))
+        study = "study-" + short_hash(meta.get("StudyInstanceUID"))
+    else:
+        patient = safe_name(meta.get("PatientID"), "unknown-patient")
+        study_parts = (meta.get("StudyDate"), meta.get("StudyID"))
+        study = safe_name("_".join(str(v) for v in study_parts if v), "study")
+    series_parts = (meta.get("SeriesNumber"), meta.get("SeriesDescription"))
+    series = safe_name("_".join(str(v) for v in series_parts if v is not None), "series")
+    return patient, study, series
 
 
 def short_hash(value: Any, length: int = 8) -> str:

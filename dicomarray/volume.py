@@ -23,7 +23,7 @@ from .attrs import (
 from .errors import DicomArrayError, InvalidDicomError, SeriesNotFoundError
 from .geometry import SPACING_RTOL
 from .index import Source, as_index
-from .paths import safe_name
+from .paths import series_folders
 from .pixels import MAX_VOLUME_BYTES, FrameStack, PixelFormat, check_readable
 
 logger = logging.getLogger(__name__)
@@ -253,13 +253,7 @@ def open_study(
 
 
 def _node_path(row: pd.Series) -> str:
-    patient = safe_name(row["PatientID"], "unknown-patient")
-    study = safe_name("_".join(str(v) for v in (row["StudyDate"], row["StudyID"]) if v), "study")
-    series = safe_name(
-        "_".join(str(v) for v in (row["SeriesNumber"], row["SeriesDescription"]) if v is not None),
-        "series",
-    )
-    return f"/{patient}/{study}/{series}"
+    return "/" + "/".join(series_folders(row))
 
 
 def _unique(path: str, taken: dict[str, Any]) -> str:
