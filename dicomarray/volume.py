@@ -137,11 +137,12 @@ def volume_from_assembly(
     fmt = PixelFormat.from_row(frames.iloc[0])
     check_readable(frames, fmt, max_bytes=max_bytes)
     stack = FrameStack(frames, fmt)
+    varying = varying_keywords(frames)  # shared by coords and attrs: computed once
     return xr.DataArray(
         lazy_frames(stack, _chunking(chunks, fmt, len(frames))),
         dims=("z", "y", "x"),
-        coords=_coords(assembly),
-        attrs=_attrs(assembly),
+        coords=_coords(assembly, varying),
+        attrs=_attrs(assembly, varying),
         name=VARIABLE_NAME,
     )
 
@@ -162,7 +163,7 @@ def _chunking(chunks: Chunks, fmt: PixelFormat, n_slices: int) -> Any:
     return chunks
 
 
-def _coords(assembly: Assembly) -> dict[str, Any]:
+def _coords(assembly: Assembly, varying: list[str]) -> dict[str, Any]:
     geometry, frames = assembly.geometry, assembly.frames
     mm = {"units": "mm"}
     coords: dict[str, Any] = {
@@ -189,7 +190,7 @@ def _coords(assembly: Assembly) -> dict[str, Any]:
     if geometry.has_positions:
         for axis, name in enumerate(POSITION_COORDS):
             coords[name] = ("z", geometry.positions[:, axis], mm)
-    for keyword in varying_keywords(frames):
+    for keyword in varying:
         if keyword not in GEOMETRY_KEYWORDS:
             coords[snake_case(keyword)] = ("z", slice_coordinate(frames[keyword]))
     if (frames["frame"] > 0).any():
@@ -197,7 +198,7 @@ def _coords(assembly: Assembly) -> dict[str, Any]:
     return coords
 
 
-def _attrs(assembly: Assembly) -> dict[str, Any]:
+def _attrs(assembly: Assembly, varying: list[str]) -> dict[str, Any]:
     frames = assembly.frames
     first = frames["path"].iloc[0]
     try:
@@ -205,7 +206,7 @@ def _attrs(assembly: Assembly) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a file the index read must still parse
         raise InvalidDicomError(f"{first}: cannot read the header: {exc}") from exc
     attrs = {k: v for k, v in dataset_attrs(header).items() if k not in _HEADER_ONLY_ATTRS}
-    for keyword in (*varying_keywords(frames), *GEOMETRY_KEYWORDS):
+    for keyword in (*varying, *GEOMETRY_KEYWORDS):
         attrs.pop(keyword, None)
     attrs["TransferSyntaxUID"] = frames["TransferSyntaxUID"].iloc[0]
     if not frames["ImageOrientationPatient"].notna().all():
