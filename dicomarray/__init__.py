@@ -10,6 +10,7 @@ import logging
 
 from . import accessor as _accessor  # noqa: F401 - registers the .dicom accessor
 from .errors import (
+    AmbiguousSeriesError,
     AssemblyError,
     DicomArrayError,
     DicomArrayWarning,
@@ -31,6 +32,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousSeriesError",
     "AssemblyError",
     "DicomArrayError",
     "DicomArrayWarning",

@@ -10,13 +10,21 @@ also a :class:`~dicomarray.errors.GeometryWarning`.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import AssemblyError, SeriesNotFoundError, SeriesSelectionWarning, warn_data_problem
+from .attrs import ORIENTATION_TOLERANCE, orientation_vector, plain_cell, plain_cells
+from .errors import (
+    AmbiguousSeriesError,
+    AssemblyError,
+    SeriesNotFoundError,
+    SeriesSelectionWarning,
+    warn_data_problem,
+)
 from .frames import expand_frames
 from .geometry import (
     SPACING_RTOL,
@@ -92,16 +100,27 @@ def assemble(
     ------
     SeriesNotFoundError
         No image series, or not the one asked for.
+    AmbiguousSeriesError
+        No ``series_uid`` and several series share the largest number of instances; the
+        message lists them (UID, number, description, folder).
     AssemblyError
         Frames that cannot form one volume (mixed pixel formats, repeated positions no tag
-        tells apart).
+        tells apart, an ImageOrientationPatient, ImagePositionPatient or PixelSpacing that
+        is not 6, 3 or 2 finite numbers), naming the file.
+    PixelDataError
+        A (0028,0008) *Number of Frames* that is not a count.
+    InvalidDicomError
+        Functional groups of a multi-frame file that cannot be parsed.
     """
     left_out: list[dict[str, str]] = []
     warnings: list[str] = []
     rows = _choose_series(index, series_uid, warnings)
     uid = str(rows["SeriesInstanceUID"].iloc[0])
-    rows = _drop_copies(rows, left_out)
-    frames = expand_frames(rows)
+    rows = _drop_copies(rows, left_out, warnings)
+    # one value model downstream (None when missing, Python numbers), whatever the index's
+    # column types: nullable Int64, float with NaN, or object with None
+    frames = plain_cells(expand_frames(rows))
+    _check_geometry_values(frames)
     frames = _largest_stack(frames, left_out, warnings)
     frames = _separate_repeats(frames, left_out, warnings)
     _check_pixel_format(frames)
@@ -128,7 +147,7 @@ def _choose_series(
         raise SeriesNotFoundError(
             f"{where}: no image instances (Rows and Columns) among {len(index)} indexed files"
         )
-    uids = images["SeriesInstanceUID"].map(lambda v: "" if v is None else str(v))
+    uids = images["SeriesInstanceUID"].map(lambda v: "" if plain_cell(v) is None else str(v))
     counts = uids.value_counts(sort=True)
     if series_uid is not None:
         if series_uid not in counts.index:
@@ -136,6 +155,13 @@ def _choose_series(
                 f"series {series_uid} not found; available: {', '.join(counts.index[:10])}"
             )
         return images[uids == series_uid]
+    tied = [str(uid) for uid, n in counts.items() if n == counts.iloc[0]]
+    if len(tied) > 1:
+        candidates = "; ".join(describe_series(images[uids == uid]) for uid in tied)
+        raise AmbiguousSeriesError(
+            f"{len(tied)} series share the largest number of instances ({counts.iloc[0]}); "
+            f"pass series_uid to choose one: {candidates}"
+        )
     chosen = str(counts.index[0])
     if len(counts) > 1:
         others = ", ".join(f"{uid} ({n} instances)" for uid, n in counts.iloc[1:].items())
@@ -147,25 +173,144 @@ def _choose_series(
     return images[uids == chosen]
 
 
-def _drop_copies(rows: pd.DataFrame, left_out: list[dict[str, str]]) -> pd.DataFrame:
-    """The same SOP Instance UID twice is one instance (a copied file): keep the first path."""
+def describe_series(rows: pd.DataFrame) -> str:
+    """One series in a message: UID, SeriesNumber, SeriesDescription, folder, instances."""
+    first = rows.iloc[0]
+    number, description = (
+        plain_cell(first.get(key)) for key in ("SeriesNumber", "SeriesDescription")
+    )
+    return (
+        f"{plain_cell(first.get('SeriesInstanceUID'))} (number {number}, "
+        f"{description or 'no description'!r}, folder {series_folder(rows['path'])}, "
+        f"{len(rows)} instances)"
+    )
+
+
+def series_folder(paths: pd.Series) -> str:
+    """The deepest folder holding every file of a series."""
+    folders = {os.path.dirname(os.path.abspath(str(p))) for p in paths}
+    return os.path.commonpath(sorted(folders)) if folders else ""
+
+
+def _drop_copies(
+    rows: pd.DataFrame, left_out: list[dict[str, str]], warnings: list[str]
+) -> pd.DataFrame:
+    """The same SOP Instance UID twice is a copied file only when it is the same slice.
+
+    A copy has the same ImagePositionPatient and the same pixel data length (the file size
+    when the index does not know it); the first path is kept. Files that share a UID but
+    differ in either are both kept, with a warning: dropping one would lose a slice.
+    """
     rows = rows.sort_values("path", kind="stable")
-    uids = rows["SOPInstanceUID"]
-    copies = uids.notna() & uids.duplicated(keep="first")
+    keys = rows.apply(_copy_key, axis=1)
+    copies = keys.notna() & keys.duplicated(keep="first")
     if copies.any():
-        first = dict(zip(uids[~copies], rows["path"][~copies], strict=True))
-        for path, uid in zip(rows["path"][copies], uids[copies], strict=True):
+        first = dict(zip(keys[~copies], rows["path"][~copies], strict=True))
+        for path, key in zip(rows["path"][copies], keys[copies], strict=True):
             left_out.append(
-                {"path": path, "reason": f"copy of {first.get(uid)} (same SOPInstanceUID)"}
+                {"path": path, "reason": f"copy of {first.get(key)} (same SOPInstanceUID)"}
             )
         logger.info("dropped %d copied instances", int(copies.sum()))
-    return rows[~copies]
+    kept = rows[~copies]
+    uids = kept["SOPInstanceUID"].map(plain_cell)
+    shared = uids.notna() & uids.duplicated(keep=False)
+    for uid, paths in kept["path"][shared].groupby(uids[shared], sort=True):
+        message = (
+            f"SOPInstanceUID {uid} is held by {len(paths)} files that differ in position or "
+            f"pixel data length ({', '.join(paths)}); kept them as distinct slices"
+        )
+        warnings.append(message)
+        warn_data_problem(message)
+    return kept
 
 
-def _stack_key(row: pd.Series) -> tuple[Any, ...]:
-    orientation = row["ImageOrientationPatient"]
-    rounded = tuple(round(float(v), 3) + 0.0 for v in orientation) if orientation else None
-    return (_is_localizer(row["ImageType"]), rounded, row["Rows"], row["Columns"])
+def _copy_key(row: pd.Series) -> tuple[Any, ...] | None:
+    """What two files share when one is a copy of the other; None without a UID."""
+    uid = plain_cell(row["SOPInstanceUID"])
+    if uid is None:
+        return None
+    position = plain_cell(row["ImagePositionPatient"])
+    length = plain_cell(row.get("pixel_data_length"))
+    if length is None:
+        length = plain_cell(row.get("file_size"))
+    return (str(uid), _hashable(position), length)
+
+
+def _check_geometry_values(frames: pd.DataFrame) -> None:
+    """Present geometry tags hold the number of finite values DICOM gives them."""
+    for keyword, count in _GEOMETRY_VALUE_COUNTS.items():
+        for path, value in zip(frames["path"], frames[keyword].map(plain_cell), strict=True):
+            if value is not None and not _usable(keyword, _finite_numbers(value, count)):
+                raise AssemblyError(
+                    f"{path}: {keyword} {value!r} is not {count} finite numbers "
+                    f"{_GEOMETRY_RULES.get(keyword, '')}; the slice cannot be placed"
+                )
+
+
+_GEOMETRY_VALUE_COUNTS = {
+    "ImageOrientationPatient": 6,
+    "ImagePositionPatient": 3,
+    "PixelSpacing": 2,
+}
+_GEOMETRY_RULES = {
+    "ImageOrientationPatient": "with non-parallel row and column cosines",
+    "PixelSpacing": "above 0",
+}
+
+
+def _usable(keyword: str, numbers: np.ndarray | None) -> bool:
+    if numbers is None:
+        return False
+    if keyword == "PixelSpacing":
+        return bool((numbers > 0).all())
+    if keyword == "ImageOrientationPatient":
+        try:
+            slice_normal(numbers)
+        except ValueError:
+            return False
+    return True
+
+
+def _finite_numbers(value: Any, count: int) -> np.ndarray | None:
+    if not isinstance(value, list | tuple) or len(value) != count:
+        return None
+    try:
+        numbers = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return numbers if np.isfinite(numbers).all() else None
+
+
+def _stack_keys(frames: pd.DataFrame) -> tuple[pd.Series, list[np.ndarray | None]]:
+    """Each frame's stack: (localizer, orientation group, rows, columns).
+
+    Orientations within :data:`~dicomarray.attrs.ORIENTATION_TOLERANCE` of a group's first
+    orientation share the group, so rounding noise never splits a stack (rounding to a
+    fixed number of decimals would, at a rounding boundary).
+    """
+    groups: list[np.ndarray | None] = []
+    keys = []
+    for _, row in frames.iterrows():
+        orientation = orientation_vector(row["ImageOrientationPatient"])
+        group = next(
+            (
+                i
+                for i, seen in enumerate(groups)
+                if (seen is None and orientation is None)
+                or (
+                    seen is not None
+                    and orientation is not None
+                    and np.abs(seen - orientation).max() <= ORIENTATION_TOLERANCE
+                )
+            ),
+            None,
+        )
+        if group is None:
+            groups.append(orientation)
+            group = len(groups) - 1
+        rows, columns = (plain_cell(row[k]) for k in ("Rows", "Columns"))
+        keys.append((_is_localizer(row["ImageType"]), group, rows, columns))
+    return pd.Series(keys, index=frames.index, dtype=object), groups
 
 
 def _is_localizer(image_type: Any) -> bool:
@@ -176,7 +321,7 @@ def _is_localizer(image_type: Any) -> bool:
 def _largest_stack(
     frames: pd.DataFrame, left_out: list[dict[str, str]], warnings: list[str]
 ) -> pd.DataFrame:
-    keys = frames.apply(_stack_key, axis=1)
+    keys, orientations = _stack_keys(frames)
     counts = keys.value_counts(sort=True)
     if len(counts) == 1:
         return frames
@@ -184,7 +329,7 @@ def _largest_stack(
     ranked = sorted(counts.index, key=lambda k: (k[0], -counts[k]))
     chosen = ranked[0]
     for key in ranked[1:]:
-        reason = _why_apart(key, chosen)
+        reason = _why_apart(key, chosen, orientations)
         for path in frames["path"][keys == key]:
             left_out.append({"path": path, "reason": reason})
         message = f"left out {counts[key]} frame(s): {reason}"
@@ -193,12 +338,21 @@ def _largest_stack(
     return frames[keys == chosen]
 
 
-def _why_apart(key: tuple[Any, ...], chosen: tuple[Any, ...]) -> str:
+def _why_apart(
+    key: tuple[Any, ...], chosen: tuple[Any, ...], orientations: list[np.ndarray | None]
+) -> str:
     if key[0]:
         return "localizer image"
     if key[1] != chosen[1]:
-        return f"orientation {list(key[1]) if key[1] else None} differs from {list(chosen[1])}"
+        return (
+            f"orientation {_shown_orientation(orientations[key[1]])} differs from "
+            f"{_shown_orientation(orientations[chosen[1]])}"
+        )
     return f"image size {key[2]}x{key[3]} differs from {chosen[2]}x{chosen[3]}"
+
+
+def _shown_orientation(orientation: np.ndarray | None) -> list[float] | None:
+    return None if orientation is None else [round(float(v), 3) + 0.0 for v in orientation]
 
 
 def _separate_repeats(
@@ -234,6 +388,7 @@ def _separate_repeats(
 
 
 def _hashable(value: Any) -> Any:
+    value = plain_cell(value)
     return "\\".join(map(str, value)) if isinstance(value, list) else value
 
 
@@ -253,12 +408,12 @@ def _has_repeats(z: np.ndarray) -> bool:
 def _normal_positions(frames: pd.DataFrame) -> np.ndarray | None:
     positions = frames["ImagePositionPatient"]
     orientation = frames["ImageOrientationPatient"].iloc[0]
-    if positions.isna().any() or not orientation:
+    if positions.isna().any() or plain_cell(orientation) is None:
         return None
     try:
         stacked = np.array(positions.tolist(), dtype=float).reshape(len(frames), 3)
         return positions_along_normal(stacked, slice_normal(orientation))
-    except ValueError:
+    except (TypeError, ValueError):  # malformed values: order by other tags
         return None
 
 
@@ -274,22 +429,48 @@ def _check_pixel_format(frames: pd.DataFrame) -> None:
 
 def _order(frames: pd.DataFrame, warnings: list[str]) -> tuple[pd.DataFrame, np.ndarray, str]:
     """Sort along the normal; SliceLocation, then InstanceNumber, only without positions."""
-    z = _normal_positions(frames)
-    sorted_by = "ImagePositionPatient"
-    if z is None:
-        for key in ("SliceLocation", "InstanceNumber"):
-            if frames[key].notna().all():
-                z, sorted_by = frames[key].to_numpy(dtype=float), key
-                break
-        else:
-            z, sorted_by = np.arange(len(frames), dtype=float), "path"
-        if len(frames) > 1:
-            message = f"no usable ImagePositionPatient; slices ordered by {sorted_by}"
-            warnings.append(message)
-            warn_data_problem(message)
-    instance = frames["InstanceNumber"].fillna(0).to_numpy(dtype=float)
-    order = np.lexsort((frames["frame"].to_numpy(), instance, z))
+    z, sorted_by = _sort_positions(frames)
+    if sorted_by != "ImagePositionPatient" and len(frames) > 1:
+        message = f"no usable ImagePositionPatient; slices ordered by {sorted_by}"
+        warnings.append(message)
+        warn_data_problem(message)
+    order = _slice_order(frames, z)
     return frames.iloc[order].reset_index(drop=True), z[order], sorted_by
+
+
+def _sort_positions(frames: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Each frame's place along the stack, and the tag it comes from."""
+    z = _normal_positions(frames)
+    if z is not None:
+        return z, "ImagePositionPatient"
+    for key in ("SliceLocation", "InstanceNumber"):
+        values = frames[key].map(plain_cell)
+        if values.notna().all():
+            try:
+                return values.to_numpy(dtype=float), key
+            except (TypeError, ValueError):
+                continue
+    return np.arange(len(frames), dtype=float), "path"
+
+
+def _slice_order(frames: pd.DataFrame, z: np.ndarray) -> np.ndarray:
+    """Indices sorting by z, then InstanceNumber, then frame number."""
+    instance = pd.to_numeric(frames["InstanceNumber"].map(plain_cell), errors="coerce")
+    frame = frames["frame"] if "frame" in frames else pd.Series(0, index=frames.index)
+    return np.lexsort((frame.to_numpy(), instance.fillna(0).to_numpy(dtype=float), z))
+
+
+def files_in_slice_order(rows: pd.DataFrame) -> list[str]:
+    """The paths of index rows in slice order, from their tags alone.
+
+    The order :func:`assemble` would give, without its checks: it never raises on odd
+    values, so a selection can list a series that will not assemble, and leave the error
+    to the moment the series is opened.
+    """
+    rows = rows.sort_values("path", kind="stable")
+    z, _sorted_by = _sort_positions(rows)
+    ordered = rows["path"].to_numpy()[_slice_order(rows, z)]
+    return list(dict.fromkeys(map(str, ordered)))
 
 
 def _geometry(frames: pd.DataFrame, z: np.ndarray) -> SeriesGeometry:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pydicom
+from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from .header import INDEX_KEYWORDS, plain_value
@@ -29,6 +32,72 @@ GEOMETRY_KEYWORDS = ("ImagePositionPatient",)
 #: Coordinate names for the three components of (0020,0032) *Image Position (Patient)*.
 POSITION_COORDS = ("image_position_l", "image_position_p", "image_position_s")
 _MAX_SEQUENCE_ITEMS = 64
+#: Sequences nested deeper than this are left out of attrs: JSON writers and xarray
+#: recurse into nested values, and a hostile file can nest hundreds of levels.
+MAX_SEQUENCE_DEPTH = 8
+#: Largest difference between direction cosines of (0020,0037) *Image Orientation
+#: (Patient)* that is rounding noise, not another orientation.
+ORIENTATION_TOLERANCE = 1e-4
+
+
+def plain_cell(value: Any) -> Any:
+    """An index cell as plain Python: ``None`` when missing, numpy scalars as int or float.
+
+    Index columns may be object columns holding ``None``, float columns holding NaN or
+    nullable ``Int64`` columns holding ``pd.NA``; every reader of index cells sees the same
+    values through this function.
+    """
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def plain_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell through :func:`plain_cell`, in object columns: index rows as scan made them.
+
+    Columns of integer tags (VR IS, US, SS, UL, SL) hold ints, also when a float column
+    turned them into 6.0.
+    """
+    plain = frame.astype(object).map(plain_cell)
+    for column in plain.columns:
+        if _is_integer_tag(column):
+            plain[column] = plain[column].map(_whole)
+    return plain
+
+
+_INTEGER_VRS = {"IS", "US", "SS", "UL", "SL", "UV", "SV"}
+
+
+def _is_integer_tag(keyword: str) -> bool:
+    return keyword in keyword_dict and dictionary_VR(keyword) in _INTEGER_VRS
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def as_count(value: Any) -> int | None:
+    """An integer tag read from an index cell (``6``, ``6.0``, ``np.int64(6)``), or None.
+
+    Raises
+    ------
+    ValueError
+        A value that is not a whole number.
+    """
+    value = plain_cell(value)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
 
 
 def snake_case(keyword: str) -> str:
@@ -37,12 +106,19 @@ def snake_case(keyword: str) -> str:
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", words).lower()
 
 
-def json_safe(value: Any) -> Any:
-    """A plain, JSON-safe version of a DICOM or numpy value (None when it has none)."""
+def json_safe(value: Any, *, depth: int = 0) -> Any:
+    """A plain, JSON-safe version of a DICOM or numpy value (None when it has none).
+
+    Sequences keep their first 64 items and :data:`MAX_SEQUENCE_DEPTH` levels of nesting;
+    deeper levels are left out (None).
+    """
+    if isinstance(value, Dataset | pydicom.sequence.Sequence) and depth >= MAX_SEQUENCE_DEPTH:
+        logger.info("left out a sequence nested deeper than %d levels", MAX_SEQUENCE_DEPTH)
+        return None
     if isinstance(value, Dataset):
-        return dataset_attrs(value)
+        return dataset_attrs(value, depth=depth + 1)
     if isinstance(value, pydicom.sequence.Sequence):
-        return [dataset_attrs(item) for item in value[:_MAX_SEQUENCE_ITEMS]]
+        return [dataset_attrs(item, depth=depth + 1) for item in value[:_MAX_SEQUENCE_ITEMS]]
     if isinstance(value, np.generic):
         value = value.item()
     # pydicom's DSfloat, IS and UID subclass float, int and str: return the plain types
@@ -55,39 +131,143 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, str):
         return str(value)
     if isinstance(value, list | tuple | np.ndarray):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, depth=depth) for v in value]
     return plain_value(value)
 
 
-def dataset_attrs(ds: Dataset) -> dict[str, Any]:
-    """Public, non-binary top-level elements of a data set, keyed by keyword."""
+def dataset_attrs(ds: Dataset, *, depth: int = 0) -> dict[str, Any]:
+    """Public, non-binary top-level elements of a data set, keyed by keyword.
+
+    ``depth`` is how deep ``ds`` is nested in sequences (0 for a file's data set).
+    """
     attrs: dict[str, Any] = {}
     for tag in list(ds.keys()):
-        try:
-            element = ds[tag]
-            keyword = element.keyword
-            if not keyword or keyword in _NOT_ATTRS or element.VR in _BINARY_VRS:
-                continue
-            value = json_safe(element.value)
-        except Exception as exc:  # noqa: BLE001 - one bad element must not hide the rest
-            logger.info("left out element %s: %s", tag, exc)
-            continue
-        if value is not None and value != [] and value != {}:
+        keyword, value = _attr_value(ds, tag, depth)
+        if keyword is not None and value is not None and value != [] and value != {}:
             attrs[keyword] = value
     return attrs
 
 
+def _attr_value(ds: Dataset, tag: int, depth: int = 0) -> tuple[str | None, Any]:
+    """The keyword and JSON-safe value of one element; no keyword for what is not an attr."""
+    try:
+        element = ds[tag]
+        keyword = element.keyword
+        if not keyword or keyword in _NOT_ATTRS or element.VR in _BINARY_VRS:
+            return None, None
+        return keyword, json_safe(element.value, depth=depth)
+    except Exception as exc:  # noqa: BLE001 - one bad element must not hide the rest
+        logger.info("left out element %s: %s", tag, exc)
+        return None, None
+
+
+def series_attrs(
+    headers: Sequence[Dataset], *, decided_elsewhere: Collection[str] = ()
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Attrs common to every header of a series, and the tags whose value differs.
+
+    Every header is compared, not only the first: a tag such as (0018,1151) *X-Ray Tube
+    Current* that changes between slices is never written as one series value.
+
+    Parameters
+    ----------
+    headers : sequence of pydicom.Dataset
+        One data set per file of the series (pixel data not needed).
+    decided_elsewhere : collection of str
+        Keywords left to the caller (the index columns, compared frame by frame).
+
+    Returns
+    -------
+    common : dict
+        JSON-safe attrs of the first header, without the varying tags.
+    varying : dict
+        Keyword to its JSON-safe value in each header (None where absent), in header order.
+    """
+    first = headers[0]
+    common = dataset_attrs(first)
+    varying: dict[str, list[Any]] = {}
+    for tag in sorted(_differing_tags(headers)):
+        keyword = keyword_for_tag(tag)
+        if not keyword or keyword in decided_elsewhere:
+            continue
+        values = [_attr_value(ds, tag)[1] if tag in ds else None for ds in headers]
+        if any(v != values[0] for v in values[1:]):
+            varying[keyword] = values
+            common.pop(keyword, None)
+    return common, varying
+
+
+def _differing_tags(headers: Sequence[Dataset]) -> set[int]:
+    """Tags whose raw value is not the same in every header: a cheap first pass.
+
+    Raw bytes may differ for one value (padding, another transfer syntax), so the caller
+    compares the decoded values of these tags again.
+    """
+    first = {tag: _raw_value(headers[0], tag) for tag in headers[0].keys()}
+    differing: set[int] = set()
+    for ds in headers[1:]:
+        tags = set(ds.keys())
+        differing |= tags ^ first.keys()
+        for tag in tags & first.keys():
+            if tag not in differing and not _same_raw(_raw_value(ds, tag), first[tag]):
+                differing.add(tag)
+    return differing
+
+
+def _raw_value(ds: Dataset, tag: int) -> Any:
+    item = ds.get_item(tag)
+    return (item.VR, item.value) if isinstance(item, RawDataElement) else item
+
+
+def _same_raw(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values that cannot be compared count as different
+        return False
+
+
 def varying_keywords(frames: pd.DataFrame) -> list[str]:
-    """Index tags whose value is not the same on every frame."""
+    """Index tags whose value is not the same on every frame.
+
+    (0020,0037) *Image Orientation (Patient)* varies only beyond
+    :data:`ORIENTATION_TOLERANCE`: rounding noise in the cosines is one orientation.
+    """
     varying = []
     for keyword in INDEX_KEYWORDS:
-        values = frames[keyword].map(_comparable)
-        if values.nunique(dropna=False) > 1:
+        if keyword == "ImageOrientationPatient":
+            if not same_orientations(frames[keyword]):
+                varying.append(keyword)
+        elif frames[keyword].map(_comparable).nunique(dropna=False) > 1:
             varying.append(keyword)
     return varying
 
 
+def same_orientations(values: pd.Series) -> bool:
+    """Whether every orientation equals the first within :data:`ORIENTATION_TOLERANCE`."""
+    first = orientation_vector(values.iloc[0])
+    for value in values.iloc[1:]:
+        other = orientation_vector(value)
+        if (first is None) != (other is None):
+            return False
+        if first is not None and np.abs(first - other).max() > ORIENTATION_TOLERANCE:
+            return False
+    return True
+
+
+def orientation_vector(value: Any) -> np.ndarray | None:
+    """Six direction cosines as floats, or None when the value is not six finite numbers."""
+    value = plain_cell(value)
+    if not isinstance(value, list | tuple) or len(value) != 6:
+        return None
+    try:
+        cosines = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return cosines if np.isfinite(cosines).all() else None
+
+
 def _comparable(value: Any) -> Any:
+    value = plain_cell(value)
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -97,7 +277,8 @@ def slice_coordinate(values: pd.Series) -> np.ndarray:
     Multi-valued entries are joined with a backslash, as DICOM writes them; missing
     values become NaN for numbers and an empty string for text.
     """
-    plain = [("\\".join(map(str, v)) if isinstance(v, list) else v) for v in values]
+    cells = [plain_cell(v) for v in values]
+    plain = [("\\".join(map(str, v)) if isinstance(v, list) else v) for v in cells]
     present = [v for v in plain if v is not None]
     if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
         if all(isinstance(v, int) for v in present) and len(present) == len(plain):

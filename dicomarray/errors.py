@@ -28,6 +28,10 @@ class SeriesNotFoundError(DicomArrayError):
     """No series (or not the requested one) was found in the source."""
 
 
+class AmbiguousSeriesError(SeriesNotFoundError):
+    """A source holds several series of the same, largest size and none was asked for."""
+
+
 class AssemblyError(DicomArrayError):
     """The instances of a series cannot be put together into one volume."""
 

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pydicom
 
+from .attrs import as_count
 from .errors import InvalidDicomError, PixelDataError
 from .header import plain_value
 
@@ -43,13 +44,17 @@ def expand_frames(rows: pd.DataFrame) -> pd.DataFrame:
     PixelDataError
         A (0028,0008) *Number of Frames* that is not a count between 1 and
         :data:`MAX_FRAMES`.
+    InvalidDicomError
+        Functional groups that cannot be parsed, or that do not match the frame count.
     """
-    counts = rows["NumberOfFrames"].map(lambda n: 1 if n is None else n)
-    for path, count in zip(rows["path"], counts, strict=True):
-        if not isinstance(count, int) or not 1 <= count <= MAX_FRAMES:
-            raise PixelDataError(
-                f"{path}: NumberOfFrames {count!r} is not a count of 1 to {MAX_FRAMES}"
-            )
+    counts = pd.Series(
+        [
+            _frame_count(path, n)
+            for path, n in zip(rows["path"], rows["NumberOfFrames"], strict=True)
+        ],
+        index=rows.index,
+        dtype=int,
+    )
     if (counts <= 1).all():
         return rows.assign(frame=0)
     parts = []
@@ -58,12 +63,38 @@ def expand_frames(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _frame_count(path: str, value: Any) -> int:
+    """(0028,0008) *Number of Frames* of one row: 1 when absent, whatever the column type."""
+    try:
+        count = as_count(value)
+    except ValueError:
+        count = -1
+    if count is None:
+        return 1
+    if not 1 <= count <= MAX_FRAMES:
+        raise PixelDataError(
+            f"{path}: NumberOfFrames {value!r} is not a count of 1 to {MAX_FRAMES}"
+        )
+    return count
+
+
 def _frame_rows(row: pd.Series, n_frames: int) -> pd.DataFrame:
     path = row["path"]
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure of a listed file
-        raise InvalidDicomError(f"{path}: cannot read the functional groups: {exc}") from exc
+        values = _functional_group_values(path, n_frames)
+    except InvalidDicomError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom parses sequences lazily: any failure
+        raise InvalidDicomError(
+            f"{path}: cannot read the functional groups: {type(exc).__name__}: {exc}"
+        ) from exc
+    records = [{**row.to_dict(), "frame": frame, **own} for frame, own in enumerate(values)]
+    return pd.DataFrame.from_records(records)
+
+
+def _functional_group_values(path: str, n_frames: int) -> list[dict[str, Any]]:
+    """Each frame's values from the functional groups: its own item over the shared one."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     if per_frame and len(per_frame) != n_frames:
@@ -71,13 +102,7 @@ def _frame_rows(row: pd.Series, n_frames: int) -> pd.DataFrame:
             f"{path}: NumberOfFrames is {n_frames} but the Per-Frame Functional Groups "
             f"Sequence holds {len(per_frame)} items"
         )
-    records = []
-    for frame in range(n_frames):
-        record = row.to_dict()
-        record["frame"] = frame
-        record.update(_frame_values(shared, per_frame[frame] if per_frame else None))
-        records.append(record)
-    return pd.DataFrame.from_records(records)
+    return [_frame_values(shared, per_frame[i] if per_frame else None) for i in range(n_frames)]
 
 
 def _frame_values(shared: Any, own: Any) -> dict[str, Any]:

@@ -16,12 +16,18 @@ rule                      meaning
 A multi-valued tag (ImageType) matches when any of its values matches. Rules on tags are
 tested instance by instance; the derived keys ``n_slices`` (matching instances in the
 series) and ``is_localizer`` are allowed beside tags.
+
+Selecting compares tags only: :func:`dicom_filter` and :func:`list_series` never assemble
+a volume, so a series that cannot be assembled (two slices at one position, a malformed
+NumberOfFrames) is still listed, and its :class:`~dicomarray.errors.AssemblyError` is
+raised when that series is opened, never while the others are selected.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import math
 import os
 import re
@@ -36,11 +42,13 @@ import pydicom
 import xarray as xr
 from pydicom.datadict import keyword_dict
 
-from .assembly import assemble
-from .attrs import json_safe
+from .assembly import files_in_slice_order, series_folder
+from .attrs import as_count, json_safe, orientation_vector, plain_cell
 from .errors import DicomArrayError
 from .header import plain_value
 from .index import Source, as_index
+
+logger = logging.getLogger(__name__)
 
 Rule = Any
 Predicate = Callable[[Any], bool]
@@ -61,7 +69,9 @@ class Series:
     uid : str
         (0020,000E) *Series Instance UID*.
     files : tuple of str
-        The matching instances' paths, in slice order.
+        The matching instances' paths, in slice order as their tags give it (position
+        along the slice normal, else SliceLocation, else InstanceNumber). Nothing is
+        assembled yet: :meth:`open` does that, and raises what assembly finds.
     meta : dict
         Index tags with one value across the series, by DICOM keyword.
     """
@@ -92,7 +102,8 @@ def dicom_filter(
     Returns
     -------
     list of Series
-        Sorted by patient, study and series number.
+        Sorted by patient, study and series number. Selection reads tags only: a series
+        that cannot be assembled is listed all the same, and fails when opened.
 
     Raises
     ------
@@ -217,28 +228,41 @@ def _localizer_flags(index: pd.DataFrame) -> pd.Series:
 
 
 def _with_columns(index: pd.DataFrame, keywords: list[str]) -> pd.DataFrame:
-    """Read tags the index lacks from the headers (pydicom, header only)."""
+    """Read tags the index lacks from the headers (pydicom, header only).
+
+    A header that cannot be read gives no values (so its rules do not match) and a logged
+    warning: one bad file must not stop the selection of the others.
+    """
     missing = [k for k in keywords if k not in index.columns]
     if not missing or index.empty:
         return index
     values: dict[str, list[Any]] = {k: [] for k in missing}
     for path in index["path"]:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=missing)
+        found = _read_tags(path, missing)
         for keyword in missing:
-            values[keyword].append(plain_value(ds[keyword].value) if keyword in ds else None)
+            values[keyword].append(found.get(keyword))
     return index.assign(**values)
 
 
+def _read_tags(path: str, keywords: list[str]) -> dict[str, Any]:
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=keywords)
+        return {k: plain_value(ds[k].value) for k in keywords if k in ds}
+    except Exception as exc:  # noqa: BLE001 - any parse failure: no values for this file
+        logger.warning("%s: tags %s not readable: %s: %s", path, keywords, type(exc).__name__, exc)
+        return {}
+
+
 def _sort_key(row: pd.Series) -> tuple[Any, ...]:
-    return tuple(
-        (0, v) if isinstance(v, int | float) else (1, str(v or ""))
-        for v in (row.get(k) for k in _SERIES_ORDER)
-    )
+    keys = []
+    for value in (plain_cell(row.get(k)) for k in _SERIES_ORDER):
+        number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+        keys.append((0, number, "") if number is not None else (1, 0, str(value or "")))
+    return tuple(keys)
 
 
 def _series(uid: str, rows: pd.DataFrame) -> Series:
-    files = tuple(dict.fromkeys(assemble(rows, uid).frames["path"]))
-    return Series(uid=uid, files=files, meta=common_tags(rows))
+    return Series(uid=uid, files=tuple(files_in_slice_order(rows)), meta=common_tags(rows))
 
 
 def common_tags(rows: pd.DataFrame) -> dict[str, Any]:
@@ -247,54 +271,89 @@ def common_tags(rows: pd.DataFrame) -> dict[str, Any]:
     for column in rows.columns:
         if column == "path" or column.islower() or column.startswith("pixel_data"):
             continue
-        values = rows[column].map(lambda v: tuple(v) if isinstance(v, list) else v)
+        values = rows[column].map(plain_cell).map(lambda v: tuple(v) if isinstance(v, list) else v)
         if values.nunique(dropna=False) == 1 and values.iloc[0] is not None:
-            meta[column] = json_safe(rows[column].iloc[0])
+            meta[column] = json_safe(plain_cell(rows[column].iloc[0]))
     return meta
+
+
+#: Columns of :func:`list_series` holding whole numbers: pandas nullable ``Int64``.
+SERIES_INT_COLUMNS = ("SeriesNumber", "instances", "rows", "columns")
 
 
 def list_series(source: Source | pd.DataFrame) -> pd.DataFrame:
     """One row per series: patient, study, modality, description, size, spacing, orientation.
 
+    Reads tags only: a series that cannot be assembled is listed like the others.
+
     Parameters
     ----------
     source : str, os.PathLike, list of paths, or pandas.DataFrame
         What :func:`dicomarray.scan` accepts, or its result.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Sorted by patient, study and series number. Values come from each series' first
+        instance (by path); ``instances`` counts its indexed files, ``size_mb`` their
+        size, ``folder`` is the deepest folder holding all of them. The
+        :data:`SERIES_INT_COLUMNS` are nullable ``Int64``, so a missing SeriesNumber never
+        turns the others into floats.
     """
     index = as_index(source)
-    records = []
-    for uid, rows in index.groupby("SeriesInstanceUID", sort=False, dropna=False):
-        first = rows.iloc[0]
-        records.append(
-            {
-                "PatientID": first["PatientID"],
-                "StudyDate": first["StudyDate"],
-                "StudyInstanceUID": first["StudyInstanceUID"],
-                "SeriesNumber": first["SeriesNumber"],
-                "Modality": first["Modality"],
-                "SeriesDescription": first["SeriesDescription"],
-                "instances": len(rows),
-                "size_mb": round(float(pd.to_numeric(rows["file_size"]).sum()) / 2**20, 2),
-                "rows": first["Rows"],
-                "columns": first["Columns"],
-                "pixel_spacing": first["PixelSpacing"],
-                "slice_thickness": first["SliceThickness"],
-                "orientation": orientation_label(first["ImageOrientationPatient"]),
-                "SeriesInstanceUID": uid,
-            }
-        )
+    records = [
+        _series_record(uid, rows)
+        for uid, rows in index.groupby("SeriesInstanceUID", sort=False, dropna=False)
+    ]
     table = pd.DataFrame.from_records(records)
     if table.empty:
         return table
+    table = table.astype({column: "Int64" for column in SERIES_INT_COLUMNS})
     order = sorted(range(len(table)), key=lambda i: _sort_key(table.iloc[i]))
     return table.iloc[order].reset_index(drop=True)
 
 
-def orientation_label(orientation: Any) -> str | None:
-    """AXIAL, CORONAL, SAGITTAL or OBLIQUE: the main axis of the slice normal."""
-    if not orientation or len(orientation) != 6:
+def _series_record(uid: Any, rows: pd.DataFrame) -> dict[str, Any]:
+    first = rows.sort_values("path", kind="stable").iloc[0]
+    tag = {k: plain_cell(first.get(k)) for k in first.index}
+    return {
+        "PatientID": tag["PatientID"],
+        "StudyDate": tag["StudyDate"],
+        "StudyInstanceUID": tag["StudyInstanceUID"],
+        "SeriesNumber": _whole_number(tag["SeriesNumber"]),
+        "Modality": tag["Modality"],
+        "SeriesDescription": tag["SeriesDescription"],
+        "instances": len(rows),
+        "size_mb": round(float(pd.to_numeric(rows["file_size"], errors="coerce").sum()) / 2**20, 2),
+        "rows": _whole_number(tag["Rows"]),
+        "columns": _whole_number(tag["Columns"]),
+        "pixel_spacing": tag["PixelSpacing"],
+        "slice_thickness": tag["SliceThickness"],
+        "orientation": orientation_label(tag["ImageOrientationPatient"]),
+        "folder": series_folder(rows["path"]),
+        "SeriesInstanceUID": plain_cell(uid),
+    }
+
+
+def _whole_number(value: Any) -> int | None:
+    """An integer tag for an Int64 column; a value that is not a whole number is missing."""
+    try:
+        return as_count(value)
+    except ValueError:
         return None
-    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+
+
+def orientation_label(orientation: Any) -> str | None:
+    """AXIAL, CORONAL, SAGITTAL or OBLIQUE: the main axis of the slice normal.
+
+    None when the value is not six finite direction cosines.
+    """
+    cosines = orientation_vector(orientation)
+    if cosines is None:
+        return None
+    normal = np.cross(cosines[:3], cosines[3:])
+    if not np.linalg.norm(normal) > 0:
+        return None
     main = int(np.argmax(np.abs(normal)))
     if abs(normal[main]) < 0.8 * np.linalg.norm(normal):
         return "OBLIQUE"

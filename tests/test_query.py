@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 
@@ -114,3 +115,87 @@ def test_read_pixels_matches_pydicom():
     np.testing.assert_array_equal(read_pixels(path), pydicom.dcmread(path).pixel_array)
     with pytest.raises(dicomarray.DicomArrayError, match="rtplan"):
         read_pixels(pydicom_file("rtplan.dcm"))
+
+
+def _edit(path, **tags):
+    """Rewrite one file with some tags changed (a file made for the test, never an input)."""
+    ds = pydicom.dcmread(path)
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path)
+
+
+@pytest.fixture
+def tree_with_bad_series(make_series, tmp_path):
+    """Three series: one clean, one with two slices at one position, one with 0 frames."""
+    good = make_series("good", tags={"SeriesInstanceUID": "1.2.826.0.1.1", "SeriesNumber": 1})
+    twins = make_series("twins", tags={"SeriesInstanceUID": "1.2.826.0.1.2", "SeriesNumber": 2})
+    copy = tmp_path / "twins" / "twin.dcm"
+    copy.write_bytes(twins[4].read_bytes())
+    _edit(copy, SOPInstanceUID="1.2.826.0.1.2.99")  # another instance at slice 4's place
+    zero = make_series("zero", tags={"SeriesInstanceUID": "1.2.826.0.1.3", "SeriesNumber": 3})
+    _edit(zero[0], NumberOfFrames=0)
+    return tmp_path, good
+
+
+def test_selection_compares_tags_and_never_assembles(tree_with_bad_series):
+    root, good = tree_with_bad_series
+    found = dicom_filter(root, {"Modality": "CT"})
+    assert [s.uid for s in found] == ["1.2.826.0.1.1", "1.2.826.0.1.2", "1.2.826.0.1.3"]
+    assert len(list_series(root)) == 3
+    # the errors belong to the series and come when each is opened
+    with pytest.raises(dicomarray.AssemblyError, match="share slice positions"):
+        found[1].open()
+    with pytest.raises(dicomarray.PixelDataError, match="NumberOfFrames 0"):
+        found[2].open()
+    assert found[0].open().sizes["z"] == len(good)
+    z = [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in found[0].files]
+    assert z == sorted(z)
+
+
+def test_selection_survives_a_header_that_cannot_be_read(tree_with_bad_series, monkeypatch):
+    root, good = tree_with_bad_series
+    index = dicomarray.scan(root)
+    broken = str(good[0])
+    original = pydicom.dcmread
+
+    def dcmread(path, *args, **kwargs):
+        if str(path) == broken:
+            raise OSError("unreadable for the test")
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", dcmread)
+    found = dicom_filter(index, {"KVP": {"min": 1}})
+    assert broken not in found[0].files and len(found[0].files) == len(good) - 1
+
+
+def test_list_series_has_folders_and_integers_stay_integers(make_series, tmp_path):
+    numbered = make_series("numbered", tags={"SeriesNumber": 2})
+    unnumbered = make_series("unnumbered", tags={"SeriesNumber": None}, seed=3)
+    table = list_series(tmp_path)
+    assert str(table["SeriesNumber"].dtype) == "Int64"
+    assert str(table["rows"].dtype) == str(table["instances"].dtype) == "Int64"
+    by_folder = table.set_index("folder")
+    assert by_folder.loc[str(numbered[0].parent), "SeriesNumber"] == 2
+    assert by_folder.loc[str(unnumbered[0].parent), "SeriesNumber"] is pd.NA
+    assert "2.0" not in table[["SeriesNumber", "rows", "columns"]].to_string()
+
+
+@pytest.mark.parametrize("dtype", ["Int64", "float64", "object"])
+def test_selection_and_opening_accept_every_index_column_type(tmp_path, make_series, dtype):
+    """NumberOfFrames 6.0 (a float column holding a None) must still open a multi-frame file."""
+    from .test_volume import write_multiframe
+
+    single = make_series("single")
+    enhanced = tmp_path / "enhanced" / "mf.dcm"
+    enhanced.parent.mkdir()
+    frames = np.zeros((6, 8, 8), np.int16)
+    write_multiframe(enhanced, frames, z=[2.0 * i for i in range(6)])
+    index = dicomarray.scan(tmp_path)
+    integers = ["NumberOfFrames", "Rows", "Columns", "SeriesNumber", "InstanceNumber"]
+    index = index.astype({c: dtype for c in integers})
+    (series,) = [s for s in dicom_filter(index, {"NumberOfFrames": 6})]
+    assert series.open().sizes["z"] == 6
+    volume = dicomarray.open_series(index[index["path"].isin(map(str, single))])
+    assert volume.sizes["z"] == len(single)
+    assert volume.instance_number.dtype == np.int64
