@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,13 +16,14 @@ from .assembly import Assembly, assemble
 from .attrs import (
     GEOMETRY_KEYWORDS,
     POSITION_COORDS,
-    dataset_attrs,
+    series_attrs,
     slice_coordinate,
     snake_case,
     varying_keywords,
 )
 from .errors import DicomArrayError, InvalidDicomError, SeriesNotFoundError
 from .geometry import SPACING_RTOL
+from .header import INDEX_KEYWORDS
 from .index import Source, as_index
 from .paths import series_folders
 from .pixels import MAX_VOLUME_BYTES, FrameStack, PixelFormat, check_readable
@@ -137,13 +139,62 @@ def volume_from_assembly(
     fmt = PixelFormat.from_row(frames.iloc[0])
     check_readable(frames, fmt, max_bytes=max_bytes)
     stack = FrameStack(frames, fmt)
-    varying = varying_keywords(frames)  # shared by coords and attrs: computed once
+    tags = _SeriesTags.of(frames)
     return xr.DataArray(
         lazy_frames(stack, _chunking(chunks, fmt, len(frames))),
         dims=("z", "y", "x"),
-        coords=_coords(assembly, varying),
-        attrs=_attrs(assembly, varying),
+        coords=_coords(assembly, tags),
+        attrs=_attrs(assembly, tags),
         name=VARIABLE_NAME,
+    )
+
+
+@dataclass(frozen=True)
+class _SeriesTags:
+    """What is common to a stack and what varies, decided once for its coords and attrs.
+
+    Index tags are compared frame by frame (multi-frame files carry per-frame values);
+    every other tag is compared between the headers of all the stack's files.
+    """
+
+    common: dict[str, Any]
+    varying_index: list[str]
+    varying_headers: dict[str, pd.Series]  # keyword -> value per frame
+
+    @classmethod
+    def of(cls, frames: pd.DataFrame) -> _SeriesTags:
+        paths = list(dict.fromkeys(frames["path"]))
+        headers = [_read_header(path) for path in paths]
+        common, varying = series_attrs(
+            headers, decided_elsewhere={*INDEX_KEYWORDS, *_HEADER_ONLY_ATTRS}
+        )
+        for keyword in _HEADER_ONLY_ATTRS:
+            common.pop(keyword, None)
+        per_frame = {
+            keyword: frames["path"].map(dict(zip(paths, values, strict=True)))
+            for keyword, values in varying.items()
+        }
+        return cls(common, varying_keywords(frames), per_frame)
+
+    @property
+    def varying(self) -> list[str]:
+        """Every tag whose value is not the same on every slice, sorted."""
+        return sorted({*self.varying_index, *self.varying_headers})
+
+
+def _read_header(path: str) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:  # noqa: BLE001 - a file the index read must still parse
+        raise InvalidDicomError(
+            f"{path}: cannot read the header: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _is_sequence_value(values: pd.Series) -> bool:
+    return any(
+        isinstance(v, dict) or (isinstance(v, list) and v and isinstance(v[0], dict))
+        for v in values
     )
 
 
@@ -163,7 +214,7 @@ def _chunking(chunks: Chunks, fmt: PixelFormat, n_slices: int) -> Any:
     return chunks
 
 
-def _coords(assembly: Assembly, varying: list[str]) -> dict[str, Any]:
+def _coords(assembly: Assembly, tags: _SeriesTags) -> dict[str, Any]:
     geometry, frames = assembly.geometry, assembly.frames
     mm = {"units": "mm"}
     coords: dict[str, Any] = {
@@ -190,28 +241,31 @@ def _coords(assembly: Assembly, varying: list[str]) -> dict[str, Any]:
     if geometry.has_positions:
         for axis, name in enumerate(POSITION_COORDS):
             coords[name] = ("z", geometry.positions[:, axis], mm)
-    for keyword in varying:
+    for keyword in tags.varying_index:
         if keyword not in GEOMETRY_KEYWORDS:
             coords[snake_case(keyword)] = ("z", slice_coordinate(frames[keyword]))
+    for keyword, values in tags.varying_headers.items():
+        # a varying sequence is no coordinate: it is left out of attrs and named in the report
+        if not _is_sequence_value(values):
+            coords[snake_case(keyword)] = ("z", slice_coordinate(values))
     if (frames["frame"] > 0).any():
         coords["frame"] = ("z", frames["frame"].to_numpy(dtype=np.int64))
     return coords
 
 
-def _attrs(assembly: Assembly, varying: list[str]) -> dict[str, Any]:
+def _attrs(assembly: Assembly, tags: _SeriesTags) -> dict[str, Any]:
     frames = assembly.frames
-    first = frames["path"].iloc[0]
-    try:
-        header = pydicom.dcmread(first, stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001 - a file the index read must still parse
-        raise InvalidDicomError(f"{first}: cannot read the header: {exc}") from exc
-    attrs = {k: v for k, v in dataset_attrs(header).items() if k not in _HEADER_ONLY_ATTRS}
-    for keyword in (*varying, *GEOMETRY_KEYWORDS):
+    attrs = dict(tags.common)
+    for keyword in (*tags.varying_index, *GEOMETRY_KEYWORDS):
         attrs.pop(keyword, None)
     attrs["TransferSyntaxUID"] = frames["TransferSyntaxUID"].iloc[0]
     if not frames["ImageOrientationPatient"].notna().all():
         attrs.pop("ImageOrientationPatient", None)
-    attrs[ASSEMBLY_ATTR] = {**assembly.report, "files": list(dict.fromkeys(frames["path"]))}
+    attrs[ASSEMBLY_ATTR] = {
+        **assembly.report,
+        "varying_tags": tags.varying,
+        "files": list(dict.fromkeys(frames["path"])),
+    }
     return attrs
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -534,3 +535,128 @@ def test_data_warnings_point_at_the_callers_line(make_series):
     with pytest.warns(GeometryWarning, match="gantry tilt") as record:
         dicomarray.open_series(folder)
     assert record[0].filename == __file__
+
+
+def _edit(path: Path, **tags) -> None:
+    """Rewrite one test file with some tags changed."""
+    ds = pydicom.dcmread(path)
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path)
+
+
+def test_a_tag_varying_between_headers_is_a_coordinate_never_one_value(make_series):
+    """A real GE series has XRayTubeCurrent 160 and 180: no attr may say 180 for all."""
+    paths = make_series(tags={"XRayTubeCurrent": 180, "KVP": 120})
+    for path in paths[:4]:
+        _edit(path, XRayTubeCurrent=160)
+    volume = dicomarray.open_series(paths[0].parent)
+    assert "XRayTubeCurrent" not in volume.attrs
+    assert volume.attrs["KVP"] == 120
+    expected = {str(p): int(pydicom.dcmread(p).XRayTubeCurrent) for p in paths}
+    files = volume.attrs["dicomarray_assembly"]["files"]
+    assert list(volume.x_ray_tube_current.values) == [expected[f] for f in files]
+    assert "XRayTubeCurrent" in volume.attrs["dicomarray_assembly"]["varying_tags"]
+
+
+def test_orientation_rounding_noise_is_one_orientation(make_series, phantom):
+    paths = make_series()
+    _edit(paths[5], ImageOrientationPatient=[1.0, 6.5e-8, 0.0, 0.0, 1.0, -6.5e-8])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        volume = dicomarray.open_series(paths[0].parent)
+    assert "image_orientation_patient" not in volume.coords
+    assert volume.attrs["ImageOrientationPatient"] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    np.testing.assert_array_equal(stored_to_hu(volume), phantom)
+
+
+def test_tied_largest_series_are_refused_with_the_candidates(make_series, tmp_path):
+    first = make_series("a", tags={"SeriesNumber": 3, "SeriesDescription": "AX A"})
+    second = make_series("b", tags={"SeriesNumber": 4, "SeriesDescription": "AX B"}, seed=1)
+    uids = [str(pydicom.dcmread(p[0]).SeriesInstanceUID) for p in (first, second)]
+    with pytest.raises(dicomarray.AmbiguousSeriesError) as caught:
+        dicomarray.open_series(tmp_path)
+    message = str(caught.value)
+    for uid, folder in zip(uids, (first[0].parent, second[0].parent), strict=True):
+        assert uid in message and str(folder) in message
+    assert "number 3" in message and "AX B" in message and "series_uid" in message
+    assert isinstance(caught.value, dicomarray.SeriesNotFoundError)
+    assert dicomarray.open_series(tmp_path, uids[1]).sizes["z"] == len(second)
+
+
+def test_same_uid_at_another_position_is_kept_with_a_warning(make_series, phantom):
+    paths = make_series()
+    other = paths[0].parent / "same_uid_elsewhere.dcm"
+    ds = pydicom.dcmread(paths[-1])
+    ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], ds.ImagePositionPatient[2] + 12.0]
+    ds.SliceLocation = ds.ImagePositionPatient[2]
+    ds.save_as(other)
+    with pytest.warns(GeometryWarning, match="SOPInstanceUID .* kept them as distinct"):
+        volume = dicomarray.open_series(paths[0].parent)
+    assert volume.sizes["z"] == len(paths) + 1
+    assert str(other) in volume.attrs["dicomarray_assembly"]["files"]
+    assert volume.attrs["dicomarray_assembly"]["left_out"] == []
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [
+        ("ImageOrientationPatient", [1.0]),
+        ("ImageOrientationPatient", [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]),
+        ("PixelSpacing", [0.5]),
+        ("PixelSpacing", [0.0, 0.5]),
+        ("ImagePositionPatient", [1.0, 2.0]),
+    ],
+    ids=["iop-one-value", "iop-parallel", "spacing-one-value", "spacing-zero", "ipp-two-values"],
+)
+def test_malformed_geometry_values_name_the_file(make_series, keyword, value):
+    paths = make_series()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the wrong value multiplicity
+        _edit(paths[2], **{keyword: value})
+    with pytest.raises(dicomarray.AssemblyError, match=f"{paths[2]}: {keyword}"):
+        dicomarray.open_series(paths[0].parent)
+
+
+def test_malformed_functional_groups_name_the_file(tmp_path):
+    path = tmp_path / "enhanced.dcm"
+    write_multiframe(path, np.zeros((4, 8, 8), np.int16), z=[0.0, 2.0, 4.0, 6.0])
+    raw = bytearray(path.read_bytes())
+    # the first per-frame ImagePositionPatient read as FD: 18 bytes is no whole number of
+    # doubles, which pydicom only finds when the functional groups are parsed
+    at = raw.find(b"\x20\x00\x32\x00DS")
+    assert int.from_bytes(raw[at + 6 : at + 8], "little") % 8
+    raw[at + 4 : at + 6] = b"FD"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(dicomarray.InvalidDicomError, match=f"{path}: cannot read the functional"):
+        dicomarray.open_series(path)
+
+
+def test_a_deeply_nested_sequence_is_capped_in_attrs_and_exports(make_series, tmp_path):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from dicomarray.attrs import MAX_SEQUENCE_DEPTH
+
+    paths = make_series()
+    inner = Dataset()
+    inner.CodeValue = "deep"
+    for _ in range(300):
+        outer = Dataset()
+        outer.ReferencedImageSequence = Sequence([inner])
+        inner = outer
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # pydicom writes nested sequences recursively
+    try:
+        for path in paths:
+            _edit(path, ReferencedImageSequence=inner.ReferencedImageSequence)
+    finally:
+        sys.setrecursionlimit(limit)
+    volume = dicomarray.open_series(paths[0].parent)
+    depth, level = 0, volume.attrs["ReferencedImageSequence"]
+    while level:
+        depth, level = depth + 1, level[0].get("ReferencedImageSequence")
+    assert depth == MAX_SEQUENCE_DEPTH
+    volume.dicom.to_npy(tmp_path / "deep.npy")
+    volume.dicom.to_zarr(tmp_path / "deep.zarr")
+    assert json.loads((tmp_path / "deep.json").read_text())["ReferencedImageSequence"]
