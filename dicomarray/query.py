@@ -117,7 +117,9 @@ def dicom_filter(
     index = _with_columns(index, [k for k in tag_rules if k not in DERIVED_KEYS])
     keep = np.ones(len(index), dtype=bool)
     for keyword, predicate in tag_rules.items():
-        column = _localizer_flags(index) if keyword == "is_localizer" else index[keyword]
+        column = (
+            _localizer_flags(index) if keyword == "is_localizer" else index[keyword].map(plain_cell)
+        )
         keep &= np.fromiter((predicate(v) for v in column), dtype=bool, count=len(index))
     matching = index[keep]
     count_rule = compile_rule("n_slices", rules["n_slices"]) if "n_slices" in rules else None
@@ -372,30 +374,46 @@ def read_tags(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise DicomArrayError(f"{path}: not readable as DICOM: {exc}") from exc
     rows: list[dict[str, Any]] = []
     if getattr(ds, "file_meta", None):
-        _flatten(ds.file_meta, "", rows)
-    _flatten(ds, "", rows)
+        _flatten(ds.file_meta, "", rows, 0)
+    _flatten(ds, "", rows, 0)
     return pd.DataFrame.from_records(
         rows, columns=["path", "tag", "keyword", "name", "VR", "value"]
     )
 
 
-def _flatten(ds: pydicom.Dataset, prefix: str, rows: list[dict[str, Any]]) -> None:
-    for element in ds:
+#: Sequence levels :func:`read_tags` shows; deeper items are summarised in one row.
+MAX_TABLE_DEPTH = 64
+
+
+def _flatten(ds: pydicom.Dataset, prefix: str, rows: list[dict[str, Any]], depth: int) -> None:
+    for tag in list(ds.keys()):
+        try:
+            element = ds[tag]  # pydicom converts values here: a malformed one raises
+        except Exception as exc:  # noqa: BLE001 - one bad element must not hide the rest
+            rows.append(_row(f"{prefix}{tag}", tag, "", "", "", f"<unreadable: {exc}>"))
+            continue
         name = element.keyword or str(element.tag)
         here = f"{prefix}{name}"
-        rows.append(
-            {
-                "path": here,
-                "tag": f"({element.tag.group:04X},{element.tag.element:04X})",
-                "keyword": element.keyword,
-                "name": element.name,
-                "VR": element.VR,
-                "value": _shown(element),
-            }
-        )
-        if element.VR == "SQ":
+        shown = _shown(element)
+        nested = element.VR == "SQ" and depth < MAX_TABLE_DEPTH
+        if element.VR == "SQ" and not nested:
+            shown += f", nested deeper than {MAX_TABLE_DEPTH} levels: not shown"
+        rows.append(_row(here, element.tag, element.keyword, element.name, element.VR, shown))
+        if nested:
             for i, item in enumerate(element.value):
-                _flatten(item, f"{here}[{i}].", rows)
+                _flatten(item, f"{here}[{i}].", rows, depth + 1)
+
+
+def _row(path: str, tag: Any, keyword: str, name: str, vr: str, value: str) -> dict[str, Any]:
+    tag = pydicom.tag.Tag(tag)
+    return {
+        "path": path,
+        "tag": f"({tag.group:04X},{tag.element:04X})",
+        "keyword": keyword,
+        "name": name,
+        "VR": vr,
+        "value": value,
+    }
 
 
 def _shown(element: pydicom.DataElement) -> str:

@@ -16,6 +16,7 @@ from .assembly import Assembly, assemble
 from .attrs import (
     GEOMETRY_KEYWORDS,
     POSITION_COORDS,
+    plain_cells,
     series_attrs,
     slice_coordinate,
     snake_case,
@@ -98,7 +99,15 @@ def open_series(
 
 
 #: Exceptions that malformed values can raise deep in numpy, pandas or pydicom.
-_DATA_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError)
+_DATA_ERRORS = (
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
 
 
 def _open_series(
@@ -301,14 +310,15 @@ def open_study(
             skipped.append({"series_uid": str(uid), "reason": str(exc)})
             logger.warning("series %s not opened: %s", uid, exc)
             continue
-        nodes[_unique(_node_path(rows.iloc[0]), nodes)] = volume.to_dataset()
+        nodes[_unique(_node_path(rows), nodes)] = volume.to_dataset()
     tree = xr.DataTree.from_dict(nodes)
     tree.attrs["skipped_series"] = skipped
     return tree
 
 
-def _node_path(row: pd.Series) -> str:
-    return "/" + "/".join(series_folders(row))
+def _node_path(rows: pd.DataFrame) -> str:
+    # plain cells: a SeriesNumber read as 201.0 or pd.NA still names node 201_..., never 201.0_
+    return "/" + "/".join(series_folders(plain_cells(rows.iloc[:1]).iloc[0]))
 
 
 def _unique(path: str, taken: dict[str, Any]) -> str:

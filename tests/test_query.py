@@ -110,6 +110,25 @@ def test_read_tags_flattens_sequences_and_hides_bytes():
     assert nested["path"].str.contains(r"\[0\]\.").any()
 
 
+def test_read_tags_survives_a_malformed_element_and_deep_nesting(make_series):
+    from dicomarray.query import MAX_TABLE_DEPTH
+
+    from .test_volume import save_with_nested_sequence
+
+    path = make_series()[0]
+    save_with_nested_sequence([path], levels=300)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"\x18\x00\x50\x00DS")  # SliceThickness: 4 bytes, read as FD needs 8
+    assert int.from_bytes(raw[at + 6 : at + 8], "little") % 8
+    raw[at + 4 : at + 6] = b"FD"
+    path.write_bytes(bytes(raw))
+    table = read_tags(path)
+    assert table["value"].str.contains("nested deeper than").sum() == 1
+    assert table["path"].str.count(r"\[0\]").max() == MAX_TABLE_DEPTH
+    assert "PatientID" in set(table["keyword"])
+    assert table[table["tag"] == "(0018,0050)"]["value"].str.startswith("<unreadable").all()
+
+
 def test_read_pixels_matches_pydicom():
     path = pydicom_file("CT_small.dcm")
     np.testing.assert_array_equal(read_pixels(path), pydicom.dcmread(path).pixel_array)

@@ -632,16 +632,14 @@ def test_malformed_functional_groups_name_the_file(tmp_path):
         dicomarray.open_series(path)
 
 
-def test_a_deeply_nested_sequence_is_capped_in_attrs_and_exports(make_series, tmp_path):
+def save_with_nested_sequence(paths: list[Path], levels: int) -> None:
+    """Give files a ReferencedImageSequence nested ``levels`` deep (a hostile header)."""
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    from dicomarray.attrs import MAX_SEQUENCE_DEPTH
-
-    paths = make_series()
     inner = Dataset()
     inner.CodeValue = "deep"
-    for _ in range(300):
+    for _ in range(levels):
         outer = Dataset()
         outer.ReferencedImageSequence = Sequence([inner])
         inner = outer
@@ -652,6 +650,13 @@ def test_a_deeply_nested_sequence_is_capped_in_attrs_and_exports(make_series, tm
             _edit(path, ReferencedImageSequence=inner.ReferencedImageSequence)
     finally:
         sys.setrecursionlimit(limit)
+
+
+def test_a_deeply_nested_sequence_is_capped_in_attrs_and_exports(make_series, tmp_path):
+    from dicomarray.attrs import MAX_SEQUENCE_DEPTH
+
+    paths = make_series()
+    save_with_nested_sequence(paths, levels=300)
     volume = dicomarray.open_series(paths[0].parent)
     depth, level = 0, volume.attrs["ReferencedImageSequence"]
     while level:
@@ -660,3 +665,10 @@ def test_a_deeply_nested_sequence_is_capped_in_attrs_and_exports(make_series, tm
     volume.dicom.to_npy(tmp_path / "deep.npy")
     volume.dicom.to_zarr(tmp_path / "deep.zarr")
     assert json.loads((tmp_path / "deep.json").read_text())["ReferencedImageSequence"]
+
+
+def test_study_nodes_name_integers_as_integers_whatever_the_column_type(make_series, tmp_path):
+    make_series("s", tags={"SeriesNumber": 201, "SeriesDescription": "AX"})
+    index = dicomarray.scan(tmp_path).astype({"SeriesNumber": "float64"})
+    (node,) = [n for n in dicomarray.open_study(index).subtree if "image" in n.data_vars]
+    assert node.name.startswith("201_")
