@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .attrs import ORIENTATION_TOLERANCE, orientation_vector, plain_cell, plain_cells
+from .attrs import (
+    orientation_vector,
+    plain_cell,
+    plain_cells,
+    same_orientation,
+)
 from .errors import (
     AmbiguousSeriesError,
     AssemblyError,
@@ -202,7 +207,14 @@ def _drop_copies(
     differ in either are both kept, with a warning: dropping one would lose a slice.
     """
     rows = rows.sort_values("path", kind="stable")
-    keys = rows.apply(_copy_key, axis=1)
+    keys = pd.Series(
+        [
+            _copy_key(*values)
+            for values in zip(*(rows[k].tolist() for k in _COPY_KEYS), strict=True)
+        ],
+        index=rows.index,
+        dtype=object,
+    )
     copies = keys.notna() & keys.duplicated(keep="first")
     if copies.any():
         first = dict(zip(keys[~copies], rows["path"][~copies], strict=True))
@@ -224,16 +236,15 @@ def _drop_copies(
     return kept
 
 
-def _copy_key(row: pd.Series) -> tuple[Any, ...] | None:
+_COPY_KEYS = ("SOPInstanceUID", "ImagePositionPatient", "pixel_data_length", "file_size")
+
+
+def _copy_key(uid: Any, position: Any, length: Any, size: Any) -> tuple[Any, ...] | None:
     """What two files share when one is a copy of the other; None without a UID."""
-    uid = plain_cell(row["SOPInstanceUID"])
-    if uid is None:
+    if plain_cell(uid) is None:
         return None
-    position = plain_cell(row["ImagePositionPatient"])
-    length = plain_cell(row.get("pixel_data_length"))
-    if length is None:
-        length = plain_cell(row.get("file_size"))
-    return (str(uid), _hashable(position), length)
+    length = plain_cell(length)
+    return (str(uid), _hashable(position), plain_cell(size) if length is None else length)
 
 
 def _check_geometry_values(frames: pd.DataFrame) -> None:
@@ -290,26 +301,18 @@ def _stack_keys(frames: pd.DataFrame) -> tuple[pd.Series, list[np.ndarray | None
     """
     groups: list[np.ndarray | None] = []
     keys = []
-    for _, row in frames.iterrows():
-        orientation = orientation_vector(row["ImageOrientationPatient"])
+    columns = (
+        frames[k].tolist() for k in ("ImageOrientationPatient", "ImageType", "Rows", "Columns")
+    )
+    for orientation_value, image_type, rows, columns_ in zip(*columns, strict=True):
+        orientation = orientation_vector(orientation_value)
         group = next(
-            (
-                i
-                for i, seen in enumerate(groups)
-                if (seen is None and orientation is None)
-                or (
-                    seen is not None
-                    and orientation is not None
-                    and np.abs(seen - orientation).max() <= ORIENTATION_TOLERANCE
-                )
-            ),
-            None,
+            (i for i, seen in enumerate(groups) if same_orientation(seen, orientation)), None
         )
         if group is None:
             groups.append(orientation)
             group = len(groups) - 1
-        rows, columns = (plain_cell(row[k]) for k in ("Rows", "Columns"))
-        keys.append((_is_localizer(row["ImageType"]), group, rows, columns))
+        keys.append((_is_localizer(image_type), group, plain_cell(rows), plain_cell(columns_)))
     return pd.Series(keys, index=frames.index, dtype=object), groups
 
 

@@ -8,6 +8,7 @@ survive zarr, netCDF and JSON unchanged.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -62,10 +63,12 @@ def plain_cells(frame: pd.DataFrame) -> pd.DataFrame:
     Columns of integer tags (VR IS, US, SS, UL, SL) hold ints, also when a float column
     turned them into 6.0.
     """
-    plain = frame.astype(object).map(plain_cell)
-    for column in plain.columns:
-        if _is_integer_tag(column):
-            plain[column] = plain[column].map(_whole)
+    columns = {}
+    for column in frame.columns:
+        cells = [plain_cell(v) for v in frame[column].tolist()]
+        columns[column] = [_whole(v) for v in cells] if _is_integer_tag(column) else cells
+    plain = pd.DataFrame(columns, index=frame.index, columns=frame.columns, dtype=object)
+    plain.attrs = dict(frame.attrs)
     return plain
 
 
@@ -183,13 +186,13 @@ def series_attrs(
     varying : dict
         Keyword to its JSON-safe value in each header (None where absent), in header order.
     """
-    first = headers[0]
-    common = dataset_attrs(first)
+    # raw values first: decoding the first header's elements for its attrs would make them
+    # compare unequal to the still raw elements of the others
+    differing = _differing_tags(headers, decided_elsewhere)
+    common = dataset_attrs(headers[0])
     varying: dict[str, list[Any]] = {}
-    for tag in sorted(_differing_tags(headers)):
-        keyword = keyword_for_tag(tag)
-        if not keyword or keyword in decided_elsewhere:
-            continue
+    for tag in sorted(differing):
+        keyword = _keyword(tag)
         values = [_attr_value(ds, tag)[1] if tag in ds else None for ds in headers]
         if any(v != values[0] for v in values[1:]):
             varying[keyword] = values
@@ -197,21 +200,32 @@ def series_attrs(
     return common, varying
 
 
-def _differing_tags(headers: Sequence[Dataset]) -> set[int]:
-    """Tags whose raw value is not the same in every header: a cheap first pass.
+def _differing_tags(headers: Sequence[Dataset], decided_elsewhere: Collection[str]) -> set[int]:
+    """Public tags whose raw value is not the same in every header: a cheap first pass.
 
     Raw bytes may differ for one value (padding, another transfer syntax), so the caller
     compares the decoded values of these tags again.
     """
-    first = {tag: _raw_value(headers[0], tag) for tag in headers[0].keys()}
+    decided = frozenset(decided_elsewhere)
+
+    def compared(ds: Dataset) -> set[int]:
+        return {tag for tag in ds.keys() if _keyword(tag) not in decided and _keyword(tag)}
+
+    first_tags = compared(headers[0])
+    first = {tag: _raw_value(headers[0], tag) for tag in first_tags}
     differing: set[int] = set()
     for ds in headers[1:]:
-        tags = set(ds.keys())
-        differing |= tags ^ first.keys()
-        for tag in tags & first.keys():
-            if tag not in differing and not _same_raw(_raw_value(ds, tag), first[tag]):
+        tags = compared(ds)
+        differing |= tags ^ first_tags
+        for tag in (tags & first_tags) - differing:
+            if not _same_raw(_raw_value(ds, tag), first[tag]):
                 differing.add(tag)
     return differing
+
+
+@functools.lru_cache(maxsize=8192)
+def _keyword(tag: int) -> str:
+    return keyword_for_tag(tag)
 
 
 def _raw_value(ds: Dataset, tag: int) -> Any:
@@ -237,21 +251,22 @@ def varying_keywords(frames: pd.DataFrame) -> list[str]:
         if keyword == "ImageOrientationPatient":
             if not same_orientations(frames[keyword]):
                 varying.append(keyword)
-        elif frames[keyword].map(_comparable).nunique(dropna=False) > 1:
+        elif len({_comparable(v) for v in frames[keyword].tolist()}) > 1:
             varying.append(keyword)
     return varying
 
 
 def same_orientations(values: pd.Series) -> bool:
     """Whether every orientation equals the first within :data:`ORIENTATION_TOLERANCE`."""
-    first = orientation_vector(values.iloc[0])
-    for value in values.iloc[1:]:
-        other = orientation_vector(value)
-        if (first is None) != (other is None):
-            return False
-        if first is not None and np.abs(first - other).max() > ORIENTATION_TOLERANCE:
-            return False
-    return True
+    vectors = [orientation_vector(v) for v in values.tolist()]
+    return all(same_orientation(vectors[0], other) for other in vectors[1:])
+
+
+def same_orientation(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Two :func:`orientation_vector` results within :data:`ORIENTATION_TOLERANCE`."""
+    if a is None or b is None:
+        return a is b
+    return bool(np.abs(a - b).max() <= ORIENTATION_TOLERANCE)
 
 
 def orientation_vector(value: Any) -> np.ndarray | None:
