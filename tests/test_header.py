@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
+import dicomarray
 import dicomarray.header as header
 from dicomarray.header import INDEX_KEYWORDS, plain_value, read_header
 
@@ -141,3 +143,128 @@ def test_unreadable_files_raise(tmp_path):
     junk.write_text("plain text, not DICOM")
     with pytest.raises(Exception):  # noqa: B017 - scan turns any of these into a skip
         read_header(junk)
+
+
+# -- bounds: every header is walked within HeaderLimits before pydicom sees it ------------
+
+
+def part10(elements: bytes = b"", syntax: str = ExplicitVRLittleEndian) -> bytes:
+    """A small valid Part-10 instance, with raw ``elements`` added before its pixel data."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue() + elements
+
+
+def sequence(tag: tuple[int, int], items: bytes, vr: bytes = b"SQ") -> bytes:
+    """An undefined-length sequence (explicit VR little endian) holding ``items``."""
+    head = struct.pack("<HH2sHI", *tag, vr, 0, 0xFFFFFFFF)
+    return head + items + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+
+
+def item(content: bytes = b"") -> bytes:
+    return struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + content + ITEM_END
+
+
+ITEM_END = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+
+
+def nested(depth: int) -> bytes:
+    content = b""
+    for _ in range(depth):
+        content = sequence((0x0040, 0x0275), item(content))
+    return content
+
+
+def private_elements(n: int) -> bytes:
+    return b"".join(
+        struct.pack("<HH2sH", 0x0009, 0x1000 + i % 256, b"SH", 2) + b"AB" for i in range(n)
+    )
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def open_for_a_decoder(path: Path) -> None:
+    with header.checked_file(path, stop_before_pixels=False):
+        pass
+
+
+HOSTILE = {
+    # 100,000 empty items in 1.6 MB: pydicom's parse took 72 s
+    "items-un": lambda: part10(sequence((0x0041, 0x1010), item() * 100_000, b"UN")),
+    "items-sq": lambda: part10(sequence((0x0040, 0x0275), item() * 25_000)),
+    "depth": lambda: part10(nested(40)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_headers_are_refused_by_every_reader(tmp_path, name):
+    path = write(tmp_path, f"{name}.dcm", HOSTILE[name]())
+    for read in (read_header, header.read_dataset, open_for_a_decoder):
+        with pytest.raises(dicomarray.HeaderLimitError, match=f"{path}: refused"):
+            read(path)
+    (skipped,) = dicomarray.scan(path).attrs["skipped"]
+    assert "refused" in skipped[1] and "HeaderLimits" in skipped[1]
+
+
+def test_headers_within_the_limits_open(tmp_path):
+    path = write(tmp_path, "ok.dcm", part10(nested(30) + private_elements(300)))
+    assert read_header(path)["SOPInstanceUID"]
+    assert "SOPInstanceUID" in header.read_dataset(path)
+
+
+@pytest.mark.parametrize(
+    ("limits", "what"),
+    [
+        (header.HeaderLimits(max_elements=200), "more than 200 data elements"),
+        (header.HeaderLimits(max_header_bytes=2000), "more than 2000 bytes"),
+        (header.HeaderLimits(max_depth=3), "nested more than 3 deep"),
+        (header.HeaderLimits(max_items=1), "more than 1 items"),
+    ],
+)
+def test_each_bound_is_checked(tmp_path, limits, what):
+    two_items = sequence((0x0040, 0x0260), item() * 2)
+    path = write(tmp_path, "x.dcm", part10(private_elements(300) + two_items + nested(5)))
+    read_header(path)  # within the defaults
+    with pytest.raises(dicomarray.HeaderLimitError, match=what):
+        read_header(path, limits=limits)
+    with pytest.raises(dicomarray.HeaderLimitError, match=what):
+        header.read_dataset(path, limits=limits)
+
+
+def test_a_deflated_header_may_not_inflate_past_its_bound(tmp_path):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    big = struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, 4 * 2**20) + bytes(4 * 2**20)
+    ds = pydicom.dcmread(io.BytesIO(part10(private_elements(1))))
+    ds.add_new(0x00091010, "OB", bytes(4 * 2**20))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    path = tmp_path / "deflated.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert path.stat().st_size < 100_000 and len(big) > 4 * 2**20
+    assert read_header(path)["SOPInstanceUID"] == ds.SOPInstanceUID
+    with pytest.raises(dicomarray.HeaderLimitError, match="more than 1048576 bytes"):
+        read_header(path, limits=header.HeaderLimits(max_header_bytes=2**20))
+
+
+def test_big_endian_and_deflated_files_are_walked(tmp_path):
+    for name in ("MR_small_bigendian.dcm", "image_dfl.dcm"):
+        path = pydicom_file(name)
+        assert walked_values(path) == reference_values(path)
+
+
+def test_read_dataset_names_the_file_on_a_pydicom_failure(tmp_path):
+    path = write(tmp_path, "junk.dcm", b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x02\x00")
+    with pytest.raises(dicomarray.InvalidDicomError, match="junk.dcm"):
+        header.read_dataset(path)
