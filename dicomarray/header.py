@@ -492,9 +492,12 @@ class _Walker:
             pos, offsets = 0, False
         self.endian = ">" if syntax == _BIG_ENDIAN else "<"
         explicit = self._looks_explicit(pos) if pos + 8 <= self.source.size else True
-        self._data_set(pos, None, explicit, depth=0, through_pixels=through_pixels)
         if syntax == _DEFLATED:
+            # only the start is inflated for the walk; the size check bounds the rest
+            self._data_set(pos, None, explicit, depth=0, through_pixels=False)
             self._check_inflated_size()
+        else:
+            self._data_set(pos, None, explicit, depth=0, through_pixels=through_pixels)
         if not offsets:
             self.values.update(pixel_data_offset=None, pixel_data_length=None)
 

@@ -268,3 +268,12 @@ def test_read_dataset_names_the_file_on_a_pydicom_failure(tmp_path):
     path = write(tmp_path, "junk.dcm", b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x02\x00")
     with pytest.raises(dicomarray.InvalidDicomError, match="junk.dcm"):
         header.read_dataset(path)
+
+
+def test_every_pydicom_read_in_the_package_goes_through_the_bounded_reader():
+    package = Path(header.__file__).parent
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        if path.name != "header.py":
+            assert "dcmread(" not in text and "read_file(" not in text, path
+            assert "pixel_array(path" not in text, path
