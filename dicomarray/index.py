@@ -35,7 +35,6 @@ from pydicom.datadict import dictionary_VM, dictionary_VR
 
 from .errors import DicomArrayError, DicomArrayWarning, SeriesNotFoundError, warn_data_problem
 from .header import (
-    DEFAULT_LIMITS,
     DIRECTORY_SOP_CLASS,
     FILE_COLUMNS,
     INDEX_KEYWORDS,
@@ -95,7 +94,7 @@ def scan(
     workers: int | None = None,
     progress: bool = False,
     symlinks: Symlinks = "inside",
-    limits: HeaderLimits = DEFAULT_LIMITS,
+    limits: HeaderLimits | None = None,
 ) -> pd.DataFrame:
     """Index DICOM instances from their headers, never reading pixel data.
 
@@ -114,7 +113,8 @@ def scan(
         Which symbolic links met while walking a folder are followed: those whose target
         lies inside the folder, none, or all. Files named explicitly are always read.
     limits : dicomarray.header.HeaderLimits, optional
-        Bounds on each file's header (bytes, elements, sequence items, nesting depth).
+        Bounds on each file's header (bytes, elements, sequence items, nesting depth);
+        by default :data:`dicomarray.header.DEFAULT_LIMITS`.
 
     Returns
     -------
@@ -287,7 +287,7 @@ def _is_inside(path: str, real_root: str) -> bool:
 
 
 def _read_headers(
-    files: list[str], workers: int | None, limits: HeaderLimits
+    files: list[str], workers: int | None, limits: HeaderLimits | None
 ) -> Iterator[tuple[str, dict[str, Any] | str]]:
     workers = workers or min(8, max(2, os.cpu_count() or 1))
 
@@ -302,7 +302,7 @@ def _read_headers(
         yield from zip(files, pool.map(read, files, chunksize=32), strict=True)
 
 
-def _read_one(path: str, limits: HeaderLimits) -> dict[str, Any] | str:
+def _read_one(path: str, limits: HeaderLimits | None) -> dict[str, Any] | str:
     """The header of one file, or the reason it was skipped."""
     try:
         return read_header(path, limits=limits)
@@ -327,7 +327,7 @@ def _check_directories(
     directories: list[str],
     indexed: list[str],
     root: str,
-    limits: HeaderLimits,
+    limits: HeaderLimits | None,
     notes: list[str],
 ) -> list[tuple[str, str]]:
     """Compare each file set's directory records with the walked instances.

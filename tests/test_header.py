@@ -227,7 +227,7 @@ def test_headers_within_the_limits_open(tmp_path):
 @pytest.mark.parametrize(
     ("limits", "what"),
     [
-        (header.HeaderLimits(max_elements=200), "more than 200 data elements"),
+        (header.HeaderLimits(max_elements=200), "more than 200 data elements and items"),
         (header.HeaderLimits(max_header_bytes=2000), "more than 2000 bytes"),
         (header.HeaderLimits(max_depth=3), "nested more than 3 deep"),
         (header.HeaderLimits(max_items=1), "more than 1 items"),
