@@ -20,7 +20,6 @@ import pandas as pd
 from .attrs import (
     orientation_vector,
     plain_cell,
-    plain_cells,
     same_orientation,
 )
 from .errors import (
@@ -122,9 +121,7 @@ def assemble(
     rows = _choose_series(index, series_uid, warnings)
     uid = str(rows["SeriesInstanceUID"].iloc[0])
     rows = _drop_copies(rows, left_out, warnings)
-    # one value model downstream (None when missing, Python numbers), whatever the index's
-    # column types: nullable Int64, float with NaN, or object with None
-    frames = plain_cells(expand_frames(rows))
+    frames = expand_frames(rows)  # plain cells from here on, whatever the index's types
     _check_geometry_values(frames)
     frames = _largest_stack(frames, left_out, warnings)
     frames = _separate_repeats(frames, left_out, warnings)

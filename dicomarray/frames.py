@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import pydicom
 
-from .attrs import as_count
+from .attrs import as_count, plain_cell, plain_cells
 from .errors import InvalidDicomError, PixelDataError
-from .header import plain_value
+from .header import plain_value, read_dataset
 
 # functional group sequence -> (item keyword, index column)
 _GROUP_VALUES: tuple[tuple[str, str, str], ...] = (
@@ -39,6 +38,11 @@ MAX_FRAMES = 100_000
 def expand_frames(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per frame, with a 0-based ``frame`` column; single frames pass through.
 
+    Cells come out plain (:func:`dicomarray.attrs.plain_cells`): ``None`` when missing,
+    Python numbers, integer tags as ints, whatever the index's column types (nullable
+    ``Int64``, float with NaN, object with None), so every reader of frames sees one
+    value model.
+
     Raises
     ------
     PixelDataError
@@ -56,11 +60,11 @@ def expand_frames(rows: pd.DataFrame) -> pd.DataFrame:
         dtype=int,
     )
     if (counts <= 1).all():
-        return rows.assign(frame=0)
+        return plain_cells(rows.assign(frame=0))
     parts = []
     for (_, row), n in zip(rows.iterrows(), counts, strict=True):
         parts.append(_frame_rows(row, n) if n > 1 else pd.DataFrame([row]).assign(frame=0))
-    return pd.concat(parts, ignore_index=True)
+    return plain_cells(pd.concat(parts, ignore_index=True))
 
 
 def _frame_count(path: str, value: Any) -> int:
@@ -73,7 +77,7 @@ def _frame_count(path: str, value: Any) -> int:
         return 1
     if not 1 <= count <= MAX_FRAMES:
         raise PixelDataError(
-            f"{path}: NumberOfFrames {value!r} is not a count of 1 to {MAX_FRAMES}"
+            f"{path}: NumberOfFrames {plain_cell(value)!r} is not a count of 1 to {MAX_FRAMES}"
         )
     return count
 
@@ -94,7 +98,7 @@ def _frame_rows(row: pd.Series, n_frames: int) -> pd.DataFrame:
 
 def _functional_group_values(path: str, n_frames: int) -> list[dict[str, Any]]:
     """Each frame's values from the functional groups: its own item over the shared one."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    ds = read_dataset(path, stop_before_pixels=True)
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     if per_frame and len(per_frame) != n_frames:

@@ -45,7 +45,7 @@ from pydicom.datadict import keyword_dict
 from .assembly import files_in_slice_order, series_folder
 from .attrs import as_count, json_safe, orientation_vector, plain_cell
 from .errors import DicomArrayError
-from .header import plain_value
+from .header import plain_value, read_dataset
 from .index import Source, as_index
 
 logger = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def _with_columns(index: pd.DataFrame, keywords: list[str]) -> pd.DataFrame:
 
 def _read_tags(path: str, keywords: list[str]) -> dict[str, Any]:
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=keywords)
+        ds = read_dataset(path, stop_before_pixels=True, specific_tags=keywords)
         return {k: plain_value(ds[k].value) for k in keywords if k in ds}
     except Exception as exc:  # noqa: BLE001 - any parse failure: no values for this file
         logger.warning("%s: tags %s not readable: %s: %s", path, keywords, type(exc).__name__, exc)
@@ -369,7 +369,7 @@ def read_tags(path: str | os.PathLike[str]) -> pd.DataFrame:
     ``AnatomicRegionSequence[0].CodeValue``; binary values show their length, not content.
     """
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=False, defer_size=1024)
+        ds = read_dataset(path, stop_before_pixels=False, defer_size=1024)
     except Exception as exc:  # noqa: BLE001 - any parse failure names the file
         raise DicomArrayError(f"{path}: not readable as DICOM: {exc}") from exc
     rows: list[dict[str, Any]] = []

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pydicom
 import xarray as xr
+from pydicom.dataset import Dataset
 
 from .assembly import Assembly, assemble
 from .attrs import (
@@ -24,7 +24,7 @@ from .attrs import (
 )
 from .errors import DicomArrayError, InvalidDicomError, SeriesNotFoundError
 from .geometry import SPACING_RTOL
-from .header import INDEX_KEYWORDS
+from .header import INDEX_KEYWORDS, read_dataset
 from .index import Source, as_index
 from .paths import series_folders
 from .pixels import MAX_VOLUME_BYTES, FrameStack, PixelFormat, check_readable
@@ -191,9 +191,12 @@ class _SeriesTags:
         return sorted({*self.varying_index, *self.varying_headers})
 
 
-def _read_header(path: str) -> pydicom.Dataset:
+def _read_header(path: str) -> Dataset:
+    """One file's header, within the package's header limits."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return read_dataset(path, stop_before_pixels=True)
+    except DicomArrayError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a file the index read must still parse
         raise InvalidDicomError(
             f"{path}: cannot read the header: {type(exc).__name__}: {exc}"

@@ -652,7 +652,17 @@ def save_with_nested_sequence(paths: list[Path], levels: int) -> None:
         sys.setrecursionlimit(limit)
 
 
-def test_a_deeply_nested_sequence_is_capped_in_attrs_and_exports(make_series, tmp_path):
+@pytest.fixture
+def deep_headers_allowed(monkeypatch):
+    """Header limits that let a 300-level sequence through to the layers above the reader."""
+    from dicomarray import header
+
+    monkeypatch.setattr(header, "DEFAULT_LIMITS", header.HeaderLimits(max_depth=400))
+
+
+def test_a_deeply_nested_sequence_is_capped_in_attrs_and_exports(
+    make_series, tmp_path, deep_headers_allowed
+):
     from dicomarray.attrs import MAX_SEQUENCE_DEPTH
 
     paths = make_series()
