@@ -58,7 +58,8 @@ def open_series(
         A folder, a file, a list of files, or rows of a :func:`dicomarray.scan` index.
     series_uid : str, optional
         (0020,000E) *Series Instance UID* to open; default: the series with the most
-        instances (a :class:`~dicomarray.errors.SeriesSelectionWarning` names the others).
+        instances (a :class:`~dicomarray.errors.SeriesSelectionWarning` names the others;
+        a tie for the most is refused).
     chunks : int, dict, tuple or "auto", optional
         Dask chunks. An int is slices per chunk; the default holds about 16 MiB of whole
         slices per chunk.
@@ -73,11 +74,15 @@ def open_series(
         Dask-backed stored values (no rescale applied) with dims ``("z", "y", "x")``.
         ``z`` is each slice's position along the slice normal in mm (ascending), ``y`` and
         ``x`` positions along the column and row directions in mm. Tags that vary between
-        slices are coordinates along ``z`` in snake_case; tags common to the series are
-        attrs by DICOM keyword; ``attrs["dicomarray_assembly"]`` is the assembly report.
+        slices (compared in every slice's header) are coordinates along ``z`` in
+        snake_case, never attrs; tags common to the series are attrs by DICOM keyword;
+        ``attrs["dicomarray_assembly"]`` is the assembly report, with ``varying_tags``.
 
     Raises
     ------
+    AmbiguousSeriesError
+        No ``series_uid``, and several series share the largest number of instances; the
+        message lists each one's UID, number, description and folder.
     DicomArrayError
         A subclass naming the file and the problem: no series, a volume that cannot be
         assembled, pixel data that is truncated, too large or needs a missing decoder.
