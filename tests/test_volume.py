@@ -545,18 +545,31 @@ def _edit(path: Path, **tags) -> None:
     ds.save_as(path)
 
 
-def test_a_tag_varying_between_headers_is_a_coordinate_never_one_value(make_series):
+def test_a_tag_varying_between_headers_is_a_coordinate_never_one_value(make_series, tmp_path):
     """A real GE series has XRayTubeCurrent 160 and 180: no attr may say 180 for all."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
     paths = make_series(tags={"XRayTubeCurrent": 180, "KVP": 120})
-    for path in paths[:4]:
-        _edit(path, XRayTubeCurrent=160)
+    for i, path in enumerate(paths):
+        item = Dataset()
+        item.ReferencedSOPInstanceUID = f"1.2.826.0.1.{i}"
+        tags = {"ReferencedImageSequence": Sequence([item])}
+        _edit(path, **tags, **({"XRayTubeCurrent": 160} if i < 4 else {}))
     volume = dicomarray.open_series(paths[0].parent)
     assert "XRayTubeCurrent" not in volume.attrs
+    assert "ReferencedImageSequence" not in volume.attrs  # a varying sequence: no coordinate
+    assert "referenced_image_sequence" not in volume.coords
     assert volume.attrs["KVP"] == 120
     expected = {str(p): int(pydicom.dcmread(p).XRayTubeCurrent) for p in paths}
     files = volume.attrs["dicomarray_assembly"]["files"]
     assert list(volume.x_ray_tube_current.values) == [expected[f] for f in files]
-    assert "XRayTubeCurrent" in volume.attrs["dicomarray_assembly"]["varying_tags"]
+    varying = volume.attrs["dicomarray_assembly"]["varying_tags"]
+    assert {"XRayTubeCurrent", "ReferencedImageSequence", "InstanceNumber"} <= set(varying)
+    volume.dicom.to_npy(tmp_path / "v.npy")
+    sidecar = json.loads((tmp_path / "v.json").read_text())
+    assert "XRayTubeCurrent" not in sidecar
+    assert sidecar["varying"]["XRayTubeCurrent"] == list(volume.x_ray_tube_current.values)
 
 
 def test_orientation_rounding_noise_is_one_orientation(make_series, phantom):
