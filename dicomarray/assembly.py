@@ -379,9 +379,12 @@ def _separate_repeats(
             warnings.append(message)
             warn_data_problem(message)
             return frames[keep]
-    where = np.unique(np.round(z[_repeated(z)], 3))[:5]
+    repeated = _repeated(z)
+    where = np.unique(np.round(z[repeated], 3))[:5]
+    files = list(dict.fromkeys(frames["path"][repeated]))
+    shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
     raise AssemblyError(
-        f"{frames['path'].iloc[0]}: {int(_repeated(z).sum())} frames share slice positions "
+        f"{shown}: {int(repeated.sum())} frames share slice positions "
         f"(z = {', '.join(map(str, where))} mm) and none of {', '.join(REPEAT_KEYS)} tells "
         "them apart; filter the index rows before opening"
     )
