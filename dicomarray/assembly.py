@@ -422,11 +422,15 @@ def _normal_positions(frames: pd.DataFrame) -> np.ndarray | None:
 
 def _check_pixel_format(frames: pd.DataFrame) -> None:
     for key in _PIXEL_FORMAT:
-        values = frames[key].dropna().unique()
-        if len(values) > 1:
+        present = frames[frames[key].notna()]
+        first_with = present.drop_duplicates(key)  # the first file holding each value
+        if len(first_with) > 1:
+            shown = ", ".join(
+                f"{v} in {p}" for v, p in zip(first_with[key], first_with["path"], strict=True)
+            )
             raise AssemblyError(
-                f"{frames['path'].iloc[0]}: frames of one stack differ in {key} "
-                f"({', '.join(map(str, values))}); they cannot share one array"
+                f"{first_with['path'].iloc[1]}: frames of one stack differ in {key} "
+                f"({shown}); they cannot share one array"
             )
 
 

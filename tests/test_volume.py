@@ -695,3 +695,11 @@ def test_study_nodes_name_integers_as_integers_whatever_the_column_type(make_ser
     index = dicomarray.scan(tmp_path).astype({"SeriesNumber": "float64"})
     (node,) = [n for n in dicomarray.open_study(index).subtree if "image" in n.data_vars]
     assert node.name.startswith("201_")
+
+
+def test_a_slice_in_another_pixel_format_is_named(make_series):
+    paths = make_series()
+    _edit(paths[7], PixelRepresentation=0)
+    with pytest.raises(dicomarray.AssemblyError, match="differ in PixelRepresentation") as caught:
+        dicomarray.open_series(paths[0].parent)
+    assert f"0 in {paths[7]}" in str(caught.value)
