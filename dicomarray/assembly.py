@@ -50,6 +50,8 @@ REPEAT_KEYS: tuple[str, ...] = (
     "SeriesNumber",
     "ImageType",
 )
+#: Pixel spacings within this relative difference belong to one stack.
+SPACING_MATCH_RTOL = 1e-4
 #: Two slices closer than this along the normal (mm) are at the same position.
 SAME_POSITION_TOLERANCE = 1e-3
 _PIXEL_FORMAT = ("SamplesPerPixel", "BitsAllocated", "PixelRepresentation")
@@ -127,6 +129,7 @@ def assemble(
     frames = _separate_repeats(frames, left_out, warnings)
     _check_pixel_format(frames)
     frames, z, sorted_by = _order(frames, warnings)
+    _check_pixel_spacing(frames, warnings)
     geometry = _geometry(frames, z)
     _check_spacing(geometry, sorted_by, rtol, tilt_tolerance, warnings)
     report = {
@@ -289,28 +292,51 @@ def _finite_numbers(value: Any, count: int) -> np.ndarray | None:
     return numbers if np.isfinite(numbers).all() else None
 
 
-def _stack_keys(frames: pd.DataFrame) -> tuple[pd.Series, list[np.ndarray | None]]:
-    """Each frame's stack: (localizer, orientation group, rows, columns).
+@dataclass
+class _Groups:
+    """Values that count as one within a tolerance: each new value joins the first group
+    it is close to, so rounding noise never splits a stack (rounding to a fixed number of
+    decimals would, at a rounding boundary)."""
 
-    Orientations within :data:`~dicomarray.attrs.ORIENTATION_TOLERANCE` of a group's first
-    orientation share the group, so rounding noise never splits a stack (rounding to a
-    fixed number of decimals would, at a rounding boundary).
+    same: Any  # (a, b) -> bool
+    members: list[Any] = field(default_factory=list)
+
+    def of(self, value: Any) -> int:
+        for i, seen in enumerate(self.members):
+            if self.same(seen, value):
+                return i
+        self.members.append(value)
+        return len(self.members) - 1
+
+
+def _same_spacing(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return bool(np.allclose(a, b, rtol=SPACING_MATCH_RTOL, atol=0.0))
+
+
+def _stack_keys(frames: pd.DataFrame) -> tuple[pd.Series, _Groups, _Groups]:
+    """Each frame's stack: (localizer, orientation group, rows, columns, spacing group).
+
+    Orientations within :data:`~dicomarray.attrs.ORIENTATION_TOLERANCE`, and pixel
+    spacings within :data:`SPACING_MATCH_RTOL`, count as one.
     """
-    groups: list[np.ndarray | None] = []
+    orientations, spacings = _Groups(same_orientation), _Groups(_same_spacing)
     keys = []
-    columns = (
-        frames[k].tolist() for k in ("ImageOrientationPatient", "ImageType", "Rows", "Columns")
-    )
-    for orientation_value, image_type, rows, columns_ in zip(*columns, strict=True):
-        orientation = orientation_vector(orientation_value)
-        group = next(
-            (i for i, seen in enumerate(groups) if same_orientation(seen, orientation)), None
+    names = ("ImageOrientationPatient", "ImageType", "Rows", "Columns", "PixelSpacing")
+    for orientation, image_type, rows, columns, spacing in zip(
+        *(frames[k].tolist() for k in names), strict=True
+    ):
+        keys.append(
+            (
+                _is_localizer(image_type),
+                orientations.of(orientation_vector(orientation)),
+                plain_cell(rows),
+                plain_cell(columns),
+                spacings.of(_finite_numbers(plain_cell(spacing), 2)),
+            )
         )
-        if group is None:
-            groups.append(orientation)
-            group = len(groups) - 1
-        keys.append((_is_localizer(image_type), group, plain_cell(rows), plain_cell(columns_)))
-    return pd.Series(keys, index=frames.index, dtype=object), groups
+    return pd.Series(keys, index=frames.index, dtype=object), orientations, spacings
 
 
 def _is_localizer(image_type: Any) -> bool:
@@ -321,7 +347,7 @@ def _is_localizer(image_type: Any) -> bool:
 def _largest_stack(
     frames: pd.DataFrame, left_out: list[dict[str, str]], warnings: list[str]
 ) -> pd.DataFrame:
-    keys, orientations = _stack_keys(frames)
+    keys, orientations, spacings = _stack_keys(frames)
     counts = keys.value_counts(sort=True)
     if len(counts) == 1:
         return frames
@@ -329,7 +355,7 @@ def _largest_stack(
     ranked = sorted(counts.index, key=lambda k: (k[0], -counts[k]))
     chosen = ranked[0]
     for key in ranked[1:]:
-        reason = _why_apart(key, chosen, orientations)
+        reason = _why_apart(key, chosen, orientations, spacings)
         for path in frames["path"][keys == key]:
             left_out.append({"path": path, "reason": reason})
         message = f"left out {counts[key]} frame(s): {reason}"
@@ -339,20 +365,26 @@ def _largest_stack(
 
 
 def _why_apart(
-    key: tuple[Any, ...], chosen: tuple[Any, ...], orientations: list[np.ndarray | None]
+    key: tuple[Any, ...], chosen: tuple[Any, ...], orientations: _Groups, spacings: _Groups
 ) -> str:
     if key[0]:
         return "localizer image"
     if key[1] != chosen[1]:
         return (
-            f"orientation {_shown_orientation(orientations[key[1]])} differs from "
-            f"{_shown_orientation(orientations[chosen[1]])}"
+            f"orientation {_shown_values(orientations.members[key[1]])} differs from "
+            f"{_shown_values(orientations.members[chosen[1]])}"
         )
-    return f"image size {key[2]}x{key[3]} differs from {chosen[2]}x{chosen[3]}"
+    if key[2:4] != chosen[2:4]:
+        return f"image size {key[2]}x{key[3]} differs from {chosen[2]}x{chosen[3]}"
+    return (
+        f"PixelSpacing {_shown_values(spacings.members[key[4]])} differs from "
+        f"{_shown_values(spacings.members[chosen[4]])}"
+    )
 
 
-def _shown_orientation(orientation: np.ndarray | None) -> list[float] | None:
-    return None if orientation is None else [round(float(v), 3) + 0.0 for v in orientation]
+def _shown_values(values: np.ndarray | None) -> list[float] | None:
+    """Cosines or spacings for a message: 3 decimals, no -0.0."""
+    return None if values is None else [round(float(v), 3) + 0.0 for v in values]
 
 
 def _separate_repeats(
@@ -478,6 +510,17 @@ def files_in_slice_order(rows: pd.DataFrame) -> list[str]:
     z, _sorted_by = _sort_positions(rows)
     ordered = rows["path"].to_numpy()[_slice_order(rows, z)]
     return list(dict.fromkeys(map(str, ordered)))
+
+
+def _check_pixel_spacing(frames: pd.DataFrame, warnings: list[str]) -> None:
+    """Without (0028,0030) *Pixel Spacing* the y and x steps are 1 mm by assumption: say so."""
+    if frames["PixelSpacing"].isna().any():
+        message = (
+            f"{frames['path'].iloc[0]}: no PixelSpacing; rows and columns are taken as 1 mm "
+            "apart, so y and x (and the affine) are in pixels, not mm"
+        )
+        warnings.append(message)
+        warn_data_problem(message)
 
 
 def _geometry(frames: pd.DataFrame, z: np.ndarray) -> SeriesGeometry:

@@ -703,3 +703,25 @@ def test_a_slice_in_another_pixel_format_is_named(make_series):
     with pytest.raises(dicomarray.AssemblyError, match="differ in PixelRepresentation") as caught:
         dicomarray.open_series(paths[0].parent)
     assert f"0 in {paths[7]}" in str(caught.value)
+
+
+def test_slices_of_another_pixel_spacing_are_another_stack(make_series, phantom):
+    paths = make_series()
+    _edit(paths[0], PixelSpacing=[1.8, 1.8])
+    _edit(paths[1], PixelSpacing=[3.6000001, 3.6])  # rounding noise: the same stack
+    with pytest.warns(GeometryWarning, match=r"PixelSpacing \[1.8, 1.8\] differs"):
+        volume = dicomarray.open_series(paths[0].parent)
+    assert volume.sizes["z"] == len(paths) - 1
+    (left,) = volume.attrs["dicomarray_assembly"]["left_out"]
+    assert left["path"] == str(paths[0])
+
+
+def test_missing_pixel_spacing_is_said(make_series):
+    paths = make_series()
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        del ds.PixelSpacing
+        ds.save_as(path)
+    with pytest.warns(GeometryWarning, match="no PixelSpacing"):
+        volume = dicomarray.open_series(paths[0].parent)
+    assert any("no PixelSpacing" in w for w in volume.attrs["dicomarray_assembly"]["warnings"])
