@@ -124,6 +124,7 @@ def assemble(
     uid = str(rows["SeriesInstanceUID"].iloc[0])
     rows = _drop_copies(rows, left_out, warnings)
     frames = expand_frames(rows)  # plain cells from here on, whatever the index's types
+    _check_mosaic(frames, warnings)
     _check_geometry_values(frames)
     frames = _largest_stack(frames, left_out, warnings)
     frames = _separate_repeats(frames, left_out, warnings)
@@ -156,9 +157,7 @@ def _choose_series(
     counts = uids.value_counts(sort=True)
     if series_uid is not None:
         if series_uid not in counts.index:
-            raise SeriesNotFoundError(
-                f"series {series_uid} not found; available: {', '.join(counts.index[:10])}"
-            )
+            raise SeriesNotFoundError(_not_found(index, series_uid, counts))
         return images[uids == series_uid]
     tied = [str(uid) for uid, n in counts.items() if n == counts.iloc[0]]
     if len(tied) > 1:
@@ -176,6 +175,18 @@ def _choose_series(
         )
         warn_data_problem(message, SeriesSelectionWarning)
     return images[uids == chosen]
+
+
+def _not_found(index: pd.DataFrame, series_uid: str, counts: pd.Series) -> str:
+    """Why a requested series cannot open: absent, or present without image instances."""
+    held = index["path"][index["SeriesInstanceUID"].map(lambda v: str(plain_cell(v))) == series_uid]
+    if len(held):
+        files = ", ".join(map(str, held.iloc[:3])) + (" ..." if len(held) > 3 else "")
+        return (
+            f"{files}: series {series_uid} holds {len(held)} instance(s) and no image "
+            "(no Rows and Columns): nothing to open as a volume"
+        )
+    return f"series {series_uid} not found; available: {', '.join(counts.index[:10])}"
 
 
 def describe_series(rows: pd.DataFrame) -> str:
@@ -245,6 +256,26 @@ def _copy_key(uid: Any, position: Any, length: Any, size: Any) -> tuple[Any, ...
         return None
     length = plain_cell(length)
     return (str(uid), _hashable(position), plain_cell(size) if length is None else length)
+
+
+def _check_mosaic(frames: pd.DataFrame, warnings: list[str]) -> None:
+    """A Siemens mosaic tiles many slices in one image; it opens as that one image."""
+    mosaics = frames["path"][frames["ImageType"].map(_has_value("MOSAIC"))]
+    if len(mosaics):
+        message = (
+            f"{mosaics.iloc[0]}: ImageType MOSAIC ({len(mosaics)} frame(s)): each image tiles "
+            "several slices, which open as one tiled image, not cut into slices"
+        )
+        warnings.append(message)
+        warn_data_problem(message)
+
+
+def _has_value(wanted: str) -> Any:
+    def test(image_type: Any) -> bool:
+        values = image_type if isinstance(image_type, list) else [image_type]
+        return any(str(v).upper() == wanted for v in values if v)
+
+    return test
 
 
 def _check_geometry_values(frames: pd.DataFrame) -> None:
@@ -329,7 +360,7 @@ def _stack_keys(frames: pd.DataFrame) -> tuple[pd.Series, _Groups, _Groups]:
     ):
         keys.append(
             (
-                _is_localizer(image_type),
+                is_localizer(image_type),
                 orientations.of(orientation_vector(orientation)),
                 plain_cell(rows),
                 plain_cell(columns),
@@ -339,9 +370,8 @@ def _stack_keys(frames: pd.DataFrame) -> tuple[pd.Series, _Groups, _Groups]:
     return pd.Series(keys, index=frames.index, dtype=object), orientations, spacings
 
 
-def _is_localizer(image_type: Any) -> bool:
-    values = image_type if isinstance(image_type, list) else [image_type]
-    return any(str(v).upper() == "LOCALIZER" for v in values if v)
+#: Whether an (0008,0008) *Image Type* value holds LOCALIZER.
+is_localizer = _has_value("LOCALIZER")
 
 
 def _largest_stack(

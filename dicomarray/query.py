@@ -42,7 +42,7 @@ import pydicom
 import xarray as xr
 from pydicom.datadict import keyword_dict
 
-from .assembly import files_in_slice_order, series_folder
+from .assembly import files_in_slice_order, is_localizer, series_folder
 from .attrs import as_count, json_safe, orientation_vector, plain_cell
 from .errors import DicomArrayError
 from .header import plain_value, read_dataset
@@ -224,9 +224,7 @@ def _equal(value: Any, rule: Any) -> bool:
 
 
 def _localizer_flags(index: pd.DataFrame) -> pd.Series:
-    return index["ImageType"].map(
-        lambda t: any(str(v).upper() == "LOCALIZER" for v in (t if isinstance(t, list) else [t]))
-    )
+    return index["ImageType"].map(lambda t: is_localizer(plain_cell(t)))
 
 
 def _with_columns(index: pd.DataFrame, keywords: list[str]) -> pd.DataFrame:

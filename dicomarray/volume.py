@@ -16,6 +16,7 @@ from .assembly import Assembly, assemble
 from .attrs import (
     GEOMETRY_KEYWORDS,
     POSITION_COORDS,
+    json_safe,
     plain_cells,
     series_attrs,
     slice_coordinate,
@@ -275,6 +276,12 @@ def _attrs(assembly: Assembly, tags: _SeriesTags) -> dict[str, Any]:
     attrs = dict(tags.common)
     for keyword in (*tags.varying_index, *GEOMETRY_KEYWORDS):
         attrs.pop(keyword, None)
+    # an enhanced multi-frame file keeps orientation, spacing and rescale in its functional
+    # groups, not at the top level: the frames hold them, common to the stack
+    for keyword in INDEX_KEYWORDS:
+        value = json_safe(frames[keyword].iloc[0])
+        if keyword not in (*attrs, *tags.varying_index, *GEOMETRY_KEYWORDS) and value is not None:
+            attrs[keyword] = value
     attrs["TransferSyntaxUID"] = frames["TransferSyntaxUID"].iloc[0]
     if not frames["ImageOrientationPatient"].notna().all():
         attrs.pop("ImageOrientationPatient", None)

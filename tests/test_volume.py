@@ -725,3 +725,37 @@ def test_missing_pixel_spacing_is_said(make_series):
     with pytest.warns(GeometryWarning, match="no PixelSpacing"):
         volume = dicomarray.open_series(paths[0].parent)
     assert any("no PixelSpacing" in w for w in volume.attrs["dicomarray_assembly"]["warnings"])
+
+
+def test_enhanced_multiframe_attrs_hold_the_functional_group_geometry(tmp_path):
+    """Orientation and spacing live in the shared functional groups, not at the top level."""
+    path = tmp_path / "enhanced.dcm"
+    write_multiframe(path, np.zeros((3, 8, 8), np.int16), z=[0.0, 2.0, 4.0])
+    volume = dicomarray.open_series(path)
+    assert volume.attrs["ImageOrientationPatient"] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert volume.attrs["PixelSpacing"] == [3.6, 3.6]
+    assert volume.attrs["SliceThickness"] == 12.0
+
+
+def test_a_series_without_images_names_its_files(make_series, tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    make_series()
+    report = Dataset()
+    report.file_meta = FileMetaDataset()
+    report.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.67"
+    report.SOPInstanceUID = report.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.77.1"
+    report.SeriesInstanceUID, report.Modality = "1.2.826.0.1.77", "SR"
+    report.save_as(tmp_path / "dose.dcm", enforce_file_format=True)
+    with pytest.raises(
+        dicomarray.SeriesNotFoundError, match="dose.dcm: series 1.2.826.0.1.77 holds 1"
+    ):
+        dicomarray.open_series(tmp_path, "1.2.826.0.1.77")
+
+
+def test_a_mosaic_says_it_is_not_cut_into_slices(make_series):
+    paths = make_series(tags={"ImageType": ["ORIGINAL", "PRIMARY", "M", "MOSAIC"]})
+    with pytest.warns(GeometryWarning, match="MOSAIC"):
+        dicomarray.open_series(paths[0].parent)
