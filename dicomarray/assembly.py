@@ -17,11 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .attrs import (
-    orientation_vector,
-    plain_cell,
-    same_orientation,
-)
+from .attrs import orientation_vector, plain_cell, same_orientation
 from .errors import (
     AmbiguousSeriesError,
     AssemblyError,
@@ -325,9 +321,11 @@ def _finite_numbers(value: Any, count: int) -> np.ndarray | None:
 
 @dataclass
 class _Groups:
-    """Values that count as one within a tolerance: each new value joins the first group
-    it is close to, so rounding noise never splits a stack (rounding to a fixed number of
-    decimals would, at a rounding boundary)."""
+    """Values that count as one within a tolerance, numbered in order of first sight.
+
+    Each new value joins the first group it is close to, so rounding noise never splits a
+    stack (rounding to a fixed number of decimals would, at a rounding boundary).
+    """
 
     same: Any  # (a, b) -> bool
     members: list[Any] = field(default_factory=list)
