@@ -446,8 +446,19 @@ def _separate_repeats(
     raise AssemblyError(
         f"{shown}: {int(repeated.sum())} frames share slice positions "
         f"(z = {', '.join(map(str, where))} mm) and none of {', '.join(REPEAT_KEYS)} tells "
-        "them apart; filter the index rows before opening"
+        f"them apart{_looks_4d(z)}; filter the index rows before opening"
     )
+
+
+def _looks_4d(z: np.ndarray) -> str:
+    """A hint when every position holds the same number of frames: volumes in one series."""
+    _positions, counts = np.unique(np.round(z / SAME_POSITION_TOLERANCE), return_counts=True)
+    if len(counts) > 1 and counts.min() == counts.max() > 1:
+        return (
+            f" (each of {len(counts)} positions holds {counts[0]} frames: {counts[0]} volumes "
+            "in one series, e.g. told apart by InstanceNumber or AcquisitionTime)"
+        )
+    return ""
 
 
 def _hashable(value: Any) -> Any:

@@ -221,8 +221,9 @@ def test_repeated_positions_nothing_tells_apart_is_an_error(make_series, tmp_pat
     both = tmp_path / "repeats"
     copy_files(first, both)
     copy_files(second, both)
-    with pytest.raises(dicomarray.AssemblyError, match="share slice positions"):
+    with pytest.raises(dicomarray.AssemblyError, match="share slice positions") as caught:
         dicomarray.open_series(both)
+    assert "each of 12 positions holds 2 frames: 2 volumes" in str(caught.value)
 
 
 @pytest.mark.parametrize(
