@@ -295,8 +295,9 @@ def list_series(source: Source | pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Sorted by patient, study and series number. Values come from each series' first
-        instance (by path); ``instances`` counts its indexed files, ``size_mb`` their
-        size, ``folder`` is the deepest folder holding all of them. The
+        image instance (by path; its first instance when it holds no image);
+        ``instances`` counts its indexed files, ``size_mb`` their size, ``folder`` is the
+        deepest folder holding all of them. The
         :data:`SERIES_INT_COLUMNS` are nullable ``Int64``, so a missing SeriesNumber never
         turns the others into floats.
     """
@@ -314,7 +315,11 @@ def list_series(source: Source | pd.DataFrame) -> pd.DataFrame:
 
 
 def _series_record(uid: Any, rows: pd.DataFrame) -> dict[str, Any]:
-    first = rows.sort_values("path", kind="stable").iloc[0]
+    # the first image instance describes the series: a raw-data or report object in the
+    # same series would leave rows, columns and spacing empty
+    by_path = rows.sort_values("path", kind="stable")
+    images = by_path[by_path["Rows"].notna()]
+    first = (images if len(images) else by_path).iloc[0]
     tag = {k: plain_cell(first.get(k)) for k in first.index}
     return {
         "PatientID": tag["PatientID"],

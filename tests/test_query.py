@@ -215,3 +215,20 @@ def test_selection_and_opening_accept_every_index_column_type(tmp_path, make_ser
     volume = dicomarray.open_series(index[index["path"].isin(map(str, single))])
     assert volume.sizes["z"] == len(single)
     assert volume.instance_number.dtype == np.int64
+
+
+def test_list_series_describes_a_series_by_its_images(make_series, tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    paths = make_series("s", tags={"SeriesInstanceUID": "1.2.826.0.1.5"})
+    raw = Dataset()  # a raw-data object of the same series, first by path
+    raw.file_meta = FileMetaDataset()
+    raw.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    raw.SOPClassUID = raw.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66"
+    raw.SOPInstanceUID = raw.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.5.1"
+    raw.SeriesInstanceUID = "1.2.826.0.1.5"
+    raw.save_as(paths[0].parent / "0000_raw.dcm", enforce_file_format=True)
+    (row,) = list_series(tmp_path).to_dict("records")
+    assert (row["rows"], row["columns"], row["instances"]) == (64, 64, len(paths) + 1)
+    assert row["SeriesDescription"] == pydicom.dcmread(paths[0]).SeriesDescription
