@@ -404,9 +404,9 @@ def plain_value(value: Any) -> Any:
 class _Source:
     """Bytes of a file through a small moving window, or of an inflated data set."""
 
-    def __init__(self, file: BinaryIO, start: int = 0, data: bytes | None = None) -> None:
+    def __init__(self, file: BinaryIO, data: bytes | None = None) -> None:
         self.file = file
-        self.base = start  # offset of data[0] in the file's or the inflated bytes
+        self.base = 0  # offset of data[0] in the file's (or the inflated) bytes
         self.data = data if data is not None else file.read(_CHUNK)
         self.whole = data is not None
         self.size = len(data) if data is not None else os.fstat(file.fileno()).st_size
