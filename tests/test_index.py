@@ -316,3 +316,18 @@ def test_a_dicomdir_chained_to_a_dirfile_is_one_file_set(tmp_path):
     assert len(index) == 3 and index.attrs["notes"] == []
     directories = {Path(p).name for p, r in index.attrs["skipped"] if "directory record" in r}
     assert directories == {"DICOMDIR", "DIRFILE"}
+
+
+def test_the_package_reads_a_typed_index_as_plain_values(tmp_path, make_series):
+    from dicomarray.index import as_index
+
+    paths = make_series("a")
+    ds = pydicom.dcmread(paths[0])
+    del ds.SeriesNumber
+    ds.save_as(paths[0])
+    typed = dicomarray.scan(paths[0].parent)
+    plain = as_index(typed[typed["Rows"] == 64])
+    numbers = list(plain["SeriesNumber"])
+    assert numbers.count(None) == 1 and {type(n) for n in numbers if n is not None} == {int}
+    assert {type(v) for v in plain["SliceThickness"]} == {float}
+    assert plain.attrs["skipped"] == typed.attrs["skipped"]
