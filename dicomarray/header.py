@@ -471,7 +471,7 @@ class _Walker:
             if self.inflater is not None and len(self.source.data) > self.limits.max_header_bytes:
                 self._refuse(f"a header of more than {self.limits.max_header_bytes} bytes")
             raise InvalidDicomError(f"{self.path}: truncated: {exc}") from None
-        except (_Malformed, struct.error, UnicodeDecodeError, ValueError) as exc:
+        except (_Malformed, struct.error, UnicodeDecodeError, ValueError, zlib.error) as exc:
             if isinstance(exc, DicomArrayError):
                 raise
             raise InvalidDicomError(f"{self.path}: malformed header: {exc}") from None
