@@ -404,9 +404,9 @@ def plain_value(value: Any) -> Any:
 class _Source:
     """Bytes of a file through a small moving window, or of an inflated data set."""
 
-    def __init__(self, file: BinaryIO, start: int = 0, data: bytes | None = None) -> None:
+    def __init__(self, file: BinaryIO, data: bytes | None = None) -> None:
         self.file = file
-        self.base = start  # offset of data[0] in the file's or the inflated bytes
+        self.base = 0  # offset of data[0] in the file's (or the inflated) bytes
         self.data = data if data is not None else file.read(_CHUNK)
         self.whole = data is not None
         self.size = len(data) if data is not None else os.fstat(file.fileno()).st_size
@@ -471,7 +471,7 @@ class _Walker:
             if self.inflater is not None and len(self.source.data) > self.limits.max_header_bytes:
                 self._refuse(f"a header of more than {self.limits.max_header_bytes} bytes")
             raise InvalidDicomError(f"{self.path}: truncated: {exc}") from None
-        except (_Malformed, struct.error, UnicodeDecodeError, ValueError) as exc:
+        except (_Malformed, struct.error, UnicodeDecodeError, ValueError, zlib.error) as exc:
             if isinstance(exc, DicomArrayError):
                 raise
             raise InvalidDicomError(f"{self.path}: malformed header: {exc}") from None

@@ -432,10 +432,37 @@ def _show_progress(count: int, total: int) -> None:
 
 
 def as_index(source: Source | pd.DataFrame) -> pd.DataFrame:
-    """An index DataFrame for a source: rows of a :func:`scan` result pass through."""
+    """An index for the package's readers: rows of a :func:`scan` result, or a new scan.
+
+    Its values are plain Python objects, as the readers expect: the ``Int64`` and
+    ``Float64`` columns become ``object`` columns of ``int`` and ``float``, with ``None``
+    where a value is missing. A DataFrame already holding plain values passes as it is.
+    """
     if isinstance(source, pd.DataFrame):
         missing = [c for c in ("path", "SeriesInstanceUID") if c not in source.columns]
         if missing:
             raise DicomArrayError(f"index DataFrame lacks the columns {missing}")
-        return source
-    return scan(source)
+        frame = source
+    else:
+        frame = scan(source)
+    return plain_values(frame)
+
+
+def plain_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its nullable numeric columns as ``object`` columns (``None`` for NA)."""
+    typed = [
+        c for c in frame.columns if isinstance(frame[c].dtype, pd.api.extensions.ExtensionDtype)
+    ]
+    typed = [c for c in typed if pd.api.types.is_numeric_dtype(frame[c].dtype)]
+    if not typed:
+        return frame
+    plain = frame.copy()
+    for column in typed:
+        values = frame[column]
+        plain[column] = pd.Series(
+            [None if v is pd.NA else v for v in values.astype(object)],
+            index=frame.index,
+            dtype=object,
+        )
+    plain.attrs = dict(frame.attrs)
+    return plain

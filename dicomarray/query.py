@@ -436,10 +436,9 @@ def read_pixels(path: str | os.PathLike[str]) -> np.ndarray:
     Frames come in file order, not sorted by position; no rescale is applied.
     """
     from .frames import expand_frames
-    from .index import scan
     from .pixels import FrameStack, PixelFormat, check_readable
 
-    index = scan(path)
+    index = as_index(path)
     if index.empty or index["Rows"].isna().all():
         reason = index.attrs["skipped"][0][1] if index.attrs["skipped"] else "no pixel data"
         raise DicomArrayError(f"{path}: {reason}")

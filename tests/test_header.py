@@ -277,3 +277,12 @@ def test_every_pydicom_read_in_the_package_goes_through_the_bounded_reader():
         if path.name != "header.py":
             assert "dcmread(" not in text and "read_file(" not in text, path
             assert "pixel_array(path" not in text, path
+
+
+def test_a_corrupt_deflate_stream_is_an_invalid_dicom_error(tmp_path):
+    data = pydicom_file("image_dfl.dcm").read_bytes()
+    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]  # after the meta group's length
+    path = write(tmp_path, "bad.dcm", data[:meta_end] + b"\xff" * 64 + data[meta_end + 64 :])
+    for read in (read_header, header.read_dataset):
+        with pytest.raises(dicomarray.InvalidDicomError, match="bad.dcm: malformed.*decompress"):
+            read(path)

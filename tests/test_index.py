@@ -296,3 +296,38 @@ def test_column_types_do_not_depend_on_the_tree(tmp_path, make_series):
     empty = dicomarray.scan([])
     one = dicomarray.scan(paths[:1])
     assert dict(empty.dtypes.astype(str)) == dict(one.dtypes.astype(str)) == COLUMN_DTYPES
+
+
+def test_a_dicomdir_chained_to_a_dirfile_is_one_file_set(tmp_path):
+    root = tmp_path / "media"
+    write_file_set(root, 3)
+    # as some exporters write it: the DICOMDIR points at a DIRFILE that holds the records
+    (root / "STUDY1").mkdir()
+    shutil.move(root / "DICOMDIR", root / "STUDY1" / "DIRFILE")
+    top = pydicom.dcmread(root / "STUDY1" / "DIRFILE")
+    record = pydicom.Dataset()
+    record.DirectoryRecordType = "PRIVATE"
+    record.ReferencedFileID = ["STUDY1", "DIRFILE"]
+    top.DirectoryRecordSequence = pydicom.Sequence([record])
+    top.save_as(root / "DICOMDIR")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dicomarray.DicomArrayWarning)
+        index = dicomarray.scan(root)
+    assert len(index) == 3 and index.attrs["notes"] == []
+    directories = {Path(p).name for p, r in index.attrs["skipped"] if "directory record" in r}
+    assert directories == {"DICOMDIR", "DIRFILE"}
+
+
+def test_the_package_reads_a_typed_index_as_plain_values(tmp_path, make_series):
+    from dicomarray.index import as_index
+
+    paths = make_series("a")
+    ds = pydicom.dcmread(paths[0])
+    del ds.SeriesNumber
+    ds.save_as(paths[0])
+    typed = dicomarray.scan(paths[0].parent)
+    plain = as_index(typed[typed["Rows"] == 64])
+    numbers = list(plain["SeriesNumber"])
+    assert numbers.count(None) == 1 and {type(n) for n in numbers if n is not None} == {int}
+    assert {type(v) for v in plain["SliceThickness"]} == {float}
+    assert plain.attrs["skipped"] == typed.attrs["skipped"]

@@ -29,7 +29,7 @@ from pydicom.valuerep import format_number_as_ds
 from ..errors import DicomArrayWarning, WriteError, warn_data_problem
 from ..geometry import positions_along_normal, slice_normal
 from ..header import read_dataset
-from ..index import scan
+from ..index import as_index
 from ..volume import ASSEMBLY_ATTR, open_series
 from .common import (
     compute_and_wait,
@@ -419,7 +419,7 @@ def _template_files(template: Template) -> tuple[list[Path], np.ndarray]:
 
 def _file_headers(names: list[str]) -> pd.DataFrame:
     """The index rows of the template's files, in the order given."""
-    rows = scan(names).set_index("path").reindex(names)
+    rows = as_index(names).set_index("path").reindex(names)
     unreadable = rows.index[rows["Rows"].isna()]
     if len(unreadable):
         raise WriteError(f"{unreadable[0]}: the template file is no longer a readable image")
