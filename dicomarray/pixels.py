@@ -15,9 +15,9 @@ import copy
 import mmap
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -179,44 +179,64 @@ class FrameStack:
     def _read_stored(self, index: int, out: np.ndarray, rows: tuple[int, int]) -> None:
         path, syntax = self.paths[index], self.syntaxes[index]
         offset = self.offsets[index]
-        try:
-            if self._fast and syntax in _NATIVE_SYNTAXES and offset is not None:
-                row_bytes = self.frames_shape[2] * self.stored_dtype.itemsize
-                start = offset + self.frame_numbers[index] * self.format.frame_bytes
-                self._read_raw(path, start + rows[0] * row_bytes, out)
-            else:
-                frame = self._decode(path, self.frame_numbers[index], syntax)
-                out[...] = frame[rows[0] : rows[1]]
-        except PixelDataError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any decoder failure names the file
+        if self._fast and syntax in _NATIVE_SYNTAXES and offset is not None:
+            row_bytes = self.frames_shape[2] * self.stored_dtype.itemsize
+            start = offset + self.frame_numbers[index] * self.format.frame_bytes
+            self._read_raw(path, start + rows[0] * row_bytes, out)
+            return
+        frame = decode_frame(path, self.frame_numbers[index], syntax)
+        if frame.shape != self.frames_shape[1:]:
             raise PixelDataError(
-                f"{path}: cannot read pixel data: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"{path}: frame {self.frame_numbers[index]}: decoded frame has shape "
+                f"{frame.shape}, expected {self.frames_shape[1:]}"
+            )
+        out[...] = frame[rows[0] : rows[1]]
 
     def _read_raw(self, path: str, offset: int, out: np.ndarray) -> None:
-        with open(path, "rb") as file:
-            file.seek(offset)
-            got = file.readinto(memoryview(out).cast("B"))  # type: ignore[arg-type]
+        try:
+            with open(path, "rb") as file:
+                file.seek(offset)
+                got = file.readinto(memoryview(out).cast("B"))  # type: ignore[arg-type]
+        except OSError as exc:
+            raise PixelDataError(f"{path}: cannot read pixel data: {exc}") from exc
         if got != out.nbytes:
             raise PixelDataError(
                 f"{path}: pixel data truncated: {got} of {out.nbytes} bytes present"
             )
         _fix_unused_bits(out, self.format)
 
-    def _decode(self, path: str, frame: int, syntax: str) -> np.ndarray:
-        from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
-        if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
-            array = pixel_array(pydicom.dcmread(path))
-            array = array[frame] if array.ndim == 3 else array
-        else:
-            array = pixel_array(path, index=frame)
-        if array.shape != self.frames_shape[1:]:
-            raise PixelDataError(
-                f"{path}: decoded frame has shape {array.shape}, expected {self.frames_shape[1:]}"
-            )
-        return array
+def decode_frame(path: str, frame: int, syntax: str) -> np.ndarray:
+    """One frame's stored values through pydicom's decoders: the one door to decoder code.
+
+    Third-party decoders fail in every way there is: ``Exception`` subclasses, a
+    ``MemoryError``, and ``BaseException`` subclasses such as the ``PanicException``
+    pylibjpeg-rle (Rust, pyo3) raises on some corrupt frames, which passes through every
+    ``except Exception``. All of them become a :class:`PixelDataError` here; only
+    ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` pass, as they must.
+
+    Raises
+    ------
+    PixelDataError
+        Naming the file, the frame and what the decoder raised.
+    """
+    try:
+        return _run_decoder(path, frame, syntax)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, PixelDataError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a decoder's panic is a BaseException
+        raise PixelDataError(
+            f"{path}: frame {frame}: cannot decode pixel data: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _run_decoder(path: str, frame: int, syntax: str) -> np.ndarray:
+    from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
+
+    if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
+        array = pixel_array(pydicom.dcmread(path))
+        return array[frame] if array.ndim == 3 else array
+    return pixel_array(path, index=frame)
 
 
 def _rows_to_read(key: Any, n_rows: int) -> tuple[int, int, Any]:
@@ -254,11 +274,31 @@ def empty_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=dtype).reshape(shape)
 
 
-@cache
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
 def _reader_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(
-        max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="dicomarray-read"
-    )
+    """The threads that overlap frame reads, made on first use, once per process."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="dicomarray-read"
+            )
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child (multiprocessing's fork pools, PyTorch DataLoader workers) inherits
+    # the pool object but none of its threads: work sent to it would wait forever. The
+    # lock may have been held by a parent thread at the fork, so it is replaced too.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _fix_unused_bits(out: np.ndarray, fmt: PixelFormat) -> None:
