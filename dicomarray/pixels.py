@@ -18,7 +18,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,28 @@ from .errors import MissingDecoderError, PixelDataError
 MAX_VOLUME_BYTES = 64 * 2**30
 _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+#: Most decoded bits one bit of a file can give, per transfer syntax: exact bounds of each
+#: coding (see the module docstring); JPEG processes are in ``_SAMPLES_PER_BIT``.
+EXPANSION_LIMITS: dict[str, float] = {
+    "": 1.0,  # no transfer syntax recorded: native
+    "1.2.840.10008.1.2": 1.0,
+    "1.2.840.10008.1.2.1": 1.0,
+    "1.2.840.10008.1.2.2": 1.0,  # explicit VR big endian
+    _DEFLATED: 1032.0,  # zlib's largest expansion
+    "1.2.840.10008.1.2.5": 64.0,  # RLE: a 2-byte replicate run gives at most 128 bytes
+}
+#: Most samples one encoded bit can give in the Huffman-coded JPEG processes: sequential
+#: DCT codes each 8 x 8 block in 2 bits at least, lossless each sample in 1 bit at least.
+_SAMPLES_PER_BIT: dict[str, float] = {
+    "1.2.840.10008.1.2.4.50": 32.0,
+    "1.2.840.10008.1.2.4.51": 32.0,
+    "1.2.840.10008.1.2.4.57": 1.0,
+    "1.2.840.10008.1.2.4.70": 1.0,
+}
+#: JPEG-LS, JPEG 2000, HTJ2K and any other syntax: their run modes and empty code blocks
+#: have no useful exact bound, so this plausibility bound applies (a blank 2048 x 2048
+#: 16-bit frame is 162 bytes of JPEG 2000: 52,000 times).
+PLAUSIBLE_EXPANSION = float(2**16)
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 _PARALLEL_FRAMES = 8
 _MMAP_THRESHOLD = 4 * 2**20
@@ -57,6 +79,11 @@ class PixelFormat:
     def frame_bytes(self) -> int:
         """Bytes of one uncompressed frame (bit-packed frames are not byte-aligned)."""
         return (self.rows * self.columns * self.bits_allocated + 7) // 8
+
+    @property
+    def array_frame_bytes(self) -> int:
+        """Bytes of one frame in memory, as read (bit-packed frames unpack to a byte each)."""
+        return self.rows * self.columns * self.dtype.itemsize
 
     @property
     def byte_aligned(self) -> bool:
@@ -179,9 +206,13 @@ class FrameStack:
     def _read_stored(self, index: int, out: np.ndarray, rows: tuple[int, int]) -> None:
         path, syntax = self.paths[index], self.syntaxes[index]
         offset = self.offsets[index]
-        if self._fast and syntax in _NATIVE_SYNTAXES and offset is not None:
+        native = syntax in _NATIVE_SYNTAXES and offset is not None
+        if native and self.format.bits_allocated == 1:
+            self._read_bits(path, cast(int, offset), self.frame_numbers[index], out, rows)
+            return
+        if native and self._fast:
             row_bytes = self.frames_shape[2] * self.stored_dtype.itemsize
-            start = offset + self.frame_numbers[index] * self.format.frame_bytes
+            start = cast(int, offset) + self.frame_numbers[index] * self.format.frame_bytes
             self._read_raw(path, start + rows[0] * row_bytes, out)
             return
         frame = decode_frame(path, self.frame_numbers[index], syntax)
@@ -193,17 +224,39 @@ class FrameStack:
         out[...] = frame[rows[0] : rows[1]]
 
     def _read_raw(self, path: str, offset: int, out: np.ndarray) -> None:
-        try:
-            with open(path, "rb") as file:
-                file.seek(offset)
-                got = file.readinto(memoryview(out).cast("B"))  # type: ignore[arg-type]
-        except OSError as exc:
-            raise PixelDataError(f"{path}: cannot read pixel data: {exc}") from exc
-        if got != out.nbytes:
-            raise PixelDataError(
-                f"{path}: pixel data truncated: {got} of {out.nbytes} bytes present"
-            )
+        _read_exactly(path, offset, memoryview(out).cast("B"))  # type: ignore[arg-type]
         _fix_unused_bits(out, self.format)
+
+    def _read_bits(
+        self, path: str, offset: int, frame: int, out: np.ndarray, rows: tuple[int, int]
+    ) -> None:
+        """Rows of a 1-bit frame: bit-packed frames follow each other with no padding.
+
+        (pydicom 3.0 cannot pick a frame that starts inside a byte.)
+        """
+        columns = self.frames_shape[2]
+        first_bit = (frame * self.frames_shape[1] + rows[0]) * columns
+        n_bits = (rows[1] - rows[0]) * columns
+        skip = first_bit % 8
+        packed = bytearray((skip + n_bits + 7) // 8)
+        _read_exactly(path, offset + first_bit // 8, memoryview(packed))
+        bits = np.unpackbits(np.frombuffer(packed, np.uint8), bitorder="little")
+        bits = bits[skip : skip + n_bits]
+        out[...] = bits.reshape(out.shape)
+
+
+def _read_exactly(path: str, offset: int, buffer: memoryview) -> None:
+    """Fill ``buffer`` with the file's bytes from ``offset``, or refuse naming the file."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            got = file.readinto(buffer)
+    except OSError as exc:
+        raise PixelDataError(f"{path}: cannot read pixel data: {exc}") from exc
+    if got != buffer.nbytes:
+        raise PixelDataError(
+            f"{path}: pixel data truncated: {got} of {buffer.nbytes} bytes present"
+        )
 
 
 def decode_frame(path: str, frame: int, syntax: str) -> np.ndarray:
@@ -320,7 +373,7 @@ def _optional_int(value: Any) -> int | None:
 def check_readable(
     frames: pd.DataFrame, fmt: PixelFormat, *, max_bytes: int = MAX_VOLUME_BYTES
 ) -> None:
-    """Refuse, before any read, what cannot be decoded or does not fit.
+    """Refuse, before any read or allocation, what cannot be decoded or does not fit.
 
     Raises
     ------
@@ -328,27 +381,30 @@ def check_readable(
         A transfer syntax no installed decoder handles; the message names the syntax and
         the extra to install.
     PixelDataError
-        Pixel data shorter than Rows x Columns x frames promise, or a volume larger than
-        ``max_bytes``.
+        Stored values larger in memory than ``max_bytes``; uncompressed pixel data
+        shorter than Rows x Columns x frames x bits promise; or a file claiming more
+        decoded pixels than its transfer syntax can hold in the file's size (see
+        :data:`EXPANSION_LIMITS`).
     """
-    total = fmt.frame_bytes * len(frames)
+    total = fmt.array_frame_bytes * len(frames)
     if total > max_bytes:
         raise PixelDataError(
             f"{frames['path'].iloc[0]}: the series declares {total / 2**30:.1f} GiB of pixels, "
             f"more than the limit of {max_bytes / 2**30:.1f} GiB"
         )
     for syntax, path in frames.groupby("TransferSyntaxUID", dropna=False)["path"].first().items():
-        _check_decoder(str(syntax) if syntax else "", path)
-    _check_lengths(frames, fmt)
+        _check_decoder(_syntax(syntax), path)
+    files = frames.drop_duplicates("path")
+    _check_lengths(files, fmt)
+    _check_expansion(files, fmt)
 
 
-def _check_lengths(frames: pd.DataFrame, fmt: PixelFormat) -> None:
+def _check_lengths(files: pd.DataFrame, fmt: PixelFormat) -> None:
     """Uncompressed pixel data must hold what Rows x Columns x frames x bits promise."""
-    if not fmt.byte_aligned:
-        return
-    files = frames[frames["TransferSyntaxUID"].isin(_NATIVE_SYNTAXES)].drop_duplicates("path")
+    files = files[files["TransferSyntaxUID"].isin(_NATIVE_SYNTAXES)]
     n_frames = _numbers(files["NumberOfFrames"], missing=1)
-    need = fmt.frame_bytes * n_frames
+    # bit-packed frames follow each other with no padding: only the last byte is partial
+    need = np.ceil(fmt.rows * fmt.columns * fmt.bits_allocated * n_frames / 8)
     length = _numbers(files["pixel_data_length"], missing=np.inf)
     end = _numbers(files["pixel_data_offset"], missing=-np.inf) + need
     size = _numbers(files["file_size"], missing=np.inf)
@@ -366,8 +422,46 @@ def _check_lengths(frames: pd.DataFrame, fmt: PixelFormat) -> None:
         )
 
 
+def _check_expansion(files: pd.DataFrame, fmt: PixelFormat) -> None:
+    """No file may claim more decoded bits than its codec can make of the file's bits."""
+    n_frames = _numbers(files["NumberOfFrames"], missing=1)
+    decoded_bits = float(fmt.rows * fmt.columns * fmt.bits_allocated) * n_frames
+    file_bits = 8 * _numbers(files["file_size"], missing=np.inf)
+    syntaxes = [_syntax(s) for s in files["TransferSyntaxUID"]]
+    limits = np.array([expansion_limit(s, fmt.bits_allocated) for s in syntaxes])
+    for i in np.flatnonzero(decoded_bits > limits * file_bits):
+        name = pydicom.uid.UID(syntaxes[i]).name if syntaxes[i] else "native"
+        raise PixelDataError(
+            f"{files['path'].iloc[i]}: {fmt.rows} x {fmt.columns} x {int(n_frames[i])} "
+            f"frame(s) x {fmt.bits_allocated} bits ({decoded_bits[i] / 2**23:.1f} MiB) cannot "
+            f"come from a file of {int(file_bits[i] // 8)} bytes: {name} data expands at "
+            f"most {limits[i]:g} times"
+        )
+
+
+def expansion_limit(syntax: str, bits_allocated: int) -> float:
+    """The most decoded bits one bit of a file in ``syntax`` can give (module docstring).
+
+    Parameters
+    ----------
+    syntax : str
+        (0002,0010) *Transfer Syntax UID*; empty means native (implicit little endian).
+    bits_allocated : int
+        (0028,0100) *Bits Allocated*: the decoded size of one sample.
+    """
+    if syntax in _SAMPLES_PER_BIT:  # Huffman-coded JPEG spends bits on every block
+        return _SAMPLES_PER_BIT[syntax] * bits_allocated
+    return EXPANSION_LIMITS.get(syntax, PLAUSIBLE_EXPANSION)
+
+
+def _syntax(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else str(value)
+
+
 def _numbers(column: pd.Series, *, missing: float) -> np.ndarray:
-    return np.array([missing if v is None else v for v in column], dtype=np.float64)
+    """A column as float64 (None, NaN, pd.NA and non-numbers become ``missing``)."""
+    numbers = pd.to_numeric(column, errors="coerce").astype("float64")
+    return numbers.fillna(missing).to_numpy()
 
 
 def _check_decoder(syntax: str, path: str) -> None:

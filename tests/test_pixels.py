@@ -155,3 +155,84 @@ def test_torch_dataloader_workers_read_after_the_parent(make_series):
         Slices(), batch_size=None, num_workers=2, multiprocessing_context="fork", timeout=60
     )
     np.testing.assert_array_equal([float(v) for v in loader], expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoded-size limits
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small_RLE.dcm",  # RLE
+        "JPEG-lossy.dcm",  # JPEG extended (12-bit)
+        "SC_rgb_small_odd_jpeg.dcm",  # JPEG baseline
+        "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS
+        "MR_small_jp2klossless.dcm",  # JPEG 2000
+        "image_dfl.dcm",  # deflate
+        "MR_small_bigendian.dcm",  # big endian
+        "MR_small.dcm",  # explicit little endian
+    ],
+)
+def test_a_small_file_claiming_a_huge_image_is_refused_before_allocating(tmp_path, name):
+    from .conftest import pydicom_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about some of these files
+        ds = pydicom.dcmread(pydicom_file(name))
+    ds.Rows = ds.Columns = 65535
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.save_as(tmp_path / "bomb.dcm")
+    assert (tmp_path / "bomb.dcm").stat().st_size < 300_000
+    with pytest.raises(PixelDataError, match=r"bomb\.dcm: "):
+        dicomarray.open_series(tmp_path / "bomb.dcm")
+
+
+def test_an_rle_bomb_names_the_file_and_the_bound(tmp_path):
+    frame = _rle_frame(8, 8)  # 16 bits: two segments, each byte plane
+    path = write_image(
+        tmp_path / "rle_bomb.dcm",
+        encapsulate([frame]),
+        rows=65535,
+        columns=65535,
+        syntax=RLELossless,
+    )
+    with pytest.raises(PixelDataError, match=r"rle_bomb\.dcm: 65535 x 65535 .*RLE.*64 times"):
+        dicomarray.open_series(path)
+
+
+def test_bit_packed_pixel_data_shorter_than_claimed_is_refused(tmp_path):
+    # 2.6 KB claiming 4 frames of 65535 x 65535 one-bit pixels: 17 GB once unpacked
+    path = write_image(
+        tmp_path / "bits.dcm", bytes(2048), rows=65535, columns=65535, bits=1, frames=4
+    )
+    with pytest.raises(PixelDataError, match=r"bits\.dcm: pixel data holds 2048 bytes"):
+        dicomarray.read_pixels(path)
+
+
+def test_bit_packed_frames_read_with_their_values(tmp_path):
+    from pydicom.pixels import pack_bits
+
+    bits = (np.arange(3 * 5 * 7) % 3 == 0).astype(np.uint8).reshape(3, 5, 7)
+    path = write_image(tmp_path / "bits.dcm", pack_bits(bits), rows=5, columns=7, bits=1, frames=3)
+    np.testing.assert_array_equal(dicomarray.read_pixels(path), bits)
+
+
+def test_the_memory_limit_counts_unpacked_bytes(tmp_path):
+    from pydicom.pixels import pack_bits
+
+    bits = np.ones((64, 64), np.uint8)  # 512 bytes packed, 4096 bytes in memory
+    path = write_image(tmp_path / "bits.dcm", pack_bits(bits), rows=64, columns=64, bits=1)
+    with pytest.raises(PixelDataError, match="more than the limit"):
+        dicomarray.open_series(path, max_bytes=1000)
+
+
+def test_rows_of_a_bit_packed_frame_read_alone(tmp_path, reads):
+    from pydicom.pixels import pack_bits
+
+    bits = (np.arange(5 * 7) % 4 == 1).astype(np.uint8).reshape(5, 7)
+    path = write_image(tmp_path / "bits.dcm", pack_bits(bits), rows=5, columns=7, bits=1)
+    volume = dicomarray.open_series(path)
+    np.testing.assert_array_equal(volume.isel(y=slice(1, 4)).values[0], bits[1:4])
+    assert reads.rows == [(1, 4)]
