@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
+from .codestream import declared_size
 from .errors import MissingDecoderError, PixelDataError
 
 #: Largest stored volume (bytes) a series may declare before it is refused unread.
@@ -48,6 +49,13 @@ _SAMPLES_PER_BIT: dict[str, float] = {
     "1.2.840.10008.1.2.4.57": 1.0,
     "1.2.840.10008.1.2.4.70": 1.0,
 }
+#: Syntaxes whose frames declare their own image size, which their decoders allocate
+_CODESTREAM_SYNTAXES = frozenset(
+    pydicom.uid.JPEGTransferSyntaxes
+    + pydicom.uid.JPEGLSTransferSyntaxes
+    + pydicom.uid.JPEG2000TransferSyntaxes
+)
+_FRAME_TABLE_TAGS = ["NumberOfFrames", "ExtendedOffsetTable", "ExtendedOffsetTableLengths"]
 #: JPEG-LS, JPEG 2000, HTJ2K and any other syntax: their run modes and empty code blocks
 #: have no useful exact bound, so this plausibility bound applies (a blank 2048 x 2048
 #: 16-bit frame is 162 bytes of JPEG 2000: 52,000 times).
@@ -215,7 +223,7 @@ class FrameStack:
             start = cast(int, offset) + self.frame_numbers[index] * self.format.frame_bytes
             self._read_raw(path, start + rows[0] * row_bytes, out)
             return
-        frame = decode_frame(path, self.frame_numbers[index], syntax)
+        frame = decode_frame(path, self.frame_numbers[index], syntax, self.format)
         if frame.shape != self.frames_shape[1:]:
             raise PixelDataError(
                 f"{path}: frame {self.frame_numbers[index]}: decoded frame has shape "
@@ -259,7 +267,7 @@ def _read_exactly(path: str, offset: int, buffer: memoryview) -> None:
         )
 
 
-def decode_frame(path: str, frame: int, syntax: str) -> np.ndarray:
+def decode_frame(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.ndarray:
     """One frame's stored values through pydicom's decoders: the one door to decoder code.
 
     Third-party decoders fail in every way there is: ``Exception`` subclasses, a
@@ -267,14 +275,16 @@ def decode_frame(path: str, frame: int, syntax: str) -> np.ndarray:
     pylibjpeg-rle (Rust, pyo3) raises on some corrupt frames, which passes through every
     ``except Exception``. All of them become a :class:`PixelDataError` here; only
     ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` pass, as they must.
+    A JPEG, JPEG-LS or JPEG 2000 frame must declare the image size of the DICOM header in
+    its own codestream, which is what its decoder allocates, before it is decoded.
 
     Raises
     ------
     PixelDataError
-        Naming the file, the frame and what the decoder raised.
+        Naming the file, the frame and what the decoder raised or the codestream declared.
     """
     try:
-        return _run_decoder(path, frame, syntax)
+        return _run_decoder(path, frame, syntax, fmt)
     except (KeyboardInterrupt, SystemExit, GeneratorExit, PixelDataError):
         raise
     except BaseException as exc:  # noqa: BLE001 - a decoder's panic is a BaseException
@@ -283,13 +293,43 @@ def decode_frame(path: str, frame: int, syntax: str) -> np.ndarray:
         ) from exc
 
 
-def _run_decoder(path: str, frame: int, syntax: str) -> np.ndarray:
+def _run_decoder(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.ndarray:
     from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
     if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
         array = pixel_array(pydicom.dcmread(path))
         return array[frame] if array.ndim == 3 else array
+    if syntax in _CODESTREAM_SYNTAXES:
+        _check_codestream(path, frame, _encoded_frame(path, frame), fmt)
     return pixel_array(path, index=frame)
+
+
+def _encoded_frame(path: str, frame: int) -> bytes:
+    """The bytes of one frame of encapsulated pixel data, read from its file alone."""
+    from pydicom.encaps import get_frame
+
+    with open(path, "rb") as file:
+        ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=_FRAME_TABLE_TAGS)
+        element = file.read(12)  # tag, VR, reserved, length: the file is left here
+        if element[:4] != b"\xe0\x7f\x10\x00" or element[8:] != b"\xff\xff\xff\xff":
+            raise PixelDataError(f"{path}: compressed pixel data is not encapsulated")
+        extended = None
+        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+            extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+        n_frames = int(ds.get("NumberOfFrames") or 1)
+        return get_frame(file, frame, number_of_frames=n_frames, extended_offsets=extended)
+
+
+def _check_codestream(path: str, frame: int, encoded: bytes, fmt: PixelFormat) -> None:
+    size = declared_size(encoded)
+    if size is None:
+        raise PixelDataError(f"{path}: frame {frame}: no JPEG or JPEG 2000 image header found")
+    if (size.rows, size.columns, size.components) != (fmt.rows, fmt.columns, 1):
+        raise PixelDataError(
+            f"{path}: frame {frame}: the compressed frame declares {size.rows} x "
+            f"{size.columns} x {size.components} samples, the file's header {fmt.rows} x "
+            f"{fmt.columns} x 1"
+        )
 
 
 def _rows_to_read(key: Any, n_rows: int) -> tuple[int, int, Any]:

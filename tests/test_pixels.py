@@ -236,3 +236,74 @@ def test_rows_of_a_bit_packed_frame_read_alone(tmp_path, reads):
     volume = dicomarray.open_series(path)
     np.testing.assert_array_equal(volume.isel(y=slice(1, 4)).values[0], bits[1:4])
     assert reads.rows == [(1, 4)]
+
+
+# --------------------------------------------------------------------------------------------
+# Codestream headers: what a decoder would allocate
+# --------------------------------------------------------------------------------------------
+
+CODESTREAM_FILES = ["MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "JPGExtended.dcm"]
+
+
+def first_frame(name: str) -> tuple[pydicom.Dataset, bytes]:
+    from pydicom.encaps import generate_frames
+
+    from .conftest import pydicom_file
+
+    ds = pydicom.dcmread(pydicom_file(name))
+    return ds, next(generate_frames(ds.PixelData, number_of_frames=1))
+
+
+@pytest.mark.parametrize("name", CODESTREAM_FILES)
+def test_codestream_size_matches_the_dicom_header(name):
+    from dicomarray.codestream import CodestreamSize, declared_size
+
+    ds, frame = first_frame(name)
+    assert declared_size(frame) == CodestreamSize(ds.Rows, ds.Columns, 1)
+
+
+def test_codestream_size_is_found_inside_a_jp2_file():
+    from dicomarray.codestream import CodestreamSize, declared_size
+
+    ds, codestream = first_frame("MR_small_jp2klossless.dcm")
+    signature = bytes.fromhex("0000000c6a5020200d0a870a")
+    ftyp = struct.pack(">L4s4sL4s", 20, b"ftyp", b"jp2 ", 0, b"jp2 ")
+    jp2 = signature + ftyp + struct.pack(">L4s", 8 + len(codestream), b"jp2c") + codestream
+    assert declared_size(jp2) == CodestreamSize(ds.Rows, ds.Columns, 1)
+
+
+@pytest.mark.parametrize("frame", [b"", b"\xff\xd8", b"\xff\xd8\xff\xda\x00\x02", b"\x00" * 64])
+def test_codestream_without_a_frame_header_has_no_size(frame):
+    from dicomarray.codestream import declared_size
+
+    assert declared_size(frame) is None
+
+
+def with_declared_size(frame: bytes, rows: int, columns: int) -> bytes:
+    """``frame`` with its SOF (JPEG, JPEG-LS) or SIZ (JPEG 2000) image size replaced."""
+    data = bytearray(frame)
+    if data[:2] == b"\xff\xd8":
+        offset = 2
+        while data[offset + 1] not in (0xC0, 0xC1, 0xC3, 0xF7):
+            offset += 2 + struct.unpack_from(">H", data, offset + 2)[0]
+        struct.pack_into(">HH", data, offset + 5, rows, columns)
+    else:
+        struct.pack_into(">LLLL", data, 8, columns, rows, 0, 0)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name", CODESTREAM_FILES)
+def test_a_frame_declaring_a_larger_image_than_its_header_is_refused_undecoded(
+    tmp_path, monkeypatch, name
+):
+    ds, frame = first_frame(name)
+    ds.PixelData = encapsulate([with_declared_size(frame, 65535, 65535)])
+    ds.save_as(tmp_path / "liar.dcm")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the decoder ran")
+
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", must_not_run)
+    volume = dicomarray.open_series(tmp_path / "liar.dcm")
+    with pytest.raises(PixelDataError, match=r"liar\.dcm: frame 0: .*declares 65535 x 65535"):
+        _ = volume.values
