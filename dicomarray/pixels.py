@@ -186,7 +186,7 @@ class FrameStack:
         picked = np.arange(self.frames_shape[0])[key[0]]
         indices = [int(i) for i in np.atleast_1d(picked)]
         first, last, within = _rows_to_read(key[1], self.frames_shape[1])
-        out = empty_buffer((len(indices), last - first, self.frames_shape[2]), self.dtype)
+        out = self._allocate((len(indices), last - first, self.frames_shape[2]), indices)
         rows = [(first, last)] * len(indices)
         if len(indices) >= _PARALLEL_FRAMES:
             # reads release the GIL: overlap them, each straight into its slot of out
@@ -196,6 +196,18 @@ class FrameStack:
                 self.read_into(index, out[position], rows[position])
         result = out[(slice(None), within, key[2])]
         return result[0] if np.ndim(picked) == 0 else result
+
+    def _allocate(self, shape: tuple[int, int, int], indices: list[int]) -> np.ndarray:
+        """The result array, or a PixelDataError naming the files when memory runs out."""
+        try:
+            return empty_buffer(shape, self.dtype)
+        except (MemoryError, OSError) as exc:  # mmap reports ENOMEM as an OSError
+            first = self.paths[indices[0]] if indices else "no frames"
+            nbytes = int(np.prod(shape)) * self.dtype.itemsize
+            raise PixelDataError(
+                f"{first}: cannot allocate {nbytes / 2**20:.1f} MiB for {len(indices)} "
+                f"frame(s) of pixels: {exc}"
+            ) from exc
 
     def read_into(self, index: int, out: np.ndarray, rows: tuple[int, int] | None = None) -> None:
         """Read frame ``index`` (or its rows ``first:last``) into the 2-D array ``out``.

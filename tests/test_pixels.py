@@ -307,3 +307,16 @@ def test_a_frame_declaring_a_larger_image_than_its_header_is_refused_undecoded(
     volume = dicomarray.open_series(tmp_path / "liar.dcm")
     with pytest.raises(PixelDataError, match=r"liar\.dcm: frame 0: .*declares 65535 x 65535"):
         _ = volume.values
+
+
+def test_running_out_of_memory_names_the_file(make_series, monkeypatch):
+    paths = make_series()
+    volume = dicomarray.open_series(paths[0].parent)
+
+    def no_memory(shape, dtype):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(dicomarray.pixels, "empty_buffer", no_memory)
+    first = volume.attrs["dicomarray_assembly"]["files"][0]
+    with pytest.raises(PixelDataError, match=rf"{Path(first).name}: cannot allocate .* MiB"):
+        _ = volume.values
