@@ -12,10 +12,12 @@ to dask workers.
 from __future__ import annotations
 
 import copy
+import io
 import mmap
 import os
 import sys
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -49,6 +51,9 @@ _SAMPLES_PER_BIT: dict[str, float] = {
     "1.2.840.10008.1.2.4.57": 1.0,
     "1.2.840.10008.1.2.4.70": 1.0,
 }
+#: What a deflated data set may hold besides its pixel data before it is refused (bytes)
+DEFLATED_HEADER_BYTES = 64 * 2**20
+_PREAMBLE_AND_GROUP_LENGTH = 128 + 4 + 12  # preamble, "DICM", (0002,0000) UL element
 #: Syntaxes whose frames declare their own image size, which their decoders allocate
 _CODESTREAM_SYNTAXES = frozenset(
     pydicom.uid.JPEGTransferSyntaxes
@@ -138,6 +143,8 @@ class FrameStack:
     def __init__(self, frames: pd.DataFrame, fmt: PixelFormat) -> None:
         self.paths = [str(p) for p in frames["path"]]
         self.frame_numbers = [int(f) for f in frames["frame"]]
+        #: (0028,0008) *Number of Frames* of each frame's file
+        self.file_frames = [_optional_int(n) or 1 for n in frames["NumberOfFrames"]]
         self.offsets = [_optional_int(v) for v in frames["pixel_data_offset"]]
         self.syntaxes = [str(s or "") for s in frames["TransferSyntaxUID"]]
         #: each frame's slice index in the whole series (subsets keep them)
@@ -168,7 +175,8 @@ class FrameStack:
     def subset(self, indices: list[int], *, squeeze: bool = False) -> FrameStack:
         """Some of the frames, in the given order; ``squeeze`` makes one frame 2-D."""
         other = copy.copy(self)
-        for name in ("paths", "frame_numbers", "offsets", "syntaxes", "slice_indices"):
+        names = ("paths", "frame_numbers", "file_frames", "offsets", "syntaxes", "slice_indices")
+        for name in names:
             setattr(other, name, [getattr(self, name)[i] for i in indices])
         for name in ("slopes", "intercepts"):
             values = getattr(self, name)
@@ -235,10 +243,11 @@ class FrameStack:
             start = cast(int, offset) + self.frame_numbers[index] * self.format.frame_bytes
             self._read_raw(path, start + rows[0] * row_bytes, out)
             return
-        frame = decode_frame(path, self.frame_numbers[index], syntax, self.format)
+        number = self.frame_numbers[index]
+        frame = decode_frame(path, number, self.file_frames[index], syntax, self.format)
         if frame.shape != self.frames_shape[1:]:
             raise PixelDataError(
-                f"{path}: frame {self.frame_numbers[index]}: decoded frame has shape "
+                f"{path}: frame {number}: decoded frame has shape "
                 f"{frame.shape}, expected {self.frames_shape[1:]}"
             )
         out[...] = frame[rows[0] : rows[1]]
@@ -279,7 +288,9 @@ def _read_exactly(path: str, offset: int, buffer: memoryview) -> None:
         )
 
 
-def decode_frame(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.ndarray:
+def decode_frame(
+    path: str, frame: int, n_frames: int, syntax: str, fmt: PixelFormat
+) -> np.ndarray:
     """One frame's stored values through pydicom's decoders: the one door to decoder code.
 
     Third-party decoders fail in every way there is: ``Exception`` subclasses, a
@@ -296,7 +307,7 @@ def decode_frame(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.nda
         Naming the file, the frame and what the decoder raised or the codestream declared.
     """
     try:
-        return _run_decoder(path, frame, syntax, fmt)
+        return _run_decoder(path, frame, n_frames, syntax, fmt)
     except (KeyboardInterrupt, SystemExit, GeneratorExit, PixelDataError):
         raise
     except BaseException as exc:  # noqa: BLE001 - a decoder's panic is a BaseException
@@ -305,15 +316,42 @@ def decode_frame(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.nda
         ) from exc
 
 
-def _run_decoder(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.ndarray:
+def _run_decoder(
+    path: str, frame: int, n_frames: int, syntax: str, fmt: PixelFormat
+) -> np.ndarray:
     from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
     if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
-        array = pixel_array(pydicom.dcmread(path))
+        array = pixel_array(_inflated(path, fmt.frame_bytes * n_frames + DEFLATED_HEADER_BYTES))
         return array[frame] if array.ndim == 3 else array
     if syntax in _CODESTREAM_SYNTAXES:
         _check_codestream(path, frame, _encoded_frame(path, frame), fmt)
     return pixel_array(path, index=frame)
+
+
+def _inflated(path: str, limit: int) -> pydicom.Dataset:
+    """A deflated file's data set, refused if it inflates to more than ``limit`` bytes.
+
+    pydicom inflates the whole data set at once, however large; here inflation stops at
+    the size the pixel data and a header can need (PS3.5 A.5: everything after the File
+    Meta Information is one deflate stream).
+    """
+    meta = pydicom.filereader.read_file_meta_info(path)
+    start = _PREAMBLE_AND_GROUP_LENGTH + int(meta.FileMetaInformationGroupLength)
+    with open(path, "rb") as file:
+        file.seek(start)
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        data = inflater.decompress(file.read(), limit)
+    if inflater.unconsumed_tail:
+        raise PixelDataError(
+            f"{path}: the deflated data set inflates to more than {limit} bytes, more than "
+            f"its pixel data and {DEFLATED_HEADER_BYTES / 2**20:g} MiB of header can need"
+        )
+    ds = pydicom.filereader.read_dataset(
+        io.BytesIO(data), is_implicit_VR=False, is_little_endian=True
+    )
+    ds.file_meta = meta
+    return ds
 
 
 def _encoded_frame(path: str, frame: int) -> bytes:

@@ -12,7 +12,12 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    RLELossless,
+    generate_uid,
+)
 
 import dicomarray
 from dicomarray import PixelDataError
@@ -53,7 +58,8 @@ def write_image(
     ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
     ds.PixelSpacing, ds.SliceThickness = [1, 1], 1
     ds.PixelData = pixel_data
-    ds["PixelData"].VR = "OB" if syntax != ExplicitVRLittleEndian or bits <= 8 else "OW"
+    native = syntax in (ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+    ds["PixelData"].VR = "OW" if native and bits > 8 else "OB"
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -320,3 +326,16 @@ def test_running_out_of_memory_names_the_file(make_series, monkeypatch):
     first = volume.attrs["dicomarray_assembly"]["files"][0]
     with pytest.raises(PixelDataError, match=rf"{Path(first).name}: cannot allocate .* MiB"):
         _ = volume.values
+
+
+def test_a_deflate_bomb_beside_the_pixels_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(dicomarray.pixels, "DEFLATED_HEADER_BYTES", 2**20)
+    pixels = np.arange(64, dtype="<u2").tobytes()
+    path = write_image(tmp_path / "dfl.dcm", pixels, syntax=DeflatedExplicitVRLittleEndian)
+    np.testing.assert_array_equal(dicomarray.read_pixels(path), np.arange(64).reshape(8, 8))
+    ds = pydicom.dcmread(path)
+    ds.add_new(0x00091010, "OB", bytes(4 * 2**20))  # 4 MiB of zeros: 4 KiB deflated
+    ds.save_as(path)
+    assert path.stat().st_size < 2**16
+    with pytest.raises(PixelDataError, match=r"dfl\.dcm: the deflated data set inflates"):
+        dicomarray.read_pixels(path)
