@@ -1,12 +1,52 @@
 """Reading the stored pixel values of frames: the offset fast path, pydicom's decoders, limits.
 
 Uncompressed little-endian pixel data is read straight from the file at the offset the
-index recorded, into the caller's array, without parsing the header again. Every other
-transfer syntax goes through :func:`pydicom.pixels.pixel_array`, whose decoders for JPEG,
-JPEG-LS, JPEG 2000 and RLE come from the ``codecs`` extra (pylibjpeg).
+index recorded, into the caller's array, without parsing the header again; so are 1-bit
+frames, unpacked as they are read. Every other transfer syntax goes through
+:func:`pydicom.pixels.pixel_array`, whose decoders for JPEG, JPEG-LS, JPEG 2000 and RLE
+come from the ``codecs`` extra (pylibjpeg).
 
 Nothing here keeps a file open between reads, so a :class:`FrameStack` pickles and travels
-to dask workers.
+to dask workers. The threads that overlap reads are made again in a forked child
+(multiprocessing fork pools, PyTorch DataLoader workers), which inherits none of them.
+
+Limits
+------
+Checked when a series is opened, from the index alone, before anything is read or
+allocated (:func:`check_readable`):
+
+- the stored values in memory (Rows x Columns x frames x bytes per sample; 1-bit data
+  unpacks to one byte per pixel) may not exceed ``max_bytes`` (:data:`MAX_VOLUME_BYTES`,
+  64 GiB, by default);
+- uncompressed pixel data must hold the Rows x Columns x frames x BitsAllocated bits it
+  promises (bit-packed data included) and fit in its file;
+- no file may claim more decoded bits (Rows x Columns x frames x BitsAllocated; only one
+  sample per pixel opens) than its transfer syntax can make of the file's size:
+
+  ============================  ==============================================
+  transfer syntax               most decoded bits per bit of file
+  ============================  ==============================================
+  native (either endianness)    1
+  RLE Lossless                  64 (a 2-byte replicate run gives 128 bytes)
+  Deflated Explicit VR          1032 (zlib's largest expansion)
+  JPEG baseline, extended       32 x BitsAllocated (2 bits per 8 x 8 block)
+  JPEG lossless (14, 14 SV1)    BitsAllocated (1 bit per sample)
+  JPEG-LS, JPEG 2000, others    65536, a plausibility bound: run modes and empty
+                                code blocks code blank areas in a few bits (a
+                                blank 2048 x 2048 16-bit frame is 162 bytes of
+                                JPEG 2000, 52,000 times)
+  ============================  ==============================================
+
+Checked as each frame is decoded (:func:`decode_frame`):
+
+- a JPEG, JPEG-LS or JPEG 2000 frame must declare, in its own SOF or SIZ header, the
+  Rows x Columns x 1 sample of the DICOM header: decoders allocate what the codestream
+  declares;
+- a deflated data set is inflated only up to its pixel data plus
+  :data:`DEFLATED_HEADER_BYTES` (64 MiB);
+- any failure of a decoder (including ``MemoryError`` and ``BaseException`` panics from
+  compiled decoders), and running out of memory for a result, is a
+  :class:`~dicomarray.errors.PixelDataError` naming the file and the frame.
 """
 
 from __future__ import annotations
