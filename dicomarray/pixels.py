@@ -146,22 +146,22 @@ class PixelFormat:
     def from_row(cls, row: pd.Series) -> PixelFormat:
         """The format named by one index row, checked for sizes that make sense."""
         path = row["path"]
-        samples = row.get("SamplesPerPixel") or 1
+        try:
+            samples = _whole_number(row.get("SamplesPerPixel"), 1)
+            bits = _whole_number(row.get("BitsAllocated"), 16)
+            fmt = cls(
+                rows=_whole_number(row.get("Rows"), None),
+                columns=_whole_number(row.get("Columns"), None),
+                bits_allocated=bits,
+                bits_stored=_whole_number(row.get("BitsStored"), bits),
+                pixel_representation=_whole_number(row.get("PixelRepresentation"), 0),
+            )
+        except (TypeError, ValueError) as exc:
+            raise PixelDataError(f"{path}: unusable image pixel attributes: {exc}") from exc
         if samples != 1:
             raise PixelDataError(
                 f"{path}: SamplesPerPixel {samples}: only grey images open as volumes"
             )
-        try:
-            bits = int(row["BitsAllocated"] or 16)
-            fmt = cls(
-                rows=int(row["Rows"]),
-                columns=int(row["Columns"]),
-                bits_allocated=bits,
-                bits_stored=int(row.get("BitsStored") or bits),
-                pixel_representation=int(row.get("PixelRepresentation") or 0),
-            )
-        except (TypeError, ValueError) as exc:
-            raise PixelDataError(f"{path}: unusable image pixel attributes: {exc}") from exc
         if not (0 < fmt.rows <= 65535 and 0 < fmt.columns <= 65535):
             raise PixelDataError(f"{path}: image size {fmt.rows} x {fmt.columns} is not valid")
         if not 0 < fmt.bits_stored <= fmt.bits_allocated:
@@ -496,6 +496,22 @@ def _fix_unused_bits(out: np.ndarray, fmt: PixelFormat) -> None:
         np.bitwise_and(out, (1 << fmt.bits_stored) - 1, out=out)
 
 
+def _whole_number(value: Any, default: int | None) -> int:
+    """An index value as an int, whatever its column's type (object, float, Int64).
+
+    Missing (None, NaN, ``pd.NA``) gives ``default``; raises ValueError when there is no
+    default, and for a fraction; TypeError for a multi-valued element.
+    """
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        if default is None:
+            raise ValueError("a required value is missing")
+        return default
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
+
+
 def _optional_int(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
@@ -616,6 +632,9 @@ def file_signature(paths: list[str]) -> list[tuple[str, int, int]]:
     """(path, size, mtime_ns) of each file: what makes a dask name change when files do."""
     signature = []
     for path in paths:
-        stat = os.stat(path)
+        try:
+            stat = os.stat(path)
+        except OSError as exc:  # gone or unreadable since the index was made
+            raise PixelDataError(f"{path}: cannot open: {exc.strerror}") from exc
         signature.append((path, stat.st_size, stat.st_mtime_ns))
     return signature

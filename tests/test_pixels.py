@@ -339,3 +339,42 @@ def test_a_deflate_bomb_beside_the_pixels_is_refused_unread(tmp_path, monkeypatc
     assert path.stat().st_size < 2**16
     with pytest.raises(PixelDataError, match=r"dfl\.dcm: the deflated data set inflates"):
         dicomarray.read_pixels(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Index values of any column type
+# --------------------------------------------------------------------------------------------
+
+INTEGER_COLUMNS = [
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "NumberOfFrames",  # None in single-frame files: <NA> or NaN below
+    "pixel_data_offset",
+    "pixel_data_length",
+    "file_size",
+]
+
+
+@pytest.mark.parametrize("dtype", [object, "Int64", "float64"])
+def test_index_integers_of_any_column_type_read_the_same_pixels(make_series, dtype):
+    from dicomarray.pixels import FrameStack, PixelFormat, check_readable
+
+    paths = make_series()
+    frames = dicomarray.scan(paths[0].parent).assign(frame=0)
+    expected = np.stack([pydicom.dcmread(p).pixel_array for p in frames["path"]])
+    frames = frames.astype({column: dtype for column in INTEGER_COLUMNS})
+    fmt = PixelFormat.from_row(frames.iloc[0])
+    check_readable(frames, fmt)
+    np.testing.assert_array_equal(FrameStack(frames, fmt)[:], expected)
+
+
+def test_a_file_gone_since_the_scan_is_named(make_series):
+    paths = make_series()
+    index = dicomarray.scan(paths[0].parent)
+    paths[3].unlink()
+    with pytest.raises(PixelDataError, match=rf"{paths[3].name}: cannot open"):
+        dicomarray.open_series(index)
