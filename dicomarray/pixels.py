@@ -42,8 +42,9 @@ Checked as each frame is decoded (:func:`decode_frame`):
 - a JPEG, JPEG-LS or JPEG 2000 frame must declare, in its own SOF or SIZ header, the
   Rows x Columns x 1 sample of the DICOM header: decoders allocate what the codestream
   declares;
-- a deflated data set is inflated only up to its pixel data plus
-  :data:`DEFLATED_HEADER_BYTES` (64 MiB);
+- every header is walked within :class:`~dicomarray.header.HeaderLimits` before pydicom
+  parses it; a deflated data set may not inflate past its pixel data plus
+  ``max_header_bytes`` (64 MiB);
 - any failure of a decoder (including ``MemoryError`` and ``BaseException`` panics from
   compiled decoders), and running out of memory for a result, is a
   :class:`~dicomarray.errors.PixelDataError` naming the file and the frame.
@@ -52,22 +53,22 @@ Checked as each frame is decoded (:func:`decode_frame`):
 from __future__ import annotations
 
 import copy
-import io
 import mmap
 import os
 import sys
 import threading
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pandas as pd
-import pydicom
+from pydicom import uid
+from pydicom.tag import BaseTag, Tag
 
 from .codestream import declared_size
-from .errors import MissingDecoderError, PixelDataError
+from .errors import DicomArrayError, MissingDecoderError, PixelDataError
+from .header import checked_file, read_dataset
 
 #: Largest stored volume (bytes) a series may declare before it is refused unread.
 MAX_VOLUME_BYTES = 64 * 2**30
@@ -91,16 +92,14 @@ _SAMPLES_PER_BIT: dict[str, float] = {
     "1.2.840.10008.1.2.4.57": 1.0,
     "1.2.840.10008.1.2.4.70": 1.0,
 }
-#: What a deflated data set may hold besides its pixel data before it is refused (bytes)
-DEFLATED_HEADER_BYTES = 64 * 2**20
-_PREAMBLE_AND_GROUP_LENGTH = 128 + 4 + 12  # preamble, "DICM", (0002,0000) UL element
 #: Syntaxes whose frames declare their own image size, which their decoders allocate
 _CODESTREAM_SYNTAXES = frozenset(
-    pydicom.uid.JPEGTransferSyntaxes
-    + pydicom.uid.JPEGLSTransferSyntaxes
-    + pydicom.uid.JPEG2000TransferSyntaxes
+    uid.JPEGTransferSyntaxes + uid.JPEGLSTransferSyntaxes + uid.JPEG2000TransferSyntaxes
 )
-_FRAME_TABLE_TAGS = ["NumberOfFrames", "ExtendedOffsetTable", "ExtendedOffsetTableLengths"]
+_FRAME_TABLE_TAGS: list[BaseTag | int] = [
+    Tag(keyword)
+    for keyword in ("NumberOfFrames", "ExtendedOffsetTable", "ExtendedOffsetTableLengths")
+]
 #: JPEG-LS, JPEG 2000, HTJ2K and any other syntax: their run modes and empty code blocks
 #: have no useful exact bound, so this plausibility bound applies (a blank 2048 x 2048
 #: 16-bit frame is 162 bytes of JPEG 2000: 52,000 times).
@@ -183,8 +182,6 @@ class FrameStack:
     def __init__(self, frames: pd.DataFrame, fmt: PixelFormat) -> None:
         self.paths = [str(p) for p in frames["path"]]
         self.frame_numbers = [int(f) for f in frames["frame"]]
-        #: (0028,0008) *Number of Frames* of each frame's file
-        self.file_frames = [_optional_int(n) or 1 for n in frames["NumberOfFrames"]]
         self.offsets = [_optional_int(v) for v in frames["pixel_data_offset"]]
         self.syntaxes = [str(s or "") for s in frames["TransferSyntaxUID"]]
         #: each frame's slice index in the whole series (subsets keep them)
@@ -215,8 +212,7 @@ class FrameStack:
     def subset(self, indices: list[int], *, squeeze: bool = False) -> FrameStack:
         """Some of the frames, in the given order; ``squeeze`` makes one frame 2-D."""
         other = copy.copy(self)
-        names = ("paths", "frame_numbers", "file_frames", "offsets", "syntaxes", "slice_indices")
-        for name in names:
+        for name in ("paths", "frame_numbers", "offsets", "syntaxes", "slice_indices"):
             setattr(other, name, [getattr(self, name)[i] for i in indices])
         for name in ("slopes", "intercepts"):
             values = getattr(self, name)
@@ -284,7 +280,7 @@ class FrameStack:
             self._read_raw(path, start + rows[0] * row_bytes, out)
             return
         number = self.frame_numbers[index]
-        frame = decode_frame(path, number, self.file_frames[index], syntax, self.format)
+        frame = decode_frame(path, number, syntax, self.format)
         if frame.shape != self.frames_shape[1:]:
             raise PixelDataError(
                 f"{path}: frame {number}: decoded frame has shape "
@@ -328,9 +324,7 @@ def _read_exactly(path: str, offset: int, buffer: memoryview) -> None:
         )
 
 
-def decode_frame(
-    path: str, frame: int, n_frames: int, syntax: str, fmt: PixelFormat
-) -> np.ndarray:
+def decode_frame(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.ndarray:
     """One frame's stored values through pydicom's decoders: the one door to decoder code.
 
     Third-party decoders fail in every way there is: ``Exception`` subclasses, a
@@ -347,8 +341,8 @@ def decode_frame(
         Naming the file, the frame and what the decoder raised or the codestream declared.
     """
     try:
-        return _run_decoder(path, frame, n_frames, syntax, fmt)
-    except (KeyboardInterrupt, SystemExit, GeneratorExit, PixelDataError):
+        return _run_decoder(path, frame, syntax, fmt)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, DicomArrayError):
         raise
     except BaseException as exc:  # noqa: BLE001 - a decoder's panic is a BaseException
         raise PixelDataError(
@@ -356,58 +350,38 @@ def decode_frame(
         ) from exc
 
 
-def _run_decoder(
-    path: str, frame: int, n_frames: int, syntax: str, fmt: PixelFormat
-) -> np.ndarray:
+def _run_decoder(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.ndarray:
     from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
     if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
-        array = pixel_array(_inflated(path, fmt.frame_bytes * n_frames + DEFLATED_HEADER_BYTES))
+        # read_dataset bounds the inflated size by the header limit and the pixel data
+        array = pixel_array(read_dataset(path, stop_before_pixels=False))
         return array[frame] if array.ndim == 3 else array
-    if syntax in _CODESTREAM_SYNTAXES:
-        _check_codestream(path, frame, _encoded_frame(path, frame), fmt)
-    return pixel_array(path, index=frame)
+    with checked_file(path) as file:  # the header within bounds first
+        if syntax in _CODESTREAM_SYNTAXES:
+            _check_codestream(path, frame, _encoded_frame(file, path, frame), fmt)
+        return pixel_array(file, index=frame)  # pydicom reads from the file's start
 
 
-def _inflated(path: str, limit: int) -> pydicom.Dataset:
-    """A deflated file's data set, refused if it inflates to more than ``limit`` bytes.
-
-    pydicom inflates the whole data set at once, however large; here inflation stops at
-    the size the pixel data and a header can need (PS3.5 A.5: everything after the File
-    Meta Information is one deflate stream).
-    """
-    meta = pydicom.filereader.read_file_meta_info(path)
-    start = _PREAMBLE_AND_GROUP_LENGTH + int(meta.FileMetaInformationGroupLength)
-    with open(path, "rb") as file:
-        file.seek(start)
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        data = inflater.decompress(file.read(), limit)
-    if inflater.unconsumed_tail:
-        raise PixelDataError(
-            f"{path}: the deflated data set inflates to more than {limit} bytes, more than "
-            f"its pixel data and {DEFLATED_HEADER_BYTES / 2**20:g} MiB of header can need"
-        )
-    ds = pydicom.filereader.read_dataset(
-        io.BytesIO(data), is_implicit_VR=False, is_little_endian=True
-    )
-    ds.file_meta = meta
-    return ds
-
-
-def _encoded_frame(path: str, frame: int) -> bytes:
+def _encoded_frame(file: BinaryIO, path: str, frame: int) -> bytes:
     """The bytes of one frame of encapsulated pixel data, read from its file alone."""
     from pydicom.encaps import get_frame
+    from pydicom.filereader import read_partial
 
-    with open(path, "rb") as file:
-        ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=_FRAME_TABLE_TAGS)
-        element = file.read(12)  # tag, VR, reserved, length: the file is left here
-        if element[:4] != b"\xe0\x7f\x10\x00" or element[8:] != b"\xff\xff\xff\xff":
-            raise PixelDataError(f"{path}: compressed pixel data is not encapsulated")
-        extended = None
-        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-            extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
-        n_frames = int(ds.get("NumberOfFrames") or 1)
-        return get_frame(file, frame, number_of_frames=n_frames, extended_offsets=extended)
+    # the caller's checked_file walked this file within the header limits already
+    ds = read_partial(file, stop_when=_at_pixel_data, specific_tags=_FRAME_TABLE_TAGS)
+    element = file.read(12)  # tag, VR, reserved, length: pydicom stops at the tag
+    if element[:4] != b"\xe0\x7f\x10\x00" or element[8:] != b"\xff\xff\xff\xff":
+        raise PixelDataError(f"{path}: compressed pixel data is not encapsulated")
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    return get_frame(file, frame, number_of_frames=n_frames, extended_offsets=extended)
+
+
+def _at_pixel_data(tag: Any, vr: Any, length: Any) -> bool:
+    return int(tag) == 0x7FE00010  # (7FE0,0010) Pixel Data
 
 
 def _check_codestream(path: str, frame: int, encoded: bytes, fmt: PixelFormat) -> None:
@@ -576,7 +550,7 @@ def _check_expansion(files: pd.DataFrame, fmt: PixelFormat) -> None:
     syntaxes = [_syntax(s) for s in files["TransferSyntaxUID"]]
     limits = np.array([expansion_limit(s, fmt.bits_allocated) for s in syntaxes])
     for i in np.flatnonzero(decoded_bits > limits * file_bits):
-        name = pydicom.uid.UID(syntaxes[i]).name if syntaxes[i] else "native"
+        name = uid.UID(syntaxes[i]).name if syntaxes[i] else "native"
         raise PixelDataError(
             f"{files['path'].iloc[i]}: {fmt.rows} x {fmt.columns} x {int(n_frames[i])} "
             f"frame(s) x {fmt.bits_allocated} bits ({decoded_bits[i] / 2**23:.1f} MiB) cannot "

@@ -328,17 +328,20 @@ def test_running_out_of_memory_names_the_file(make_series, monkeypatch):
         _ = volume.values
 
 
-def test_a_deflate_bomb_beside_the_pixels_is_refused_unread(tmp_path, monkeypatch):
-    monkeypatch.setattr(dicomarray.pixels, "DEFLATED_HEADER_BYTES", 2**20)
+def test_a_deflated_read_of_pixels_keeps_to_the_header_limits(tmp_path, monkeypatch):
+    from dicomarray import header
+
     pixels = np.arange(64, dtype="<u2").tobytes()
     path = write_image(tmp_path / "dfl.dcm", pixels, syntax=DeflatedExplicitVRLittleEndian)
-    np.testing.assert_array_equal(dicomarray.read_pixels(path), np.arange(64).reshape(8, 8))
     ds = pydicom.dcmread(path)
     ds.add_new(0x00091010, "OB", bytes(4 * 2**20))  # 4 MiB of zeros: 4 KiB deflated
     ds.save_as(path)
     assert path.stat().st_size < 2**16
-    with pytest.raises(PixelDataError, match=r"dfl\.dcm: the deflated data set inflates"):
-        dicomarray.read_pixels(path)
+    volume = dicomarray.open_series(dicomarray.scan(path))
+    np.testing.assert_array_equal(volume.values[0], np.arange(64).reshape(8, 8))
+    monkeypatch.setattr(header, "DEFAULT_LIMITS", header.HeaderLimits(max_header_bytes=2**20))
+    with pytest.raises(dicomarray.DicomArrayError, match=r"dfl\.dcm: refused"):
+        _ = volume.values  # read again: the header is walked at every read
 
 
 # --------------------------------------------------------------------------------------------
