@@ -96,10 +96,7 @@ _SAMPLES_PER_BIT: dict[str, float] = {
 _CODESTREAM_SYNTAXES = frozenset(
     uid.JPEGTransferSyntaxes + uid.JPEGLSTransferSyntaxes + uid.JPEG2000TransferSyntaxes
 )
-_FRAME_TABLE_TAGS: list[BaseTag | int] = [
-    Tag(keyword)
-    for keyword in ("NumberOfFrames", "ExtendedOffsetTable", "ExtendedOffsetTableLengths")
-]
+_FRAME_TABLE_TAGS: list[BaseTag | int] = [Tag("NumberOfFrames")]
 #: JPEG-LS, JPEG 2000, HTJ2K and any other syntax: their run modes and empty code blocks
 #: have no useful exact bound, so this plausibility bound applies (a blank 2048 x 2048
 #: 16-bit frame is 162 bytes of JPEG 2000: 52,000 times).
@@ -182,6 +179,8 @@ class FrameStack:
     def __init__(self, frames: pd.DataFrame, fmt: PixelFormat) -> None:
         self.paths = [str(p) for p in frames["path"]]
         self.frame_numbers = [int(f) for f in frames["frame"]]
+        #: (0028,0008) *Number of Frames* of each frame's file
+        self.file_frames = [_optional_int(n) or 1 for n in frames["NumberOfFrames"]]
         self.offsets = [_optional_int(v) for v in frames["pixel_data_offset"]]
         self.syntaxes = [str(s or "") for s in frames["TransferSyntaxUID"]]
         #: each frame's slice index in the whole series (subsets keep them)
@@ -212,7 +211,8 @@ class FrameStack:
     def subset(self, indices: list[int], *, squeeze: bool = False) -> FrameStack:
         """Some of the frames, in the given order; ``squeeze`` makes one frame 2-D."""
         other = copy.copy(self)
-        for name in ("paths", "frame_numbers", "offsets", "syntaxes", "slice_indices"):
+        names = ("paths", "frame_numbers", "file_frames", "offsets", "syntaxes", "slice_indices")
+        for name in names:
             setattr(other, name, [getattr(self, name)[i] for i in indices])
         for name in ("slopes", "intercepts"):
             values = getattr(self, name)
@@ -280,7 +280,9 @@ class FrameStack:
             self._read_raw(path, start + rows[0] * row_bytes, out)
             return
         number = self.frame_numbers[index]
-        frame = decode_frame(path, number, syntax, self.format)
+        frame = decode_frame(
+            path, number, syntax, self.format, offset=offset, n_frames=self.file_frames[index]
+        )
         if frame.shape != self.frames_shape[1:]:
             raise PixelDataError(
                 f"{path}: frame {number}: decoded frame has shape "
@@ -324,7 +326,15 @@ def _read_exactly(path: str, offset: int, buffer: memoryview) -> None:
         )
 
 
-def decode_frame(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.ndarray:
+def decode_frame(
+    path: str,
+    frame: int,
+    syntax: str,
+    fmt: PixelFormat,
+    *,
+    offset: int | None = None,
+    n_frames: int = 1,
+) -> np.ndarray:
     """One frame's stored values through pydicom's decoders: the one door to decoder code.
 
     Third-party decoders fail in every way there is: ``Exception`` subclasses, a
@@ -335,13 +345,23 @@ def decode_frame(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.nda
     A JPEG, JPEG-LS or JPEG 2000 frame must declare the image size of the DICOM header in
     its own codestream, which is what its decoder allocates, before it is decoded.
 
+    Parameters
+    ----------
+    path, frame, syntax, fmt
+        The file, the 0-based frame in it, its transfer syntax and the image format.
+    offset : int, optional
+        Where the (7FE0,0010) *Pixel Data* value starts, as the index records it; found
+        by parsing the header when not given.
+    n_frames : int, default 1
+        The file's (0028,0008) *Number of Frames*.
+
     Raises
     ------
     PixelDataError
         Naming the file, the frame and what the decoder raised or the codestream declared.
     """
     try:
-        return _run_decoder(path, frame, syntax, fmt)
+        return _run_decoder(path, frame, syntax, fmt, offset, n_frames)
     except (KeyboardInterrupt, SystemExit, GeneratorExit, DicomArrayError):
         raise
     except BaseException as exc:  # noqa: BLE001 - a decoder's panic is a BaseException
@@ -350,7 +370,9 @@ def decode_frame(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.nda
         ) from exc
 
 
-def _run_decoder(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.ndarray:
+def _run_decoder(
+    path: str, frame: int, syntax: str, fmt: PixelFormat, offset: int | None, n_frames: int
+) -> np.ndarray:
     from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
     if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
@@ -359,13 +381,25 @@ def _run_decoder(path: str, frame: int, syntax: str, fmt: PixelFormat) -> np.nda
         return array[frame] if array.ndim == 3 else array
     with checked_file(path) as file:  # the header within bounds first
         if syntax in _CODESTREAM_SYNTAXES:
-            _check_codestream(path, frame, _encoded_frame(file, path, frame), fmt)
+            encoded = _encoded_frame(file, path, frame, offset, n_frames)
+            _check_codestream(path, frame, encoded, fmt)
         return pixel_array(file, index=frame)  # pydicom reads from the file's start
 
 
-def _encoded_frame(file: BinaryIO, path: str, frame: int) -> bytes:
-    """The bytes of one frame of encapsulated pixel data, read from its file alone."""
+def _encoded_frame(
+    file: BinaryIO, path: str, frame: int, offset: int | None, n_frames: int
+) -> bytes:
+    """The bytes of one frame of encapsulated pixel data, and no other frame's."""
     from pydicom.encaps import get_frame
+
+    if offset is None:  # an index made without offsets: find the pixel data
+        offset, n_frames = _encapsulated_start(file, path)
+    file.seek(offset)
+    return get_frame(file, frame, number_of_frames=n_frames)
+
+
+def _encapsulated_start(file: BinaryIO, path: str) -> tuple[int, int]:
+    """Where the items of encapsulated pixel data start, and the number of frames."""
     from pydicom.filereader import read_partial
 
     # the caller's checked_file walked this file within the header limits already
@@ -373,11 +407,7 @@ def _encoded_frame(file: BinaryIO, path: str, frame: int) -> bytes:
     element = file.read(12)  # tag, VR, reserved, length: pydicom stops at the tag
     if element[:4] != b"\xe0\x7f\x10\x00" or element[8:] != b"\xff\xff\xff\xff":
         raise PixelDataError(f"{path}: compressed pixel data is not encapsulated")
-    extended = None
-    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
-    n_frames = int(ds.get("NumberOfFrames") or 1)
-    return get_frame(file, frame, number_of_frames=n_frames, extended_offsets=extended)
+    return file.tell(), int(ds.get("NumberOfFrames") or 1)
 
 
 def _at_pixel_data(tag: Any, vr: Any, length: Any) -> bool:
