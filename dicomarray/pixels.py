@@ -182,7 +182,7 @@ class FrameStack:
         #: (0028,0008) *Number of Frames* of each frame's file
         self.file_frames = [_optional_int(n) or 1 for n in frames["NumberOfFrames"]]
         self.offsets = [_optional_int(v) for v in frames["pixel_data_offset"]]
-        self.syntaxes = [str(s or "") for s in frames["TransferSyntaxUID"]]
+        self.syntaxes = [_syntax(s) for s in frames["TransferSyntaxUID"]]
         #: each frame's slice index in the whole series (subsets keep them)
         self.slice_indices = list(range(len(self.paths)))
         self.format = fmt
