@@ -202,10 +202,11 @@ def read_header(
         ``int``, ``float``, lists of those, or ``None`` for an empty value), plus
         ``TransferSyntaxUID``, ``MediaStorageSOPClassUID`` (from the file meta group),
         ``pixel_data_offset`` and ``pixel_data_length`` (the byte offset and length of
-        the (7FE0,0010) *Pixel Data* value, ``None`` when unknown, encapsulated, big
-        endian or deflated) and ``file_size``. A Media Storage Directory (DICOMDIR,
-        DIRFILE, :data:`DIRECTORY_SOP_CLASS`) gives only the file entries: its records are
-        no instance's tags.
+        the (7FE0,0010) *Pixel Data* value, ``None`` when unknown or deflated; for
+        encapsulated data the offset of its first item, and no length) and
+        ``file_size``. A Media Storage Directory (DICOMDIR, DIRFILE,
+        :data:`DIRECTORY_SOP_CLASS`) gives only the file entries: its records are no
+        instance's tags.
 
     Raises
     ------
@@ -650,7 +651,7 @@ class _Walker:
     def _pixel_data(self, pos: int, length: int, through_pixels: bool) -> int:
         """Note where the top-level pixel data lies; step over it when asked to go on."""
         defined = length != _UNDEFINED
-        self.values["pixel_data_offset"] = pos if defined else None
+        self.values["pixel_data_offset"] = pos  # encapsulated: where its items start
         self.values["pixel_data_length"] = length if defined else None
         if not through_pixels:
             return pos

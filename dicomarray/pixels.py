@@ -1,12 +1,53 @@
 """Reading the stored pixel values of frames: the offset fast path, pydicom's decoders, limits.
 
 Uncompressed little-endian pixel data is read straight from the file at the offset the
-index recorded, into the caller's array, without parsing the header again. Every other
-transfer syntax goes through :func:`pydicom.pixels.pixel_array`, whose decoders for JPEG,
-JPEG-LS, JPEG 2000 and RLE come from the ``codecs`` extra (pylibjpeg).
+index recorded, into the caller's array, without parsing the header again; so are 1-bit
+frames, unpacked as they are read. Every other transfer syntax goes through
+:func:`pydicom.pixels.pixel_array`, whose decoders for JPEG, JPEG-LS, JPEG 2000 and RLE
+come from the ``codecs`` extra (pylibjpeg).
 
 Nothing here keeps a file open between reads, so a :class:`FrameStack` pickles and travels
-to dask workers.
+to dask workers. The threads that overlap reads are made again in a forked child
+(multiprocessing fork pools, PyTorch DataLoader workers), which inherits none of them.
+
+Limits
+------
+Checked when a series is opened, from the index alone, before anything is read or
+allocated (:func:`check_readable`):
+
+- the stored values in memory (Rows x Columns x frames x bytes per sample; 1-bit data
+  unpacks to one byte per pixel) may not exceed ``max_bytes`` (:data:`MAX_VOLUME_BYTES`,
+  64 GiB, by default);
+- uncompressed pixel data must hold the Rows x Columns x frames x BitsAllocated bits it
+  promises (bit-packed data included) and fit in its file;
+- no file may claim more decoded bits (Rows x Columns x frames x BitsAllocated; only one
+  sample per pixel opens) than its transfer syntax can make of the file's size:
+
+  ============================  ==============================================
+  transfer syntax               most decoded bits per bit of file
+  ============================  ==============================================
+  native (either endianness)    1
+  RLE Lossless                  64 (a 2-byte replicate run gives 128 bytes)
+  Deflated Explicit VR          1032 (zlib's largest expansion)
+  JPEG baseline, extended       32 x BitsAllocated (2 bits per 8 x 8 block)
+  JPEG lossless (14, 14 SV1)    BitsAllocated (1 bit per sample)
+  JPEG-LS, JPEG 2000, others    65536, a plausibility bound: run modes and empty
+                                code blocks code blank areas in a few bits (a
+                                blank 2048 x 2048 16-bit frame is 162 bytes of
+                                JPEG 2000, 52,000 times)
+  ============================  ==============================================
+
+Checked as each frame is decoded (:func:`decode_frame`):
+
+- a JPEG, JPEG-LS or JPEG 2000 frame must declare, in its own SOF or SIZ header, the
+  Rows x Columns x 1 sample of the DICOM header: decoders allocate what the codestream
+  declares;
+- every header is walked within :class:`~dicomarray.header.HeaderLimits` before pydicom
+  parses it; a deflated data set may not inflate past its pixel data plus
+  ``max_header_bytes`` (64 MiB);
+- any failure of a decoder (including ``MemoryError`` and ``BaseException`` panics from
+  compiled decoders), and running out of memory for a result, is a
+  :class:`~dicomarray.errors.PixelDataError` naming the file and the frame.
 """
 
 from __future__ import annotations
@@ -15,21 +56,51 @@ import copy
 import mmap
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pandas as pd
+from pydicom import uid
+from pydicom.tag import BaseTag, Tag
 
-from .errors import MissingDecoderError, PixelDataError
+from .codestream import declared_size
+from .errors import DicomArrayError, MissingDecoderError, PixelDataError
 from .header import checked_file, read_dataset
 
 #: Largest stored volume (bytes) a series may declare before it is refused unread.
 MAX_VOLUME_BYTES = 64 * 2**30
 _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+#: Most decoded bits one bit of a file can give, per transfer syntax: exact bounds of each
+#: coding (see the module docstring); JPEG processes are in ``_SAMPLES_PER_BIT``.
+EXPANSION_LIMITS: dict[str, float] = {
+    "": 1.0,  # no transfer syntax recorded: native
+    "1.2.840.10008.1.2": 1.0,
+    "1.2.840.10008.1.2.1": 1.0,
+    "1.2.840.10008.1.2.2": 1.0,  # explicit VR big endian
+    _DEFLATED: 1032.0,  # zlib's largest expansion
+    "1.2.840.10008.1.2.5": 64.0,  # RLE: a 2-byte replicate run gives at most 128 bytes
+}
+#: Most samples one encoded bit can give in the Huffman-coded JPEG processes: sequential
+#: DCT codes each 8 x 8 block in 2 bits at least, lossless each sample in 1 bit at least.
+_SAMPLES_PER_BIT: dict[str, float] = {
+    "1.2.840.10008.1.2.4.50": 32.0,
+    "1.2.840.10008.1.2.4.51": 32.0,
+    "1.2.840.10008.1.2.4.57": 1.0,
+    "1.2.840.10008.1.2.4.70": 1.0,
+}
+#: Syntaxes whose frames declare their own image size, which their decoders allocate
+_CODESTREAM_SYNTAXES = frozenset(
+    uid.JPEGTransferSyntaxes + uid.JPEGLSTransferSyntaxes + uid.JPEG2000TransferSyntaxes
+)
+_FRAME_TABLE_TAGS: list[BaseTag | int] = [Tag("NumberOfFrames")]
+#: JPEG-LS, JPEG 2000, HTJ2K and any other syntax: their run modes and empty code blocks
+#: have no useful exact bound, so this plausibility bound applies (a blank 2048 x 2048
+#: 16-bit frame is 162 bytes of JPEG 2000: 52,000 times).
+PLAUSIBLE_EXPANSION = float(2**16)
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 _PARALLEL_FRAMES = 8
 _MMAP_THRESHOLD = 4 * 2**20
@@ -59,6 +130,11 @@ class PixelFormat:
         return (self.rows * self.columns * self.bits_allocated + 7) // 8
 
     @property
+    def array_frame_bytes(self) -> int:
+        """Bytes of one frame in memory, as read (bit-packed frames unpack to a byte each)."""
+        return self.rows * self.columns * self.dtype.itemsize
+
+    @property
     def byte_aligned(self) -> bool:
         return self.bits_allocated in (8, 16, 32)
 
@@ -66,22 +142,22 @@ class PixelFormat:
     def from_row(cls, row: pd.Series) -> PixelFormat:
         """The format named by one index row, checked for sizes that make sense."""
         path = row["path"]
-        samples = row.get("SamplesPerPixel") or 1
+        try:
+            samples = _whole_number(row.get("SamplesPerPixel"), 1)
+            bits = _whole_number(row.get("BitsAllocated"), 16)
+            fmt = cls(
+                rows=_whole_number(row.get("Rows"), None),
+                columns=_whole_number(row.get("Columns"), None),
+                bits_allocated=bits,
+                bits_stored=_whole_number(row.get("BitsStored"), bits),
+                pixel_representation=_whole_number(row.get("PixelRepresentation"), 0),
+            )
+        except (TypeError, ValueError) as exc:
+            raise PixelDataError(f"{path}: unusable image pixel attributes: {exc}") from exc
         if samples != 1:
             raise PixelDataError(
                 f"{path}: SamplesPerPixel {samples}: only grey images open as volumes"
             )
-        try:
-            bits = int(row["BitsAllocated"] or 16)
-            fmt = cls(
-                rows=int(row["Rows"]),
-                columns=int(row["Columns"]),
-                bits_allocated=bits,
-                bits_stored=int(row.get("BitsStored") or bits),
-                pixel_representation=int(row.get("PixelRepresentation") or 0),
-            )
-        except (TypeError, ValueError) as exc:
-            raise PixelDataError(f"{path}: unusable image pixel attributes: {exc}") from exc
         if not (0 < fmt.rows <= 65535 and 0 < fmt.columns <= 65535):
             raise PixelDataError(f"{path}: image size {fmt.rows} x {fmt.columns} is not valid")
         if not 0 < fmt.bits_stored <= fmt.bits_allocated:
@@ -103,8 +179,10 @@ class FrameStack:
     def __init__(self, frames: pd.DataFrame, fmt: PixelFormat) -> None:
         self.paths = [str(p) for p in frames["path"]]
         self.frame_numbers = [int(f) for f in frames["frame"]]
+        #: (0028,0008) *Number of Frames* of each frame's file
+        self.file_frames = [_optional_int(n) or 1 for n in frames["NumberOfFrames"]]
         self.offsets = [_optional_int(v) for v in frames["pixel_data_offset"]]
-        self.syntaxes = [str(s or "") for s in frames["TransferSyntaxUID"]]
+        self.syntaxes = [_syntax(s) for s in frames["TransferSyntaxUID"]]
         #: each frame's slice index in the whole series (subsets keep them)
         self.slice_indices = list(range(len(self.paths)))
         self.format = fmt
@@ -133,7 +211,8 @@ class FrameStack:
     def subset(self, indices: list[int], *, squeeze: bool = False) -> FrameStack:
         """Some of the frames, in the given order; ``squeeze`` makes one frame 2-D."""
         other = copy.copy(self)
-        for name in ("paths", "frame_numbers", "offsets", "syntaxes", "slice_indices"):
+        names = ("paths", "frame_numbers", "file_frames", "offsets", "syntaxes", "slice_indices")
+        for name in names:
             setattr(other, name, [getattr(self, name)[i] for i in indices])
         for name in ("slopes", "intercepts"):
             values = getattr(self, name)
@@ -151,7 +230,7 @@ class FrameStack:
         picked = np.arange(self.frames_shape[0])[key[0]]
         indices = [int(i) for i in np.atleast_1d(picked)]
         first, last, within = _rows_to_read(key[1], self.frames_shape[1])
-        out = empty_buffer((len(indices), last - first, self.frames_shape[2]), self.dtype)
+        out = self._allocate((len(indices), last - first, self.frames_shape[2]), indices)
         rows = [(first, last)] * len(indices)
         if len(indices) >= _PARALLEL_FRAMES:
             # reads release the GIL: overlap them, each straight into its slot of out
@@ -161,6 +240,18 @@ class FrameStack:
                 self.read_into(index, out[position], rows[position])
         result = out[(slice(None), within, key[2])]
         return result[0] if np.ndim(picked) == 0 else result
+
+    def _allocate(self, shape: tuple[int, int, int], indices: list[int]) -> np.ndarray:
+        """The result array, or a PixelDataError naming the files when memory runs out."""
+        try:
+            return empty_buffer(shape, self.dtype)
+        except (MemoryError, OSError) as exc:  # mmap reports ENOMEM as an OSError
+            first = self.paths[indices[0]] if indices else "no frames"
+            nbytes = int(np.prod(shape)) * self.dtype.itemsize
+            raise PixelDataError(
+                f"{first}: cannot allocate {nbytes / 2**20:.1f} MiB for {len(indices)} "
+                f"frame(s) of pixels: {exc}"
+            ) from exc
 
     def read_into(self, index: int, out: np.ndarray, rows: tuple[int, int] | None = None) -> None:
         """Read frame ``index`` (or its rows ``first:last``) into the 2-D array ``out``.
@@ -179,45 +270,160 @@ class FrameStack:
     def _read_stored(self, index: int, out: np.ndarray, rows: tuple[int, int]) -> None:
         path, syntax = self.paths[index], self.syntaxes[index]
         offset = self.offsets[index]
-        try:
-            if self._fast and syntax in _NATIVE_SYNTAXES and offset is not None:
-                row_bytes = self.frames_shape[2] * self.stored_dtype.itemsize
-                start = offset + self.frame_numbers[index] * self.format.frame_bytes
-                self._read_raw(path, start + rows[0] * row_bytes, out)
-            else:
-                frame = self._decode(path, self.frame_numbers[index], syntax)
-                out[...] = frame[rows[0] : rows[1]]
-        except PixelDataError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any decoder failure names the file
+        native = syntax in _NATIVE_SYNTAXES and offset is not None
+        if native and self.format.bits_allocated == 1:
+            self._read_bits(path, cast(int, offset), self.frame_numbers[index], out, rows)
+            return
+        if native and self._fast:
+            row_bytes = self.frames_shape[2] * self.stored_dtype.itemsize
+            start = cast(int, offset) + self.frame_numbers[index] * self.format.frame_bytes
+            self._read_raw(path, start + rows[0] * row_bytes, out)
+            return
+        number = self.frame_numbers[index]
+        frame = decode_frame(
+            path, number, syntax, self.format, offset=offset, n_frames=self.file_frames[index]
+        )
+        if frame.shape != self.frames_shape[1:]:
             raise PixelDataError(
-                f"{path}: cannot read pixel data: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"{path}: frame {number}: decoded frame has shape "
+                f"{frame.shape}, expected {self.frames_shape[1:]}"
+            )
+        out[...] = frame[rows[0] : rows[1]]
 
     def _read_raw(self, path: str, offset: int, out: np.ndarray) -> None:
-        with open(path, "rb") as file:
-            file.seek(offset)
-            got = file.readinto(memoryview(out).cast("B"))  # type: ignore[arg-type]
-        if got != out.nbytes:
-            raise PixelDataError(
-                f"{path}: pixel data truncated: {got} of {out.nbytes} bytes present"
-            )
+        _read_exactly(path, offset, memoryview(out).cast("B"))  # type: ignore[arg-type]
         _fix_unused_bits(out, self.format)
 
-    def _decode(self, path: str, frame: int, syntax: str) -> np.ndarray:
-        from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
+    def _read_bits(
+        self, path: str, offset: int, frame: int, out: np.ndarray, rows: tuple[int, int]
+    ) -> None:
+        """Rows of a 1-bit frame: bit-packed frames follow each other with no padding.
 
-        if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
-            array = pixel_array(read_dataset(path, stop_before_pixels=False))
-            array = array[frame] if array.ndim == 3 else array
-        else:
-            with checked_file(path) as file:  # the header within bounds first
-                array = pixel_array(file, index=frame)
-        if array.shape != self.frames_shape[1:]:
-            raise PixelDataError(
-                f"{path}: decoded frame has shape {array.shape}, expected {self.frames_shape[1:]}"
-            )
-        return array
+        (pydicom 3.0 cannot pick a frame that starts inside a byte.)
+        """
+        columns = self.frames_shape[2]
+        first_bit = (frame * self.frames_shape[1] + rows[0]) * columns
+        n_bits = (rows[1] - rows[0]) * columns
+        skip = first_bit % 8
+        packed = bytearray((skip + n_bits + 7) // 8)
+        _read_exactly(path, offset + first_bit // 8, memoryview(packed))
+        bits = np.unpackbits(np.frombuffer(packed, np.uint8), bitorder="little")
+        bits = bits[skip : skip + n_bits]
+        out[...] = bits.reshape(out.shape)
+
+
+def _read_exactly(path: str, offset: int, buffer: memoryview) -> None:
+    """Fill ``buffer`` with the file's bytes from ``offset``, or refuse naming the file."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            got = file.readinto(buffer)
+    except OSError as exc:
+        raise PixelDataError(f"{path}: cannot read pixel data: {exc}") from exc
+    if got != buffer.nbytes:
+        raise PixelDataError(
+            f"{path}: pixel data truncated: {got} of {buffer.nbytes} bytes present"
+        )
+
+
+def decode_frame(
+    path: str,
+    frame: int,
+    syntax: str,
+    fmt: PixelFormat,
+    *,
+    offset: int | None = None,
+    n_frames: int = 1,
+) -> np.ndarray:
+    """One frame's stored values through pydicom's decoders: the one door to decoder code.
+
+    Third-party decoders fail in every way there is: ``Exception`` subclasses, a
+    ``MemoryError``, and ``BaseException`` subclasses such as the ``PanicException``
+    pylibjpeg-rle (Rust, pyo3) raises on some corrupt frames, which passes through every
+    ``except Exception``. All of them become a :class:`PixelDataError` here; only
+    ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` pass, as they must.
+    A JPEG, JPEG-LS or JPEG 2000 frame must declare the image size of the DICOM header in
+    its own codestream, which is what its decoder allocates, before it is decoded.
+
+    Parameters
+    ----------
+    path, frame, syntax, fmt
+        The file, the 0-based frame in it, its transfer syntax and the image format.
+    offset : int, optional
+        Where the (7FE0,0010) *Pixel Data* value starts, as the index records it; found
+        by parsing the header when not given.
+    n_frames : int, default 1
+        The file's (0028,0008) *Number of Frames*.
+
+    Raises
+    ------
+    PixelDataError
+        Naming the file, the frame and what the decoder raised or the codestream declared.
+    """
+    try:
+        return _run_decoder(path, frame, syntax, fmt, offset, n_frames)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, DicomArrayError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a decoder's panic is a BaseException
+        raise PixelDataError(
+            f"{path}: frame {frame}: cannot decode pixel data: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _run_decoder(
+    path: str, frame: int, syntax: str, fmt: PixelFormat, offset: int | None, n_frames: int
+) -> np.ndarray:
+    from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
+
+    if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
+        # read_dataset bounds the inflated size by the header limit and the pixel data
+        array = pixel_array(read_dataset(path, stop_before_pixels=False))
+        return array[frame] if array.ndim == 3 else array
+    with checked_file(path) as file:  # the header within bounds first
+        if syntax in _CODESTREAM_SYNTAXES:
+            encoded = _encoded_frame(file, path, frame, offset, n_frames)
+            _check_codestream(path, frame, encoded, fmt)
+        return pixel_array(file, index=frame)  # pydicom reads from the file's start
+
+
+def _encoded_frame(
+    file: BinaryIO, path: str, frame: int, offset: int | None, n_frames: int
+) -> bytes:
+    """The bytes of one frame of encapsulated pixel data, and no other frame's."""
+    from pydicom.encaps import get_frame
+
+    if offset is None:  # an index made without offsets: find the pixel data
+        offset, n_frames = _encapsulated_start(file, path)
+    file.seek(offset)
+    return get_frame(file, frame, number_of_frames=n_frames)
+
+
+def _encapsulated_start(file: BinaryIO, path: str) -> tuple[int, int]:
+    """Where the items of encapsulated pixel data start, and the number of frames."""
+    from pydicom.filereader import read_partial
+
+    # the caller's checked_file walked this file within the header limits already
+    ds = read_partial(file, stop_when=_at_pixel_data, specific_tags=_FRAME_TABLE_TAGS)
+    element = file.read(12)  # tag, VR, reserved, length: pydicom stops at the tag
+    if element[:4] != b"\xe0\x7f\x10\x00" or element[8:] != b"\xff\xff\xff\xff":
+        raise PixelDataError(f"{path}: compressed pixel data is not encapsulated")
+    return file.tell(), int(ds.get("NumberOfFrames") or 1)
+
+
+def _at_pixel_data(tag: Any, vr: Any, length: Any) -> bool:
+    return int(tag) == 0x7FE00010  # (7FE0,0010) Pixel Data
+
+
+def _check_codestream(path: str, frame: int, encoded: bytes, fmt: PixelFormat) -> None:
+    size = declared_size(encoded)
+    if size is None:
+        raise PixelDataError(f"{path}: frame {frame}: no JPEG or JPEG 2000 image header found")
+    if (size.rows, size.columns, size.components) != (fmt.rows, fmt.columns, 1):
+        raise PixelDataError(
+            f"{path}: frame {frame}: the compressed frame declares {size.rows} x "
+            f"{size.columns} x {size.components} samples, the file's header {fmt.rows} x "
+            f"{fmt.columns} x 1"
+        )
 
 
 def _rows_to_read(key: Any, n_rows: int) -> tuple[int, int, Any]:
@@ -255,11 +461,31 @@ def empty_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=dtype).reshape(shape)
 
 
-@cache
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
 def _reader_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(
-        max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="dicomarray-read"
-    )
+    """The threads that overlap frame reads, made on first use, once per process."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="dicomarray-read"
+            )
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child (multiprocessing's fork pools, PyTorch DataLoader workers) inherits
+    # the pool object but none of its threads: work sent to it would wait forever. The
+    # lock may have been held by a parent thread at the fork, so it is replaced too.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _fix_unused_bits(out: np.ndarray, fmt: PixelFormat) -> None:
@@ -274,6 +500,22 @@ def _fix_unused_bits(out: np.ndarray, fmt: PixelFormat) -> None:
         np.bitwise_and(out, (1 << fmt.bits_stored) - 1, out=out)
 
 
+def _whole_number(value: Any, default: int | None) -> int:
+    """An index value as an int, whatever its column's type (object, float, Int64).
+
+    Missing (None, NaN, ``pd.NA``) gives ``default``; raises ValueError when there is no
+    default, and for a fraction; TypeError for a multi-valued element.
+    """
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        if default is None:
+            raise ValueError("a required value is missing")
+        return default
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
+
+
 def _optional_int(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
@@ -281,7 +523,7 @@ def _optional_int(value: Any) -> int | None:
 def check_readable(
     frames: pd.DataFrame, fmt: PixelFormat, *, max_bytes: int = MAX_VOLUME_BYTES
 ) -> None:
-    """Refuse, before any read, what cannot be decoded or does not fit.
+    """Refuse, before any read or allocation, what cannot be decoded or does not fit.
 
     Raises
     ------
@@ -289,27 +531,30 @@ def check_readable(
         A transfer syntax no installed decoder handles; the message names the syntax and
         the extra to install.
     PixelDataError
-        Pixel data shorter than Rows x Columns x frames promise, or a volume larger than
-        ``max_bytes``.
+        Stored values larger in memory than ``max_bytes``; uncompressed pixel data
+        shorter than Rows x Columns x frames x bits promise; or a file claiming more
+        decoded pixels than its transfer syntax can hold in the file's size (see
+        :data:`EXPANSION_LIMITS`).
     """
-    total = fmt.frame_bytes * len(frames)
+    total = fmt.array_frame_bytes * len(frames)
     if total > max_bytes:
         raise PixelDataError(
             f"{frames['path'].iloc[0]}: the series declares {total / 2**30:.1f} GiB of pixels, "
             f"more than the limit of {max_bytes / 2**30:.1f} GiB"
         )
     for syntax, path in frames.groupby("TransferSyntaxUID", dropna=False)["path"].first().items():
-        _check_decoder(str(syntax) if syntax else "", path)
-    _check_lengths(frames, fmt)
+        _check_decoder(_syntax(syntax), path)
+    files = frames.drop_duplicates("path")
+    _check_lengths(files, fmt)
+    _check_expansion(files, fmt)
 
 
-def _check_lengths(frames: pd.DataFrame, fmt: PixelFormat) -> None:
+def _check_lengths(files: pd.DataFrame, fmt: PixelFormat) -> None:
     """Uncompressed pixel data must hold what Rows x Columns x frames x bits promise."""
-    if not fmt.byte_aligned:
-        return
-    files = frames[frames["TransferSyntaxUID"].isin(_NATIVE_SYNTAXES)].drop_duplicates("path")
+    files = files[files["TransferSyntaxUID"].isin(_NATIVE_SYNTAXES)]
     n_frames = _numbers(files["NumberOfFrames"], missing=1)
-    need = fmt.frame_bytes * n_frames
+    # bit-packed frames follow each other with no padding: only the last byte is partial
+    need = np.ceil(fmt.rows * fmt.columns * fmt.bits_allocated * n_frames / 8)
     length = _numbers(files["pixel_data_length"], missing=np.inf)
     end = _numbers(files["pixel_data_offset"], missing=-np.inf) + need
     size = _numbers(files["file_size"], missing=np.inf)
@@ -327,8 +572,46 @@ def _check_lengths(frames: pd.DataFrame, fmt: PixelFormat) -> None:
         )
 
 
+def _check_expansion(files: pd.DataFrame, fmt: PixelFormat) -> None:
+    """No file may claim more decoded bits than its codec can make of the file's bits."""
+    n_frames = _numbers(files["NumberOfFrames"], missing=1)
+    decoded_bits = float(fmt.rows * fmt.columns * fmt.bits_allocated) * n_frames
+    file_bits = 8 * _numbers(files["file_size"], missing=np.inf)
+    syntaxes = [_syntax(s) for s in files["TransferSyntaxUID"]]
+    limits = np.array([expansion_limit(s, fmt.bits_allocated) for s in syntaxes])
+    for i in np.flatnonzero(decoded_bits > limits * file_bits):
+        name = uid.UID(syntaxes[i]).name if syntaxes[i] else "native"
+        raise PixelDataError(
+            f"{files['path'].iloc[i]}: {fmt.rows} x {fmt.columns} x {int(n_frames[i])} "
+            f"frame(s) x {fmt.bits_allocated} bits ({decoded_bits[i] / 2**23:.1f} MiB) cannot "
+            f"come from a file of {int(file_bits[i] // 8)} bytes: {name} data expands at "
+            f"most {limits[i]:g} times"
+        )
+
+
+def expansion_limit(syntax: str, bits_allocated: int) -> float:
+    """The most decoded bits one bit of a file in ``syntax`` can give (module docstring).
+
+    Parameters
+    ----------
+    syntax : str
+        (0002,0010) *Transfer Syntax UID*; empty means native (implicit little endian).
+    bits_allocated : int
+        (0028,0100) *Bits Allocated*: the decoded size of one sample.
+    """
+    if syntax in _SAMPLES_PER_BIT:  # Huffman-coded JPEG spends bits on every block
+        return _SAMPLES_PER_BIT[syntax] * bits_allocated
+    return EXPANSION_LIMITS.get(syntax, PLAUSIBLE_EXPANSION)
+
+
+def _syntax(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else str(value)
+
+
 def _numbers(column: pd.Series, *, missing: float) -> np.ndarray:
-    return np.array([missing if v is None else v for v in column], dtype=np.float64)
+    """A column as float64 (None, NaN, pd.NA and non-numbers become ``missing``)."""
+    numbers = pd.to_numeric(column, errors="coerce").astype("float64")
+    return numbers.fillna(missing).to_numpy()
 
 
 def _check_decoder(syntax: str, path: str) -> None:
@@ -353,6 +636,9 @@ def file_signature(paths: list[str]) -> list[tuple[str, int, int]]:
     """(path, size, mtime_ns) of each file: what makes a dask name change when files do."""
     signature = []
     for path in paths:
-        stat = os.stat(path)
+        try:
+            stat = os.stat(path)
+        except OSError as exc:  # gone or unreadable since the index was made
+            raise PixelDataError(f"{path}: cannot open: {exc.strerror}") from exc
         signature.append((path, stat.st_size, stat.st_mtime_ns))
     return signature
