@@ -2,13 +2,21 @@
 
 Every xarray operation makes a new accessor object, so nothing is stored here: all state
 lives in the DataArray's coordinates and attrs.
+
+Every public method names the series in any error it raises (:func:`series_label`): the
+attrs it reads may come from any file, or from a store written long ago, and a user with
+many series needs to know which one was malformed. Errors that are not
+:class:`~dicomarray.errors.DicomArrayError` (a bug, or a malformed value no check caught)
+leave as a ``DicomArrayError`` too, so that only the package's errors leave the API.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import xarray as xr
@@ -16,7 +24,55 @@ import xarray as xr
 from . import render, transforms
 from .attrs import POSITION_COORDS
 from .errors import DicomArrayError
-from .geometry import affine_from, slice_normal
+from .geometry import affine_from, orientation_of, pixel_spacing_of, slice_normal
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def series_label(obj: xr.DataArray) -> str:
+    """A short, never failing description of the series a DataArray comes from.
+
+    Built from (0020,0011) *Series Number*, (0008,103E) *Series Description*, (0020,000E)
+    *Series Instance UID* and the folder of its first file, as far as the attrs hold them:
+    ``series 2 "HEAD 5mm" (UID 1.2.3, folder /data/ct)``.
+    """
+    attrs = obj.attrs if isinstance(getattr(obj, "attrs", None), dict) else {}
+    words = ["series"]
+    for keyword, form in (("SeriesNumber", "{}"), ("SeriesDescription", '"{}"')):
+        value = attrs.get(keyword)
+        if isinstance(value, str | int | float) and str(value).strip():
+            words.append(form.format(str(value).strip()))
+    where = []
+    uid = attrs.get("SeriesInstanceUID")
+    if isinstance(uid, str) and uid:
+        where.append(f"UID {uid}")
+    report = attrs.get("dicomarray_assembly")
+    files = report.get("files") if isinstance(report, dict) else None
+    if isinstance(files, list) and files and isinstance(files[0], str):
+        where.append(f"folder {Path(files[0]).parent}")
+    if where:
+        words.append(f"({', '.join(where)})")
+    return " ".join(words) if len(words) > 1 else "a volume with no series tags"
+
+
+def _naming_the_series(method: _Method) -> _Method:
+    """Make ``method`` raise only DicomArrayErrors, each naming the accessor's series."""
+
+    @functools.wraps(method)
+    def wrapper(self: DicomAccessor, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except DicomArrayError as exc:
+            label = series_label(self._obj)
+            if label not in str(exc):  # an inner accessor call named it already
+                exc.args = (f"{label}: {exc}", *exc.args[1:])
+            raise
+        except Exception as exc:
+            raise DicomArrayError(
+                f"{series_label(self._obj)}: {method.__name__} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    return cast(_Method, wrapper)
 
 
 @xr.register_dataarray_accessor("dicom")
@@ -32,6 +88,7 @@ class DicomAccessor:
         return dict(self._obj.attrs)
 
     @property
+    @_naming_the_series
     def affine(self) -> np.ndarray:
         """4 x 4 matrix from ``(z, y, x, 1)`` indices to LPS patient coordinates in mm.
 
@@ -39,13 +96,17 @@ class DicomAccessor:
         Spacing* in the attrs and the per-slice position coordinates, so it follows any
         selection of slices. For a tilted (sheared) stack it maps the first slice's plane
         and the mean step between slices.
+
+        Raises
+        ------
+        DicomArrayError
+            For dims other than ``(z, y, x)``, or an orientation or pixel spacing that is
+            not six or two finite numbers; the message names the series.
         """
         obj = self._obj
         if tuple(obj.dims) != ("z", "y", "x"):
             raise DicomArrayError(f"affine needs dims ('z', 'y', 'x'), not {obj.dims}")
-        orientation = np.asarray(
-            obj.attrs.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float
-        )
+        orientation = orientation_of(obj.attrs)
         spacing = _pixel_spacing(obj)
         if all(name in obj.coords for name in POSITION_COORDS):
             positions = np.stack([obj[name].values for name in POSITION_COORDS], axis=1)
@@ -59,6 +120,7 @@ class DicomAccessor:
 
     # -- values: thin doors onto dicomarray.transforms ---------------------------------------
 
+    @_naming_the_series
     def hu(self) -> xr.DataArray:
         """Hounsfield units (modality values for other modalities), lazy float32.
 
@@ -69,6 +131,7 @@ class DicomAccessor:
         """
         return transforms.modality_values(self._obj)
 
+    @_naming_the_series
     def window(
         self,
         center: float | None = None,
@@ -95,6 +158,7 @@ class DicomAccessor:
         """
         return transforms.window(self._obj, center, width, preset=preset, function=function)
 
+    @_naming_the_series
     def normalize(
         self,
         min_bound: float | None = -1000.0,
@@ -114,6 +178,7 @@ class DicomAccessor:
 
     # -- pictures: thin doors onto dicomarray.render -----------------------------------------
 
+    @_naming_the_series
     def to_jpg(
         self,
         path: str | os.PathLike[str],
@@ -154,6 +219,7 @@ class DicomAccessor:
             quality=quality,
         )
 
+    @_naming_the_series
     def montage(
         self,
         path: str | os.PathLike[str],
@@ -180,6 +246,7 @@ class DicomAccessor:
             quality=quality,
         )
 
+    @_naming_the_series
     def orthogonal(
         self,
         path: str | os.PathLike[str],
@@ -211,6 +278,7 @@ class DicomAccessor:
 
     # -- exports: thin doors onto dicomarray.writers -----------------------------------------
 
+    @_naming_the_series
     def to_npy(
         self,
         path: str | os.PathLike[str],
@@ -235,6 +303,7 @@ class DicomAccessor:
             compute=compute,
         )
 
+    @_naming_the_series
     def to_zarr(
         self,
         store: Any,
@@ -254,6 +323,7 @@ class DicomAccessor:
             self._obj, store, deidentify=deidentify, overwrite=overwrite, compute=compute, **kwargs
         )
 
+    @_naming_the_series
     def to_nifti(
         self,
         path: str | os.PathLike[str],
@@ -278,6 +348,7 @@ class DicomAccessor:
             compute=compute,
         )
 
+    @_naming_the_series
     def to_dicom(
         self,
         out_dir: str | os.PathLike[str],
@@ -310,7 +381,7 @@ class DicomAccessor:
 
 def _pixel_spacing(obj: xr.DataArray) -> tuple[float, float]:
     """Row and column spacing from the coordinates, so that strided selections stay right."""
-    spacing = obj.attrs.get("PixelSpacing", [1.0, 1.0])
+    spacing = pixel_spacing_of(obj.attrs)
     steps = []
     for axis, dim in enumerate(("y", "x")):
         values = obj[dim].values

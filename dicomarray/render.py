@@ -31,6 +31,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import RenderError
+from .geometry import orientation_of, pixel_spacing_of
 from .transforms import Window, apply_window, choose_window, modality_values
 
 #: Picture axes and the dim each one cuts.
@@ -353,25 +354,24 @@ def _axis(plane: xr.DataArray, dim: str, volume: xr.DataArray) -> _Axis:
 
 def _superior_is_ascending(volume: xr.DataArray) -> bool:
     """Whether ``z`` grows toward the head: the slice normal's S component (LPS) is > 0."""
-    cosines = np.asarray(volume.attrs.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float)
+    cosines = orientation_of(volume.attrs)
     return bool(np.cross(cosines[:3], cosines[3:])[2] >= 0)
 
 
 def _fallback_step(volume: xr.DataArray, dim: str) -> float:
     """Spacing along ``dim`` from the attrs, for when the coordinate cannot tell."""
     attrs = volume.attrs
-    if dim == "z":
-        candidates = [
-            attrs.get("dicomarray_assembly", {}).get("slice_spacing"),
-            attrs.get("SpacingBetweenSlices"),
-            attrs.get("SliceThickness"),
-        ]
-    else:
-        spacing = attrs.get("PixelSpacing") or [None, None]
-        candidates = [spacing[0] if dim == "y" else spacing[1]]
+    if dim != "z":
+        return pixel_spacing_of(attrs)[0 if dim == "y" else 1]
+    report = attrs.get("dicomarray_assembly")
+    candidates = [
+        report.get("slice_spacing") if isinstance(report, dict) else None,
+        attrs.get("SpacingBetweenSlices"),
+        attrs.get("SliceThickness"),
+    ]
     for value in candidates:
         try:
-            if value is not None and float(value) > 0:
+            if value is not None and 0 < float(value) < math.inf:
                 return float(value)
         except (TypeError, ValueError):
             continue

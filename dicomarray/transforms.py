@@ -299,12 +299,21 @@ def _modality_lut(obj: xr.DataArray) -> tuple[np.ndarray, int, Any] | None:
     from pydicom.pixels import apply_modality_lut
 
     dataset = _lut_dataset(obj)
-    item = dataset.ModalityLUTSequence[0]
-    entries, first_mapped = int(item.LUTDescriptor[0]) or 2**16, int(item.LUTDescriptor[1])
-    # pydicom decodes the LUT (US or OW, either byte order); asking it for every input
-    # value once gives the table in its own semantics
-    inputs = np.arange(first_mapped, first_mapped + entries, dtype=np.int64)
-    table = np.asarray(apply_modality_lut(inputs, dataset), dtype=np.float32)
+    try:
+        item = dataset.ModalityLUTSequence[0]
+        entries, first_mapped = int(item.LUTDescriptor[0]) or 2**16, int(item.LUTDescriptor[1])
+        # pydicom decodes the LUT (US or OW, either byte order); asking it for every input
+        # value once gives the table in its own semantics
+        inputs = np.arange(first_mapped, first_mapped + entries, dtype=np.int64)
+        table = np.asarray(apply_modality_lut(inputs, dataset), dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 - a malformed LUT is the file's fault
+        raise TransformError(
+            f"the Modality LUT Sequence cannot be used: {type(exc).__name__}: {exc}"
+        ) from exc
+    if table.shape != inputs.shape:
+        raise TransformError(
+            f"the Modality LUT holds {table.size} entries where its descriptor says {entries}"
+        )
     return table, first_mapped, item.get("ModalityLUTType")
 
 
@@ -313,7 +322,10 @@ def _lut_dataset(obj: xr.DataArray) -> Any:
     import pydicom
     from pydicom.dataset import Dataset
 
-    item = obj.attrs["ModalityLUTSequence"][0]
+    items = obj.attrs["ModalityLUTSequence"]
+    item = items[0] if isinstance(items, list) else items
+    if not isinstance(item, dict):
+        raise TransformError(f"the Modality LUT Sequence item {item!r} is not a data set")
     if isinstance(item.get("LUTData"), list):  # LUT Data with VR US survives in the attrs
         dataset, lut = Dataset(), Dataset()
         for keyword in ("LUTDescriptor", "LUTData", "ModalityLUTType"):
@@ -463,13 +475,43 @@ def _series_window(obj: xr.DataArray, function: str | None) -> Window | None:
     if not pairs:
         return None
     center, width = Counter(pairs).most_common(1)[0][0]
-    declared = obj.attrs.get("VOILUTFunction")
-    chosen = function or (declared if declared in WINDOW_FUNCTIONS else "LINEAR")
+    chosen = function or _declared_function(obj) or "LINEAR"
     if chosen == "LINEAR" and width < 1:  # invalid for LINEAR; the exact function is meant
         chosen = "LINEAR_EXACT"
     explanation = _first_values(obj, "WindowCenterWidthExplanation", "", numbers=False)
     label = f"series window ({explanation[0]})" if explanation and explanation[0] else "series"
     return Window(center, width, chosen, label)
+
+
+def _declared_function(obj: xr.DataArray) -> str | None:
+    """The series' (0028,1056) *VOI LUT Function*, checked; None when it has none.
+
+    Raises
+    ------
+    TransformError
+        If it is not one of :data:`WINDOW_FUNCTIONS`, has several values (DICOM allows
+        one) or differs between slices: ``function=`` then has to choose.
+    """
+    if "voi_lut_function" in obj.coords:
+        declared: Any = sorted({str(v) for v in np.atleast_1d(obj.coords["voi_lut_function"])})
+    else:
+        declared = obj.attrs.get("VOILUTFunction")
+    if isinstance(declared, list | tuple) and len(declared) == 1:
+        declared = declared[0]
+    if declared is None or declared == "":
+        return None
+    if not isinstance(declared, str):
+        raise TransformError(
+            f"VOILUTFunction {declared!r} holds several values (one is allowed, or the slices "
+            f"disagree); pass function= as one of {list(WINDOW_FUNCTIONS)}"
+        )
+    name = declared.strip().upper()
+    if name not in WINDOW_FUNCTIONS:
+        raise TransformError(
+            f"VOILUTFunction {declared!r} is not a VOI LUT function of DICOM; pass function= "
+            f"as one of {list(WINDOW_FUNCTIONS)}"
+        )
+    return name
 
 
 def _first_values(obj: xr.DataArray, keyword: str, coord: str, *, numbers: bool = True) -> list:

@@ -341,3 +341,40 @@ def test_normalize_zscore(series):
 def test_bad_normalize_arguments_raise(series, kwargs):
     with pytest.raises(TransformError):
         series.dicom.normalize(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [("CUBIC", "not a VOI LUT function"), (["LINEAR", "SIGMOID"], "several values")],
+)
+def test_malformed_voi_lut_functions_are_refused(series, declared, message):
+    with pytest.raises(TransformError, match=message):
+        series.assign_attrs(VOILUTFunction=declared).dicom.window()
+    # a declared function written in lower case, or as a one-item list, is still that one
+    for spelling in ("sigmoid ", ["SIGMOID"]):
+        chosen = choose_window(series.assign_attrs(VOILUTFunction=spelling))
+        assert chosen.function == "SIGMOID"
+
+
+def test_a_voi_lut_function_varying_between_slices_must_be_chosen(series):
+    functions = ["LINEAR"] * 6 + ["SIGMOID"] * 6
+    volume = without(series, "VOILUTFunction").assign_coords(voi_lut_function=("z", functions))
+    with pytest.raises(TransformError, match="slices disagree"):
+        volume.dicom.window()
+    assert volume.isel(z=slice(6, None)).dicom.window().attrs["dicomarray_window"]["function"] == (
+        "SIGMOID"
+    )
+
+
+@pytest.mark.parametrize(
+    "lut",
+    [
+        [{"LUTDescriptor": [2000], "LUTData": [0] * 2000}],  # one value where three belong
+        [{"LUTDescriptor": [4, 0, 16], "LUTData": [0, 1]}],  # shorter than it says
+        ["not a data set"],
+        {"LUTDescriptor": "garbage"},
+    ],
+)
+def test_a_malformed_modality_lut_is_a_transform_error(series, lut):
+    with pytest.raises(TransformError, match="Modality LUT"):
+        series.assign_attrs(ModalityLUTSequence=lut).dicom.hu()
