@@ -161,16 +161,17 @@ class DicomAccessor:
     @_naming_the_series
     def normalize(
         self,
-        min_bound: float | None = -1000.0,
-        max_bound: float | None = 400.0,
+        min_bound: transforms.Bound = transforms.AUTO,
+        max_bound: transforms.Bound = transforms.AUTO,
         *,
         method: str = "bounds",
         percentiles: tuple[float, float] = (1.0, 99.0),
     ) -> xr.DataArray:
-        """Clip to bounds in HU and scale to [0, 1] (or percentile bounds, or z-scores).
+        """Clip to bounds and scale to [0, 1] (or percentile bounds, or z-scores).
 
-        ``method`` is "bounds", "percentile" or "zscore"; see
-        :func:`dicomarray.transforms.normalize`.
+        By default the bounds follow the data: (-1000, 400) for CT in HU, the range of the
+        values otherwise; ``attrs["dicomarray_normalize"]`` says what was done. ``method``
+        is "bounds", "percentile" or "zscore"; see :func:`dicomarray.transforms.normalize`.
         """
         return transforms.normalize(
             self._obj, min_bound, max_bound, method=method, percentiles=percentiles

@@ -593,10 +593,17 @@ def _is_lazy(data: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+#: Bounds ``normalize`` takes by default for values in HU (CT): air to dense bone-free tissue.
+CT_NORMALIZE_BOUNDS = (-1000.0, 400.0)
+#: The default of ``normalize``'s bounds: they follow the data (see :func:`normalize`).
+AUTO = "auto"
+Bound = float | str | None
+
+
 def normalize(
     obj: xr.DataArray,
-    min_bound: float | None = -1000.0,
-    max_bound: float | None = 400.0,
+    min_bound: Bound = AUTO,
+    max_bound: Bound = AUTO,
     *,
     method: str = "bounds",
     percentiles: tuple[float, float] = (1.0, 99.0),
@@ -607,34 +614,47 @@ def normalize(
     ----------
     obj : xarray.DataArray
         Stored or modality values (stored values are converted first).
-    min_bound, max_bound : float, default -1000 and 400
-        Bounds in modality units (HU for CT).
+    min_bound, max_bound : float, None or "auto", default "auto"
+        Bounds in modality units (HU for CT). ``"auto"`` follows the data: for values in
+        HU (CT) :data:`CT_NORMALIZE_BOUNDS` (-1000, 400); for anything else (MR, PET,
+        values with unspecified units) no bound, since an HU range would clip them
+        arbitrarily. ``None`` is no bound on that side: ``method="bounds"`` then scales
+        from the values' own minimum (or to their maximum), ``"zscore"`` does not clip.
     method : {"bounds", "percentile", "zscore"}
         ``"bounds"``: clip to the bounds and scale to [0, 1]. ``"percentile"``: the same
-        with the bounds replaced by ``percentiles`` of the values (approximate when a dask
-        array has several chunks: dask merges per-chunk percentiles). ``"zscore"``: clip to
-        the bounds (``None`` for no bound), then subtract the mean and divide by the
-        standard deviation of the clipped values (both over the whole array).
+        with the bounds replaced by ``percentiles`` of the values, robust to a few
+        extreme voxels (approximate when a dask array has several chunks: dask merges
+        per-chunk percentiles). ``"zscore"``: clip to the bounds, then subtract the mean
+        and divide by the standard deviation of the clipped values (both over the whole
+        array).
     percentiles : tuple of float, default (1, 99)
         Lower and upper percentiles for ``method="percentile"``.
 
     Returns
     -------
     xarray.DataArray
-        ``attrs["dicomarray_normalize"]`` records the method and its parameters (and the
-        numbers used, when the data are in memory); ``units="1"``,
-        ``dicomarray_values="normalized"``.
+        ``attrs["dicomarray_normalize"]`` records the method, the bounds (``min_bound``,
+        ``max_bound``: numbers, or None where the values' range was used or no bound
+        applied), where they came from (``bounds_from``: "arguments", "CT default (HU)",
+        "value range" (bounds) or "none" (zscore), per side when they differ) and the
+        numbers computed from the values when they are in memory (``low``, ``high``,
+        ``mean``, ``std``);
+        ``units="1"``, ``dicomarray_values="normalized"``. NaN (masked padding, see
+        :func:`modality_values`) stays NaN and is left out of ranges, percentiles and
+        statistics.
 
     Raises
     ------
     TransformError
-        For an unknown method, bounds that are not increasing, or percentiles outside
-        [0, 100] or not increasing.
+        For an unknown method, bounds that are not numbers or not increasing, or
+        percentiles outside [0, 100] or not increasing.
     """
     if method not in _NORMALIZERS:
         raise TransformError(f"unknown normalize method {method!r}; use one of {NORMALIZE_METHODS}")
     values = modality_values(obj)
-    out, record = _NORMALIZERS[method](values.data, min_bound, max_bound, percentiles)
+    in_hu = values.attrs.get("units") == "HU"
+    bounds = _resolve_bounds(min_bound, max_bound, in_hu=in_hu, unbounded=_UNBOUNDED[method])
+    out, record = _NORMALIZERS[method](values.data, bounds, percentiles)
     return _with_values(
         values,
         out,
@@ -646,23 +666,70 @@ def normalize(
     )
 
 
-def _by_bounds(data: Any, low: Any, high: Any, _: Any) -> tuple[Any, dict[str, Any]]:
-    low, high = _check_bounds(low, high, required=True)
-    return scale_to_unit(data, low, high), {"min_bound": low, "max_bound": high}
+@dataclass(frozen=True)
+class _Bounds:
+    """Resolved ``normalize`` bounds: a number or None (no bound) each, and their source."""
+
+    low: float | None
+    high: float | None
+    source: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"min_bound": self.low, "max_bound": self.high, "bounds_from": self.source}
 
 
-def _by_percentiles(data: Any, _: Any, __: Any, percentiles: Any) -> tuple[Any, dict[str, Any]]:
+def _resolve_bounds(low: Bound, high: Bound, *, in_hu: bool, unbounded: str) -> _Bounds:
+    """Turn "auto" into the data's defaults and check the numbers.
+
+    ``unbounded`` names what the method does on a side without a bound, for the record.
+    """
+    sides = [
+        _resolve_bound(value, default, keyword, in_hu=in_hu, unbounded=unbounded)
+        for value, default, keyword in zip(
+            (low, high), CT_NORMALIZE_BOUNDS, ("min_bound", "max_bound"), strict=True
+        )
+    ]
+    (low_value, low_source), (high_value, high_source) = sides
+    if low_value is not None and high_value is not None and not low_value < high_value:
+        raise TransformError(f"min_bound must be below max_bound, got {low_value} and {high_value}")
+    source = low_source if low_source == high_source else f"{low_source} (min), {high_source} (max)"
+    return _Bounds(low_value, high_value, source)
+
+
+def _resolve_bound(
+    value: Bound, default: float, keyword: str, *, in_hu: bool, unbounded: str
+) -> tuple[float | None, str]:
+    if isinstance(value, str) and value == AUTO:
+        return (default, "CT default (HU)") if in_hu else (None, unbounded)
+    if value is None:
+        return None, unbounded
+    number = _number(value, keyword)
+    if not math.isfinite(number):
+        raise TransformError(f"normalize bounds must be finite, got {keyword}={value}")
+    return number, "arguments"
+
+
+def _by_bounds(data: Any, bounds: _Bounds, _: Any) -> tuple[Any, dict[str, Any]]:
+    # no bound on a side: scale from (or to) the values' own extreme there
+    low = bounds.low if bounds.low is not None else np.nanmin(data)
+    high = bounds.high if bounds.high is not None else np.nanmax(data)
+    record = bounds.describe()
+    if bounds.low is None or bounds.high is None:
+        record.update(_numbers(low=low, high=high))
+    return scale_to_unit(data, low, high), record
+
+
+def _by_percentiles(data: Any, _: _Bounds, percentiles: Any) -> tuple[Any, dict[str, Any]]:
     low, high = _percentile_bounds(data, percentiles)
     record = {"percentiles": [float(p) for p in percentiles], **_numbers(low=low, high=high)}
     return scale_to_unit(data, low, high), record
 
 
-def _by_zscore(data: Any, low: Any, high: Any, _: Any) -> tuple[Any, dict[str, Any]]:
-    low, high = _check_bounds(low, high, required=False)
-    clipped = data if low is None and high is None else np.clip(data, low, high)
+def _by_zscore(data: Any, bounds: _Bounds, _: Any) -> tuple[Any, dict[str, Any]]:
+    unbounded = bounds.low is None and bounds.high is None
+    clipped = data if unbounded else np.clip(data, bounds.low, bounds.high)
     mean, std = _mean_std(clipped)
-    record = {"min_bound": low, "max_bound": high, **_numbers(mean=mean, std=std)}
-    return standardize(clipped, mean, std), record
+    return standardize(clipped, mean, std), {**bounds.describe(), **_numbers(mean=mean, std=std)}
 
 
 _NORMALIZERS: dict[str, Callable[..., tuple[Any, dict[str, Any]]]] = {
@@ -670,21 +737,8 @@ _NORMALIZERS: dict[str, Callable[..., tuple[Any, dict[str, Any]]]] = {
     "percentile": _by_percentiles,
     "zscore": _by_zscore,
 }
-
-
-def _check_bounds(
-    low: float | None, high: float | None, *, required: bool
-) -> tuple[float | None, float | None]:
-    if required and (low is None or high is None):
-        raise TransformError("normalize needs both min_bound and max_bound")
-    low = None if low is None else _number(low, "min_bound")
-    high = None if high is None else _number(high, "max_bound")
-    for bound in (low, high):
-        if bound is not None and not math.isfinite(bound):
-            raise TransformError(f"normalize bounds must be finite, got {low}, {high}")
-    if low is not None and high is not None and not low < high:
-        raise TransformError(f"min_bound must be below max_bound, got {low} and {high}")
-    return low, high
+# what each method does on a side without a bound, as the record says it
+_UNBOUNDED = {"bounds": "value range", "percentile": "percentiles", "zscore": "none"}
 
 
 def _percentile_bounds(data: Any, percentiles: Sequence[float]) -> tuple[Any, Any]:
@@ -694,17 +748,19 @@ def _percentile_bounds(data: Any, percentiles: Sequence[float]) -> tuple[Any, An
     if _is_lazy(data):
         import dask.array
 
-        bounds = dask.array.percentile(data.ravel(), q)
+        flat = data.ravel()
+        bounds = dask.array.percentile(flat[~dask.array.isnan(flat)], q)
         return bounds[0], bounds[1]
-    bounds = np.percentile(np.asarray(data), q)
+    bounds = np.nanpercentile(np.asarray(data), q)
     return float(bounds[0]), float(bounds[1])
 
 
 def _mean_std(data: Any) -> tuple[Any, Any]:
-    # float64 accumulators give an accurate scalar without a float64 copy of the values
-    count = max(int(np.prod(data.shape)), 1)
-    mean = data.sum(dtype=np.float64) / count
-    mean_square = (data * data).sum(dtype=np.float64) / count
+    # float64 accumulators give an accurate scalar without a float64 copy of the values;
+    # NaN (masked padding) is left out of both
+    count = np.maximum((~np.isnan(data)).sum(), 1)
+    mean = np.nansum(data, dtype=np.float64) / count
+    mean_square = np.nansum(data * data, dtype=np.float64) / count
     return mean, np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
 
 

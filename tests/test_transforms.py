@@ -292,7 +292,11 @@ def test_normalize_clips_to_the_bounds_and_scales(series):
         "method": "bounds",
         "min_bound": -1000.0,
         "max_bound": 400.0,
+        "bounds_from": "CT default (HU)",
     }
+    assert series.dicom.normalize(-100, 100).attrs["dicomarray_normalize"]["bounds_from"] == (
+        "arguments"
+    )
     np.testing.assert_allclose(
         series.dicom.normalize(-100, 100).values, np.clip((hu + 100) / 200, 0, 1), atol=1e-6
     )
@@ -327,12 +331,46 @@ def test_normalize_zscore(series):
     assert in_memory.attrs["dicomarray_normalize"]["mean"] == pytest.approx(clipped.mean())
 
 
+def test_normalize_follows_the_data_outside_ct(make_series, phantom):
+    # an MR-like series: values 0..~4000 with no HU meaning; HU bounds would clip most
+    tags = {"Modality": "MR", "RescaleType": "US"}  # "US": unspecified units
+    mr = make_series(hu=phantom + 1024, intercept=0.0, signed=False, tags=tags)
+    volume = dicomarray.open_series(mr[0].parent)
+    values = volume.dicom.hu().values
+    assert (values > 400).mean() > 0.2  # what the old HU default clipped to 1
+    out = volume.dicom.normalize()
+    expected = (values - values.min()) / (values.max() - values.min())
+    np.testing.assert_allclose(out.values, expected, atol=1e-6)
+    assert out.values.min() == 0.0 and out.values.max() == 1.0
+    lazy_record = out.attrs["dicomarray_normalize"]
+    assert lazy_record == {
+        "method": "bounds",
+        "min_bound": None,
+        "max_bound": None,
+        "bounds_from": "value range",
+    }
+    in_memory = volume.compute().dicom.normalize(max_bound=1000).attrs["dicomarray_normalize"]
+    assert in_memory["bounds_from"] == "value range (min), arguments (max)"
+    assert in_memory["low"] == values.min() and in_memory["max_bound"] == 1000.0
+    # z-scores outside CT do not clip
+    zscore = volume.dicom.normalize(method="zscore")
+    np.testing.assert_allclose(zscore.values, (values - values.mean()) / values.std(), atol=1e-4)
+    assert zscore.attrs["dicomarray_normalize"]["bounds_from"] == "none"
+
+
+def test_explicit_none_bounds_use_the_value_range_on_that_side(series):
+    hu = series.dicom.hu().values
+    out = series.dicom.normalize(None, 400).values
+    np.testing.assert_allclose(out, np.clip((hu - hu.min()) / (400 - hu.min()), 0, 1), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
         {"min_bound": 400, "max_bound": -1000},
         {"min_bound": 0, "max_bound": 0},
-        {"min_bound": None},
+        {"min_bound": "low"},
+        {"max_bound": float("inf")},
         {"method": "minmax"},
         {"method": "percentile", "percentiles": (99, 1)},
         {"method": "percentile", "percentiles": (0, 101)},
