@@ -3,7 +3,8 @@
 Every xarray operation makes a new accessor object, so nothing is stored here: all state
 lives in the DataArray's coordinates and attrs.
 
-Every public method names the series in any error it raises (:func:`series_label`): the
+Every public method names the series in any error it raises
+(:func:`dicomarray.labels.series_label`): the
 attrs it reads may come from any file, or from a store written long ago, and a user with
 many series needs to know which one was malformed. Errors that are not
 :class:`~dicomarray.errors.DicomArrayError` (a bug, or a malformed value no check caught)
@@ -13,6 +14,7 @@ leave as a ``DicomArrayError`` too, so that only the package's errors leave the 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,52 +27,30 @@ from . import render, transforms
 from .attrs import POSITION_COORDS
 from .errors import DicomArrayError
 from .geometry import affine_from, orientation_of, pixel_spacing_of, slice_normal
+from .labels import series_label
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
-
-
-def series_label(obj: xr.DataArray) -> str:
-    """A short, never failing description of the series a DataArray comes from.
-
-    Built from (0020,0011) *Series Number*, (0008,103E) *Series Description*, (0020,000E)
-    *Series Instance UID* and the folder of its first file, as far as the attrs hold them:
-    ``series 2 "HEAD 5mm" (UID 1.2.3, folder /data/ct)``.
-    """
-    attrs = obj.attrs if isinstance(getattr(obj, "attrs", None), dict) else {}
-    words = ["series"]
-    for keyword, form in (("SeriesNumber", "{}"), ("SeriesDescription", '"{}"')):
-        value = attrs.get(keyword)
-        if isinstance(value, str | int | float) and str(value).strip():
-            words.append(form.format(str(value).strip()))
-    where = []
-    uid = attrs.get("SeriesInstanceUID")
-    if isinstance(uid, str) and uid:
-        where.append(f"UID {uid}")
-    report = attrs.get("dicomarray_assembly")
-    files = report.get("files") if isinstance(report, dict) else None
-    if isinstance(files, list) and files and isinstance(files[0], str):
-        where.append(f"folder {Path(files[0]).parent}")
-    if where:
-        words.append(f"({', '.join(where)})")
-    return " ".join(words) if len(words) > 1 else "a volume with no series tags"
 
 
 def _naming_the_series(method: _Method) -> _Method:
     """Make ``method`` raise only DicomArrayErrors, each naming the accessor's series."""
 
+    signature = inspect.signature(method)
+
     @functools.wraps(method)
     def wrapper(self: DicomAccessor, *args: Any, **kwargs: Any) -> Any:
+        signature.bind(self, *args, **kwargs)  # a wrong call stays a TypeError
         try:
             return method(self, *args, **kwargs)
         except DicomArrayError as exc:
-            label = series_label(self._obj)
+            label = series_label(self._obj.attrs)
             if label not in str(exc):  # an inner accessor call named it already
                 exc.args = (f"{label}: {exc}", *exc.args[1:])
             raise
         except Exception as exc:
-            raise DicomArrayError(
-                f"{series_label(self._obj)}: {method.__name__} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            label = series_label(self._obj.attrs)
+            failure = f"{method.__name__} failed: {type(exc).__name__}: {exc}"
+            raise DicomArrayError(f"{label}: {failure}") from exc
 
     return cast(_Method, wrapper)
 
@@ -121,15 +101,24 @@ class DicomAccessor:
     # -- values: thin doors onto dicomarray.transforms ---------------------------------------
 
     @_naming_the_series
-    def hu(self) -> xr.DataArray:
+    def hu(self, *, padding: str | float = "nan") -> xr.DataArray:
         """Hounsfield units (modality values for other modalities), lazy float32.
 
         Uses each slice's (0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept*,
         or a (0028,3000) *Modality LUT Sequence*, which takes precedence. Data already in HU
         is returned unchanged. Select slices before converting: dask cannot push a later
-        selection into the file reads. See :func:`dicomarray.transforms.modality_values`.
+        selection into the file reads.
+
+        Parameters
+        ----------
+        padding : "nan", "keep" or float, default "nan"
+            Pixels the series marks as padding ((0028,0120) *Pixel Padding Value*, with
+            (0028,0121) *Pixel Padding Range Limit*) become NaN, that value, or stay as
+            rescaled ("keep"); ``attrs["dicomarray_padding"]`` records what was done.
+
+        See :func:`dicomarray.transforms.modality_values`.
         """
-        return transforms.modality_values(self._obj)
+        return transforms.modality_values(self._obj, padding=padding)
 
     @_naming_the_series
     def window(

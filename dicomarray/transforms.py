@@ -27,7 +27,9 @@ from typing import Any, cast
 import numpy as np
 import xarray as xr
 
-from .errors import TransformError
+from .errors import DicomArrayWarning, TransformError, warn_data_problem
+from .labels import series_label
+from .pixels import fill_padding
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +72,13 @@ VALUES_ATTR = "dicomarray_values"
 WINDOW_ATTR = "dicomarray_window"
 #: The normalization :func:`normalize` applied, as a JSON-safe dict.
 NORMALIZE_ATTR = "dicomarray_normalize"
+#: What :func:`modality_values` did with the series' padding, as a JSON-safe dict.
+PADDING_ATTR = "dicomarray_padding"
 
 _RESCALE_ATTRS = ("RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence")
 _RESCALE_COORDS = ("rescale_slope", "rescale_intercept", "rescale_type")
+_PADDING_ATTRS = ("PixelPaddingValue", "PixelPaddingRangeLimit")
+_PADDING_COORDS = ("pixel_padding_value", "pixel_padding_range_limit")
 _WINDOW_ATTRS = (
     "WindowCenter",
     "WindowWidth",
@@ -177,7 +183,7 @@ WINDOW_FUNCTIONS: dict[str, Callable[[Any, float, float], Any]] = {
 # --------------------------------------------------------------------------------------------
 
 
-def modality_values(obj: xr.DataArray) -> xr.DataArray:
+def modality_values(obj: xr.DataArray, *, padding: str | float = "nan") -> xr.DataArray:
     """Modality values (Hounsfield units for CT) as a lazy float32 DataArray.
 
     A (0028,3000) *Modality LUT Sequence* in the attrs takes precedence; otherwise each
@@ -189,21 +195,32 @@ def modality_values(obj: xr.DataArray) -> xr.DataArray:
     ----------
     obj : xarray.DataArray
         Stored values, as :func:`dicomarray.open_series` returns them, or any selection.
+    padding : "nan", "keep" or float, default "nan"
+        What becomes of the pixels that (0028,0120) *Pixel Padding Value* (with
+        (0028,0121) *Pixel Padding Range Limit*, a range) marks as padding, the area
+        outside the scanned field: ``"nan"`` makes them NaN, so that statistics, windows
+        and models can leave them out (``numpy.nan*`` functions, ``xarray``'s
+        ``skipna``); a number puts that modality value there (-1000 for air in HU);
+        ``"keep"`` leaves the rescaled values. See :func:`stored_padding` for how the
+        tags are read.
 
     Returns
     -------
     xarray.DataArray
         float32 values with ``attrs["units"]`` ("HU" for CT, else the (0028,1054) *Rescale
         Type* or (0028,3004) *Modality LUT Type*, or "unspecified") and
-        ``attrs["dicomarray_values"] = "modality"``. The rescale attrs and coordinates are
-        gone: they no longer describe the values. Data already in HU (``units == "HU"``) or
-        already converted is returned unchanged.
+        ``attrs["dicomarray_values"] = "modality"``. The rescale and padding attrs and
+        coordinates are gone: they no longer describe the values; when the series
+        declares padding, ``attrs["dicomarray_padding"]`` records the stored values that
+        are padding and what was done (``action``: "nan", "fill" or "keep"). Data already
+        in HU (``units == "HU"``) or already converted is returned unchanged.
 
     Raises
     ------
     TransformError
         If the values are already windowed or normalized, a rescale value is not a number,
-        or a Modality LUT is declared but its data cannot be read.
+        a Modality LUT is declared but its data cannot be read, ``padding`` is not one of
+        its choices, or a padding tag is not one integer (``padding="keep"`` ignores it).
 
     Notes
     -----
@@ -216,21 +233,73 @@ def modality_values(obj: xr.DataArray) -> xr.DataArray:
         raise TransformError(f"the values are already {done}; take HU from stored values")
     if state == "modality" or obj.attrs.get("units") == "HU":
         return obj
+    fill = _padding_fill(padding)
+    pad = None if fill is None else stored_padding(obj)
+    low, high = pad if pad is not None else (np.nan, np.nan)
+    padded = None if pad is None or fill is None else (low, high, fill)
     lut = _modality_lut(obj)
     if lut is not None:
         table, first_mapped, declared = lut
-        data = _blockwise(obj.data, apply_lut, table=table, first_mapped=first_mapped)
+        data = _map_slices(
+            _modality_block, obj.data, 1.0, 0.0, low, high, fill=fill, lut=(table, first_mapped)
+        )
     else:
         slope = _per_slice(obj, "rescale_slope", "RescaleSlope", 1.0)
         intercept = _per_slice(obj, "rescale_intercept", "RescaleIntercept", 0.0)
         from .lazy import rescaled_frames  # deferred: dask.array is slow to import
 
         declared = obj.attrs.get("RescaleType")
-        data = rescaled_frames(obj.data, slope, intercept)  # whole series: rescale as read
+        # whole series: rescale (and fill padding) as each frame is read
+        data = rescaled_frames(obj.data, slope, intercept, padded)
         if data is None:
-            data = rescale(obj.data, slope, intercept)
+            data = _map_slices(_modality_block, obj.data, slope, intercept, low, high, fill=fill)
     units = _modality_units(obj.attrs, declared)
-    return _with_values(obj, data, _RESCALE_ATTRS, _RESCALE_COORDS, units=units, kind="modality")
+    record = _padding_record(obj, fill, pad)
+    return _with_values(
+        obj,
+        data,
+        (*_RESCALE_ATTRS, *_PADDING_ATTRS),
+        (*_RESCALE_COORDS, *_PADDING_COORDS),
+        units=units,
+        kind="modality",
+        **({PADDING_ATTR: record} if record else {}),
+    )
+
+
+def _modality_block(
+    stored: np.ndarray,
+    slope: Any,
+    intercept: Any,
+    low: Any,
+    high: Any,
+    *,
+    fill: float | None,
+    lut: tuple[np.ndarray, int] | None = None,
+) -> np.ndarray:
+    """Modality values of one chunk of stored values: one float32 array, padding filled."""
+    out = rescale(stored, slope, intercept) if lut is None else apply_lut(stored, *lut)
+    if fill is not None:
+        fill_padding(stored, out, low, high, fill)
+    return out
+
+
+def _map_slices(function: Callable[..., np.ndarray], data: Any, *params: Any, **kwargs: Any) -> Any:
+    """``function(chunk, *params, **kwargs)`` on each chunk, lazily for dask arrays.
+
+    ``params`` are numbers, or arrays that broadcast against ``data`` (one value per
+    slice); each chunk gets the part of them that lies over it.
+    """
+    if not _is_lazy(data):
+        return function(np.asarray(data), *params, **kwargs)
+    import dask.array
+
+    aligned = []
+    for param in params:
+        array = np.asarray(param)
+        array = array.reshape(array.shape or (1,) * data.ndim)
+        chunks = tuple(c if n > 1 else (1,) for n, c in zip(array.shape, data.chunks, strict=True))
+        aligned.append(dask.array.from_array(array, chunks=chunks))
+    return dask.array.map_blocks(function, data, *aligned, dtype=np.float32, **kwargs)
 
 
 def _with_values(
@@ -252,25 +321,24 @@ def _with_values(
     return result
 
 
-def _blockwise(data: Any, function: Callable[..., np.ndarray], **kwargs: Any) -> Any:
-    if hasattr(data, "map_blocks"):  # dask: one call per chunk, lazily
-        return data.map_blocks(function, dtype=np.float32, **kwargs)
-    return function(np.asarray(data), **kwargs)
-
-
 def _per_slice(obj: xr.DataArray, coord: str, keyword: str, default: float) -> Any:
     """A rescale value per slice (a float32 array that broadcasts against ``obj.data``)."""
     if coord not in obj.coords:
         return np.float32(_number(obj.attrs.get(keyword, default), keyword))
+    numbers = _slice_numbers(obj, coord)
+    return np.where(np.isfinite(numbers), numbers, default).astype(np.float32)
+
+
+def _slice_numbers(obj: xr.DataArray, coord: str) -> np.ndarray:
+    """A per-slice coordinate as float64 (NaN where missing), broadcasting against ``obj``."""
     values = obj.coords[coord]
     values = values.transpose(*[d for d in obj.dims if d in values.dims])
     try:
         numbers = np.asarray(values.values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise TransformError(f"coordinate {coord} holds values that are not numbers") from exc
-    numbers = np.where(np.isfinite(numbers), numbers, default)
     shape = [obj.sizes[d] if d in values.dims else 1 for d in obj.dims]
-    return numbers.astype(np.float32).reshape(shape)
+    return numbers.reshape(shape)
 
 
 def _number(value: Any, keyword: str) -> float:
@@ -344,6 +412,137 @@ def _lut_dataset(obj: xr.DataArray) -> Any:
         return pydicom.dcmread(files[0], stop_before_pixels=True)
     except Exception as exc:  # noqa: BLE001 - any read failure names the file
         raise TransformError(f"{files[0]}: cannot read the Modality LUT: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Padding
+# --------------------------------------------------------------------------------------------
+
+
+def stored_padding(obj: xr.DataArray) -> tuple[Any, Any] | None:
+    """The stored values a series marks as padding: ``(low, high)``, inclusive.
+
+    From (0028,0120) *Pixel Padding Value* and, when present, (0028,0121) *Pixel Padding
+    Range Limit* (PS3.3 C.7.5.1.1.2): one value, or the range between the two whichever
+    is larger (MONOCHROME2 puts the value below the limit, MONOCHROME1 above). Both are
+    stored values, compared before any rescale. Their VR (US or SS) may disagree with
+    (0028,0103) *Pixel Representation*; they are read as the pixels are: the same bits,
+    the pixels' sign, and only (0028,0101) *Bits Stored* of them (sign-extended when
+    signed), so ``63536`` written as US in a signed series means -2000.
+
+    Returns
+    -------
+    tuple or None
+        Two numbers, or two per-slice arrays (NaN where a slice declares none) when the
+        tags vary between slices; None when the series declares no padding.
+
+    Raises
+    ------
+    TransformError
+        If a tag is not one integer.
+    """
+    value = _padding_numbers(obj, "PixelPaddingValue")
+    if value is None:
+        return None
+    limit = _padding_numbers(obj, "PixelPaddingRangeLimit")
+    value = _as_stored(obj, value, "PixelPaddingValue")
+    limit = value if limit is None else _as_stored(obj, limit, "PixelPaddingRangeLimit")
+    limit = np.where(np.isnan(limit), value, limit)  # no limit on a slice: its one value
+    low, high = np.minimum(value, limit), np.maximum(value, limit)
+    return (float(low), float(high)) if np.ndim(low) == 0 else (low, high)
+
+
+def _padding_fill(padding: str | float) -> float | None:
+    """The value padding gets (NaN for "nan"), or None to keep it."""
+    if isinstance(padding, str):
+        choice = padding.strip().lower()
+        if choice in ("nan", "keep"):
+            return None if choice == "keep" else math.nan
+    elif not isinstance(padding, bool):
+        try:
+            number = float(padding)
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isfinite(number):
+            return number
+    raise TransformError(f'padding must be "nan", "keep" or a finite number, got {padding!r}')
+
+
+def _padding_numbers(obj: xr.DataArray, keyword: str) -> Any:
+    """A padding tag: a number, a per-slice array when it varies, or None."""
+    coord = _PADDING_COORDS[_PADDING_ATTRS.index(keyword)]
+    if coord in obj.coords:
+        numbers = _slice_numbers(obj, coord)
+        finite = numbers[np.isfinite(numbers)]
+        if not np.array_equal(finite, np.round(finite)):
+            raise TransformError(f"coordinate {coord} holds values that are not integers")
+        return numbers
+    value = obj.attrs.get(keyword)
+    if value is None:
+        return None
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != round(value):
+        raise TransformError(
+            f"{keyword} {value!r} is not one integer; hu(padding='keep') ignores it"
+        )
+    return float(value)
+
+
+def _as_stored(obj: xr.DataArray, value: Any, keyword: str) -> Any:
+    """A padding tag as the pixel reader reads stored bits (see :func:`stored_padding`)."""
+    dtype = np.dtype(obj.dtype)
+    if dtype.kind not in "iu":  # not stored integers: nothing to reinterpret
+        return value
+    width = dtype.itemsize * 8
+    bits = obj.attrs.get("BitsStored")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 < bits <= width:
+        bits = width
+    numbers = np.asarray(value, dtype=np.float64)
+    present = np.isfinite(numbers)
+    integers = np.where(present, numbers, 0).astype(np.int64)
+    folded = _fold(integers, bits, signed=dtype.kind == "i")
+    changed = present & (folded != _fold(integers, width, signed=dtype.kind == "i"))
+    if changed.any():
+        warn_data_problem(
+            f"{series_label(obj.attrs)}: {keyword} {value} does not fit Bits Stored {bits}; "
+            f"the pixels holding it read as {np.unique(folded[changed]).tolist()}, which "
+            "are treated as padding",
+            DicomArrayWarning,
+        )
+    result = np.where(present, folded, np.nan)
+    return float(result) if result.ndim == 0 else result
+
+
+def _fold(values: np.ndarray, bits: int, *, signed: bool) -> np.ndarray:
+    """The low ``bits`` bits of ``values``, sign-extended when ``signed``."""
+    low = values & ((1 << bits) - 1)
+    if signed:
+        low = np.where(low >= 1 << (bits - 1), low - (1 << bits), low)
+    return low
+
+
+def _padding_record(
+    obj: xr.DataArray, fill: float | None, pad: tuple[Any, Any] | None
+) -> dict[str, Any] | None:
+    """What became of the padding, for the attrs; None when the series declares none."""
+    if fill is None:  # kept: still say which stored values are padding, if the tags tell
+        try:
+            pad = stored_padding(obj)
+        except TransformError:
+            declared = {k: obj.attrs[k] for k in _PADDING_ATTRS if k in obj.attrs}
+            return {"action": "keep", "declared": declared}
+    if pad is None:
+        return None
+    low, high = pad
+    if np.ndim(low) == 0:
+        stored: Any = [int(low), int(high)]
+    else:
+        pairs = zip(np.ravel(low).tolist(), np.ravel(high).tolist(), strict=True)
+        stored = [None if math.isnan(a) else [int(a), int(b)] for a, b in pairs]
+    if fill is None or math.isnan(fill):
+        return {"stored_values": stored, "action": "keep" if fill is None else "nan"}
+    return {"stored_values": stored, "action": "fill", "fill_value": fill}
 
 
 # --------------------------------------------------------------------------------------------
