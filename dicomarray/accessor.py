@@ -3,12 +3,13 @@
 Every xarray operation makes a new accessor object, so nothing is stored here: all state
 lives in the DataArray's coordinates and attrs.
 
-Every public method names the series in any error it raises
-(:func:`dicomarray.labels.series_label`): the
-attrs it reads may come from any file, or from a store written long ago, and a user with
-many series needs to know which one was malformed. Errors that are not
-:class:`~dicomarray.errors.DicomArrayError` (a bug, or a malformed value no check caught)
-leave as a ``DicomArrayError`` too, so that only the package's errors leave the API.
+Every public method names the series at the end of any error it raises ("...; in series
+2 "HEAD" (UID ..., folder ...)", see :func:`dicomarray.labels.series_label`): the attrs
+it reads may come from any file, or from a store written long ago, and a user with many
+series needs to know which one was malformed. Other exceptions (a malformed value no
+check caught, a failure inside a dask task while writing) leave as a
+:class:`~dicomarray.errors.DicomArrayError` whose ``__cause__`` is the original, so that
+only the package's errors leave the API. A call with wrong arguments stays a TypeError.
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ def _naming_the_series(method: _Method) -> _Method:
         except DicomArrayError as exc:
             label = series_label(self._obj.attrs)
             if label not in str(exc):  # an inner accessor call named it already
-                exc.args = (f"{label}: {exc}", *exc.args[1:])
+                exc.args = (f"{exc}; in {label}", *exc.args[1:])
             raise
         except Exception as exc:
             label = series_label(self._obj.attrs)
             failure = f"{method.__name__} failed: {type(exc).__name__}: {exc}"
-            raise DicomArrayError(f"{label}: {failure}") from exc
+            raise DicomArrayError(f"{failure}; in {label}") from exc
 
     return cast(_Method, wrapper)
 

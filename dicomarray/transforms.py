@@ -342,12 +342,15 @@ def _slice_numbers(obj: xr.DataArray, coord: str) -> np.ndarray:
 
 
 def _number(value: Any, keyword: str) -> float:
-    if isinstance(value, list):  # a multi-valued attr: DICOM allows one value here
-        value = value[0] if value else None
+    """One finite number (a one-item list holds one), or a TransformError naming it."""
+    single = value[0] if isinstance(value, list | tuple) and len(value) == 1 else value
     try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise TransformError(f"{keyword} {value!r} is not a number") from exc
+        number = float(single)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise TransformError(f"{keyword} {value!r} is not one finite number")
+    return number
 
 
 def _modality_units(attrs: dict[str, Any], declared: Any) -> str:
@@ -902,10 +905,7 @@ def _resolve_bound(
         return (default, "CT default (HU)") if in_hu else (None, unbounded)
     if value is None:
         return None, unbounded
-    number = _number(value, keyword)
-    if not math.isfinite(number):
-        raise TransformError(f"normalize bounds must be finite, got {keyword}={value}")
-    return number, "arguments"
+    return _number(value, keyword), "arguments"
 
 
 def _by_bounds(data: Any, bounds: _Bounds, _: Any) -> tuple[Any, dict[str, Any]]:

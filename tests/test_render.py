@@ -278,7 +278,7 @@ def test_any_other_failure_leaves_the_accessor_as_a_dicomarray_error(series, tmp
         raise IndexError("list index out of range")
 
     monkeypatch.setattr(dicomarray.render, "write_slice", broken)
-    with pytest.raises(DicomArrayError, match="to_jpg failed: IndexError") as caught:
+    with pytest.raises(DicomArrayError, match="^to_jpg failed: IndexError") as caught:
         series.dicom.to_jpg(tmp_path / "a.jpg")
     assert _label_of(series) in str(caught.value)
     assert isinstance(caught.value.__cause__, IndexError)

@@ -560,3 +560,13 @@ def test_windows_and_normalization_leave_padding_out(make_series, phantom):
     low, high = np.percentile(hu, [1, 99])
     by_percentile = mr.dicom.normalize(method="percentile").attrs["dicomarray_normalize"]
     assert (by_percentile["low"], by_percentile["high"]) == pytest.approx((low, high))
+
+
+@pytest.mark.parametrize("slope", [[1.0, 2.0], "steep", float("nan"), []])
+def test_a_rescale_slope_that_is_not_one_finite_number_is_refused(series, slope):
+    with pytest.raises(TransformError, match="RescaleSlope .* not one finite number"):
+        series.assign_attrs(RescaleSlope=slope).dicom.hu()
+    # a one-item list is that one value
+    np.testing.assert_array_equal(
+        series.assign_attrs(RescaleSlope=[1.0]).dicom.hu().values, series.dicom.hu().values
+    )
