@@ -122,6 +122,15 @@ class DicomAccessor:
         return transforms.modality_values(self._obj, padding=padding)
 
     @_naming_the_series
+    def padding_mask(self) -> xr.DataArray:
+        """Where the pixels are padding, lazy boolean (all False when none is declared).
+
+        (0028,0120) *Pixel Padding Value*, with (0028,0121) *Pixel Padding Range Limit*,
+        on stored values. See :func:`dicomarray.transforms.padding_mask`.
+        """
+        return transforms.padding_mask(self._obj)
+
+    @_naming_the_series
     def window(
         self,
         center: float | None = None,

@@ -252,14 +252,19 @@ def _per_frame(values: Any, n: int, dtype: Any = np.float32) -> np.ndarray:
     return np.broadcast_to(flat, (n,)).copy()
 
 
-def fill_padding(stored: np.ndarray, out: np.ndarray, low: Any, high: Any, fill: float) -> None:
-    """Set ``out`` to ``fill`` where ``stored`` lies in ``[low, high]``, in place.
+def is_padding(stored: np.ndarray, low: Any, high: Any) -> np.ndarray:
+    """Where ``stored`` lies in ``[low, high]``: the padding of a series.
 
     (0028,0120) *Pixel Padding Value* and (0028,0121) *Pixel Padding Range Limit* name
     stored values (PS3.3 C.7.5.1.1.2), so padding is found before any rescale. ``low``
     and ``high`` broadcast against ``stored``; NaN bounds match nothing.
     """
-    np.copyto(out, np.float32(fill), where=(stored >= low) & (stored <= high))
+    return (stored >= low) & (stored <= high)
+
+
+def fill_padding(stored: np.ndarray, out: np.ndarray, low: Any, high: Any, fill: float) -> None:
+    """Set ``out`` to ``fill`` where ``stored`` is padding (:func:`is_padding`), in place."""
+    np.copyto(out, np.float32(fill), where=is_padding(stored, low, high))
 
 
 def empty_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

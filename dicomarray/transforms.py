@@ -29,7 +29,7 @@ import xarray as xr
 
 from .errors import DicomArrayWarning, TransformError, warn_data_problem
 from .labels import series_label
-from .pixels import fill_padding
+from .pixels import fill_padding, is_padding
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ PRESET_SOURCES: dict[str, str] = {
 
 #: (0018,0015) *Body Part Examined* values for which CT defaults to the brain window.
 HEAD_BODY_PARTS = frozenset({"HEAD", "BRAIN", "SKULL"})
-#: What the values of a DataArray are, once a transform ran: "modality", "window" or
-#: "normalized" (absent: stored values).
+#: What the values of a DataArray are, once a transform ran: "modality", "window",
+#: "normalized" or "padding mask" (absent: stored values).
 VALUES_ATTR = "dicomarray_values"
 #: The window :func:`window` applied, as a JSON-safe dict.
 WINDOW_ATTR = "dicomarray_window"
@@ -228,8 +228,8 @@ def modality_values(obj: xr.DataArray, *, padding: str | float = "nan") -> xr.Da
     every slice: per-slice LUTs are not supported.
     """
     state = obj.attrs.get(VALUES_ATTR)
-    if state in ("window", "normalized"):
-        done = "windowed" if state == "window" else "normalized"
+    if state in ("window", "normalized", "padding mask"):
+        done = {"window": "windowed", "normalized": "normalized"}.get(state, "a padding mask")
         raise TransformError(f"the values are already {done}; take HU from stored values")
     if state == "modality" or obj.attrs.get("units") == "HU":
         return obj
@@ -283,11 +283,17 @@ def _modality_block(
     return out
 
 
-def _map_slices(function: Callable[..., np.ndarray], data: Any, *params: Any, **kwargs: Any) -> Any:
+def _map_slices(
+    function: Callable[..., np.ndarray],
+    data: Any,
+    *params: Any,
+    dtype: Any = np.float32,
+    **kwargs: Any,
+) -> Any:
     """``function(chunk, *params, **kwargs)`` on each chunk, lazily for dask arrays.
 
     ``params`` are numbers, or arrays that broadcast against ``data`` (one value per
-    slice); each chunk gets the part of them that lies over it.
+    slice); each chunk gets the part of them that lies over it. ``dtype``: the result's.
     """
     if not _is_lazy(data):
         return function(np.asarray(data), *params, **kwargs)
@@ -299,7 +305,7 @@ def _map_slices(function: Callable[..., np.ndarray], data: Any, *params: Any, **
         array = array.reshape(array.shape or (1,) * data.ndim)
         chunks = tuple(c if n > 1 else (1,) for n, c in zip(array.shape, data.chunks, strict=True))
         aligned.append(dask.array.from_array(array, chunks=chunks))
-    return dask.array.map_blocks(function, data, *aligned, dtype=np.float32, **kwargs)
+    return dask.array.map_blocks(function, data, *aligned, dtype=dtype, **kwargs)
 
 
 def _with_values(
@@ -455,6 +461,32 @@ def stored_padding(obj: xr.DataArray) -> tuple[Any, Any] | None:
     return (float(low), float(high)) if np.ndim(low) == 0 else (low, high)
 
 
+def padding_mask(obj: xr.DataArray) -> xr.DataArray:
+    """Where a series' pixels are padding, as a lazy boolean DataArray named "padding".
+
+    The mask beside ``hu(padding="keep")``, for code that wants the padding values and
+    where they are. Found on stored values, as :func:`stored_padding` reads the tags; all
+    False when the series declares no padding. The coordinates and attrs are the
+    volume's, with ``attrs["dicomarray_values"] = "padding mask"``.
+
+    Raises
+    ------
+    TransformError
+        If ``obj`` holds values already converted (the stored values are gone), or a
+        padding tag is not one integer.
+    """
+    if obj.attrs.get(VALUES_ATTR) is not None or obj.attrs.get("units") == "HU":
+        raise TransformError(
+            "padding is found on stored values: take the mask before hu(), window() or normalize()"
+        )
+    pad = stored_padding(obj)
+    low, high = pad if pad is not None else (np.nan, np.nan)
+    mask = obj.copy(deep=False, data=_map_slices(is_padding, obj.data, low, high, dtype=bool))
+    mask.name = "padding"
+    mask.attrs = {**obj.attrs, VALUES_ATTR: "padding mask"}
+    return mask
+
+
 def _padding_fill(padding: str | float) -> float | None:
     """The value padding gets (NaN for "nan"), or None to keep it."""
     if isinstance(padding, str):
@@ -586,6 +618,11 @@ class Window:
     @classmethod
     def from_range(cls, low: float, high: float, source: str = "value range") -> Window:
         """The LINEAR_EXACT window that maps ``low`` to 0 and ``high`` to 1."""
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise TransformError(
+                f"no value range to take a window from ({low} to {high}): are all the "
+                "values shown padding (NaN)? Give a center and width or a preset"
+            )
         width = float(high) - float(low)
         return cls(
             (float(low) + float(high)) / 2, width if width > 0 else 1.0, "LINEAR_EXACT", source

@@ -570,3 +570,28 @@ def test_a_rescale_slope_that_is_not_one_finite_number_is_refused(series, slope)
     np.testing.assert_array_equal(
         series.assign_attrs(RescaleSlope=[1.0]).dicom.hu().values, series.dicom.hu().values
     )
+
+
+def test_the_padding_mask_marks_the_padding_lazily(make_series, phantom, reads):
+    paths = make_series(hu=_padded(phantom), tags={"PixelPaddingValue": -2000})
+    volume = dicomarray.open_series(paths[0].parent)
+    mask = volume.dicom.padding_mask()
+    assert reads == [] and mask.dtype == bool and mask.name == "padding"
+    np.testing.assert_array_equal(mask.values, _padded(phantom) == PAD_HU)
+    np.testing.assert_array_equal(mask.values, np.isnan(volume.dicom.hu().values))
+    # selections of the padded HU keep the mask: a few slices read from the files
+    np.testing.assert_array_equal(
+        np.isnan(volume.dicom.hu().isel(z=[1, 4]).values), mask.values[[1, 4]]
+    )
+    assert not dicomarray.open_series(make_series()[0].parent).dicom.padding_mask().values.any()
+    with pytest.raises(TransformError, match="stored values"):
+        volume.dicom.hu().dicom.padding_mask()
+    with pytest.raises(TransformError, match="padding mask"):
+        mask.dicom.hu()
+
+
+def test_a_window_over_nothing_but_padding_says_so(series):
+    everything = series.assign_attrs(Modality="MR", PixelPaddingValue=int(series.values.max()))
+    nothing = everything.assign_attrs(PixelPaddingRangeLimit=int(series.values.min()))
+    with pytest.raises(TransformError, match="padding"):
+        without(nothing, "WindowCenter", "WindowWidth").compute().dicom.window()
