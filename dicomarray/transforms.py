@@ -508,8 +508,7 @@ def _padding_numbers(obj: xr.DataArray, keyword: str) -> Any:
     coord = _PADDING_COORDS[_PADDING_ATTRS.index(keyword)]
     if coord in obj.coords:
         numbers = _slice_numbers(obj, coord)
-        finite = numbers[np.isfinite(numbers)]
-        if not np.array_equal(finite, np.round(finite)):
+        if not all(_is_integer(v) for v in numbers[np.isfinite(numbers)].tolist()):
             raise TransformError(f"coordinate {coord} holds values that are not integers")
         return numbers
     value = obj.attrs.get(keyword)
@@ -517,11 +516,18 @@ def _padding_numbers(obj: xr.DataArray, keyword: str) -> Any:
         return None
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != round(value):
+    if not _is_integer(value):
         raise TransformError(
             f"{keyword} {value!r} is not one integer; hu(padding='keep') ignores it"
         )
     return float(value)
+
+
+def _is_integer(value: Any) -> bool:
+    """An integral number a stored pixel value could be (beyond 32 bits none can)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value == round(value) and abs(value) < 2**32
 
 
 def _as_stored(obj: xr.DataArray, value: Any, keyword: str) -> Any:
@@ -540,9 +546,9 @@ def _as_stored(obj: xr.DataArray, value: Any, keyword: str) -> Any:
     changed = present & (folded != _fold(integers, width, signed=dtype.kind == "i"))
     if changed.any():
         warn_data_problem(
-            f"{series_label(obj.attrs)}: {keyword} {value} does not fit Bits Stored {bits}; "
-            f"the pixels holding it read as {np.unique(folded[changed]).tolist()}, which "
-            "are treated as padding",
+            f"{keyword} {value} does not fit Bits Stored {bits}: the pixels holding it read "
+            f"as {np.unique(folded[changed]).tolist()}, which are taken as padding; in "
+            f"{series_label(obj.attrs)}",
             DicomArrayWarning,
         )
     result = np.where(present, folded, np.nan)

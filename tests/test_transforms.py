@@ -526,7 +526,7 @@ def test_a_padding_value_outside_bits_stored_is_read_as_the_pixels_are_and_warne
     assert stored_padding(series) is None
 
 
-@pytest.mark.parametrize("value", [[-2000, -1000], "air", 1.5])
+@pytest.mark.parametrize("value", [[-2000, -1000], "air", 1.5, float("inf"), 2.0**40])
 def test_a_malformed_padding_tag_is_refused_unless_kept(series, value):
     bad = series.assign_attrs(PixelPaddingValue=value)
     with pytest.raises(TransformError, match="PixelPaddingValue .* not one integer"):
