@@ -8,7 +8,9 @@ complete.
 
 A MONOCHROME1 series ((0028,0004) *Photometric Interpretation*) is shown inverted, as
 ``1 - value`` after the window: in MONOCHROME1 the minimum value is white (PS3.3
-C.7.6.3.1.2), whereas a picture's 0 is black.
+C.7.6.3.1.2), whereas a picture's 0 is black. Padding ((0028,0120) *Pixel Padding
+Value*) is NaN in the modality values (see :func:`dicomarray.transforms.modality_values`):
+it is left out of the value-range window and drawn black.
 
 Display orientation, for the usual axial acquisition: an axial picture (a ``z`` slice) is
 shown as stored, rows down the column direction and columns along the row direction (so

@@ -282,3 +282,20 @@ def test_any_other_failure_leaves_the_accessor_as_a_dicomarray_error(series, tmp
         series.dicom.to_jpg(tmp_path / "a.jpg")
     assert _label_of(series) in str(caught.value)
     assert isinstance(caught.value.__cause__, IndexError)
+
+
+def test_padding_is_drawn_black_and_left_out_of_the_value_range(make_series, phantom, tmp_path):
+    hu = phantom.copy()
+    hu[:, :4] = -3024  # stored -2000: padding
+    folder = make_series(hu=hu, tags={"PixelPaddingValue": -2000})[0].parent
+    volume = dicomarray.open_series(folder).assign_attrs(Modality="MR", RescaleType="US")
+    bare = volume.copy()
+    bare.attrs = {k: v for k, v in volume.attrs.items() if not k.startswith("Window")}
+    picture = png_values(bare.dicom.to_jpg(tmp_path / "a.png", 5))
+    assert (picture[:4] == 0).all()
+    # the range is that of the scanned field: its darkest pixel is black, its brightest white
+    assert picture[4:].min() == 0.0 and picture[4:].max() == 1.0
+    shown = phantom[5, 4:]
+    np.testing.assert_allclose(
+        picture[4:], np.round((shown - shown.min()) / np.ptp(shown) * 255) / 255, atol=1 / 255
+    )
