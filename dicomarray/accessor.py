@@ -2,13 +2,24 @@
 
 Every xarray operation makes a new accessor object, so nothing is stored here: all state
 lives in the DataArray's coordinates and attrs.
+
+Every public method names the series at the end of any error it raises ("...; in series
+2 "HEAD" (UID ..., folder ...)", see :func:`dicomarray.labels.series_label`): the attrs
+it reads may come from any file, or from a store written long ago, and a user with many
+series needs to know which one was malformed. Other exceptions (a malformed value no
+check caught, a failure inside a dask task while writing) leave as a
+:class:`~dicomarray.errors.DicomArrayError` whose ``__cause__`` is the original, so that
+only the package's errors leave the API. A call with wrong arguments stays a TypeError.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import xarray as xr
@@ -16,7 +27,33 @@ import xarray as xr
 from . import render, transforms
 from .attrs import POSITION_COORDS
 from .errors import DicomArrayError
-from .geometry import affine_from, slice_normal
+from .geometry import affine_from, orientation_of, pixel_spacing_of, slice_normal
+from .labels import series_label
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _naming_the_series(method: _Method) -> _Method:
+    """Make ``method`` raise only DicomArrayErrors, each naming the accessor's series."""
+
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def wrapper(self: DicomAccessor, *args: Any, **kwargs: Any) -> Any:
+        signature.bind(self, *args, **kwargs)  # a wrong call stays a TypeError
+        try:
+            return method(self, *args, **kwargs)
+        except DicomArrayError as exc:
+            label = series_label(self._obj.attrs)
+            if label not in str(exc):  # an inner accessor call named it already
+                exc.args = (f"{exc}; in {label}", *exc.args[1:])
+            raise
+        except Exception as exc:
+            label = series_label(self._obj.attrs)
+            failure = f"{method.__name__} failed: {type(exc).__name__}: {exc}"
+            raise DicomArrayError(f"{failure}; in {label}") from exc
+
+    return cast(_Method, wrapper)
 
 
 @xr.register_dataarray_accessor("dicom")
@@ -32,6 +69,7 @@ class DicomAccessor:
         return dict(self._obj.attrs)
 
     @property
+    @_naming_the_series
     def affine(self) -> np.ndarray:
         """4 x 4 matrix from ``(z, y, x, 1)`` indices to LPS patient coordinates in mm.
 
@@ -39,13 +77,17 @@ class DicomAccessor:
         Spacing* in the attrs and the per-slice position coordinates, so it follows any
         selection of slices. For a tilted (sheared) stack it maps the first slice's plane
         and the mean step between slices.
+
+        Raises
+        ------
+        DicomArrayError
+            For dims other than ``(z, y, x)``, or an orientation or pixel spacing that is
+            not six or two finite numbers; the message names the series.
         """
         obj = self._obj
         if tuple(obj.dims) != ("z", "y", "x"):
             raise DicomArrayError(f"affine needs dims ('z', 'y', 'x'), not {obj.dims}")
-        orientation = np.asarray(
-            obj.attrs.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float
-        )
+        orientation = orientation_of(obj.attrs)
         spacing = _pixel_spacing(obj)
         if all(name in obj.coords for name in POSITION_COORDS):
             positions = np.stack([obj[name].values for name in POSITION_COORDS], axis=1)
@@ -59,16 +101,36 @@ class DicomAccessor:
 
     # -- values: thin doors onto dicomarray.transforms ---------------------------------------
 
-    def hu(self) -> xr.DataArray:
+    @_naming_the_series
+    def hu(self, *, padding: str | float = "nan") -> xr.DataArray:
         """Hounsfield units (modality values for other modalities), lazy float32.
 
         Uses each slice's (0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept*,
         or a (0028,3000) *Modality LUT Sequence*, which takes precedence. Data already in HU
         is returned unchanged. Select slices before converting: dask cannot push a later
-        selection into the file reads. See :func:`dicomarray.transforms.modality_values`.
-        """
-        return transforms.modality_values(self._obj)
+        selection into the file reads.
 
+        Parameters
+        ----------
+        padding : "nan", "keep" or float, default "nan"
+            Pixels the series marks as padding ((0028,0120) *Pixel Padding Value*, with
+            (0028,0121) *Pixel Padding Range Limit*) become NaN, that value, or stay as
+            rescaled ("keep"); ``attrs["dicomarray_padding"]`` records what was done.
+
+        See :func:`dicomarray.transforms.modality_values`.
+        """
+        return transforms.modality_values(self._obj, padding=padding)
+
+    @_naming_the_series
+    def padding_mask(self) -> xr.DataArray:
+        """Where the pixels are padding, lazy boolean (all False when none is declared).
+
+        (0028,0120) *Pixel Padding Value*, with (0028,0121) *Pixel Padding Range Limit*,
+        on stored values. See :func:`dicomarray.transforms.padding_mask`.
+        """
+        return transforms.padding_mask(self._obj)
+
+    @_naming_the_series
     def window(
         self,
         center: float | None = None,
@@ -95,18 +157,20 @@ class DicomAccessor:
         """
         return transforms.window(self._obj, center, width, preset=preset, function=function)
 
+    @_naming_the_series
     def normalize(
         self,
-        min_bound: float | None = -1000.0,
-        max_bound: float | None = 400.0,
+        min_bound: transforms.Bound = transforms.AUTO,
+        max_bound: transforms.Bound = transforms.AUTO,
         *,
         method: str = "bounds",
         percentiles: tuple[float, float] = (1.0, 99.0),
     ) -> xr.DataArray:
-        """Clip to bounds in HU and scale to [0, 1] (or percentile bounds, or z-scores).
+        """Clip to bounds and scale to [0, 1] (or percentile bounds, or z-scores).
 
-        ``method`` is "bounds", "percentile" or "zscore"; see
-        :func:`dicomarray.transforms.normalize`.
+        By default the bounds follow the data: (-1000, 400) for CT in HU, the range of the
+        values otherwise; ``attrs["dicomarray_normalize"]`` says what was done. ``method``
+        is "bounds", "percentile" or "zscore"; see :func:`dicomarray.transforms.normalize`.
         """
         return transforms.normalize(
             self._obj, min_bound, max_bound, method=method, percentiles=percentiles
@@ -114,6 +178,7 @@ class DicomAccessor:
 
     # -- pictures: thin doors onto dicomarray.render -----------------------------------------
 
+    @_naming_the_series
     def to_jpg(
         self,
         path: str | os.PathLike[str],
@@ -154,6 +219,7 @@ class DicomAccessor:
             quality=quality,
         )
 
+    @_naming_the_series
     def montage(
         self,
         path: str | os.PathLike[str],
@@ -180,6 +246,7 @@ class DicomAccessor:
             quality=quality,
         )
 
+    @_naming_the_series
     def orthogonal(
         self,
         path: str | os.PathLike[str],
@@ -211,6 +278,7 @@ class DicomAccessor:
 
     # -- exports: thin doors onto dicomarray.writers -----------------------------------------
 
+    @_naming_the_series
     def to_npy(
         self,
         path: str | os.PathLike[str],
@@ -235,6 +303,7 @@ class DicomAccessor:
             compute=compute,
         )
 
+    @_naming_the_series
     def to_zarr(
         self,
         store: Any,
@@ -254,6 +323,7 @@ class DicomAccessor:
             self._obj, store, deidentify=deidentify, overwrite=overwrite, compute=compute, **kwargs
         )
 
+    @_naming_the_series
     def to_nifti(
         self,
         path: str | os.PathLike[str],
@@ -278,6 +348,7 @@ class DicomAccessor:
             compute=compute,
         )
 
+    @_naming_the_series
     def to_dicom(
         self,
         out_dir: str | os.PathLike[str],
@@ -310,7 +381,7 @@ class DicomAccessor:
 
 def _pixel_spacing(obj: xr.DataArray) -> tuple[float, float]:
     """Row and column spacing from the coordinates, so that strided selections stay right."""
-    spacing = obj.attrs.get("PixelSpacing", [1.0, 1.0])
+    spacing = pixel_spacing_of(obj.attrs)
     steps = []
     for axis, dim in enumerate(("y", "x")):
         values = obj[dim].values

@@ -9,14 +9,23 @@ coordinates are LPS millimetres.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from .errors import DicomArrayError
 
 #: Relative deviation from the median step above which spacing counts as uneven.
 SPACING_RTOL = 0.05
 #: Angle (degrees) between the slice step and the normal above which a stack is tilted.
 TILT_TOLERANCE_DEGREES = 0.05
+#: (0020,0037) *Image Orientation (Patient)* assumed when a volume has none: axial.
+DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+#: (0028,0030) *Pixel Spacing* assumed when a volume has none, in mm.
+DEFAULT_PIXEL_SPACING = (1.0, 1.0)
 
 
 def slice_normal(orientation: np.ndarray | list[float]) -> np.ndarray:
@@ -31,8 +40,65 @@ def slice_normal(orientation: np.ndarray | list[float]) -> np.ndarray:
     normal = np.cross(cosines[0], cosines[1])
     norm = np.linalg.norm(normal)
     if not np.isfinite(norm) or norm < 1e-6:
-        raise ValueError(f"ImageOrientationPatient {list(orientation)} has parallel cosines")
+        raise DicomArrayError(f"ImageOrientationPatient {list(orientation)} has parallel cosines")
     return normal / norm
+
+
+def orientation_of(attrs: Mapping[str, Any]) -> np.ndarray:
+    """The checked (0020,0037) *Image Orientation (Patient)* of a volume's attrs.
+
+    Parameters
+    ----------
+    attrs : mapping
+        A volume's attrs; without the tag, :data:`DEFAULT_ORIENTATION` (axial) is used.
+
+    Returns
+    -------
+    numpy.ndarray
+        Six float direction cosines, row direction then column direction.
+
+    Raises
+    ------
+    DicomArrayError
+        If the tag does not hold six finite numbers, or its two directions are parallel.
+    """
+    value = attrs.get("ImageOrientationPatient")
+    if value is None:
+        return np.asarray(DEFAULT_ORIENTATION)
+    cosines = _finite_numbers(value, 6, "ImageOrientationPatient", "direction cosines")
+    slice_normal(cosines)  # refuses parallel or zero directions
+    return np.asarray(cosines)
+
+
+def pixel_spacing_of(attrs: Mapping[str, Any]) -> tuple[float, float]:
+    """The checked (0028,0030) *Pixel Spacing* of a volume's attrs: (row, column) in mm.
+
+    Without the tag, :data:`DEFAULT_PIXEL_SPACING` is used.
+
+    Raises
+    ------
+    DicomArrayError
+        If the tag does not hold two finite numbers greater than 0.
+    """
+    value = attrs.get("PixelSpacing")
+    if value is None:
+        return DEFAULT_PIXEL_SPACING
+    row, column = _finite_numbers(value, 2, "PixelSpacing", "spacings in mm")
+    if not (row > 0 and column > 0):
+        raise DicomArrayError(f"PixelSpacing {value!r} must be two spacings greater than 0 mm")
+    return row, column
+
+
+def _finite_numbers(value: Any, count: int, keyword: str, what: str) -> list[float]:
+    """``value`` as ``count`` finite floats, or a DicomArrayError saying what is wrong."""
+    items = list(value) if isinstance(value, list | tuple | np.ndarray) else [value]
+    try:
+        numbers = [float(v) for v in items]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(items) != count or len(numbers) != count or not all(map(math.isfinite, numbers)):
+        raise DicomArrayError(f"{keyword} {value!r} must be {count} finite numbers ({what})")
+    return numbers
 
 
 def positions_along_normal(positions: np.ndarray, normal: np.ndarray) -> np.ndarray:

@@ -53,7 +53,12 @@ class FrameStackArray(dask.array.Array):
 def lazy_frames(stack: FrameStack, chunks: Any) -> FrameStackArray:
     """A dask array over ``stack`` whose name depends on the files' paths, sizes and times."""
     token = tokenize(
-        file_signature(stack.paths), stack.frame_numbers, stack.slopes, stack.intercepts, chunks
+        file_signature(stack.paths),
+        stack.frame_numbers,
+        stack.slopes,
+        stack.intercepts,
+        stack.padding,
+        chunks,
     )
     name = ("dicom-" if stack.slopes is None else "dicom-rescaled-") + token
     plain = dask.array.from_array(
@@ -69,16 +74,19 @@ def lazy_frames(stack: FrameStack, chunks: Any) -> FrameStackArray:
     return array
 
 
-def rescaled_frames(data: Any, slope: Any, intercept: Any) -> FrameStackArray | None:
+def rescaled_frames(
+    data: Any, slope: Any, intercept: Any, padding: tuple[Any, Any, float] | None = None
+) -> FrameStackArray | None:
     """``data * slope + intercept`` as float32, rescaled as each frame is read.
 
     Only for the untouched stored values of a series (else None: use ordinary dask
     arithmetic). Loading the result then fills one float32 array and nothing else.
+    ``padding`` as :meth:`FrameStack.rescaled` takes it.
     """
     stack = data.frame_stack if isinstance(data, FrameStackArray) else None
     if stack is None or stack.slopes is not None:
         return None
-    return lazy_frames(stack.rescaled(slope, intercept), data.chunks)
+    return lazy_frames(stack.rescaled(slope, intercept, padding), data.chunks)
 
 
 def _z_only(key: Any, ndim: int) -> Any:

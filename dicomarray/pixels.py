@@ -194,17 +194,27 @@ class FrameStack:
         self.ndim = 3
         self.slopes: np.ndarray | None = None
         self.intercepts: np.ndarray | None = None
+        #: (low, high, fill) of :meth:`rescaled`: per-frame stored padding ranges, a fill
+        self.padding: tuple[np.ndarray, np.ndarray, float] | None = None
         self._fast = _LITTLE_ENDIAN_HOST and fmt.byte_aligned
 
-    def rescaled(self, slopes: Any, intercepts: Any) -> FrameStack:
+    def rescaled(
+        self, slopes: Any, intercepts: Any, padding: tuple[Any, Any, float] | None = None
+    ) -> FrameStack:
         """The same frames as float32 ``stored * slope + intercept``, one pair per frame.
 
         (0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept*: scalars or one
         value per frame. Each frame is rescaled as it is read, into the float32 result.
+        ``padding`` is ``(low, high, fill)``: stored values from ``low`` to ``high``
+        (scalars or one per frame, NaN for none) become ``fill`` (see :func:`fill_padding`).
         """
         other = copy.copy(self)
-        other.slopes = _per_frame(slopes, self.frames_shape[0])
-        other.intercepts = _per_frame(intercepts, self.frames_shape[0])
+        n = self.frames_shape[0]
+        other.slopes = _per_frame(slopes, n)
+        other.intercepts = _per_frame(intercepts, n)
+        if padding is not None:
+            low, high, fill = padding
+            other.padding = (_per_frame(low, n, np.float64), _per_frame(high, n, np.float64), fill)
         other.dtype = np.dtype(np.float32)
         return other
 
@@ -217,6 +227,9 @@ class FrameStack:
         for name in ("slopes", "intercepts"):
             values = getattr(self, name)
             setattr(other, name, None if values is None else values[indices])
+        if self.padding is not None:
+            low, high, fill = self.padding
+            other.padding = (low[indices], high[indices], fill)
         other.frames_shape = (len(indices), *self.frames_shape[1:])
         other.shape = other.frames_shape[1:] if squeeze else other.frames_shape
         other.ndim = len(other.shape)
@@ -266,6 +279,9 @@ class FrameStack:
         self._read_stored(index, stored, rows)
         np.multiply(stored, self.slopes[index], out=out, dtype=np.float32)
         out += self.intercepts[index]
+        if self.padding is not None:
+            low, high, fill = self.padding
+            fill_padding(stored, out, low[index], high[index], fill)
 
     def _read_stored(self, index: int, out: np.ndarray, rows: tuple[int, int]) -> None:
         path, syntax = self.paths[index], self.syntaxes[index]
@@ -438,9 +454,24 @@ def _rows_to_read(key: Any, n_rows: int) -> tuple[int, int, Any]:
     return 0, n_rows, key
 
 
-def _per_frame(values: Any, n: int) -> np.ndarray:
-    flat = np.asarray(values, dtype=np.float32).reshape(-1)
+def _per_frame(values: Any, n: int, dtype: Any = np.float32) -> np.ndarray:
+    flat = np.asarray(values, dtype=dtype).reshape(-1)
     return np.broadcast_to(flat, (n,)).copy()
+
+
+def is_padding(stored: np.ndarray, low: Any, high: Any) -> np.ndarray:
+    """Where ``stored`` lies in ``[low, high]``: the padding of a series.
+
+    (0028,0120) *Pixel Padding Value* and (0028,0121) *Pixel Padding Range Limit* name
+    stored values (PS3.3 C.7.5.1.1.2), so padding is found before any rescale. ``low``
+    and ``high`` broadcast against ``stored``; NaN bounds match nothing.
+    """
+    return (stored >= low) & (stored <= high)
+
+
+def fill_padding(stored: np.ndarray, out: np.ndarray, low: Any, high: Any, fill: float) -> None:
+    """Set ``out`` to ``fill`` where ``stored`` is padding (:func:`is_padding`), in place."""
+    np.copyto(out, np.float32(fill), where=is_padding(stored, low, high))
 
 
 def empty_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

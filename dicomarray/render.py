@@ -8,7 +8,9 @@ complete.
 
 A MONOCHROME1 series ((0028,0004) *Photometric Interpretation*) is shown inverted, as
 ``1 - value`` after the window: in MONOCHROME1 the minimum value is white (PS3.3
-C.7.6.3.1.2), whereas a picture's 0 is black.
+C.7.6.3.1.2), whereas a picture's 0 is black. Padding ((0028,0120) *Pixel Padding
+Value*) is NaN in the modality values (see :func:`dicomarray.transforms.modality_values`):
+it is left out of the value-range window and drawn black.
 
 Display orientation, for the usual axial acquisition: an axial picture (a ``z`` slice) is
 shown as stored, rows down the column direction and columns along the row direction (so
@@ -31,6 +33,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import RenderError
+from .geometry import orientation_of, pixel_spacing_of
 from .transforms import Window, apply_window, choose_window, modality_values
 
 #: Picture axes and the dim each one cuts.
@@ -353,25 +356,24 @@ def _axis(plane: xr.DataArray, dim: str, volume: xr.DataArray) -> _Axis:
 
 def _superior_is_ascending(volume: xr.DataArray) -> bool:
     """Whether ``z`` grows toward the head: the slice normal's S component (LPS) is > 0."""
-    cosines = np.asarray(volume.attrs.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float)
+    cosines = orientation_of(volume.attrs)
     return bool(np.cross(cosines[:3], cosines[3:])[2] >= 0)
 
 
 def _fallback_step(volume: xr.DataArray, dim: str) -> float:
     """Spacing along ``dim`` from the attrs, for when the coordinate cannot tell."""
     attrs = volume.attrs
-    if dim == "z":
-        candidates = [
-            attrs.get("dicomarray_assembly", {}).get("slice_spacing"),
-            attrs.get("SpacingBetweenSlices"),
-            attrs.get("SliceThickness"),
-        ]
-    else:
-        spacing = attrs.get("PixelSpacing") or [None, None]
-        candidates = [spacing[0] if dim == "y" else spacing[1]]
+    if dim != "z":
+        return pixel_spacing_of(attrs)[0 if dim == "y" else 1]
+    report = attrs.get("dicomarray_assembly")
+    candidates = [
+        report.get("slice_spacing") if isinstance(report, dict) else None,
+        attrs.get("SpacingBetweenSlices"),
+        attrs.get("SliceThickness"),
+    ]
     for value in candidates:
         try:
-            if value is not None and float(value) > 0:
+            if value is not None and 0 < float(value) < math.inf:
                 return float(value)
         except (TypeError, ValueError):
             continue

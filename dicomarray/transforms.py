@@ -27,8 +27,10 @@ from typing import Any, cast
 import numpy as np
 import xarray as xr
 
-from .errors import TransformError
+from .errors import DicomArrayWarning, TransformError, warn_data_problem
 from .header import read_dataset
+from .labels import series_label
+from .pixels import fill_padding, is_padding
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +66,20 @@ PRESET_SOURCES: dict[str, str] = {
 
 #: (0018,0015) *Body Part Examined* values for which CT defaults to the brain window.
 HEAD_BODY_PARTS = frozenset({"HEAD", "BRAIN", "SKULL"})
-#: What the values of a DataArray are, once a transform ran: "modality", "window" or
-#: "normalized" (absent: stored values).
+#: What the values of a DataArray are, once a transform ran: "modality", "window",
+#: "normalized" or "padding mask" (absent: stored values).
 VALUES_ATTR = "dicomarray_values"
 #: The window :func:`window` applied, as a JSON-safe dict.
 WINDOW_ATTR = "dicomarray_window"
 #: The normalization :func:`normalize` applied, as a JSON-safe dict.
 NORMALIZE_ATTR = "dicomarray_normalize"
+#: What :func:`modality_values` did with the series' padding, as a JSON-safe dict.
+PADDING_ATTR = "dicomarray_padding"
 
 _RESCALE_ATTRS = ("RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence")
 _RESCALE_COORDS = ("rescale_slope", "rescale_intercept", "rescale_type")
+_PADDING_ATTRS = ("PixelPaddingValue", "PixelPaddingRangeLimit")
+_PADDING_COORDS = ("pixel_padding_value", "pixel_padding_range_limit")
 _WINDOW_ATTRS = (
     "WindowCenter",
     "WindowWidth",
@@ -178,7 +184,7 @@ WINDOW_FUNCTIONS: dict[str, Callable[[Any, float, float], Any]] = {
 # --------------------------------------------------------------------------------------------
 
 
-def modality_values(obj: xr.DataArray) -> xr.DataArray:
+def modality_values(obj: xr.DataArray, *, padding: str | float = "nan") -> xr.DataArray:
     """Modality values (Hounsfield units for CT) as a lazy float32 DataArray.
 
     A (0028,3000) *Modality LUT Sequence* in the attrs takes precedence; otherwise each
@@ -190,21 +196,32 @@ def modality_values(obj: xr.DataArray) -> xr.DataArray:
     ----------
     obj : xarray.DataArray
         Stored values, as :func:`dicomarray.open_series` returns them, or any selection.
+    padding : "nan", "keep" or float, default "nan"
+        What becomes of the pixels that (0028,0120) *Pixel Padding Value* (with
+        (0028,0121) *Pixel Padding Range Limit*, a range) marks as padding, the area
+        outside the scanned field: ``"nan"`` makes them NaN, so that statistics, windows
+        and models can leave them out (``numpy.nan*`` functions, ``xarray``'s
+        ``skipna``); a number puts that modality value there (-1000 for air in HU);
+        ``"keep"`` leaves the rescaled values. See :func:`stored_padding` for how the
+        tags are read.
 
     Returns
     -------
     xarray.DataArray
         float32 values with ``attrs["units"]`` ("HU" for CT, else the (0028,1054) *Rescale
         Type* or (0028,3004) *Modality LUT Type*, or "unspecified") and
-        ``attrs["dicomarray_values"] = "modality"``. The rescale attrs and coordinates are
-        gone: they no longer describe the values. Data already in HU (``units == "HU"``) or
-        already converted is returned unchanged.
+        ``attrs["dicomarray_values"] = "modality"``. The rescale and padding attrs and
+        coordinates are gone: they no longer describe the values; when the series
+        declares padding, ``attrs["dicomarray_padding"]`` records the stored values that
+        are padding and what was done (``action``: "nan", "fill" or "keep"). Data already
+        in HU (``units == "HU"``) or already converted is returned unchanged.
 
     Raises
     ------
     TransformError
         If the values are already windowed or normalized, a rescale value is not a number,
-        or a Modality LUT is declared but its data cannot be read.
+        a Modality LUT is declared but its data cannot be read, ``padding`` is not one of
+        its choices, or a padding tag is not one integer (``padding="keep"`` ignores it).
 
     Notes
     -----
@@ -212,26 +229,84 @@ def modality_values(obj: xr.DataArray) -> xr.DataArray:
     every slice: per-slice LUTs are not supported.
     """
     state = obj.attrs.get(VALUES_ATTR)
-    if state in ("window", "normalized"):
-        done = "windowed" if state == "window" else "normalized"
+    if state in ("window", "normalized", "padding mask"):
+        done = {"window": "windowed", "normalized": "normalized"}.get(state, "a padding mask")
         raise TransformError(f"the values are already {done}; take HU from stored values")
     if state == "modality" or obj.attrs.get("units") == "HU":
         return obj
+    fill = _padding_fill(padding)
+    pad = None if fill is None else stored_padding(obj)
+    low, high = pad if pad is not None else (np.nan, np.nan)
+    padded = None if pad is None or fill is None else (low, high, fill)
     lut = _modality_lut(obj)
     if lut is not None:
         table, first_mapped, declared = lut
-        data = _blockwise(obj.data, apply_lut, table=table, first_mapped=first_mapped)
+        data = _map_slices(
+            _modality_block, obj.data, 1.0, 0.0, low, high, fill=fill, lut=(table, first_mapped)
+        )
     else:
         slope = _per_slice(obj, "rescale_slope", "RescaleSlope", 1.0)
         intercept = _per_slice(obj, "rescale_intercept", "RescaleIntercept", 0.0)
         from .lazy import rescaled_frames  # deferred: dask.array is slow to import
 
         declared = obj.attrs.get("RescaleType")
-        data = rescaled_frames(obj.data, slope, intercept)  # whole series: rescale as read
+        # whole series: rescale (and fill padding) as each frame is read
+        data = rescaled_frames(obj.data, slope, intercept, padded)
         if data is None:
-            data = rescale(obj.data, slope, intercept)
+            data = _map_slices(_modality_block, obj.data, slope, intercept, low, high, fill=fill)
     units = _modality_units(obj.attrs, declared)
-    return _with_values(obj, data, _RESCALE_ATTRS, _RESCALE_COORDS, units=units, kind="modality")
+    record = _padding_record(obj, fill, pad)
+    return _with_values(
+        obj,
+        data,
+        (*_RESCALE_ATTRS, *_PADDING_ATTRS),
+        (*_RESCALE_COORDS, *_PADDING_COORDS),
+        units=units,
+        kind="modality",
+        **({PADDING_ATTR: record} if record else {}),
+    )
+
+
+def _modality_block(
+    stored: np.ndarray,
+    slope: Any,
+    intercept: Any,
+    low: Any,
+    high: Any,
+    *,
+    fill: float | None,
+    lut: tuple[np.ndarray, int] | None = None,
+) -> np.ndarray:
+    """Modality values of one chunk of stored values: one float32 array, padding filled."""
+    out = rescale(stored, slope, intercept) if lut is None else apply_lut(stored, *lut)
+    if fill is not None:
+        fill_padding(stored, out, low, high, fill)
+    return out
+
+
+def _map_slices(
+    function: Callable[..., np.ndarray],
+    data: Any,
+    *params: Any,
+    dtype: Any = np.float32,
+    **kwargs: Any,
+) -> Any:
+    """``function(chunk, *params, **kwargs)`` on each chunk, lazily for dask arrays.
+
+    ``params`` are numbers, or arrays that broadcast against ``data`` (one value per
+    slice); each chunk gets the part of them that lies over it. ``dtype``: the result's.
+    """
+    if not _is_lazy(data):
+        return function(np.asarray(data), *params, **kwargs)
+    import dask.array
+
+    aligned = []
+    for param in params:
+        array = np.asarray(param)
+        array = array.reshape(array.shape or (1,) * data.ndim)
+        chunks = tuple(c if n > 1 else (1,) for n, c in zip(array.shape, data.chunks, strict=True))
+        aligned.append(dask.array.from_array(array, chunks=chunks))
+    return dask.array.map_blocks(function, data, *aligned, dtype=dtype, **kwargs)
 
 
 def _with_values(
@@ -253,34 +328,36 @@ def _with_values(
     return result
 
 
-def _blockwise(data: Any, function: Callable[..., np.ndarray], **kwargs: Any) -> Any:
-    if hasattr(data, "map_blocks"):  # dask: one call per chunk, lazily
-        return data.map_blocks(function, dtype=np.float32, **kwargs)
-    return function(np.asarray(data), **kwargs)
-
-
 def _per_slice(obj: xr.DataArray, coord: str, keyword: str, default: float) -> Any:
     """A rescale value per slice (a float32 array that broadcasts against ``obj.data``)."""
     if coord not in obj.coords:
         return np.float32(_number(obj.attrs.get(keyword, default), keyword))
+    numbers = _slice_numbers(obj, coord)
+    return np.where(np.isfinite(numbers), numbers, default).astype(np.float32)
+
+
+def _slice_numbers(obj: xr.DataArray, coord: str) -> np.ndarray:
+    """A per-slice coordinate as float64 (NaN where missing), broadcasting against ``obj``."""
     values = obj.coords[coord]
     values = values.transpose(*[d for d in obj.dims if d in values.dims])
     try:
         numbers = np.asarray(values.values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise TransformError(f"coordinate {coord} holds values that are not numbers") from exc
-    numbers = np.where(np.isfinite(numbers), numbers, default)
     shape = [obj.sizes[d] if d in values.dims else 1 for d in obj.dims]
-    return numbers.astype(np.float32).reshape(shape)
+    return numbers.reshape(shape)
 
 
 def _number(value: Any, keyword: str) -> float:
-    if isinstance(value, list):  # a multi-valued attr: DICOM allows one value here
-        value = value[0] if value else None
+    """One finite number (a one-item list holds one), or a TransformError naming it."""
+    single = value[0] if isinstance(value, list | tuple) and len(value) == 1 else value
     try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise TransformError(f"{keyword} {value!r} is not a number") from exc
+        number = float(single)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise TransformError(f"{keyword} {value!r} is not one finite number")
+    return number
 
 
 def _modality_units(attrs: dict[str, Any], declared: Any) -> str:
@@ -300,12 +377,21 @@ def _modality_lut(obj: xr.DataArray) -> tuple[np.ndarray, int, Any] | None:
     from pydicom.pixels import apply_modality_lut
 
     dataset = _lut_dataset(obj)
-    item = dataset.ModalityLUTSequence[0]
-    entries, first_mapped = int(item.LUTDescriptor[0]) or 2**16, int(item.LUTDescriptor[1])
-    # pydicom decodes the LUT (US or OW, either byte order); asking it for every input
-    # value once gives the table in its own semantics
-    inputs = np.arange(first_mapped, first_mapped + entries, dtype=np.int64)
-    table = np.asarray(apply_modality_lut(inputs, dataset), dtype=np.float32)
+    try:
+        item = dataset.ModalityLUTSequence[0]
+        entries, first_mapped = int(item.LUTDescriptor[0]) or 2**16, int(item.LUTDescriptor[1])
+        # pydicom decodes the LUT (US or OW, either byte order); asking it for every input
+        # value once gives the table in its own semantics
+        inputs = np.arange(first_mapped, first_mapped + entries, dtype=np.int64)
+        table = np.asarray(apply_modality_lut(inputs, dataset), dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 - a malformed LUT is the file's fault
+        raise TransformError(
+            f"the Modality LUT Sequence cannot be used: {type(exc).__name__}: {exc}"
+        ) from exc
+    if table.shape != inputs.shape:
+        raise TransformError(
+            f"the Modality LUT holds {table.size} entries where its descriptor says {entries}"
+        )
     return table, first_mapped, item.get("ModalityLUTType")
 
 
@@ -313,7 +399,10 @@ def _lut_dataset(obj: xr.DataArray) -> Any:
     """A pydicom Dataset holding the Modality LUT Sequence with its LUT Data."""
     from pydicom.dataset import Dataset
 
-    item = obj.attrs["ModalityLUTSequence"][0]
+    items = obj.attrs["ModalityLUTSequence"]
+    item = items[0] if isinstance(items, list) else items
+    if not isinstance(item, dict):
+        raise TransformError(f"the Modality LUT Sequence item {item!r} is not a data set")
     if isinstance(item.get("LUTData"), list):  # LUT Data with VR US survives in the attrs
         dataset, lut = Dataset(), Dataset()
         for keyword in ("LUTDescriptor", "LUTData", "ModalityLUTType"):
@@ -332,6 +421,169 @@ def _lut_dataset(obj: xr.DataArray) -> Any:
         return read_dataset(files[0], stop_before_pixels=True)
     except Exception as exc:  # noqa: BLE001 - any read failure names the file
         raise TransformError(f"{files[0]}: cannot read the Modality LUT: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Padding
+# --------------------------------------------------------------------------------------------
+
+
+def stored_padding(obj: xr.DataArray) -> tuple[Any, Any] | None:
+    """The stored values a series marks as padding: ``(low, high)``, inclusive.
+
+    From (0028,0120) *Pixel Padding Value* and, when present, (0028,0121) *Pixel Padding
+    Range Limit* (PS3.3 C.7.5.1.1.2): one value, or the range between the two whichever
+    is larger (MONOCHROME2 puts the value below the limit, MONOCHROME1 above). Both are
+    stored values, compared before any rescale. Their VR (US or SS) may disagree with
+    (0028,0103) *Pixel Representation*; they are read as the pixels are: the same bits,
+    the pixels' sign, and only (0028,0101) *Bits Stored* of them (sign-extended when
+    signed), so ``63536`` written as US in a signed series means -2000.
+
+    Returns
+    -------
+    tuple or None
+        Two numbers, or two per-slice arrays (NaN where a slice declares none) when the
+        tags vary between slices; None when the series declares no padding.
+
+    Raises
+    ------
+    TransformError
+        If a tag is not one integer.
+    """
+    value = _padding_numbers(obj, "PixelPaddingValue")
+    if value is None:
+        return None
+    limit = _padding_numbers(obj, "PixelPaddingRangeLimit")
+    value = _as_stored(obj, value, "PixelPaddingValue")
+    limit = value if limit is None else _as_stored(obj, limit, "PixelPaddingRangeLimit")
+    limit = np.where(np.isnan(limit), value, limit)  # no limit on a slice: its one value
+    low, high = np.minimum(value, limit), np.maximum(value, limit)
+    return (float(low), float(high)) if np.ndim(low) == 0 else (low, high)
+
+
+def padding_mask(obj: xr.DataArray) -> xr.DataArray:
+    """Where a series' pixels are padding, as a lazy boolean DataArray named "padding".
+
+    The mask beside ``hu(padding="keep")``, for code that wants the padding values and
+    where they are. Found on stored values, as :func:`stored_padding` reads the tags; all
+    False when the series declares no padding. The coordinates and attrs are the
+    volume's, with ``attrs["dicomarray_values"] = "padding mask"``.
+
+    Raises
+    ------
+    TransformError
+        If ``obj`` holds values already converted (the stored values are gone), or a
+        padding tag is not one integer.
+    """
+    if obj.attrs.get(VALUES_ATTR) is not None or obj.attrs.get("units") == "HU":
+        raise TransformError(
+            "padding is found on stored values: take the mask before hu(), window() or normalize()"
+        )
+    pad = stored_padding(obj)
+    low, high = pad if pad is not None else (np.nan, np.nan)
+    mask = obj.copy(deep=False, data=_map_slices(is_padding, obj.data, low, high, dtype=bool))
+    mask.name = "padding"
+    mask.attrs = {**obj.attrs, VALUES_ATTR: "padding mask"}
+    return mask
+
+
+def _padding_fill(padding: str | float) -> float | None:
+    """The value padding gets (NaN for "nan"), or None to keep it."""
+    if isinstance(padding, str):
+        choice = padding.strip().lower()
+        if choice in ("nan", "keep"):
+            return None if choice == "keep" else math.nan
+    elif not isinstance(padding, bool):
+        try:
+            number = float(padding)
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isfinite(number):
+            return number
+    raise TransformError(f'padding must be "nan", "keep" or a finite number, got {padding!r}')
+
+
+def _padding_numbers(obj: xr.DataArray, keyword: str) -> Any:
+    """A padding tag: a number, a per-slice array when it varies, or None."""
+    coord = _PADDING_COORDS[_PADDING_ATTRS.index(keyword)]
+    if coord in obj.coords:
+        numbers = _slice_numbers(obj, coord)
+        if not all(_is_integer(v) for v in numbers[np.isfinite(numbers)].tolist()):
+            raise TransformError(f"coordinate {coord} holds values that are not integers")
+        return numbers
+    value = obj.attrs.get(keyword)
+    if value is None:
+        return None
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not _is_integer(value):
+        raise TransformError(
+            f"{keyword} {value!r} is not one integer; hu(padding='keep') ignores it"
+        )
+    return float(value)
+
+
+def _is_integer(value: Any) -> bool:
+    """An integral number a stored pixel value could be (beyond 32 bits none can)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value == round(value) and abs(value) < 2**32
+
+
+def _as_stored(obj: xr.DataArray, value: Any, keyword: str) -> Any:
+    """A padding tag as the pixel reader reads stored bits (see :func:`stored_padding`)."""
+    dtype = np.dtype(obj.dtype)
+    if dtype.kind not in "iu":  # not stored integers: nothing to reinterpret
+        return value
+    width = dtype.itemsize * 8
+    bits = obj.attrs.get("BitsStored")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 < bits <= width:
+        bits = width
+    numbers = np.asarray(value, dtype=np.float64)
+    present = np.isfinite(numbers)
+    integers = np.where(present, numbers, 0).astype(np.int64)
+    folded = _fold(integers, bits, signed=dtype.kind == "i")
+    changed = present & (folded != _fold(integers, width, signed=dtype.kind == "i"))
+    if changed.any():
+        warn_data_problem(
+            f"{keyword} {value} does not fit Bits Stored {bits}: the pixels holding it read "
+            f"as {np.unique(folded[changed]).tolist()}, which are taken as padding; in "
+            f"{series_label(obj.attrs)}",
+            DicomArrayWarning,
+        )
+    result = np.where(present, folded, np.nan)
+    return float(result) if result.ndim == 0 else result
+
+
+def _fold(values: np.ndarray, bits: int, *, signed: bool) -> np.ndarray:
+    """The low ``bits`` bits of ``values``, sign-extended when ``signed``."""
+    low = values & ((1 << bits) - 1)
+    if signed:
+        low = np.where(low >= 1 << (bits - 1), low - (1 << bits), low)
+    return low
+
+
+def _padding_record(
+    obj: xr.DataArray, fill: float | None, pad: tuple[Any, Any] | None
+) -> dict[str, Any] | None:
+    """What became of the padding, for the attrs; None when the series declares none."""
+    if fill is None:  # kept: still say which stored values are padding, if the tags tell
+        try:
+            pad = stored_padding(obj)
+        except TransformError:
+            declared = {k: obj.attrs[k] for k in _PADDING_ATTRS if k in obj.attrs}
+            return {"action": "keep", "declared": declared}
+    if pad is None:
+        return None
+    low, high = pad
+    if np.ndim(low) == 0:
+        stored: Any = [int(low), int(high)]
+    else:
+        pairs = zip(np.ravel(low).tolist(), np.ravel(high).tolist(), strict=True)
+        stored = [None if math.isnan(a) else [int(a), int(b)] for a, b in pairs]
+    if fill is None or math.isnan(fill):
+        return {"stored_values": stored, "action": "keep" if fill is None else "nan"}
+    return {"stored_values": stored, "action": "fill", "fill_value": fill}
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,6 +624,11 @@ class Window:
     @classmethod
     def from_range(cls, low: float, high: float, source: str = "value range") -> Window:
         """The LINEAR_EXACT window that maps ``low`` to 0 and ``high`` to 1."""
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise TransformError(
+                f"no value range to take a window from ({low} to {high}): are all the "
+                "values shown padding (NaN)? Give a center and width or a preset"
+            )
         width = float(high) - float(low)
         return cls(
             (float(low) + float(high)) / 2, width if width > 0 else 1.0, "LINEAR_EXACT", source
@@ -463,13 +720,43 @@ def _series_window(obj: xr.DataArray, function: str | None) -> Window | None:
     if not pairs:
         return None
     center, width = Counter(pairs).most_common(1)[0][0]
-    declared = obj.attrs.get("VOILUTFunction")
-    chosen = function or (declared if declared in WINDOW_FUNCTIONS else "LINEAR")
+    chosen = function or _declared_function(obj) or "LINEAR"
     if chosen == "LINEAR" and width < 1:  # invalid for LINEAR; the exact function is meant
         chosen = "LINEAR_EXACT"
     explanation = _first_values(obj, "WindowCenterWidthExplanation", "", numbers=False)
     label = f"series window ({explanation[0]})" if explanation and explanation[0] else "series"
     return Window(center, width, chosen, label)
+
+
+def _declared_function(obj: xr.DataArray) -> str | None:
+    """The series' (0028,1056) *VOI LUT Function*, checked; None when it has none.
+
+    Raises
+    ------
+    TransformError
+        If it is not one of :data:`WINDOW_FUNCTIONS`, has several values (DICOM allows
+        one) or differs between slices: ``function=`` then has to choose.
+    """
+    if "voi_lut_function" in obj.coords:
+        declared: Any = sorted({str(v) for v in np.atleast_1d(obj.coords["voi_lut_function"])})
+    else:
+        declared = obj.attrs.get("VOILUTFunction")
+    if isinstance(declared, list | tuple) and len(declared) == 1:
+        declared = declared[0]
+    if declared is None or declared == "":
+        return None
+    if not isinstance(declared, str):
+        raise TransformError(
+            f"VOILUTFunction {declared!r} holds several values (one is allowed, or the slices "
+            f"disagree); pass function= as one of {list(WINDOW_FUNCTIONS)}"
+        )
+    name = declared.strip().upper()
+    if name not in WINDOW_FUNCTIONS:
+        raise TransformError(
+            f"VOILUTFunction {declared!r} is not a VOI LUT function of DICOM; pass function= "
+            f"as one of {list(WINDOW_FUNCTIONS)}"
+        )
+    return name
 
 
 def _first_values(obj: xr.DataArray, keyword: str, coord: str, *, numbers: bool = True) -> list:
@@ -551,10 +838,17 @@ def _is_lazy(data: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+#: Bounds ``normalize`` takes by default for values in HU (CT): air to dense bone-free tissue.
+CT_NORMALIZE_BOUNDS = (-1000.0, 400.0)
+#: The default of ``normalize``'s bounds: they follow the data (see :func:`normalize`).
+AUTO = "auto"
+Bound = float | str | None
+
+
 def normalize(
     obj: xr.DataArray,
-    min_bound: float | None = -1000.0,
-    max_bound: float | None = 400.0,
+    min_bound: Bound = AUTO,
+    max_bound: Bound = AUTO,
     *,
     method: str = "bounds",
     percentiles: tuple[float, float] = (1.0, 99.0),
@@ -565,34 +859,47 @@ def normalize(
     ----------
     obj : xarray.DataArray
         Stored or modality values (stored values are converted first).
-    min_bound, max_bound : float, default -1000 and 400
-        Bounds in modality units (HU for CT).
+    min_bound, max_bound : float, None or "auto", default "auto"
+        Bounds in modality units (HU for CT). ``"auto"`` follows the data: for values in
+        HU (CT) :data:`CT_NORMALIZE_BOUNDS` (-1000, 400); for anything else (MR, PET,
+        values with unspecified units) no bound, since an HU range would clip them
+        arbitrarily. ``None`` is no bound on that side: ``method="bounds"`` then scales
+        from the values' own minimum (or to their maximum), ``"zscore"`` does not clip.
     method : {"bounds", "percentile", "zscore"}
         ``"bounds"``: clip to the bounds and scale to [0, 1]. ``"percentile"``: the same
-        with the bounds replaced by ``percentiles`` of the values (approximate when a dask
-        array has several chunks: dask merges per-chunk percentiles). ``"zscore"``: clip to
-        the bounds (``None`` for no bound), then subtract the mean and divide by the
-        standard deviation of the clipped values (both over the whole array).
+        with the bounds replaced by ``percentiles`` of the values, robust to a few
+        extreme voxels (approximate when a dask array has several chunks: dask merges
+        per-chunk percentiles). ``"zscore"``: clip to the bounds, then subtract the mean
+        and divide by the standard deviation of the clipped values (both over the whole
+        array).
     percentiles : tuple of float, default (1, 99)
         Lower and upper percentiles for ``method="percentile"``.
 
     Returns
     -------
     xarray.DataArray
-        ``attrs["dicomarray_normalize"]`` records the method and its parameters (and the
-        numbers used, when the data are in memory); ``units="1"``,
-        ``dicomarray_values="normalized"``.
+        ``attrs["dicomarray_normalize"]`` records the method, the bounds (``min_bound``,
+        ``max_bound``: numbers, or None where the values' range was used or no bound
+        applied), where they came from (``bounds_from``: "arguments", "CT default (HU)",
+        "value range" (bounds) or "none" (zscore), per side when they differ) and the
+        numbers computed from the values when they are in memory (``low``, ``high``,
+        ``mean``, ``std``);
+        ``units="1"``, ``dicomarray_values="normalized"``. NaN (masked padding, see
+        :func:`modality_values`) stays NaN and is left out of ranges, percentiles and
+        statistics.
 
     Raises
     ------
     TransformError
-        For an unknown method, bounds that are not increasing, or percentiles outside
-        [0, 100] or not increasing.
+        For an unknown method, bounds that are not numbers or not increasing, or
+        percentiles outside [0, 100] or not increasing.
     """
     if method not in _NORMALIZERS:
         raise TransformError(f"unknown normalize method {method!r}; use one of {NORMALIZE_METHODS}")
     values = modality_values(obj)
-    out, record = _NORMALIZERS[method](values.data, min_bound, max_bound, percentiles)
+    in_hu = values.attrs.get("units") == "HU"
+    bounds = _resolve_bounds(min_bound, max_bound, in_hu=in_hu, unbounded=_UNBOUNDED[method])
+    out, record = _NORMALIZERS[method](values.data, bounds, percentiles)
     return _with_values(
         values,
         out,
@@ -604,23 +911,67 @@ def normalize(
     )
 
 
-def _by_bounds(data: Any, low: Any, high: Any, _: Any) -> tuple[Any, dict[str, Any]]:
-    low, high = _check_bounds(low, high, required=True)
-    return scale_to_unit(data, low, high), {"min_bound": low, "max_bound": high}
+@dataclass(frozen=True)
+class _Bounds:
+    """Resolved ``normalize`` bounds: a number or None (no bound) each, and their source."""
+
+    low: float | None
+    high: float | None
+    source: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"min_bound": self.low, "max_bound": self.high, "bounds_from": self.source}
 
 
-def _by_percentiles(data: Any, _: Any, __: Any, percentiles: Any) -> tuple[Any, dict[str, Any]]:
+def _resolve_bounds(low: Bound, high: Bound, *, in_hu: bool, unbounded: str) -> _Bounds:
+    """Turn "auto" into the data's defaults and check the numbers.
+
+    ``unbounded`` names what the method does on a side without a bound, for the record.
+    """
+    sides = [
+        _resolve_bound(value, default, keyword, in_hu=in_hu, unbounded=unbounded)
+        for value, default, keyword in zip(
+            (low, high), CT_NORMALIZE_BOUNDS, ("min_bound", "max_bound"), strict=True
+        )
+    ]
+    (low_value, low_source), (high_value, high_source) = sides
+    if low_value is not None and high_value is not None and not low_value < high_value:
+        raise TransformError(f"min_bound must be below max_bound, got {low_value} and {high_value}")
+    source = low_source if low_source == high_source else f"{low_source} (min), {high_source} (max)"
+    return _Bounds(low_value, high_value, source)
+
+
+def _resolve_bound(
+    value: Bound, default: float, keyword: str, *, in_hu: bool, unbounded: str
+) -> tuple[float | None, str]:
+    if isinstance(value, str) and value == AUTO:
+        return (default, "CT default (HU)") if in_hu else (None, unbounded)
+    if value is None:
+        return None, unbounded
+    return _number(value, keyword), "arguments"
+
+
+def _by_bounds(data: Any, bounds: _Bounds, _: Any) -> tuple[Any, dict[str, Any]]:
+    # no bound on a side: scale from (or to) the values' own extreme there
+    low = bounds.low if bounds.low is not None else np.nanmin(data)
+    high = bounds.high if bounds.high is not None else np.nanmax(data)
+    record = bounds.describe()
+    if bounds.low is None or bounds.high is None:
+        record.update(_numbers(low=low, high=high))
+    return scale_to_unit(data, low, high), record
+
+
+def _by_percentiles(data: Any, _: _Bounds, percentiles: Any) -> tuple[Any, dict[str, Any]]:
     low, high = _percentile_bounds(data, percentiles)
     record = {"percentiles": [float(p) for p in percentiles], **_numbers(low=low, high=high)}
     return scale_to_unit(data, low, high), record
 
 
-def _by_zscore(data: Any, low: Any, high: Any, _: Any) -> tuple[Any, dict[str, Any]]:
-    low, high = _check_bounds(low, high, required=False)
-    clipped = data if low is None and high is None else np.clip(data, low, high)
+def _by_zscore(data: Any, bounds: _Bounds, _: Any) -> tuple[Any, dict[str, Any]]:
+    unbounded = bounds.low is None and bounds.high is None
+    clipped = data if unbounded else np.clip(data, bounds.low, bounds.high)
     mean, std = _mean_std(clipped)
-    record = {"min_bound": low, "max_bound": high, **_numbers(mean=mean, std=std)}
-    return standardize(clipped, mean, std), record
+    return standardize(clipped, mean, std), {**bounds.describe(), **_numbers(mean=mean, std=std)}
 
 
 _NORMALIZERS: dict[str, Callable[..., tuple[Any, dict[str, Any]]]] = {
@@ -628,21 +979,8 @@ _NORMALIZERS: dict[str, Callable[..., tuple[Any, dict[str, Any]]]] = {
     "percentile": _by_percentiles,
     "zscore": _by_zscore,
 }
-
-
-def _check_bounds(
-    low: float | None, high: float | None, *, required: bool
-) -> tuple[float | None, float | None]:
-    if required and (low is None or high is None):
-        raise TransformError("normalize needs both min_bound and max_bound")
-    low = None if low is None else _number(low, "min_bound")
-    high = None if high is None else _number(high, "max_bound")
-    for bound in (low, high):
-        if bound is not None and not math.isfinite(bound):
-            raise TransformError(f"normalize bounds must be finite, got {low}, {high}")
-    if low is not None and high is not None and not low < high:
-        raise TransformError(f"min_bound must be below max_bound, got {low} and {high}")
-    return low, high
+# what each method does on a side without a bound, as the record says it
+_UNBOUNDED = {"bounds": "value range", "percentile": "percentiles", "zscore": "none"}
 
 
 def _percentile_bounds(data: Any, percentiles: Sequence[float]) -> tuple[Any, Any]:
@@ -652,17 +990,19 @@ def _percentile_bounds(data: Any, percentiles: Sequence[float]) -> tuple[Any, An
     if _is_lazy(data):
         import dask.array
 
-        bounds = dask.array.percentile(data.ravel(), q)
+        flat = data.ravel()
+        bounds = dask.array.percentile(flat[~dask.array.isnan(flat)], q)
         return bounds[0], bounds[1]
-    bounds = np.percentile(np.asarray(data), q)
+    bounds = np.nanpercentile(np.asarray(data), q)
     return float(bounds[0]), float(bounds[1])
 
 
 def _mean_std(data: Any) -> tuple[Any, Any]:
-    # float64 accumulators give an accurate scalar without a float64 copy of the values
-    count = max(int(np.prod(data.shape)), 1)
-    mean = data.sum(dtype=np.float64) / count
-    mean_square = (data * data).sum(dtype=np.float64) / count
+    # float64 accumulators give an accurate scalar without a float64 copy of the values;
+    # NaN (masked padding) is left out of both
+    count = np.maximum((~np.isnan(data)).sum(), 1)
+    mean = np.nansum(data, dtype=np.float64) / count
+    mean_square = np.nansum(data * data, dtype=np.float64) / count
     return mean, np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
 
 

@@ -229,3 +229,73 @@ def test_montage_and_orthogonal_need_a_volume(series, tmp_path):
         series.dicom.orthogonal(tmp_path / "o.jpg", x=SMALL)
     with pytest.raises(RenderError, match="at least one"):
         series.dicom.montage(tmp_path / "m.jpg", [])
+
+
+# -- malformed tags: errors that name the series --------------------------------------------
+
+
+def _label_of(volume) -> str:
+    return f'series {volume.attrs["SeriesNumber"]} "{volume.attrs["SeriesDescription"]}"'
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [("ImageOrientationPatient", [1.0]), ("PixelSpacing", [0.5]), ("PixelSpacing", 0.5)],
+)
+def test_one_value_geometry_tags_raise_errors_naming_the_series(series, tmp_path, keyword, value):
+    # one column: the column spacing can only come from the tag
+    bad = series.isel(x=[3]).assign_attrs({keyword: value})
+    for call in (
+        lambda: bad.dicom.affine,
+        lambda: bad.dicom.to_jpg(tmp_path / "a.jpg", axis="coronal"),
+        lambda: bad.dicom.to_jpg(tmp_path / "b.jpg", axis="sagittal"),
+    ):
+        with pytest.raises(DicomArrayError, match=f"{keyword} .* must be") as caught:
+            call()
+        assert _label_of(series) in str(caught.value)
+        assert str(series.attrs["dicomarray_assembly"]["files"][0].rsplit("/", 1)[0]) in str(
+            caught.value
+        )
+    assert not list(tmp_path.glob("*.jpg"))
+
+
+def test_a_multi_valued_voi_lut_function_raises_an_error_naming_the_series(make_series, tmp_path):
+    folder = make_series(tags={"VOILUTFunction": ["LINEAR", "SIGMOID"]})[0].parent
+    volume = dicomarray.open_series(folder)
+    for call in (volume.dicom.window, lambda: volume.dicom.to_jpg(tmp_path / "a.jpg")):
+        with pytest.raises(DicomArrayError, match="VOILUTFunction .* several values") as caught:
+            call()
+        assert _label_of(volume) in str(caught.value)
+    # the way out the message names
+    assert volume.dicom.window(function="SIGMOID").attrs["dicomarray_window"]["function"] == (
+        "SIGMOID"
+    )
+    assert volume.dicom.to_jpg(tmp_path / "b.jpg", preset="brain").exists()
+
+
+def test_any_other_failure_leaves_the_accessor_as_a_dicomarray_error(series, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(dicomarray.render, "write_slice", broken)
+    with pytest.raises(DicomArrayError, match="^to_jpg failed: IndexError") as caught:
+        series.dicom.to_jpg(tmp_path / "a.jpg")
+    assert _label_of(series) in str(caught.value)
+    assert isinstance(caught.value.__cause__, IndexError)
+
+
+def test_padding_is_drawn_black_and_left_out_of_the_value_range(make_series, phantom, tmp_path):
+    hu = phantom.copy()
+    hu[:, :4] = -3024  # stored -2000: padding
+    folder = make_series(hu=hu, tags={"PixelPaddingValue": -2000})[0].parent
+    volume = dicomarray.open_series(folder).assign_attrs(Modality="MR", RescaleType="US")
+    bare = volume.copy()
+    bare.attrs = {k: v for k, v in volume.attrs.items() if not k.startswith("Window")}
+    picture = png_values(bare.dicom.to_jpg(tmp_path / "a.png", 5))
+    assert (picture[:4] == 0).all()
+    # the range is that of the scanned field: its darkest pixel is black, its brightest white
+    assert picture[4:].min() == 0.0 and picture[4:].max() == 1.0
+    shown = phantom[5, 4:]
+    np.testing.assert_allclose(
+        picture[4:], np.round((shown - shown.min()) / np.ptp(shown) * 255) / 255, atol=1 / 255
+    )

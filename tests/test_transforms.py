@@ -20,6 +20,7 @@ from dicomarray.transforms import (
     linear_window,
     rescale,
     sigmoid_window,
+    stored_padding,
 )
 
 from .conftest import hu_of, pydicom_file
@@ -292,7 +293,11 @@ def test_normalize_clips_to_the_bounds_and_scales(series):
         "method": "bounds",
         "min_bound": -1000.0,
         "max_bound": 400.0,
+        "bounds_from": "CT default (HU)",
     }
+    assert series.dicom.normalize(-100, 100).attrs["dicomarray_normalize"]["bounds_from"] == (
+        "arguments"
+    )
     np.testing.assert_allclose(
         series.dicom.normalize(-100, 100).values, np.clip((hu + 100) / 200, 0, 1), atol=1e-6
     )
@@ -327,12 +332,46 @@ def test_normalize_zscore(series):
     assert in_memory.attrs["dicomarray_normalize"]["mean"] == pytest.approx(clipped.mean())
 
 
+def test_normalize_follows_the_data_outside_ct(make_series, phantom):
+    # an MR-like series: values 0..~4000 with no HU meaning; HU bounds would clip most
+    tags = {"Modality": "MR", "RescaleType": "US"}  # "US": unspecified units
+    mr = make_series(hu=phantom + 1024, intercept=0.0, signed=False, tags=tags)
+    volume = dicomarray.open_series(mr[0].parent)
+    values = volume.dicom.hu().values
+    assert (values > 400).mean() > 0.2  # what the old HU default clipped to 1
+    out = volume.dicom.normalize()
+    expected = (values - values.min()) / (values.max() - values.min())
+    np.testing.assert_allclose(out.values, expected, atol=1e-6)
+    assert out.values.min() == 0.0 and out.values.max() == 1.0
+    lazy_record = out.attrs["dicomarray_normalize"]
+    assert lazy_record == {
+        "method": "bounds",
+        "min_bound": None,
+        "max_bound": None,
+        "bounds_from": "value range",
+    }
+    in_memory = volume.compute().dicom.normalize(max_bound=1000).attrs["dicomarray_normalize"]
+    assert in_memory["bounds_from"] == "value range (min), arguments (max)"
+    assert in_memory["low"] == values.min() and in_memory["max_bound"] == 1000.0
+    # z-scores outside CT do not clip
+    zscore = volume.dicom.normalize(method="zscore")
+    np.testing.assert_allclose(zscore.values, (values - values.mean()) / values.std(), atol=1e-4)
+    assert zscore.attrs["dicomarray_normalize"]["bounds_from"] == "none"
+
+
+def test_explicit_none_bounds_use_the_value_range_on_that_side(series):
+    hu = series.dicom.hu().values
+    out = series.dicom.normalize(None, 400).values
+    np.testing.assert_allclose(out, np.clip((hu - hu.min()) / (400 - hu.min()), 0, 1), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
         {"min_bound": 400, "max_bound": -1000},
         {"min_bound": 0, "max_bound": 0},
-        {"min_bound": None},
+        {"min_bound": "low"},
+        {"max_bound": float("inf")},
         {"method": "minmax"},
         {"method": "percentile", "percentiles": (99, 1)},
         {"method": "percentile", "percentiles": (0, 101)},
@@ -341,3 +380,218 @@ def test_normalize_zscore(series):
 def test_bad_normalize_arguments_raise(series, kwargs):
     with pytest.raises(TransformError):
         series.dicom.normalize(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [("CUBIC", "not a VOI LUT function"), (["LINEAR", "SIGMOID"], "several values")],
+)
+def test_malformed_voi_lut_functions_are_refused(series, declared, message):
+    with pytest.raises(TransformError, match=message):
+        series.assign_attrs(VOILUTFunction=declared).dicom.window()
+    # a declared function written in lower case, or as a one-item list, is still that one
+    for spelling in ("sigmoid ", ["SIGMOID"]):
+        chosen = choose_window(series.assign_attrs(VOILUTFunction=spelling))
+        assert chosen.function == "SIGMOID"
+
+
+def test_a_voi_lut_function_varying_between_slices_must_be_chosen(series):
+    functions = ["LINEAR"] * 6 + ["SIGMOID"] * 6
+    volume = without(series, "VOILUTFunction").assign_coords(voi_lut_function=("z", functions))
+    with pytest.raises(TransformError, match="slices disagree"):
+        volume.dicom.window()
+    assert volume.isel(z=slice(6, None)).dicom.window().attrs["dicomarray_window"]["function"] == (
+        "SIGMOID"
+    )
+
+
+@pytest.mark.parametrize(
+    "lut",
+    [
+        [{"LUTDescriptor": [2000], "LUTData": [0] * 2000}],  # one value where three belong
+        [{"LUTDescriptor": [4, 0, 16], "LUTData": [0, 1]}],  # shorter than it says
+        ["not a data set"],
+        {"LUTDescriptor": "garbage"},
+    ],
+)
+def test_a_malformed_modality_lut_is_a_transform_error(series, lut):
+    with pytest.raises(TransformError, match="Modality LUT"):
+        series.assign_attrs(ModalityLUTSequence=lut).dicom.hu()
+
+
+# -- padding --------------------------------------------------------------------------------
+
+PAD_HU = -3024.0  # stored -2000 with the sample's intercept of -1024
+
+
+def _padded(phantom: np.ndarray, value: float = PAD_HU) -> np.ndarray:
+    """The phantom with its first three rows and a block of the last column as padding."""
+    hu = phantom.copy()
+    hu[:, :3] = value
+    hu[:, 20:30, -1] = value
+    return hu
+
+
+def _set_padding(paths, **elements) -> None:
+    """Write padding elements with the VR given, as some scanners do: {keyword: (vr, value)}."""
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        for keyword, (vr, value) in elements.items():
+            ds.add_new(keyword, vr, value)
+        ds.save_as(path)
+
+
+def test_hu_masks_padding_as_nan_on_a_real_jpeg_2000_file():
+    # pydicom's 693_J2KI.dcm: a GE CT with PixelPaddingValue -2000 on 494 pixels
+    path = pydicom_file("693_J2KI.dcm")
+    ds = pydicom.dcmread(path)
+    stored = ds.pixel_array
+    expected = np.where(stored == -2000, np.nan, apply_modality_lut(stored, ds))
+    hu = dicomarray.open_series(path).dicom.hu()
+    np.testing.assert_array_equal(hu.values[0], expected.astype(np.float32))
+    assert np.isnan(hu.values).sum() == 494
+    assert hu.attrs["dicomarray_padding"] == {"stored_values": [-2000, -2000], "action": "nan"}
+    assert "PixelPaddingValue" not in hu.attrs
+
+
+def test_hu_padding_nan_keep_or_a_fill_value(make_series, phantom):
+    paths = make_series(hu=_padded(phantom), tags={"PixelPaddingValue": -2000})
+    volume = dicomarray.open_series(paths[0].parent, chunks=5)
+    mask = _padded(phantom) == PAD_HU
+    reference = hu_of(paths)
+    # the one-copy load, dask chunks, a selection of rows and a coronal cut all mask alike
+    for hu in (volume.dicom.hu().values, volume.dicom.hu().compute().values):
+        np.testing.assert_array_equal(np.isnan(hu), mask)
+        np.testing.assert_array_equal(hu[~mask], reference[~mask])
+    rows = volume.isel(y=slice(0, 10)).dicom.hu().values
+    np.testing.assert_array_equal(np.isnan(rows), mask[:, :10])
+    column = volume.isel(x=-1).dicom.hu().values
+    np.testing.assert_array_equal(np.isnan(column), mask[:, :, -1])
+    kept = volume.dicom.hu(padding="keep")
+    np.testing.assert_array_equal(kept.values, reference)
+    assert kept.attrs["dicomarray_padding"] == {"stored_values": [-2000, -2000], "action": "keep"}
+    air = volume.dicom.hu(padding=-1000)
+    np.testing.assert_array_equal(air.values, np.where(mask, -1000, reference))
+    assert air.attrs["dicomarray_padding"]["fill_value"] == -1000.0
+    # the graphs differ: computed together, each keeps its own values
+    nan, keep = dask.compute(volume.dicom.hu().data, kept.data)
+    assert np.isnan(nan).sum() == mask.sum() and not np.isnan(keep).any()
+
+
+def test_padding_written_with_the_wrong_vr_reads_as_the_pixels_do(make_series, phantom):
+    # signed pixels, PixelPaddingValue written as US 63536: the same bits as SS -2000
+    paths = make_series(hu=_padded(phantom))
+    _set_padding(paths, PixelPaddingValue=("US", 63536))
+    volume = dicomarray.open_series(paths[0].parent)
+    assert volume.attrs["PixelRepresentation"] == 1 and volume.attrs["PixelPaddingValue"] == 63536
+    hu = volume.dicom.hu()
+    np.testing.assert_array_equal(np.isnan(hu.values), _padded(phantom) == PAD_HU)
+    assert hu.attrs["dicomarray_padding"]["stored_values"] == [-2000, -2000]
+
+
+def test_a_padding_range_limit_masks_the_whole_range(make_series, phantom):
+    hu = _padded(phantom)
+    hu[:, 5, :4] = -2024 - 500  # stored -1500: the limit, padding
+    hu[:, 6, :4] = -2024 - 499  # stored -1499: just outside, kept
+    paths = make_series(hu=hu)
+    # MONOCHROME2: the value below the limit; both as SS
+    _set_padding(paths, PixelPaddingValue=("SS", -2000), PixelPaddingRangeLimit=("SS", -1500))
+    out = dicomarray.open_series(paths[0].parent).dicom.hu()
+    stored = hu + 1024
+    np.testing.assert_array_equal(np.isnan(out.values), (stored >= -2000) & (stored <= -1500))
+    assert out.attrs["dicomarray_padding"]["stored_values"] == [-2000, -1500]
+    assert np.isnan(out.values[:, 5, :4]).all() and not np.isnan(out.values[:, 6, :4]).any()
+
+
+def test_padding_declared_on_some_slices_masks_only_those(series):
+    stored = series.values
+    value = np.full(series.sizes["z"], np.nan)
+    value[::2] = float(stored.min())  # the darkest stored value, on even slices only
+    volume = series.assign_coords(pixel_padding_value=("z", value))
+    hu = volume.dicom.hu()
+    expected = (stored == stored.min()) & ~np.isnan(value)[:, None, None]
+    np.testing.assert_array_equal(np.isnan(hu.values), expected)
+    np.testing.assert_array_equal(
+        np.isnan(volume.isel(y=slice(0, 20)).dicom.hu()), expected[:, :20]
+    )
+    assert "pixel_padding_value" not in hu.coords
+    assert hu.attrs["dicomarray_padding"]["stored_values"][1] is None
+
+
+def test_a_padding_value_outside_bits_stored_is_read_as_the_pixels_are_and_warned(series):
+    unsigned12 = series.astype(np.uint16).assign_attrs(BitsStored=12, PixelPaddingValue=0xF830)
+    with pytest.warns(dicomarray.errors.DicomArrayWarning, match="does not fit Bits Stored 12"):
+        assert stored_padding(unsigned12) == (0x830, 0x830)
+    assert stored_padding(series.assign_attrs(PixelPaddingValue=-2000)) == (-2000, -2000)
+    assert stored_padding(series) is None
+
+
+@pytest.mark.parametrize("value", [[-2000, -1000], "air", 1.5, float("inf"), 2.0**40])
+def test_a_malformed_padding_tag_is_refused_unless_kept(series, value):
+    bad = series.assign_attrs(PixelPaddingValue=value)
+    with pytest.raises(TransformError, match="PixelPaddingValue .* not one integer"):
+        bad.dicom.hu()
+    kept = bad.dicom.hu(padding="keep")
+    np.testing.assert_array_equal(kept.values, series.dicom.hu().values)
+    assert kept.attrs["dicomarray_padding"] == {
+        "action": "keep",
+        "declared": {"PixelPaddingValue": value},
+    }
+
+
+@pytest.mark.parametrize("padding", ["zero", float("nan"), True, None])
+def test_bad_padding_choices_are_refused(series, padding):
+    with pytest.raises(TransformError, match="padding must be"):
+        series.dicom.hu(padding=padding)
+
+
+def test_windows_and_normalization_leave_padding_out(make_series, phantom):
+    paths = make_series(hu=_padded(phantom), tags={"PixelPaddingValue": -2000})
+    volume = dicomarray.open_series(paths[0].parent, chunks=4)
+    mask = _padded(phantom) == PAD_HU
+    hu = hu_of(paths)[~mask]
+    assert np.isnan(volume.dicom.window().values[mask]).all()
+    out = volume.dicom.normalize(method="zscore", min_bound=None, max_bound=None).values
+    np.testing.assert_allclose(out[~mask], (hu - hu.mean()) / hu.std(), atol=1e-4)
+    assert np.isnan(out[mask]).all()
+    mr = volume.assign_attrs(Modality="MR", RescaleType="US").compute()
+    ranged = mr.dicom.normalize()
+    assert ranged.attrs["dicomarray_normalize"]["low"] == hu.min()
+    low, high = np.percentile(hu, [1, 99])
+    by_percentile = mr.dicom.normalize(method="percentile").attrs["dicomarray_normalize"]
+    assert (by_percentile["low"], by_percentile["high"]) == pytest.approx((low, high))
+
+
+@pytest.mark.parametrize("slope", [[1.0, 2.0], "steep", float("nan"), []])
+def test_a_rescale_slope_that_is_not_one_finite_number_is_refused(series, slope):
+    with pytest.raises(TransformError, match="RescaleSlope .* not one finite number"):
+        series.assign_attrs(RescaleSlope=slope).dicom.hu()
+    # a one-item list is that one value
+    np.testing.assert_array_equal(
+        series.assign_attrs(RescaleSlope=[1.0]).dicom.hu().values, series.dicom.hu().values
+    )
+
+
+def test_the_padding_mask_marks_the_padding_lazily(make_series, phantom, reads):
+    paths = make_series(hu=_padded(phantom), tags={"PixelPaddingValue": -2000})
+    volume = dicomarray.open_series(paths[0].parent)
+    mask = volume.dicom.padding_mask()
+    assert reads == [] and mask.dtype == bool and mask.name == "padding"
+    np.testing.assert_array_equal(mask.values, _padded(phantom) == PAD_HU)
+    np.testing.assert_array_equal(mask.values, np.isnan(volume.dicom.hu().values))
+    # selections of the padded HU keep the mask: a few slices read from the files
+    np.testing.assert_array_equal(
+        np.isnan(volume.dicom.hu().isel(z=[1, 4]).values), mask.values[[1, 4]]
+    )
+    assert not dicomarray.open_series(make_series()[0].parent).dicom.padding_mask().values.any()
+    with pytest.raises(TransformError, match="stored values"):
+        volume.dicom.hu().dicom.padding_mask()
+    with pytest.raises(TransformError, match="padding mask"):
+        mask.dicom.hu()
+
+
+def test_a_window_over_nothing_but_padding_says_so(series):
+    everything = series.assign_attrs(Modality="MR", PixelPaddingValue=int(series.values.max()))
+    nothing = everything.assign_attrs(PixelPaddingRangeLimit=int(series.values.min()))
+    with pytest.raises(TransformError, match="padding"):
+        without(nothing, "WindowCenter", "WindowWidth").compute().dicom.window()

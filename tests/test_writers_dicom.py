@@ -203,7 +203,7 @@ def test_a_failure_while_writing_leaves_no_series(make_series, tmp_path):
 
     hu = lazy_hu(template)
     failing = hu.copy(data=hu.data.map_blocks(explode, meta=hu.data._meta))
-    with pytest.raises(RuntimeError, match="disk on fire"):
+    with pytest.raises(dicomarray.DicomArrayError, match="RuntimeError: disk on fire"):
         failing.dicom.to_dicom(tmp_path / "out", template=template)
     assert not (tmp_path / "out").exists() and temporaries(tmp_path) == []
 
