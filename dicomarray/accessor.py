@@ -124,6 +124,7 @@ class DicomAccessor:
         width: float | None = None,
         preset: str | None = None,
         quality: int = 95,
+        overwrite: bool = False,
     ) -> Path:
         """Write one slice as a JPG (or PNG, by suffix) with its physical aspect.
 
@@ -139,6 +140,9 @@ class DicomAccessor:
             The window, as for :meth:`window`.
         quality : int, default 95
             JPG quality, 1 to 100.
+        overwrite : bool, default False
+            Replace an existing file; otherwise it is a
+            :class:`~dicomarray.errors.WriteError`.
 
         Only the files the slice needs are read. Superior is at the top of coronal and
         sagittal pictures. See :func:`dicomarray.render.write_slice`.
@@ -152,6 +156,7 @@ class DicomAccessor:
             width=width,
             preset=preset,
             quality=quality,
+            overwrite=overwrite,
         )
 
     def montage(
@@ -164,6 +169,7 @@ class DicomAccessor:
         width: float | None = None,
         preset: str | None = None,
         quality: int = 95,
+        overwrite: bool = False,
     ) -> Path:
         """Write axial slices in a grid (default 16 evenly spaced), one window for all.
 
@@ -178,6 +184,7 @@ class DicomAccessor:
             width=width,
             preset=preset,
             quality=quality,
+            overwrite=overwrite,
         )
 
     def orthogonal(
@@ -191,6 +198,7 @@ class DicomAccessor:
         width: float | None = None,
         preset: str | None = None,
         quality: int = 95,
+        overwrite: bool = False,
     ) -> Path:
         """Write axial, coronal and sagittal slices side by side through one point.
 
@@ -207,6 +215,7 @@ class DicomAccessor:
             width=width,
             preset=preset,
             quality=quality,
+            overwrite=overwrite,
         )
 
     # -- exports: thin doors onto dicomarray.writers -----------------------------------------

@@ -9,12 +9,11 @@ or one that the next run redoes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +26,7 @@ import pandas as pd
 
 from .errors import DicomArrayError
 from .paths import inside, series_folders, short_hash
+from .staging import Stage, stage, staged
 
 logger = logging.getLogger(__name__)
 
@@ -283,69 +283,56 @@ def _spacing(volume: Any) -> str:
 
 
 def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], Any]:
-    """Write into a private staging folder, then move it into place in one rename.
+    """Write into a partial folder, then publish it in one rename (:mod:`.staging`).
 
     A series folder therefore only ever appears complete, even when two runs write
-    into the same output folder at once or a run is killed half way.
+    into the same output folder at once or a run is killed half way. When a concurrent
+    run has published this series' complete folder meanwhile, its outputs stand (unless
+    ``overwrite``) and ours are discarded.
     """
     import dask
 
     from .volume import open_series
 
-    _check_replaceable(folder, job.uid)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    inside(job.out_root, folder.parent)  # again, now that the parents exist
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent)
+    replaceable = functools.partial(_is_replaceable, uid=job.uid)
+    output = stage(
+        folder, overwrite=True, folder=True, replaceable=replaceable, kind="dicomarray series"
     )
+    inside(job.out_root, folder.parent)  # again, now that the parents exist
     try:
+        output.partial.mkdir()
         setting = dask.config.set(scheduler=job.scheduler) if job.scheduler else nullcontext()
         with setting:
             volume = open_series(list(job.files), job.uid)
             values = volume.dicom.hu()
             outputs = [SIDECAR]
             if "npy" not in job.formats:  # the npy writer writes the same sidecar
-                _WRITERS["sidecar"](values, staging / SIDECAR, job.deidentify)
+                _WRITERS["sidecar"](values, output.partial / SIDECAR, job.deidentify)
             for name in job.formats:
-                _WRITERS[name](values, staging / FORMATS[name], job.deidentify)
+                _WRITERS[name](values, output.partial / FORMATS[name], job.deidentify)
                 outputs.append(FORMATS[name])
-        write_manifest(staging, job, outputs)
-        _move_into_place(staging, folder, job.uid, overwrite=job.overwrite)
+        write_manifest(output.partial, job, outputs)
+        if job.overwrite or read_manifest(folder, job.uid) is None:
+            _publish(output, job.uid)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        output.discard()
     return outputs, volume
 
 
-def _check_replaceable(folder: Path, uid: str) -> None:
+def _is_replaceable(folder: Path, uid: str) -> bool:
     """Only an empty folder or this series' own outputs may be replaced: nothing else is lost."""
-    if not folder.exists() or read_manifest(folder, uid) is not None:
-        return
-    if folder.is_dir() and not any(folder.iterdir()):
-        return
-    raise DicomArrayError(
-        f"{folder} exists and is not this series' dicomarray output; nothing was replaced"
-    )
+    if read_manifest(folder, uid) is not None:
+        return True
+    return folder.is_dir() and not any(folder.iterdir())
 
 
-def _move_into_place(staging: Path, folder: Path, uid: str, *, overwrite: bool) -> None:
-    """Rename staging to folder; this series' older outputs there are moved aside, then removed.
-
-    When a concurrent run has put this series' complete folder in place meanwhile, its
-    outputs stand (unless ``overwrite``) and the staging folder is discarded by the caller.
-    """
-    if read_manifest(folder, uid) is not None and not overwrite:
-        return
-    _check_replaceable(folder, uid)
-    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+def _publish(output: Stage, uid: str) -> None:
+    """Publish, unless a concurrent run has just put this series' complete folder in place."""
     try:
-        if folder.exists():
-            os.rename(folder, old / "previous")
-        os.rename(staging, folder)
-    except OSError:
-        if read_manifest(folder, uid) is None:
+        output.publish()
+    except OSError:  # the rename lost the race to a concurrent run's
+        if read_manifest(output.final, uid) is None:
             raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _without_folders(message: str, job: SeriesJob) -> str:
@@ -373,7 +360,7 @@ def read_manifest(folder: Path, uid: str | None = None) -> dict[str, Any] | None
 
 
 def write_manifest(folder: Path, job: SeriesJob, outputs: Iterable[str]) -> None:
-    """Written last and atomically: its presence means the series is complete."""
+    """Written last into the partial folder: its presence means the series is complete."""
     record = {
         "SeriesInstanceUID": job.uid,
         "outputs": list(outputs),
@@ -381,18 +368,21 @@ def write_manifest(folder: Path, job: SeriesJob, outputs: Iterable[str]) -> None
         "deidentify": job.deidentify,
         "files": len(job.files),
     }
-    _atomic_text(folder / MANIFEST, json.dumps(record, indent=2))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.replace(temporary, path)
+    (folder / MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_report(report: pd.DataFrame, path: Path) -> None:
-    _atomic_text(path, report.to_csv(index=False))
+    """Write ``report.csv``, replacing only an earlier batch report."""
+    with staged(path, overwrite=True, replaceable=_is_report, kind="batch report") as output:
+        report.to_csv(output.partial, index=False)
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.readline().startswith(f"{REPORT_COLUMNS[0]},")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _sidecar(volume: Any, path: Path, deidentify: bool) -> None:

@@ -15,16 +15,9 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DicomArrayError, WriteError
+from ..staging import Stage, discarding, stage
 from ..volume import VARIABLE_NAME
-from .common import (
-    dask_data,
-    delayed_finish,
-    destination,
-    discard,
-    run_or_delay,
-    store_into,
-    temporary_sibling,
-)
+from .common import dask_data, delayed_finish, run_or_delay, store_into
 from .metadata import export_attrs, is_identifying_coord
 
 _Mode = Literal["w", "w-"]
@@ -89,24 +82,20 @@ def to_zarr(
     kwargs.setdefault("zarr_format", 3)
     consolidated = kwargs.pop("consolidated", None) is not False
     dataset = zarr_dataset(volume, deidentify=deidentify)
-    moves: list[tuple[Path, Path]] = []
+    stages: list[Stage] = []
     target, mode = store, cast(_Mode, "w" if overwrite else "w-")
     if _is_local_path(store):
-        final = destination(store, overwrite=overwrite, replaceable=_is_zarr_store, kind="zarr")
-        target, mode = temporary_sibling(final), "w-"
-        moves.append((target, final))
-    try:
-        with _store_errors(store):
-            stored = _write(dataset, target, mode, kwargs, store)
-    except BaseException:
-        if moves:
-            discard(moves[0][0])
-        raise
+        local = stage(
+            store, overwrite=overwrite, folder=True, replaceable=_is_zarr_store, kind="zarr"
+        )
+        target, mode = local.partial, "w-"
+        stages.append(local)
+    partials = [s.partial for s in stages]
+    with discarding(partials), _store_errors(store):
+        stored = _write(dataset, target, mode, kwargs, store)
     then = functools.partial(_consolidate, target, kwargs, store) if consolidated else None
-    done = delayed_finish(
-        stored, moves, overwrite=overwrite, then=then, result=None if moves else store
-    )
-    return run_or_delay(done, [t for t, _ in moves], compute=compute)
+    done = delayed_finish(stored, stages, then=then, result=None if stages else store)
+    return run_or_delay(done, partials, compute=compute)
 
 
 @contextlib.contextmanager
