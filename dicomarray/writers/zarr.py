@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ _Mode = Literal["w", "w-"]
 #: What fsspec and zarr raise for a store they cannot open or write: an unknown protocol
 #: (ValueError), a missing filesystem package such as s3fs (ImportError), I/O (OSError).
 _STORE_ERRORS = (ValueError, ImportError, OSError)
+_FILTERS_LOCK = threading.Lock()
 
 
 def to_zarr(
@@ -155,7 +157,9 @@ def _write(
 def _consolidate(target: Any, kwargs: dict[str, Any], store: Any) -> None:
     import zarr
 
-    with _store_errors(store), warnings.catch_warnings():
+    # catch_warnings swaps the process's filters: entered and left by one thread at a time,
+    # or two exports finishing together would leave each other's filters in place
+    with _store_errors(store), _FILTERS_LOCK, warnings.catch_warnings():
         # zarr notes that consolidated metadata is its extension to the v3 format; xarray
         # writes it by default too, and reads it first
         warnings.filterwarnings("ignore", "Consolidated metadata", category=UserWarning)
