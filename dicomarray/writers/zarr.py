@@ -50,8 +50,8 @@ def to_zarr(
         A volume, typically from :func:`dicomarray.open_series`.
     store : str, os.PathLike, URL or zarr store
         Anything :meth:`xarray.Dataset.to_zarr` accepts. A local path is written under a
-        partial name and renamed when complete (:mod:`dicomarray.staging`); URLs and store objects are written in
-        place (``mode="w-"``, or ``"w"`` with ``overwrite``).
+        partial name and renamed when complete (:mod:`dicomarray.staging`); URLs and
+        store objects are written in place (``mode="w-"``, or ``"w"`` with ``overwrite``).
     deidentify : bool, default False
         Leave out the attrs and per-slice coordinates of the DICOM PS3.15 Basic Application
         Level Confidentiality Profile (names, IDs, birth dates, institution, physicians,
