@@ -478,3 +478,22 @@ def test_output_inside_a_file_root_is_refused(tree, tmp_path):
             convert(root, out, workers=0, progress=False)
     assert sorted(p.name for p in dicomdir.iterdir()) == ["DICOMDIR"]
     assert file.is_file()
+
+
+def test_demo_data_with_a_series_that_cannot_be_assembled_converts_the_others(tmp_path):
+    from dicomarray.demo import run_demo
+
+    root = tmp_path / "in"
+    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    write_series(root / "good", hu, pixel_spacing=(7.2, 7.2), tags={"PatientID": "G"})
+    write_series(
+        root / "twice",
+        hu,
+        pixel_spacing=(7.2, 7.2),
+        positions=[0.0, 20.0, 20.0, 40.0],
+        tags={"PatientID": "T"},
+        seed=1,
+    )
+    report = run_demo(tmp_path / "out", data=root)
+    assert statuses(report) == {"G": "ok", "T": "failed"}
+    assert (tmp_path / "out" / "report.csv").is_file()
