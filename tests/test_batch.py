@@ -205,6 +205,28 @@ def test_killed_run_then_complete_run(tree, tmp_path):
         assert all((manifest.parent / name).exists() for name in outputs)
     leftovers = [p for p in out.rglob(".*") if p.name != ".zgroup"]
     assert not [p for p in leftovers if p.parent.joinpath(MANIFEST).exists()]
+    assert not list(out.rglob("*.partial"))  # the killed run's partials: removed by the next
+
+
+def test_stale_partials_are_removed_and_live_ones_kept(tree, tmp_path):
+    from dicomarray import staging
+
+    out = tmp_path / "out"
+    convert(tree, out, formats=("npy",), workers=0, progress=False)
+    study = next(out.rglob(MANIFEST)).parent.parent
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    live = staging.partial_path(study / "series")
+    stale = live.with_name(live.name.replace(f"-{os.getpid()}-", f"-{ended}-"))
+    for partial in (live, stale):
+        partial.mkdir()
+        (partial / "image.npy").write_bytes(b"half")
+    convert(tree, out, formats=("npy",), workers=0, progress=False)
+    assert live.is_dir() and not stale.exists()
 
 
 def _any_file(folder: Path, suffix: str) -> bool:
