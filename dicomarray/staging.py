@@ -47,11 +47,13 @@ logger = logging.getLogger(__name__)
 
 #: Suffix of every partial output.
 PARTIAL_SUFFIX = ".partial"
-#: Longest part of the target's name kept in a partial's name, so that the partial's name
-#: stays within the 255 bytes most file systems allow.
+#: Longest part (in bytes) of the target's name kept in a partial's name, so that the
+#: partial's name stays within the 255 bytes most file systems allow.
 _NAME_PART = 160
 _HOST = short_hash(socket.gethostname(), 6)
-_PARTIAL = re.compile(r"^\..*\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.partial$", re.S)
+_PARTIAL = re.compile(
+    r"^\..*\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}" + re.escape(PARTIAL_SUFFIX) + "$", re.S
+)
 
 Replaceable = Callable[[Path], bool]
 
@@ -109,7 +111,8 @@ def partial_path(final: Path) -> Path:
     and process id say whose it is, for :func:`remove_stale_partials`.
     """
     token = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    return final.with_name(f".{final.name[:_NAME_PART]}.{token}{PARTIAL_SUFFIX}")
+    name = os.fsencode(final.name)[:_NAME_PART].decode(errors="ignore")
+    return final.with_name(f".{name}.{token}{PARTIAL_SUFFIX}")
 
 
 def publish(
@@ -144,7 +147,11 @@ def publish(
     elif folder:
         aside = partial_path(final)
         os.rename(final, aside)
-        os.rename(partial, final)
+        try:
+            os.rename(partial, final)
+        except BaseException:
+            os.rename(aside, final)  # the old output stays where it was
+            raise
         discard(aside)
     else:
         os.replace(partial, final)

@@ -244,7 +244,28 @@ def test_only_partials_of_ended_processes_are_removed(tmp_path):
     assert staging.remove_stale_partials(tmp_path, depth=1) == []  # too shallow for deep/
 
 
-def test_partial_names_stay_short_for_long_targets(tmp_path):
-    final = tmp_path / ("x" * 250)
-    assert len(staging.partial_path(final).name) <= 255
-    assert staging.is_stale(staging.partial_path(final)) is False  # ours, and running
+@pytest.mark.parametrize("name", ["x" * 250, "ü" * 127])
+def test_partial_names_stay_short_for_long_targets(tmp_path, name):
+    partial = staging.partial_path(tmp_path / name)
+    assert len(os.fsencode(partial.name)) <= 255
+    partial.write_text("fits")  # the file system takes the name
+    assert staging.is_stale(partial) is False  # ours, and running
+
+
+def test_a_failed_folder_replace_puts_the_old_one_back(tmp_path, monkeypatch):
+    target = tmp_path / "store"
+    target.mkdir()
+    (target / "old").write_text("old")
+    output = staging.stage(target, overwrite=True, folder=True, replaceable=lambda p: True)
+    output.partial.mkdir()
+    rename = os.rename
+
+    def failing(source, destination):
+        if Path(source) == output.partial:
+            raise OSError("disk full")
+        rename(source, destination)
+
+    monkeypatch.setattr(staging.os, "rename", failing)
+    with pytest.raises(OSError, match="disk full"):
+        output.publish()
+    assert [p.name for p in target.iterdir()] == ["old"]
