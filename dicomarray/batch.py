@@ -293,10 +293,7 @@ def _run_threaded(jobs: list[SeriesJob], rows: dict[int, dict[str, Any]], progre
     pool = ThreadPoolExecutor(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     try:
         futures = {pool.submit(convert_series, job): i for i, job in enumerate(jobs)}
-        for done, future in enumerate(as_completed(futures), start=1):
-            rows[futures[future]] = _row_of(future, jobs[futures[future]])
-            if progress:
-                _show_progress(done, len(jobs))
+        _collect(as_completed(futures), futures.__getitem__, jobs, rows, progress)
     finally:
         # on ^C: series not started are dropped; running ones end in their threads
         pool.shutdown(wait=False, cancel_futures=True)
@@ -312,17 +309,28 @@ def _run_on(
     futures = client.map(convert_series, jobs, pure=False)
     index = {future.key: i for i, future in enumerate(futures)}
     try:
-        for done, future in enumerate(completed(futures), start=1):
-            rows[index[future.key]] = _row_of(future, jobs[index[future.key]])
-            if progress:
-                _show_progress(done, len(jobs))
+        _collect(completed(futures), lambda future: index[future.key], jobs, rows, progress)
     finally:
         client.cancel([future for future in futures if not future.done()])
 
 
+def _collect(
+    finished: Iterable[Any],
+    position: Callable[[Any], int],
+    jobs: list[SeriesJob],
+    rows: dict[int, dict[str, Any]],
+    progress: bool,
+) -> None:
+    """Put each future's row into ``rows`` as it finishes (``position``: its job index)."""
+    for done, future in enumerate(finished, start=1):
+        i = position(future)
+        rows[i] = _row_of(future, jobs[i])
+        if progress:
+            _show_progress(done, len(jobs))
+
+
 def _row_of(future: Any, job: SeriesJob) -> dict[str, Any]:
-    """A finished future's row; a future that raised (a worker that died, an exit in a
-    worker thread) is a failed row too."""
+    """A finished future's row; one that raised (a dead worker, an exit in a thread) fails."""
     try:
         return future.result()
     except BaseException as exc:  # noqa: BLE001 - the future is done: nothing is interrupted
