@@ -46,7 +46,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import DicomArrayError
+from .errors import DicomArrayError, WriteError
 from .paths import inside, series_folders, short_hash
 from .staging import Stage, remove_stale_partials, stage, staged
 
@@ -530,7 +530,7 @@ def _publish(output: Stage, uid: str) -> None:
     """Publish, unless a concurrent run has just put this series' complete folder in place."""
     try:
         output.publish()
-    except OSError:  # the rename lost the race to a concurrent run's
+    except WriteError:  # the rename lost the race to a concurrent run's
         if read_manifest(output.final, uid) is None:
             raise
 

@@ -228,10 +228,10 @@ def save_image(
     Raises
     ------
     RenderError
-        For a suffix other than .jpg, .jpeg or .png, an array that is not 2-D, or a path
-        that cannot be written.
+        For a suffix other than .jpg, .jpeg or .png, an array that is not 2-D, or a
+        folder that is not writable.
     WriteError
-        ``path`` exists and ``overwrite`` is False, or it is a folder.
+        ``path`` exists and ``overwrite`` is False, or writing it failed (disk full).
     """
     from PIL import Image
 
@@ -241,11 +241,8 @@ def save_image(
     grey = np.round(np.clip(np.nan_to_num(values), 0.0, 1.0) * 255).astype(np.uint8)
     kind = _FORMATS[path.suffix.lower()]
     options = {"quality": quality} if kind == "JPEG" else {}
-    try:
-        with staged(path, overwrite=overwrite, kind="picture") as output:
-            Image.fromarray(grey, mode="L").save(output.partial, format=kind, **options)
-    except OSError as exc:
-        raise RenderError(f"{path}: cannot write the picture: {exc}") from exc
+    with staged(path, overwrite=overwrite, kind="picture") as output:
+        Image.fromarray(grey, mode="L").save(output.partial, format=kind, **options)
     return output.final
 
 

@@ -100,8 +100,18 @@ def destination(
     """
     final = Path(path).expanduser().absolute()
     check_replaceable(final, overwrite=overwrite, folder=folder, replaceable=replaceable, kind=kind)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with os_errors(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
     return final
+
+
+@contextlib.contextmanager
+def os_errors(target: Path) -> Iterator[None]:
+    """Raise an :class:`OSError` (no permission, disk full) as a WriteError naming ``target``."""
+    try:
+        yield
+    except OSError as exc:
+        raise WriteError(f"{target}: cannot write: {exc.strerror or exc}") from exc
 
 
 def partial_path(final: Path) -> Path:
@@ -127,35 +137,44 @@ def publish(
 
     The replace rules of :func:`destination` are checked again, since the target may have
     appeared while the output was written. A folder cannot be replaced in one rename: the
-    old one is first renamed aside (to a partial name), then removed.
+    old one is first renamed aside (to a partial name), then removed; if the new one
+    cannot be renamed into place, the old one is put back.
 
     Raises
     ------
     WriteError
-        The target appeared meanwhile and may not be replaced; the partial is discarded.
+        The target appeared meanwhile and may not be replaced, or the rename failed (the
+        message names the target); the partial is discarded.
     """
     folder = partial.is_dir()
-    try:
+    with discarding([partial]):
         check_replaceable(
             final, overwrite=overwrite, folder=folder, replaceable=replaceable, kind=kind
         )
-    except WriteError:
-        discard(partial)
-        raise
+        with os_errors(final):
+            _rename(partial, final, folder=folder)
+    return final
+
+
+def _rename(partial: Path, final: Path, *, folder: bool) -> None:
     if not _exists(final):
         _rename_new(partial, final)
     elif folder:
-        aside = partial_path(final)
-        os.rename(final, aside)
-        try:
-            os.rename(partial, final)
-        except BaseException:
-            os.rename(aside, final)  # the old output stays where it was
-            raise
-        discard(aside)
+        _replace_folder(partial, final)
     else:
         os.replace(partial, final)
-    return final
+
+
+def _replace_folder(partial: Path, final: Path) -> None:
+    """A folder cannot be replaced in one rename: the old one is renamed aside first."""
+    aside = partial_path(final)
+    os.rename(final, aside)
+    try:
+        os.rename(partial, final)
+    except BaseException:
+        os.rename(aside, final)  # the old output stays where it was
+        raise
+    discard(aside)
 
 
 def discard(path: Path) -> None:
@@ -228,8 +247,8 @@ def staged(
 
     The block writes ``stage.partial`` (for a folder, already created, empty). When the
     block raises (anything, :class:`KeyboardInterrupt` included), the partial is discarded
-    and the exception goes on; nothing appears under the final name. The arguments are
-    those of :func:`destination`.
+    and the exception goes on, an :class:`OSError` as a WriteError naming the target;
+    nothing appears under the final name. The arguments are those of :func:`destination`.
 
     Examples
     --------
@@ -237,14 +256,11 @@ def staged(
     ...     output.partial.write_text("complete or absent")
     """
     output = stage(path, overwrite=overwrite, folder=folder, replaceable=replaceable, kind=kind)
-    try:
+    with discarding([output.partial]), os_errors(output.final):
         if folder:
             output.partial.mkdir()
         yield output
         output.publish()
-    except BaseException:
-        output.discard()
-        raise
 
 
 @contextlib.contextmanager
@@ -374,7 +390,6 @@ def _rename_new(partial: Path, final: Path) -> None:
         try:
             os.link(partial, final)
         except FileExistsError:
-            discard(partial)
             raise WriteError(
                 f"{final} appeared while writing; pass overwrite=True to replace it"
             ) from None

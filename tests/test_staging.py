@@ -266,6 +266,32 @@ def test_a_failed_folder_replace_puts_the_old_one_back(tmp_path, monkeypatch):
         rename(source, destination)
 
     monkeypatch.setattr(staging.os, "rename", failing)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="store: cannot write: disk full"):
         output.publish()
     assert [p.name for p in target.iterdir()] == ["old"]
+    assert [p.name for p in tmp_path.iterdir()] == ["store"]
+
+
+def test_a_full_disk_is_a_write_error_naming_the_output(make_series, tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+    from PIL import Image
+
+    import dicomarray.writers.common
+
+    volume = dicomarray.open_series(make_series()[0].parent)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dicomarray.writers.common.np, "memmap", full)
+    with pytest.raises(WriteError, match=r"ct\.npy.*No space left on device"):
+        volume.dicom.to_npy(out / "ct.npy")
+    monkeypatch.setattr(dicomarray.writers.common.np, "memmap", np.memmap)
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(WriteError, match=r"slice\.jpg: cannot write: No space left on device"):
+        volume.dicom.to_jpg(out / "slice.jpg")
+    assert list(out.iterdir()) == []

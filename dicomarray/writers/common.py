@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from ..staging import Stage, discarding
+from ..staging import Stage, discarding, os_errors
 from ..volume import CHUNK_BYTES
 
 if TYPE_CHECKING:
@@ -104,12 +104,13 @@ class MemmapTarget:
     dtype: str
 
     def __setitem__(self, key: Any, value: np.ndarray) -> None:
-        mapped = np.memmap(
-            self.path, dtype=self.dtype, mode="r+", offset=self.offset, shape=self.shape
-        )
-        mapped[key] = value
-        mapped.flush()
-        del mapped
+        with os_errors(Path(self.path)):  # disk full, say: named, whenever it is computed
+            mapped = np.memmap(
+                self.path, dtype=self.dtype, mode="r+", offset=self.offset, shape=self.shape
+            )
+            mapped[key] = value
+            mapped.flush()
+            del mapped
 
 
 def dask_data(values: Any) -> dask.array.Array:

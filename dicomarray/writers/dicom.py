@@ -30,7 +30,7 @@ from ..errors import DicomArrayWarning, WriteError, warn_data_problem
 from ..geometry import positions_along_normal, slice_normal
 from ..header import read_dataset
 from ..index import scan
-from ..staging import Stage, discarding, stage
+from ..staging import Stage, discarding, os_errors, stage
 from ..volume import ASSEMBLY_ATTR, open_series
 from .common import compute_and_wait, dask_data, store_into
 
@@ -335,7 +335,8 @@ class _SliceWriter:
             ds = _slice_dataset(
                 self.files[index], index, stored, self.rescale, self.window, self.series
             )
-            pydicom.dcmwrite(self.folder / self.name(index), ds, enforce_file_format=True)
+            with os_errors(self.folder / self.name(index)):
+                pydicom.dcmwrite(self.folder / self.name(index), ds, enforce_file_format=True)
 
     def name(self, index: int) -> str:
         """``IM_0001.dcm`` ...: from the instance number, never from a tag."""

@@ -20,7 +20,7 @@ import xarray as xr
 
 from ..attrs import POSITION_COORDS
 from ..errors import WriteError, warn_data_problem
-from ..staging import discarding, partial_path, stage
+from ..staging import discarding, os_errors, partial_path, stage
 from .common import MemmapTarget, dask_data, delayed_finish, run_or_delay, store_into
 from .metadata import series_metadata, write_json
 
@@ -105,7 +105,7 @@ def to_nifti(
     compressed = image.final.name.endswith(".gz")
     raw = partial_path(image.final) if compressed else image.partial
     partials = [raw, *(s.partial for s in stages)]
-    with discarding(partials):
+    with discarding(partials), os_errors(image.final):
         target = _start_file(raw, header, data.shape, dtype)
         if json_path is not None:
             write_json(stages[1].partial, series_metadata(volume, deidentify=deidentify))
@@ -157,7 +157,11 @@ def _start_file(path: Path, header: Any, shape: tuple[int, ...], dtype: np.dtype
 
 
 def _compress(raw: Path, compressed: Path) -> None:
-    with open(raw, "rb") as source, gzip.open(compressed, "wb", compresslevel=6) as target:
+    with (
+        os_errors(compressed),
+        open(raw, "rb") as source,
+        gzip.open(compressed, "wb", compresslevel=6) as target,
+    ):
         shutil.copyfileobj(source, target, length=2**20)
     raw.unlink()
 

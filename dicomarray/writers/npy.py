@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..staging import discarding, stage
+from ..staging import discarding, os_errors, stage
 from .common import MemmapTarget, dask_data, delayed_finish, run_or_delay, store_into
 from .metadata import series_metadata, write_json
 
@@ -60,7 +60,7 @@ def to_npy(
     )
     data = dask_data(volume)
     partials = [array.partial, sidecar.partial]
-    with discarding(partials):
+    with discarding(partials), os_errors(array.final):
         write_json(sidecar.partial, series_metadata(volume, deidentify=deidentify))
         mapped = np.lib.format.open_memmap(
             array.partial, mode="w+", dtype=data.dtype, shape=data.shape
