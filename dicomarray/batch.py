@@ -48,7 +48,7 @@ import pandas as pd
 
 from .errors import DicomArrayError, WriteError
 from .paths import inside, series_folders, short_hash
-from .staging import Stage, remove_stale_partials, stage, staged
+from .staging import Stage, check_replaceable, os_errors, remove_stale_partials, stage, staged
 
 logger = logging.getLogger(__name__)
 
@@ -162,15 +162,19 @@ def convert(
     Raises
     ------
     DicomArrayError
-        An unknown format, an output folder inside the input, a malformed ``config``.
-        ``report.csv`` is still written (empty when no series was planned).
+        An unknown format, an output folder inside the input, a malformed ``config``
+        (``report.csv`` is still written, empty), an output folder that cannot be made or
+        a ``report.csv`` there that is not a batch report (nothing is written).
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise DicomArrayError(f"unknown formats {unknown}; choose from {sorted(FORMATS)}")
     out = Path(out_dir)
     _check_outside_input(root, out)
-    out.mkdir(parents=True, exist_ok=True)
+    with os_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+    # before any work: a report.csv that is not ours would only be refused at the end
+    check_replaceable(out / REPORT, overwrite=True, replaceable=_is_report, kind="batch report")
     remove_stale_partials(out, depth=_SERIES_DEPTH)
     jobs: list[SeriesJob] = []
     rows: dict[int, dict[str, Any]] = {}

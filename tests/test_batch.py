@@ -519,3 +519,19 @@ def test_demo_data_with_a_series_that_cannot_be_assembled_converts_the_others(tm
     report = run_demo(tmp_path / "out", data=root)
     assert statuses(report) == {"G": "ok", "T": "failed"}
     assert (tmp_path / "out" / "report.csv").is_file()
+
+
+def test_an_output_that_is_a_file_or_holds_a_foreign_report_is_refused_first(tree, tmp_path):
+    from dicomarray import DicomArrayError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    with pytest.raises(DicomArrayError, match="file: cannot write"):
+        convert(tree, blocker, workers=0, progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.csv").write_text("my,own,table\n")
+    with pytest.raises(DicomArrayError, match="not a batch report export; nothing was replaced"):
+        convert(tree, out, workers=0, progress=False)
+    assert [p.name for p in out.iterdir()] == ["report.csv"]
+    assert (out / "report.csv").read_text() == "my,own,table\n" and blocker.read_text() == "mine"
