@@ -76,6 +76,8 @@ REPORT_COLUMNS = (
     "seconds",
     "warnings",
 )
+#: Between the warnings of one report row.
+WARNINGS_SEPARATOR = " | "
 #: Exceptions that stop a series' worker instead of failing the series: the user's ^C,
 #: an interpreter exit, a generator closed. Anything else fails that series alone.
 _FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
@@ -377,7 +379,7 @@ def convert_series(job: SeriesJob) -> dict[str, Any]:
             raise
         except BaseException as exc:  # noqa: BLE001 - one failed series must not stop the others
             _failed(row, exc, job)
-    shown = " | ".join(dict.fromkeys(seen))
+    shown = WARNINGS_SEPARATOR.join(dict.fromkeys(seen))
     row["warnings"] = _without_folders(shown, job) if job.deidentify else shown
     row["seconds"] = round(time.perf_counter() - started, 3)
     return row
