@@ -189,6 +189,7 @@ class DicomAccessor:
         width: float | None = None,
         preset: str | None = None,
         quality: int = 95,
+        overwrite: bool = False,
     ) -> Path:
         """Write one slice as a JPG (or PNG, by suffix) with its physical aspect.
 
@@ -204,6 +205,9 @@ class DicomAccessor:
             The window, as for :meth:`window`.
         quality : int, default 95
             JPG quality, 1 to 100.
+        overwrite : bool, default False
+            Replace an existing file; otherwise it is a
+            :class:`~dicomarray.errors.WriteError`.
 
         Only the files the slice needs are read. Superior is at the top of coronal and
         sagittal pictures. See :func:`dicomarray.render.write_slice`.
@@ -217,6 +221,7 @@ class DicomAccessor:
             width=width,
             preset=preset,
             quality=quality,
+            overwrite=overwrite,
         )
 
     @_naming_the_series
@@ -230,6 +235,7 @@ class DicomAccessor:
         width: float | None = None,
         preset: str | None = None,
         quality: int = 95,
+        overwrite: bool = False,
     ) -> Path:
         """Write axial slices in a grid (default 16 evenly spaced), one window for all.
 
@@ -244,6 +250,7 @@ class DicomAccessor:
             width=width,
             preset=preset,
             quality=quality,
+            overwrite=overwrite,
         )
 
     @_naming_the_series
@@ -258,6 +265,7 @@ class DicomAccessor:
         width: float | None = None,
         preset: str | None = None,
         quality: int = 95,
+        overwrite: bool = False,
     ) -> Path:
         """Write axial, coronal and sagittal slices side by side through one point.
 
@@ -274,6 +282,7 @@ class DicomAccessor:
             width=width,
             preset=preset,
             quality=quality,
+            overwrite=overwrite,
         )
 
     # -- exports: thin doors onto dicomarray.writers -----------------------------------------

@@ -1,23 +1,44 @@
 """Many series on dask.distributed: one task per series, safe names, manifests, resume, report.
 
 Each series is converted by :func:`convert_series`, a plain function of a picklable
-:class:`SeriesJob`, so dask.distributed can run it on any worker. A series' outputs are
-complete only when its manifest exists: the manifest is written last, after every output
-file has been renamed into place, so a run that is killed leaves either a finished series
-or one that the next run redoes.
+:class:`SeriesJob`, so dask.distributed can run it on any worker. What a batch guarantees:
+
+- **one series fails alone**: anything a series raises (a :class:`DicomArrayError`, a
+  decoder's panic, which is a ``BaseException``, a worker process that dies) makes its
+  report row ``failed``; the other series convert;
+- **a report, always**: ``report.csv`` is written whatever happens, an interrupted run
+  included (its unfinished series are ``failed`` rows saying so); one row per series
+  with its status, error, output folder, outputs, figures and the warnings raised while
+  converting it (collected there, not printed by the workers);
+- **complete or absent**: a series is written into a partial folder and published in one
+  rename (:mod:`dicomarray.staging`); its ``manifest.json`` (the series, the formats and
+  outputs, the figures) is written last, so a series folder only ever appears complete.
+  Partials left by a killed run are removed by the next run;
+- **resume**: a complete series is ``skipped`` (with its figures from the manifest);
+  asked for formats it lacks, only those are written (its other outputs are kept);
+  ``overwrite=True`` redoes it. Nothing but a series' own earlier outputs or an empty
+  folder is ever replaced;
+- **names**: ``<patient>/<study>/<series>/`` folders made from tags by
+  :func:`dicomarray.paths.series_folders`: distinct patients never share a folder (also on
+  case-insensitive file systems), no name is hidden, ``..`` or one Windows reserves, and
+  nothing is written outside ``out_dir`` or inside the input.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
 import shutil
 import sys
-import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,8 +46,9 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import DicomArrayError
+from .errors import DicomArrayError, WriteError
 from .paths import inside, series_folders, short_hash
+from .staging import Stage, check_replaceable, os_errors, remove_stale_partials, stage, staged
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +63,26 @@ FORMATS: dict[str, str] = {
 }
 SIDECAR = "image.json"
 MANIFEST = "manifest.json"
+REPORT = "report.csv"
 REPORT_COLUMNS = (
     "SeriesInstanceUID",
     "PatientID",
     "status",
     "error",
+    "folder",
     "outputs",
     "slices",
     "spacing_mm",
     "seconds",
+    "warnings",
 )
+#: Between the warnings of one report row.
+WARNINGS_SEPARATOR = " | "
+#: Exceptions that stop a series' worker instead of failing the series: the user's ^C,
+#: an interpreter exit, a generator closed. Anything else fails that series alone.
+_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
+#: Series folders are ``<patient>/<study>/<series>``: their partials lie this deep.
+_SERIES_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -65,14 +97,19 @@ class SeriesJob:
     formats: tuple[str, ...]
     deidentify: bool
     overwrite: bool
-    #: dask scheduler for the series' own computations: "synchronous" on a cluster
-    #: worker (one task per worker process, and no nested tasks sent back to the
-    #: scheduler); None keeps the current one.
+    #: dask scheduler for the series' own computations: "synchronous" (each series in
+    #: its own thread or worker, so the warnings it raises are its own, and no nested
+    #: tasks sent back to a cluster's scheduler); None keeps the current one.
     scheduler: str | None = None
+
+    @property
+    def folder(self) -> str:
+        """The series' output folder, relative to the output root."""
+        return Path(os.path.relpath(self.out_dir, self.out_root)).as_posix()
 
 
 def convert(
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
     config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
@@ -87,12 +124,15 @@ def convert(
 
     Parameters
     ----------
-    root : str or os.PathLike
-        A study tree; indexed with :func:`dicomarray.scan` (headers only).
+    root : str, os.PathLike, or sequence of those
+        A study tree, a file, or files; indexed with :func:`dicomarray.scan` (headers only).
     out_dir : str or os.PathLike
-        Where outputs go. Nothing is ever written outside it, whatever the tags say.
+        Where outputs go. Nothing is ever written outside it, whatever the tags say, and
+        it may not lie inside the input (for a DICOMDIR file: inside its folder).
     config : dict or path of a JSON file, optional
-        Rules as in :func:`dicomarray.dicom_filter`; default: every image series.
+        Rules as in :func:`dicomarray.dicom_filter`; default: every image series. Series
+        are selected by their tags only: a series that cannot be assembled is a
+        ``failed`` row, not the end of the batch.
     formats : sequence of str, default ("zarr", "npy", "jpg")
         Any of ``zarr``, ``npy``, ``nifti``, ``jpg`` (the middle slice), ``orthogonal``
         (axial, coronal and sagittal side by side) and ``montage`` (a grid of axial
@@ -100,49 +140,76 @@ def convert(
         Volumes are exported in modality values (HU for CT), float32.
     client : distributed.Client, optional
         Run on this cluster. Without one, a local cluster with ``workers`` processes is
-        started (and closed); ``workers=0`` runs in this process on dask's threaded
-        scheduler.
+        started (and closed); ``workers=0`` runs in this process, one thread per series
+        at a time (as many threads as dask's ``num_workers``, default the CPUs).
     workers : int, optional
         Worker processes of the local cluster; default: the number of CPUs.
     deidentify : bool, default False
         Leave patient-identifying attributes out of every output and make folder names
         from hashes of the patient and study instead of their IDs.
     overwrite : bool, default False
-        Redo series whose outputs are complete; by default they are ``skipped``.
+        Redo series whose outputs are complete; by default they are ``skipped``, or
+        completed with the formats they lack.
     progress : bool, default True
         A progress line over series on stderr (and the dashboard link of a cluster).
 
     Returns
     -------
     pandas.DataFrame
-        One row per series: SeriesInstanceUID, PatientID, status (``ok``, ``failed``,
-        ``skipped``), error, outputs, slices, spacing_mm, seconds. Also written to
-        ``out_dir/report.csv``.
+        One row per series, the columns :data:`REPORT_COLUMNS`: SeriesInstanceUID,
+        PatientID, status (``ok``, ``failed``, ``skipped``), error, folder (relative to
+        ``out_dir``), outputs (``;``-separated), slices, spacing_mm, seconds, warnings
+        (`` | ``-separated). Also written to ``out_dir/report.csv``, in every case.
+
+    Raises
+    ------
+    DicomArrayError
+        An unknown format, an output folder inside the input, a malformed ``config``
+        (``report.csv`` is still written, empty), an output folder that cannot be made or
+        a ``report.csv`` there that is not a batch report (nothing is written).
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise DicomArrayError(f"unknown formats {unknown}; choose from {sorted(FORMATS)}")
     out = Path(out_dir)
-    _check_outside_input(Path(root), out)
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = plan_jobs(root, out, config, tuple(formats), deidentify, overwrite)
-    rows = _run(jobs, client, workers, progress)
-    report = pd.DataFrame.from_records(rows, columns=list(REPORT_COLUMNS))
-    _write_report(report, out / "report.csv")
+    _check_outside_input(root, out)
+    with os_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+    # before any work: a report.csv that is not ours would only be refused at the end
+    check_replaceable(out / REPORT, overwrite=True, replaceable=_is_report, kind="batch report")
+    remove_stale_partials(out, depth=_SERIES_DEPTH)
+    jobs: list[SeriesJob] = []
+    rows: dict[int, dict[str, Any]] = {}
+    try:
+        jobs = plan_jobs(root, out, config, tuple(formats), deidentify, overwrite)
+        _run(jobs, rows, client, workers, progress)
+    finally:
+        report = _report(jobs, rows)
+        _write_report(report, out / REPORT)
     return report
 
 
-def _check_outside_input(root: Path, out: Path) -> None:
-    """Outputs never go into the input tree: the inputs stay as they were."""
-    source, target = root.resolve(), out.resolve()
-    if root.is_dir() and (target == source or source in target.parents):
-        raise DicomArrayError(
-            f"{out}: the output folder is inside the input tree {root}; choose one outside it"
-        )
+def _check_outside_input(
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], out: Path
+) -> None:
+    """Outputs never go into the input: the inputs stay as they were.
+
+    The input of a folder is the folder; of a file, the file, and of a DICOMDIR its folder
+    (whose files it lists).
+    """
+    target = out.resolve()
+    paths = [root] if isinstance(root, str | os.PathLike) else list(root)
+    for path in map(Path, paths):
+        source = path.resolve()
+        tree = source.parent if source.is_file() and source.name.upper() == "DICOMDIR" else source
+        if target == tree or tree in target.parents:
+            raise DicomArrayError(
+                f"{out}: the output folder is inside the input tree {path}; choose one outside it"
+            )
 
 
 def plan_jobs(
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out: Path,
     config: Mapping[str, Any] | str | os.PathLike[str] | None,
     formats: tuple[str, ...],
@@ -183,58 +250,97 @@ def _reported_patient(meta: Mapping[str, Any], deidentify: bool) -> str:
 def _unique(folder: str, uid: str, taken: set[str], out: Path) -> str:
     """The folder, or the folder with a short hash of the UID when another series has it.
 
-    Another series has it when this run gave it to one already, or when the folder on disk
-    holds another series' outputs (from an earlier run with a different selection).
+    Another series has it when this run gave it to one already (compared without case,
+    as a case-insensitive file system would), or when the folder on disk holds another
+    series' outputs (from an earlier run with a different selection).
     """
     owner = read_manifest(out / folder)
-    if folder in taken or (owner is not None and owner["SeriesInstanceUID"] != uid):
+    if folder.casefold() in taken or (owner is not None and owner["SeriesInstanceUID"] != uid):
         folder = f"{folder}-{short_hash(uid)}"
-    taken.add(folder)
+    taken.add(folder.casefold())
     return folder
 
 
+# --------------------------------------------------------------------------------------------
+# Running the jobs: every job ends as a row, whatever it raises
+# --------------------------------------------------------------------------------------------
+
+
 def _run(
-    jobs: list[SeriesJob], client: Any, workers: int | None, progress: bool
-) -> list[dict[str, Any]]:
+    jobs: list[SeriesJob],
+    rows: dict[int, dict[str, Any]],
+    client: Any,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """Run the jobs, putting each one's row into ``rows`` (by job index) as it ends."""
     if not jobs:
-        return []
+        return
+    # one thread (or worker) per series: its warnings are its own, no nested cluster tasks
+    jobs = [replace(job, scheduler="synchronous") for job in jobs]
     if client is None and workers == 0:
-        return _run_threaded(jobs, progress)
-    if client is not None:
-        return _run_on(client, jobs, progress)
-    from distributed import Client, LocalCluster
+        _run_threaded(jobs, rows, progress)
+    elif client is not None:
+        _run_on(client, jobs, rows, progress)
+    else:
+        from distributed import Client, LocalCluster
 
-    n_workers = workers or os.cpu_count() or 1
-    with (
-        LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True) as cluster,
-        Client(cluster) as local,
-    ):
-        return _run_on(local, jobs, progress)
+        n_workers = workers or os.cpu_count() or 1
+        with (
+            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True) as cluster,
+            Client(cluster) as local,
+        ):
+            _run_on(local, jobs, rows, progress)
 
 
-def _run_threaded(jobs: list[SeriesJob], progress: bool) -> list[dict[str, Any]]:
+def _run_threaded(jobs: list[SeriesJob], rows: dict[int, dict[str, Any]], progress: bool) -> None:
     import dask
 
-    tasks = [dask.delayed(convert_series, pure=False)(job) for job in jobs]
-    rows = list(dask.compute(*tasks, scheduler="threads"))
-    if progress:
-        _show_progress(len(rows), len(rows))
-    return rows
+    pool = ThreadPoolExecutor(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    try:
+        futures = {pool.submit(convert_series, job): i for i, job in enumerate(jobs)}
+        _collect(as_completed(futures), futures.__getitem__, jobs, rows, progress)
+    finally:
+        # on ^C: series not started are dropped; running ones end in their threads
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_on(client: Any, jobs: list[SeriesJob], progress: bool) -> list[dict[str, Any]]:
-    from distributed import as_completed
+def _run_on(
+    client: Any, jobs: list[SeriesJob], rows: dict[int, dict[str, Any]], progress: bool
+) -> None:
+    from distributed import as_completed as completed
 
     if progress:
         print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
-    jobs = [replace(job, scheduler="synchronous") for job in jobs]
     futures = client.map(convert_series, jobs, pure=False)
-    done = 0
-    for _future in as_completed(futures):
-        done += 1
+    index = {future.key: i for i, future in enumerate(futures)}
+    try:
+        _collect(completed(futures), lambda future: index[future.key], jobs, rows, progress)
+    finally:
+        client.cancel([future for future in futures if not future.done()])
+
+
+def _collect(
+    finished: Iterable[Any],
+    position: Callable[[Any], int],
+    jobs: list[SeriesJob],
+    rows: dict[int, dict[str, Any]],
+    progress: bool,
+) -> None:
+    """Put each future's row into ``rows`` as it finishes (``position``: its job index)."""
+    for done, future in enumerate(finished, start=1):
+        i = position(future)
+        rows[i] = _row_of(future, jobs[i])
         if progress:
-            _show_progress(done, len(futures))
-    return client.gather(futures)
+            _show_progress(done, len(jobs))
+
+
+def _row_of(future: Any, job: SeriesJob) -> dict[str, Any]:
+    """A finished future's row; one that raised (a dead worker, an exit in a thread) fails."""
+    try:
+        return future.result()
+    except BaseException as exc:  # noqa: BLE001 - the future is done: nothing is interrupted
+        return _failed(_row(job), exc, job)
 
 
 def _show_progress(done: int, total: int) -> None:
@@ -242,37 +348,174 @@ def _show_progress(done: int, total: int) -> None:
     print(f"\rseries {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
+def _report(jobs: list[SeriesJob], rows: dict[int, dict[str, Any]]) -> pd.DataFrame:
+    """One row per job, in plan order; jobs that never ended are failed rows saying so."""
+    records = [
+        rows.get(i) or _row(job, status="failed", error="not run: the batch was stopped first")
+        for i, job in enumerate(jobs)
+    ]
+    return pd.DataFrame.from_records(records, columns=list(REPORT_COLUMNS))
+
+
+# --------------------------------------------------------------------------------------------
+# One series
+# --------------------------------------------------------------------------------------------
+
+
 def convert_series(job: SeriesJob) -> dict[str, Any]:
-    """Convert one series; never raises: a failure is a row with status ``failed``."""
+    """Convert one series; returns its report row. A failure is a row with status ``failed``.
+
+    Only what stops the worker itself (:data:`_FATAL`: ``KeyboardInterrupt``,
+    ``SystemExit``) is raised; anything else a series raises, ``BaseException`` s from
+    decoders included, fails that series alone. The warnings raised while converting it
+    are its row's ``warnings``.
+    """
     started = time.perf_counter()
+    row = _row(job)
+    with collected_warnings() as seen:
+        try:
+            row.update(_convert(job))
+        except _FATAL:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - one failed series must not stop the others
+            _failed(row, exc, job)
+    shown = WARNINGS_SEPARATOR.join(dict.fromkeys(seen))
+    row["warnings"] = _without_folders(shown, job) if job.deidentify else shown
+    row["seconds"] = round(time.perf_counter() - started, 3)
+    return row
+
+
+def _row(job: SeriesJob, **values: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "SeriesInstanceUID": job.uid,
         "PatientID": job.patient_id,
         "status": "ok",
         "error": "",
+        "folder": job.folder,
         "outputs": "",
         "slices": len(job.files),
         "spacing_mm": "",
         "seconds": 0.0,
+        "warnings": "",
     }
-    try:
-        # a symlink under the output folder must not lead writes elsewhere
-        folder = inside(job.out_root, job.out_dir)
-        manifest = read_manifest(folder, job.uid)
-        if manifest is not None and not job.overwrite:
-            row.update(status="skipped", outputs=";".join(manifest["outputs"]))
-        else:
-            outputs, volume = _write_outputs(job, folder)
-            row.update(
-                outputs=";".join(outputs), slices=volume.sizes["z"], spacing_mm=_spacing(volume)
-            )
-    except Exception as exc:  # noqa: BLE001 - one failed series must not stop the others
-        error = f"{type(exc).__name__}: {exc}"
-        row.update(status="failed", error=_without_folders(error, job) if job.deidentify else error)
-        logger.warning("series %s failed: %s", job.uid, exc)
-        logger.debug("%s", traceback.format_exc())
-    row["seconds"] = round(time.perf_counter() - started, 3)
+    row.update(values)
     return row
+
+
+def _failed(row: dict[str, Any], exc: BaseException, job: SeriesJob) -> dict[str, Any]:
+    error = f"{type(exc).__name__}: {exc}"
+    row.update(status="failed", error=_without_folders(error, job) if job.deidentify else error)
+    logger.warning("series %s failed: %s", job.uid, error)
+    logger.debug("%s", "".join(traceback.format_exception(exc)))
+    return row
+
+
+def _convert(job: SeriesJob) -> dict[str, Any]:
+    """Skip, complete or (re)write a series' folder; the row's figures from its manifest."""
+    # a symlink under the output folder must not lead writes elsewhere
+    folder = inside(job.out_root, job.out_dir)
+    previous = None if job.overwrite else read_manifest(folder, job.uid)
+    formats = job.formats
+    if previous is not None:
+        if bool(previous.get("deidentify")) != job.deidentify:
+            raise DicomArrayError(
+                f"{folder} holds this series written with deidentify="
+                f"{bool(previous.get('deidentify'))}; pass overwrite=True to redo it"
+            )
+        formats = tuple(f for f in job.formats if f not in previous.get("formats", ()))
+        if not formats:
+            return _figures(previous, status="skipped")
+    return _figures(_write_outputs(job, folder, formats, previous), status="ok")
+
+
+def _figures(manifest: Mapping[str, Any], *, status: str) -> dict[str, Any]:
+    figures = {"status": status, "outputs": ";".join(manifest["outputs"])}
+    figures.update({k: manifest[k] for k in ("slices", "spacing_mm") if k in manifest})
+    return figures
+
+
+def _write_outputs(
+    job: SeriesJob, folder: Path, formats: tuple[str, ...], previous: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Write ``formats`` (and keep ``previous`` outputs) in a partial folder; publish it.
+
+    A series folder therefore only ever appears complete, even when two runs write into
+    the same output folder at once or a run is killed half way. When a concurrent run has
+    published this series' complete folder meanwhile, its outputs stand (unless
+    ``overwrite``) and ours are discarded. Returns the manifest.
+    """
+    import dask
+
+    from .volume import open_series
+
+    replaceable = functools.partial(_is_replaceable, uid=job.uid)
+    output = stage(
+        folder, overwrite=True, folder=True, replaceable=replaceable, kind="dicomarray series"
+    )
+    inside(job.out_root, folder.parent)  # again, now that the parents exist
+    try:
+        output.partial.mkdir()
+        setting = dask.config.set(scheduler=job.scheduler) if job.scheduler else nullcontext()
+        with setting:
+            volume = open_series(list(job.files), job.uid)
+            outputs = _write_formats(volume.dicom.hu(), output.partial, formats, job.deidentify)
+        kept = _keep_outputs(previous, folder, output.partial, outputs) if previous else []
+        all_formats = [*(previous or {}).get("formats", []), *formats]
+        manifest = _manifest(job, all_formats, [*outputs, *kept], volume)
+        write_manifest(output.partial, manifest)
+        current = read_manifest(folder, job.uid)
+        if job.overwrite or current is None or not set(all_formats) <= set(current["formats"]):
+            _publish(output, job.uid)
+    finally:
+        output.discard()
+    return manifest
+
+
+def _write_formats(
+    values: Any, folder: Path, formats: Iterable[str], deidentify: bool
+) -> list[str]:
+    outputs = [SIDECAR]
+    if "npy" not in formats:  # the npy writer writes the same sidecar
+        _WRITERS["sidecar"](values, folder / SIDECAR, deidentify)
+    for name in formats:
+        _WRITERS[name](values, folder / FORMATS[name], deidentify)
+        outputs.append(FORMATS[name])
+    return outputs
+
+
+def _keep_outputs(
+    previous: Mapping[str, Any], old: Path, new: Path, written: list[str]
+) -> list[str]:
+    """Carry the earlier outputs not written anew into the new folder (as hard links)."""
+    kept = [name for name in previous["outputs"] if name not in written and name != MANIFEST]
+    for name in kept:
+        if (old / name).is_dir():
+            shutil.copytree(old / name, new / name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(old / name, new / name)
+    return kept
+
+
+def _link_or_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """A hard link (no copy of the data), or a copy where the file system has none."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+def _manifest(
+    job: SeriesJob, formats: Iterable[str], outputs: Iterable[str], volume: Any
+) -> dict[str, Any]:
+    return {
+        "SeriesInstanceUID": job.uid,
+        "formats": list(dict.fromkeys(formats)),
+        "outputs": list(dict.fromkeys(outputs)),
+        "deidentify": job.deidentify,
+        "files": len(job.files),
+        "slices": int(volume.sizes["z"]),
+        "spacing_mm": _spacing(volume),
+    }
 
 
 def _spacing(volume: Any) -> str:
@@ -282,74 +525,24 @@ def _spacing(volume: Any) -> str:
     return " x ".join("-" if v is None else f"{float(v):.3g}" for v in (slice_spacing, *pixel))
 
 
-def _write_outputs(job: SeriesJob, folder: Path) -> tuple[list[str], Any]:
-    """Write into a private staging folder, then move it into place in one rename.
-
-    A series folder therefore only ever appears complete, even when two runs write
-    into the same output folder at once or a run is killed half way.
-    """
-    import dask
-
-    from .volume import open_series
-
-    _check_replaceable(folder, job.uid)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    inside(job.out_root, folder.parent)  # again, now that the parents exist
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent)
-    )
-    try:
-        setting = dask.config.set(scheduler=job.scheduler) if job.scheduler else nullcontext()
-        with setting:
-            volume = open_series(list(job.files), job.uid)
-            values = volume.dicom.hu()
-            outputs = [SIDECAR]
-            if "npy" not in job.formats:  # the npy writer writes the same sidecar
-                _WRITERS["sidecar"](values, staging / SIDECAR, job.deidentify)
-            for name in job.formats:
-                _WRITERS[name](values, staging / FORMATS[name], job.deidentify)
-                outputs.append(FORMATS[name])
-        write_manifest(staging, job, outputs)
-        _move_into_place(staging, folder, job.uid, overwrite=job.overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return outputs, volume
-
-
-def _check_replaceable(folder: Path, uid: str) -> None:
+def _is_replaceable(folder: Path, uid: str) -> bool:
     """Only an empty folder or this series' own outputs may be replaced: nothing else is lost."""
-    if not folder.exists() or read_manifest(folder, uid) is not None:
-        return
-    if folder.is_dir() and not any(folder.iterdir()):
-        return
-    raise DicomArrayError(
-        f"{folder} exists and is not this series' dicomarray output; nothing was replaced"
-    )
+    if read_manifest(folder, uid) is not None:
+        return True
+    return folder.is_dir() and not any(folder.iterdir())
 
 
-def _move_into_place(staging: Path, folder: Path, uid: str, *, overwrite: bool) -> None:
-    """Rename staging to folder; this series' older outputs there are moved aside, then removed.
-
-    When a concurrent run has put this series' complete folder in place meanwhile, its
-    outputs stand (unless ``overwrite``) and the staging folder is discarded by the caller.
-    """
-    if read_manifest(folder, uid) is not None and not overwrite:
-        return
-    _check_replaceable(folder, uid)
-    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+def _publish(output: Stage, uid: str) -> None:
+    """Publish, unless a concurrent run has just put this series' complete folder in place."""
     try:
-        if folder.exists():
-            os.rename(folder, old / "previous")
-        os.rename(staging, folder)
-    except OSError:
-        if read_manifest(folder, uid) is None:
+        output.publish()
+    except WriteError:  # the rename lost the race to a concurrent run's
+        if read_manifest(output.final, uid) is None:
             raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _without_folders(message: str, job: SeriesJob) -> str:
-    """An error message without the folders of its paths: folder names may name patients."""
+    """A message without the folders of its paths: folder names may name patients."""
     folders = {str(Path(f).parent) for f in job.files} | {job.out_dir, job.out_root}
     for folder in sorted(folders, key=len, reverse=True):
         message = message.replace(folder + os.sep, "").replace(folder, "<folder>")
@@ -372,27 +565,81 @@ def read_manifest(folder: Path, uid: str | None = None) -> dict[str, Any] | None
     return manifest
 
 
-def write_manifest(folder: Path, job: SeriesJob, outputs: Iterable[str]) -> None:
-    """Written last and atomically: its presence means the series is complete."""
-    record = {
-        "SeriesInstanceUID": job.uid,
-        "outputs": list(outputs),
-        "formats": list(job.formats),
-        "deidentify": job.deidentify,
-        "files": len(job.files),
-    }
-    _atomic_text(folder / MANIFEST, json.dumps(record, indent=2))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.replace(temporary, path)
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
+    """Written last into the partial folder: its presence means the series is complete."""
+    text = json.dumps(dict(manifest), indent=2)
+    (folder / MANIFEST).write_text(text + "\n", encoding="utf-8")
 
 
 def _write_report(report: pd.DataFrame, path: Path) -> None:
-    _atomic_text(path, report.to_csv(index=False))
+    """Write ``report.csv``, replacing only an earlier batch report."""
+    with staged(path, overwrite=True, replaceable=_is_report, kind="batch report") as output:
+        report.to_csv(output.partial, index=False)
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.readline().startswith(f"{REPORT_COLUMNS[0]},")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Warnings raised while a series converts: collected into its row
+# --------------------------------------------------------------------------------------------
+
+_collecting = threading.local()
+_router_lock = threading.Lock()
+_router: list[Any] = []  # while any thread collects: [catch_warnings, the showwarning before]
+
+
+@contextlib.contextmanager
+def collected_warnings() -> Iterator[list[str]]:
+    """Collect the warnings this thread raises in the block, instead of showing them.
+
+    Each warning is kept as ``"Category: message"``, every time it is raised (the filters
+    say ``always`` while any thread collects). Warnings of other threads are shown as
+    before. Thread-safe: the warnings module is set up once for all collecting threads
+    and restored when the last one ends.
+    """
+    seen: list[str] = []
+    _start_routing()
+    outer = getattr(_collecting, "seen", None)
+    _collecting.seen = seen
+    try:
+        yield seen
+    finally:
+        _collecting.seen = outer
+        _stop_routing()
+
+
+def _start_routing() -> None:
+    with _router_lock:
+        if not _router:
+            catcher = warnings.catch_warnings()
+            catcher.__enter__()
+            warnings.simplefilter("always")
+            _router.extend([catcher, warnings.showwarning])
+            warnings.showwarning = _route
+        _router.append(None)  # one more collecting thread
+
+
+def _stop_routing() -> None:
+    with _router_lock:
+        _router.pop()
+        if len(_router) == 2:
+            catcher, _shown = _router
+            _router.clear()
+            catcher.__exit__(None, None, None)
+
+
+def _route(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    seen = getattr(_collecting, "seen", None)
+    if seen is not None:
+        seen.append(f"{category.__name__}: {message}")
+    elif _router:
+        _router[1](message, category, *args, **kwargs)
 
 
 def _sidecar(volume: Any, path: Path, deidentify: bool) -> None:

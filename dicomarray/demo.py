@@ -9,11 +9,12 @@ middle-slice JPG in the brain window, an orthogonal view and a montage.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from .errors import WriteError
+from .staging import staged
 
 #: Folders of the demo's outputs, per series, and what is in them.
 DEMO_FORMATS = ("zarr", "npy", "jpg", "orthogonal", "montage")
@@ -29,6 +30,7 @@ def run_demo(
     n_patients: int = 10,
     workers: int = 0,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Convert the CT head series of a study tree (default: the sample study) into ``out``.
 
@@ -46,6 +48,10 @@ def run_demo(
         Worker processes; 0 converts in this process with threads.
     progress : bool, default False
         Show progress on stderr.
+    overwrite : bool, default False
+        Redo series whose outputs in ``out`` are complete; by default they are kept and
+        reported ``skipped``, as in :func:`dicomarray.batch.convert`. Nothing else in
+        ``out`` is ever replaced.
 
     Returns
     -------
@@ -62,7 +68,7 @@ def run_demo(
         formats=DEMO_FORMATS,
         workers=workers,
         progress=progress,
-        overwrite=True,
+        overwrite=overwrite,
     )
 
 
@@ -75,22 +81,18 @@ def sample_cache_dir() -> Path:
 
 
 def ensure_sample_study(*, n_patients: int = 10, root: Path | None = None) -> Path:
-    """The sample study, written atomically (into a temporary folder, then renamed) once."""
+    """The sample study, written once, staged (:mod:`dicomarray.staging`) into place."""
     from .sample import make_study
 
     root = root or sample_cache_dir() / f"sample-v{SAMPLE_VERSION}-{n_patients}-patients"
     if (root / "README.txt").is_file():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".sample-", dir=root.parent))
     try:
-        make_study(staging, n_patients=n_patients)
-        os.rename(staging, root)
-    except OSError:
+        with staged(root, overwrite=False, folder=True, kind="sample study") as output:
+            make_study(output.partial, n_patients=n_patients)
+    except WriteError:
         if not (root / "README.txt").is_file():  # not just a concurrent demo that won
             raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return root
 
 

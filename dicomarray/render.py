@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import xarray as xr
 
 from .errors import RenderError
 from .geometry import orientation_of, pixel_spacing_of
+from .staging import check_replaceable, staged
 from .transforms import Window, apply_window, choose_window, modality_values
 
 #: Picture axes and the dim each one cuts.
@@ -115,11 +115,16 @@ def write_slice(
     width: float | None = None,
     preset: str | None = None,
     quality: int = 95,
+    overwrite: bool = False,
 ) -> Path:
-    """Write one slice (see :func:`slice_picture`) as a JPG or PNG; returns the path."""
-    path = _check_target(path, quality)
+    """Write one slice (see :func:`slice_picture`) as a JPG or PNG; returns the path.
+
+    ``quality`` and ``overwrite`` are those of :func:`save_image`: an existing file is
+    replaced only with ``overwrite=True``.
+    """
+    path = _check_target(path, quality, overwrite)
     picture = slice_picture(volume, index, axis=axis, center=center, width=width, preset=preset)
-    return save_image(picture, path, quality=quality)
+    return save_image(picture, path, quality=quality, overwrite=overwrite)
 
 
 def write_montage(
@@ -132,6 +137,7 @@ def write_montage(
     width: float | None = None,
     preset: str | None = None,
     quality: int = 95,
+    overwrite: bool = False,
 ) -> Path:
     """Write axial slices as one picture: a grid filled row by row in the order given.
 
@@ -142,10 +148,12 @@ def write_montage(
         slices, inferior to superior. Only these slices' files are read.
     columns : int, optional
         Tiles per row; default about the square root of the number of slices.
+    quality, overwrite
+        As for :func:`save_image`.
 
     All slices share one window and one pixel size.
     """
-    path = _check_target(path, quality)
+    path = _check_target(path, quality, overwrite)
     volume, _ = _as_volume(volume, "axial", need_volume=True)
     size = volume.sizes["z"]
     if indices is None:
@@ -154,7 +162,9 @@ def write_montage(
     if not chosen:
         raise RenderError("a montage needs at least one slice index")
     tiles = _pictures(volume, [("z", i) for i in chosen], (center, width, preset))
-    return save_image(_grid(tiles, _columns(columns, len(tiles))), path, quality=quality)
+    return save_image(
+        _grid(tiles, _columns(columns, len(tiles))), path, quality=quality, overwrite=overwrite
+    )
 
 
 def write_orthogonal(
@@ -168,21 +178,23 @@ def write_orthogonal(
     width: float | None = None,
     preset: str | None = None,
     quality: int = 95,
+    overwrite: bool = False,
 ) -> Path:
     """Write axial, coronal and sagittal slices side by side, at one scale and window.
 
     ``z``, ``y`` and ``x`` are the positions of the three cuts (default the middle of
     each axis). The axial slice reads one file; the coronal and sagittal ones read every
-    file of the series once each.
+    file of the series once each. ``quality`` and ``overwrite`` are those of
+    :func:`save_image`.
     """
-    path = _check_target(path, quality)
+    path = _check_target(path, quality, overwrite)
     volume, _ = _as_volume(volume, "axial", need_volume=True)
     cuts = [
         (dim, _check_index(i, volume.sizes[dim], axis))
         for dim, i, axis in (("z", z, "axial"), ("y", y, "coronal"), ("x", x, "sagittal"))
     ]
     panels = _pictures(volume, cuts, (center, width, preset))
-    return save_image(_side_by_side(panels), path, quality=quality)
+    return save_image(_side_by_side(panels), path, quality=quality, overwrite=overwrite)
 
 
 def montage_indices(size: int, count: int = MONTAGE_SLICES) -> list[int]:
@@ -192,37 +204,49 @@ def montage_indices(size: int, count: int = MONTAGE_SLICES) -> list[int]:
     return list(range(start, size, step))
 
 
-def save_image(values: np.ndarray, path: str | os.PathLike[str], *, quality: int = 95) -> Path:
+def save_image(
+    values: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    quality: int = 95,
+    overwrite: bool = False,
+) -> Path:
     """Write a 2-D array of values in [0, 1] as an 8-bit grey JPG or PNG (by suffix).
 
-    NaN is drawn black. The file appears under its final name only when complete.
+    NaN is drawn black. The file is staged (:mod:`dicomarray.staging`): it appears under
+    its final name only when complete, with the permissions of the user's umask.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        2-D, in [0, 1].
+    path : str or os.PathLike
+        ``.jpg``, ``.jpeg`` or ``.png``.
+    quality : int, default 95
+        JPG quality, 1 to 100.
+    overwrite : bool, default False
+        Replace an existing file; otherwise an existing file is a
+        :class:`~dicomarray.errors.WriteError`.
 
     Raises
     ------
     RenderError
-        For a suffix other than .jpg, .jpeg or .png, an array that is not 2-D, or a path
-        that cannot be written.
+        For a suffix other than .jpg, .jpeg or .png, an array that is not 2-D, or a
+        folder that is not writable.
+    WriteError
+        ``path`` exists and ``overwrite`` is False, or writing it failed (disk full).
     """
     from PIL import Image
 
-    path = _check_target(path, quality)
+    path = _check_target(path, quality, overwrite)
     if values.ndim != 2:
         raise RenderError(f"{path}: a picture needs a 2-D array, got shape {values.shape}")
     grey = np.round(np.clip(np.nan_to_num(values), 0.0, 1.0) * 255).astype(np.uint8)
     kind = _FORMATS[path.suffix.lower()]
     options = {"quality": quality} if kind == "JPEG" else {}
-    temporary = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(handle, "wb") as file:
-            Image.fromarray(grey, mode="L").save(file, format=kind, **options)
-        os.replace(temporary, path)
-    except OSError as exc:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
-        raise RenderError(f"{path}: cannot write the picture: {exc}") from exc
-    return path
+    with staged(path, overwrite=overwrite, kind="picture") as output:
+        Image.fromarray(grey, mode="L").save(output.partial, format=kind, **options)
+    return output.final
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,8 +254,8 @@ def save_image(values: np.ndarray, path: str | os.PathLike[str], *, quality: int
 # --------------------------------------------------------------------------------------------
 
 
-def _check_target(path: str | os.PathLike[str], quality: int) -> Path:
-    """Refuse, before anything is read, a picture that could not be written."""
+def _check_target(path: str | os.PathLike[str], quality: int, overwrite: bool) -> Path:
+    """Refuse, before anything is read, a picture that could not or may not be written."""
     path = Path(path)
     if path.suffix.lower() not in _FORMATS:
         raise RenderError(f"{path}: unsupported picture suffix; use .jpg, .jpeg or .png")
@@ -239,6 +263,7 @@ def _check_target(path: str | os.PathLike[str], quality: int) -> Path:
         raise RenderError(f"JPG quality must be an integer from 1 to 100, got {quality!r}")
     if path.is_dir():
         raise RenderError(f"{path}: is a folder, not a picture file")
+    check_replaceable(path, overwrite=overwrite, kind="picture")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

@@ -1,4 +1,4 @@
-"""Batch conversion: fault isolation, hostile names, resume, a killed run, a LocalCluster."""
+"""Batch conversion: fault isolation, hostile names, resume, a killed run, a cluster, report."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor as ThreadPool
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 import xarray as xr
@@ -63,7 +65,10 @@ def test_failure_is_isolated_and_names_are_safe(tree, tmp_path):
     for folder in folders:
         rel = folder.relative_to(out).parts
         assert len(rel) == 3 and all(part and ".." not in part for part in rel)
-    assert (out / "x").is_dir()  # "../../x" made safe
+    (hostile_patient,) = [
+        p for p in out.iterdir() if p.name.startswith("x~")
+    ]  # "../../x" made safe
+    assert hostile_patient.is_dir()
     assert int(hostile["slices"]) == 6
     (p1,) = [f for f in folders if f.relative_to(out).parts[0] == "P1"]
     assert xr.open_zarr(p1 / "image.zarr")["image"].shape == (6, 32, 32)
@@ -200,6 +205,28 @@ def test_killed_run_then_complete_run(tree, tmp_path):
         assert all((manifest.parent / name).exists() for name in outputs)
     leftovers = [p for p in out.rglob(".*") if p.name != ".zgroup"]
     assert not [p for p in leftovers if p.parent.joinpath(MANIFEST).exists()]
+    assert not list(out.rglob("*.partial"))  # the killed run's partials: removed by the next
+
+
+def test_stale_partials_are_removed_and_live_ones_kept(tree, tmp_path):
+    from dicomarray import staging
+
+    out = tmp_path / "out"
+    convert(tree, out, formats=("npy",), workers=0, progress=False)
+    study = next(out.rglob(MANIFEST)).parent.parent
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    live = staging.partial_path(study / "series")
+    stale = live.with_name(live.name.replace(f"-{os.getpid()}-", f"-{ended}-"))
+    for partial in (live, stale):
+        partial.mkdir()
+        (partial / "image.npy").write_bytes(b"half")
+    convert(tree, out, formats=("npy",), workers=0, progress=False)
+    assert live.is_dir() and not stale.exists()
 
 
 def _any_file(folder: Path, suffix: str) -> bool:
@@ -237,3 +264,274 @@ def test_cli_exit_code_reflects_failures(tree, tmp_path):
         check=False,
     )
     assert ok.returncode == 0 and "1 ok" in ok.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Every series ends as a row; report.csv is always written
+# --------------------------------------------------------------------------------------------
+
+
+class Panic(BaseException):
+    """What a Rust decoder's panic looks like from Python (pyo3's PanicException)."""
+
+
+def panic_on(folder_name: str):
+    """A FrameStack.read_into that panics, like pylibjpeg-rle, for files in ``folder_name``."""
+    from dicomarray.pixels import FrameStack
+
+    original = FrameStack.read_into
+
+    def read_into(self, index, out, rows=None):
+        if Path(self.paths[index]).parent.name == folder_name:
+            raise Panic("called `Option::unwrap()` on a `None` value")
+        return original(self, index, out, rows)
+
+    return read_into
+
+
+def test_a_decoder_panic_fails_its_series_alone(tree, tmp_path, monkeypatch):
+    from dicomarray.pixels import FrameStack
+
+    monkeypatch.setattr(FrameStack, "read_into", panic_on("s1"))  # patient P2
+    out = tmp_path / "out"
+    report = convert(tree, out, formats=("npy", "jpg"), workers=0, progress=False)
+    assert statuses(report) == {"P1": "ok", "P2": "failed", "CUT": "failed", "../../x": "ok"}
+    failed = report[report["PatientID"] == "P2"].iloc[0]
+    assert failed["error"].startswith("Panic: called `Option::unwrap()`")
+    assert len(pd.read_csv(out / "report.csv")) == 4
+
+
+PANIC_SCRIPT = """
+import sys
+from pathlib import Path
+
+from distributed import Client, LocalCluster
+
+from dicomarray.batch import convert
+
+
+class Panic(BaseException):
+    pass
+
+
+def install():  # runs in each worker process
+    from dicomarray.pixels import FrameStack
+
+    original = FrameStack.read_into
+
+    def read_into(self, index, out, rows=None):
+        if Path(self.paths[index]).parent.name == "s1":
+            raise Panic("decoder panicked")
+        return original(self, index, out, rows)
+
+    FrameStack.read_into = read_into
+
+
+if __name__ == "__main__":
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
+        with Client(cluster) as client:
+            client.run(install)
+            report = convert(sys.argv[1], sys.argv[2], formats=("npy",), client=client,
+                             progress=False)
+    print(sorted(zip(report["PatientID"], report["status"])))
+"""
+
+
+def test_a_decoder_panic_in_a_worker_process_fails_its_series_alone(tree, tmp_path):
+    import dicomarray
+
+    script = tmp_path / "panic.py"
+    script.write_text(PANIC_SCRIPT)
+    out = tmp_path / "out"
+    # the script and its workers import this dicomarray, not another installed one
+    here = str(Path(dicomarray.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    try:
+        result = subprocess.run(
+            [sys.executable, str(script), str(tree), str(out)],
+            capture_output=True,
+            env=env,
+            text=True,
+            timeout=240,  # it used to hang forever
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the batch hung on a worker's panic")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "('P2', 'failed')" in result.stdout and "('P1', 'ok')" in result.stdout
+    report = pd.read_csv(out / "report.csv")
+    assert report.loc[report["PatientID"] == "P2", "error"].iloc[0].startswith("Panic")
+
+
+def test_an_interrupted_batch_still_writes_its_report(tree, tmp_path, monkeypatch):
+    import dicomarray.batch
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt  # the user's ^C, as the first series ends
+
+    monkeypatch.setattr(dicomarray.batch, "_show_progress", interrupt)
+    monkeypatch.setattr(dicomarray.batch, "ThreadPoolExecutor", lambda n: ThreadPool(1))
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        convert(tree, out, formats=("npy",), workers=0, progress=True)
+    report = pd.read_csv(out / "report.csv", keep_default_na=False)
+    assert len(report) == 4  # the series that ended, and three the interrupt left
+    not_run = report["error"].str.startswith("not run")
+    assert not_run.sum() == 3 and set(report.loc[not_run, "status"]) == {"failed"}
+
+
+def test_a_series_that_cannot_be_assembled_fails_alone(tmp_path):
+    root = tmp_path / "in"
+    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    write_series(root / "good", hu, pixel_spacing=(7.2, 7.2), tags={"PatientID": "G"})
+    write_series(
+        root / "twice",
+        hu,
+        pixel_spacing=(7.2, 7.2),
+        positions=[0.0, 20.0, 20.0, 40.0],  # two slices at one position
+        tags={"PatientID": "T"},
+        seed=1,
+    )
+    report = convert(root, tmp_path / "out", formats=("npy",), workers=0, progress=False)
+    assert statuses(report) == {"G": "ok", "T": "failed"}
+    assert "AssemblyError" in report.loc[report["PatientID"] == "T", "error"].iloc[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Resume: more formats, full figures
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_rerun_with_more_formats_writes_only_the_missing_ones(tree, tmp_path):
+    out = tmp_path / "out"
+    first = convert(tree, out, formats=("npy",), workers=0, progress=False)
+    folder = out / first.loc[first["PatientID"] == "P1", "folder"].iloc[0]
+    npy = (folder / "image.npy").stat()
+    more = convert(tree, out, formats=("npy", "zarr"), workers=0, progress=False)
+    assert statuses(more) == {"P1": "ok", "P2": "ok", "CUT": "failed", "../../x": "ok"}
+    assert xr.open_zarr(folder / "image.zarr")["image"].shape == (6, 32, 32)
+    assert (folder / "image.npy").stat().st_ino == npy.st_ino  # kept, not written again
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["formats"] == ["npy", "zarr"]
+    assert set(manifest["outputs"]) == {"image.json", "image.npy", "image.zarr"}
+    resumed = convert(tree, out, formats=("zarr",), workers=0, progress=False)
+    row = resumed[resumed["PatientID"] == "P1"].iloc[0]
+    fresh = more[more["PatientID"] == "P1"].iloc[0]
+    assert row["status"] == "skipped"
+    for column in ("folder", "slices", "spacing_mm", "outputs"):
+        assert row[column] == fresh[column], column
+    assert row["spacing_mm"] == "20 x 7.2 x 7.2" and row["slices"] == 6
+    assert not [p for p in out.rglob("*.partial")]
+
+
+def test_report_rows_name_their_folder(tree, tmp_path):
+    out = tmp_path / "out"
+    report = convert(tree, out, formats=("npy",), workers=0, progress=False)
+    for row in report[report["status"] == "ok"].itertuples():
+        manifest = json.loads((out / row.folder / MANIFEST).read_text())
+        assert manifest["SeriesInstanceUID"] == row.SeriesInstanceUID
+    cut = report[report["PatientID"] == "CUT"].iloc[0]
+    assert cut["folder"] and not (out / cut["folder"]).exists()  # where it would have gone
+
+
+def test_warnings_raised_while_converting_are_in_the_report(tmp_path, recwarn):
+    root = tmp_path / "in"
+    hu = head_phantom(5, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    write_series(
+        root / "gap",
+        hu,
+        pixel_spacing=(7.2, 7.2),
+        positions=[0.0, 20.0, 40.0, 80.0, 100.0],
+        tags={"PatientID": "GAP"},
+    )
+    write_series(root / "even", hu, pixel_spacing=(7.2, 7.2), tags={"PatientID": "EVEN"}, seed=1)
+    report = convert(root, tmp_path / "out", formats=("npy",), workers=0, progress=False)
+    rows = report.set_index("PatientID")
+    assert "GeometryWarning" in rows.loc["GAP", "warnings"]
+    assert rows.loc["EVEN", "warnings"] == ""
+    saved = pd.read_csv(tmp_path / "out" / "report.csv", keep_default_na=False)
+    assert saved.set_index("PatientID").loc["GAP", "warnings"] == rows.loc["GAP", "warnings"]
+
+
+# --------------------------------------------------------------------------------------------
+# Names, file roots
+# --------------------------------------------------------------------------------------------
+
+PATIENTS = ("A/B", "A B", "A_B", "Müller", "Möller", "abc", "ABC", "CON", "nul.txt", "COM1")
+
+
+def test_folder_names_never_merge_patients_nor_use_reserved_names(tmp_path):
+    from dicomarray.paths import is_reserved
+
+    root = tmp_path / "in"
+    hu = head_phantom(2, 16, 16, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    for number, patient in enumerate(PATIENTS):
+        write_series(
+            root / f"s{number}",
+            hu,
+            pixel_spacing=(7.2, 7.2),
+            tags={"PatientID": patient, "StudyID": "CON", "SeriesDescription": "AUX"},
+            seed=number,
+        )
+    out = tmp_path / "out"
+    report = convert(root, out, formats=("npy",), workers=0, progress=False)
+    assert list(report["status"]) == ["ok"] * len(PATIENTS)
+    patients = [Path(folder).parts[0] for folder in report["folder"]]
+    assert len({name.casefold() for name in patients}) == len(PATIENTS)
+    parts = [part for folder in report["folder"] for part in Path(folder).parts]
+    assert not [part for part in parts if is_reserved(part)]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*patients, "report.csv"])
+
+
+def test_output_inside_a_file_root_is_refused(tree, tmp_path):
+    from dicomarray import DicomArrayError
+
+    file = next((tree / "s0").iterdir())
+    dicomdir = tmp_path / "export"
+    dicomdir.mkdir()
+    (dicomdir / "DICOMDIR").write_bytes(b"")  # a DICOMDIR stands for its folder
+    for root, out in [
+        (file, file),
+        (file, file / "out"),
+        ([file], file),
+        (dicomdir / "DICOMDIR", dicomdir / "out"),
+    ]:
+        with pytest.raises(DicomArrayError, match="inside the input tree"):
+            convert(root, out, workers=0, progress=False)
+    assert sorted(p.name for p in dicomdir.iterdir()) == ["DICOMDIR"]
+    assert file.is_file()
+
+
+def test_demo_data_with_a_series_that_cannot_be_assembled_converts_the_others(tmp_path):
+    from dicomarray.demo import run_demo
+
+    root = tmp_path / "in"
+    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    write_series(root / "good", hu, pixel_spacing=(7.2, 7.2), tags={"PatientID": "G"})
+    write_series(
+        root / "twice",
+        hu,
+        pixel_spacing=(7.2, 7.2),
+        positions=[0.0, 20.0, 20.0, 40.0],
+        tags={"PatientID": "T"},
+        seed=1,
+    )
+    report = run_demo(tmp_path / "out", data=root)
+    assert statuses(report) == {"G": "ok", "T": "failed"}
+    assert (tmp_path / "out" / "report.csv").is_file()
+
+
+def test_an_output_that_is_a_file_or_holds_a_foreign_report_is_refused_first(tree, tmp_path):
+    from dicomarray import DicomArrayError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    with pytest.raises(DicomArrayError, match="file: cannot write"):
+        convert(tree, blocker, workers=0, progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.csv").write_text("my,own,table\n")
+    with pytest.raises(DicomArrayError, match="not a batch report export; nothing was replaced"):
+        convert(tree, out, workers=0, progress=False)
+    assert [p.name for p in out.iterdir()] == ["report.csv"]
+    assert (out / "report.csv").read_text() == "my,own,table\n" and blocker.read_text() == "mine"

@@ -202,7 +202,8 @@ def test_to_zarr_and_render(head_series, tmp_path):
         ).returncode
         == 0
     )
-    unknown = run_cli(*args, "--preset", "nope")
+    # a new path: an existing picture is refused (without --overwrite) before the preset
+    unknown = run_cli(*args[:4], str(tmp_path / "other.png"), *args[5:], "--preset", "nope")
     assert unknown.returncode == 1 and "nope" in unknown.stderr
 
 

@@ -2,8 +2,8 @@
 
 One writer per module, each streaming chunk by chunk (DICOM: slice by slice) and atomic:
 the output appears under its final name only once it is complete. What they share
-(temporary names, atomic renames, chunk stores) lives in :mod:`.common`; the JSON
-sidecar and de-identification in :mod:`.metadata`.
+(running staged exports, chunk stores) lives in :mod:`.common`, the staging itself in
+:mod:`dicomarray.staging`; the JSON sidecar and de-identification in :mod:`.metadata`.
 """
 
 from __future__ import annotations

@@ -30,16 +30,9 @@ from ..errors import DicomArrayWarning, WriteError, warn_data_problem
 from ..geometry import positions_along_normal, slice_normal
 from ..header import read_dataset
 from ..index import as_index
+from ..staging import Stage, discarding, os_errors, stage
 from ..volume import ASSEMBLY_ATTR, open_series
-from .common import (
-    compute_and_wait,
-    dask_data,
-    destination,
-    discard,
-    publish,
-    store_into,
-    temporary_sibling,
-)
+from .common import compute_and_wait, dask_data, store_into
 
 #: Template attributes that would be untrue once the pixel data is replaced: removed, and
 #: the ones the new pixels define (window, smallest and largest values) are written anew.
@@ -112,7 +105,7 @@ def to_dicom(
       template's (encapsulated pixel data is not carried over). Attributes that describe
       the old pixels (padding value, LUT sequences, icon image) are removed.
 
-    The files are written into a temporary folder beside ``out_dir`` and renamed at the end;
+    The files are written into a partial folder beside ``out_dir`` and renamed at the end;
     they are named ``IM_0001.dcm`` ... from the instance numbers. The template is only read.
 
     Parameters
@@ -292,13 +285,11 @@ class _Export:
     stored_type: StoredType
     template_rescale: Rescale | None
     series: _SeriesValues
-    final: Path
-    overwrite: bool
+    output: Stage
 
     def run(self, *, scheduler: str | None = None) -> list[Path]:
-        """Find the value range, write the slices into a temporary folder, rename it."""
-        temporary = temporary_sibling(self.final)
-        try:
+        """Find the value range, write the slices into a partial folder, publish it."""
+        with discarding([self.output.partial]):
             low, high, integral = _value_range(self.data, scheduler)
             rescale = choose_rescale(
                 low,
@@ -307,9 +298,9 @@ class _Export:
                 stored_type=self.stored_type,
                 preferred=self.template_rescale,
             )
-            temporary.mkdir()
+            self.output.partial.mkdir()
             writer = _SliceWriter(
-                folder=temporary,
+                folder=self.output.partial,
                 files=tuple(self.files),
                 stored_type=self.stored_type,
                 rescale=rescale,
@@ -318,11 +309,8 @@ class _Export:
             )
             data = dask_data(self.data).rechunk({1: -1, 2: -1})
             compute_and_wait(store_into(data, writer), scheduler=scheduler)
-            publish(temporary, self.final, overwrite=self.overwrite)
-        except BaseException:
-            discard(temporary)
-            raise
-        return [self.final / writer.name(index) for index in range(len(self.files))]
+            self.output.publish()
+        return [self.output.final / writer.name(index) for index in range(len(self.files))]
 
 
 @dataclass(frozen=True)
@@ -347,7 +335,8 @@ class _SliceWriter:
             ds = _slice_dataset(
                 self.files[index], index, stored, self.rescale, self.window, self.series
             )
-            pydicom.dcmwrite(self.folder / self.name(index), ds, enforce_file_format=True)
+            with os_errors(self.folder / self.name(index)):
+                pydicom.dcmwrite(self.folder / self.name(index), ds, enforce_file_format=True)
 
     def name(self, index: int) -> str:
         """``IM_0001.dcm`` ...: from the instance number, never from a tag."""
@@ -371,9 +360,17 @@ def _prepare(
     if isinstance(volume, xr.DataArray):
         _check_positions(volume, template_z, files)
         _warn_if_stored_values(volume)
-    final = destination(out_dir, overwrite=overwrite, replaceable=_is_dicom_folder, kind="DICOM")
-    if any(_is_inside(path, final) for path in files):
-        raise WriteError(f"{final} holds the template's files; write the new series elsewhere")
+    output = stage(
+        out_dir,
+        overwrite=overwrite,
+        folder=True,
+        replaceable=_is_dicom_folder,
+        kind="DICOM",
+    )
+    if any(_is_inside(path, output.final) for path in files):
+        raise WriteError(
+            f"{output.final} holds the template's files; write the new series elsewhere"
+        )
     series = _SeriesValues(
         uid=generate_uid(),
         number=_series_number(first, series_number),
@@ -387,8 +384,7 @@ def _prepare(
         stored_type=StoredType.of(first, files[0]),
         template_rescale=_template_rescale(first),
         series=series,
-        final=final,
-        overwrite=overwrite,
+        output=output,
     )
 
 

@@ -21,8 +21,8 @@ from pydicom.datadict import DicomDictionary
 from ..attrs import POSITION_COORDS, json_safe, snake_case
 from ..errors import DicomArrayError
 from ..geometry import slice_normal
+from ..staging import staged
 from ..volume import ASSEMBLY_ATTR
-from .common import destination, discard, publish, temporary_sibling
 
 #: Attributes of the DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile
 #: (Table E.1-1) that can appear as top-level attrs: identities, names, addresses, dates
@@ -337,11 +337,6 @@ def write_sidecar(
     overwrite : bool, default False
         Replace an existing file.
     """
-    final = destination(path, overwrite=overwrite)
-    temporary = temporary_sibling(final)
-    try:
-        write_json(temporary, series_metadata(volume, deidentify=deidentify))
-        return publish(temporary, final, overwrite=overwrite)
-    except BaseException:
-        discard(temporary)
-        raise
+    with staged(path, overwrite=overwrite) as output:
+        write_json(output.partial, series_metadata(volume, deidentify=deidentify))
+    return output.final

@@ -20,16 +20,8 @@ import xarray as xr
 
 from ..attrs import POSITION_COORDS
 from ..errors import WriteError, warn_data_problem
-from .common import (
-    MemmapTarget,
-    dask_data,
-    delayed_finish,
-    destination,
-    discard,
-    run_or_delay,
-    store_into,
-    temporary_sibling,
-)
+from ..staging import discarding, os_errors, partial_path, stage
+from .common import MemmapTarget, dask_data, delayed_finish, run_or_delay, store_into
 from .metadata import series_metadata, write_json
 
 #: Largest distance (mm) between a slice's ImagePositionPatient and where the affine puts it
@@ -100,31 +92,27 @@ def to_nifti(
         raise WriteError(f"to_nifti needs dims ('z', 'y', 'x'), not {volume.dims}")
     affine = volume.dicom.affine
     _warn_if_misplaced(volume, affine)
-    final = destination(path, overwrite=overwrite)
-    if not final.name.endswith((".nii", ".nii.gz")):
-        raise WriteError(f"{final}: a NIfTI file name ends in .nii or .nii.gz")
+    if not str(path).endswith((".nii", ".nii.gz")):
+        raise WriteError(f"{path}: a NIfTI file name ends in .nii or .nii.gz")
+    stages = [stage(path, overwrite=overwrite)]
+    if json_path is not None:
+        stages.append(stage(json_path, overwrite=overwrite))
+    image = stages[0]
     data = dask_data(volume)
     dtype = _nifti_dtype(data.dtype)
     header = _header(nib, data.shape, dtype, nifti_affine(affine))
-    temporary = temporary_sibling(final)
-    raw = temporary_sibling(final) if final.name.endswith(".gz") else temporary
-    moves = [(temporary, final)]
-    if json_path is not None:
-        final_json = destination(json_path, overwrite=overwrite)
-        moves.append((temporary_sibling(final_json), final_json))
-    temporaries = [raw, *(t for t, _ in moves)]
-    try:
+    # a .nii.gz is compressed at the end from an uncompressed partial of its own
+    compressed = image.final.name.endswith(".gz")
+    raw = partial_path(image.final) if compressed else image.partial
+    partials = [raw, *(s.partial for s in stages)]
+    with discarding(partials), os_errors(image.final):
         target = _start_file(raw, header, data.shape, dtype)
         if json_path is not None:
-            write_json(moves[1][0], series_metadata(volume, deidentify=deidentify))
-    except BaseException:
-        for path_ in temporaries:
-            discard(path_)
-        raise
-    then = functools.partial(_compress, raw, temporary) if raw != temporary else None
+            write_json(stages[1].partial, series_metadata(volume, deidentify=deidentify))
+    then = functools.partial(_compress, raw, image.partial) if compressed else None
     stored = store_into(data.astype(dtype, copy=False), target)
-    done = delayed_finish(stored, moves, overwrite=overwrite, then=then)
-    return run_or_delay(done, temporaries, compute=compute)
+    done = delayed_finish(stored, stages, then=then)
+    return run_or_delay(done, partials, compute=compute)
 
 
 def _nibabel() -> Any:
@@ -169,7 +157,11 @@ def _start_file(path: Path, header: Any, shape: tuple[int, ...], dtype: np.dtype
 
 
 def _compress(raw: Path, compressed: Path) -> None:
-    with open(raw, "rb") as source, gzip.open(compressed, "wb", compresslevel=6) as target:
+    with (
+        os_errors(compressed),
+        open(raw, "rb") as source,
+        gzip.open(compressed, "wb", compresslevel=6) as target,
+    ):
         shutil.copyfileobj(source, target, length=2**20)
     raw.unlink()
 

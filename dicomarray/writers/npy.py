@@ -9,16 +9,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .common import (
-    MemmapTarget,
-    dask_data,
-    delayed_finish,
-    destination,
-    discard,
-    run_or_delay,
-    store_into,
-    temporary_sibling,
-)
+from ..staging import discarding, os_errors, stage
+from .common import MemmapTarget, dask_data, delayed_finish, run_or_delay, store_into
 from .metadata import series_metadata, write_json
 
 
@@ -62,21 +54,18 @@ def to_npy(
     pathlib.Path or dask.delayed.Delayed
         The ``.npy`` path, or the Delayed that returns it.
     """
-    final = destination(path, overwrite=overwrite)
-    final_json = destination(
-        final.with_suffix(".json") if json_path is None else json_path, overwrite=overwrite
+    array = stage(path, overwrite=overwrite)
+    sidecar = stage(
+        array.final.with_suffix(".json") if json_path is None else json_path, overwrite=overwrite
     )
     data = dask_data(volume)
-    temporary, temporary_json = temporary_sibling(final), temporary_sibling(final_json)
-    try:
-        write_json(temporary_json, series_metadata(volume, deidentify=deidentify))
-        mapped = np.lib.format.open_memmap(temporary, mode="w+", dtype=data.dtype, shape=data.shape)
-        target = MemmapTarget(str(temporary), int(mapped.offset), data.shape, data.dtype.str)
+    partials = [array.partial, sidecar.partial]
+    with discarding(partials), os_errors(array.final):
+        write_json(sidecar.partial, series_metadata(volume, deidentify=deidentify))
+        mapped = np.lib.format.open_memmap(
+            array.partial, mode="w+", dtype=data.dtype, shape=data.shape
+        )
+        target = MemmapTarget(str(array.partial), int(mapped.offset), data.shape, data.dtype.str)
         del mapped
-    except BaseException:
-        discard(temporary)
-        discard(temporary_json)
-        raise
-    moves = [(temporary, final), (temporary_json, final_json)]
-    done = delayed_finish(store_into(data, target), moves, overwrite=overwrite)
-    return run_or_delay(done, [temporary, temporary_json], compute=compute)
+    done = delayed_finish(store_into(data, target), [array, sidecar])
+    return run_or_delay(done, partials, compute=compute)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,22 +16,16 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DicomArrayError, WriteError
+from ..staging import Stage, discarding, stage
 from ..volume import VARIABLE_NAME
-from .common import (
-    dask_data,
-    delayed_finish,
-    destination,
-    discard,
-    run_or_delay,
-    store_into,
-    temporary_sibling,
-)
+from .common import dask_data, delayed_finish, run_or_delay, store_into
 from .metadata import export_attrs, is_identifying_coord
 
 _Mode = Literal["w", "w-"]
 #: What fsspec and zarr raise for a store they cannot open or write: an unknown protocol
 #: (ValueError), a missing filesystem package such as s3fs (ImportError), I/O (OSError).
 _STORE_ERRORS = (ValueError, ImportError, OSError)
+_FILTERS_LOCK = threading.Lock()
 
 
 def to_zarr(
@@ -55,8 +50,8 @@ def to_zarr(
         A volume, typically from :func:`dicomarray.open_series`.
     store : str, os.PathLike, URL or zarr store
         Anything :meth:`xarray.Dataset.to_zarr` accepts. A local path is written under a
-        temporary name and renamed when complete; URLs and store objects are written in
-        place (``mode="w-"``, or ``"w"`` with ``overwrite``).
+        partial name and renamed when complete (:mod:`dicomarray.staging`); URLs and
+        store objects are written in place (``mode="w-"``, or ``"w"`` with ``overwrite``).
     deidentify : bool, default False
         Leave out the attrs and per-slice coordinates of the DICOM PS3.15 Basic Application
         Level Confidentiality Profile (names, IDs, birth dates, institution, physicians,
@@ -89,24 +84,20 @@ def to_zarr(
     kwargs.setdefault("zarr_format", 3)
     consolidated = kwargs.pop("consolidated", None) is not False
     dataset = zarr_dataset(volume, deidentify=deidentify)
-    moves: list[tuple[Path, Path]] = []
+    stages: list[Stage] = []
     target, mode = store, cast(_Mode, "w" if overwrite else "w-")
     if _is_local_path(store):
-        final = destination(store, overwrite=overwrite, replaceable=_is_zarr_store, kind="zarr")
-        target, mode = temporary_sibling(final), "w-"
-        moves.append((target, final))
-    try:
-        with _store_errors(store):
-            stored = _write(dataset, target, mode, kwargs, store)
-    except BaseException:
-        if moves:
-            discard(moves[0][0])
-        raise
+        local = stage(
+            store, overwrite=overwrite, folder=True, replaceable=_is_zarr_store, kind="zarr"
+        )
+        target, mode = local.partial, "w-"
+        stages.append(local)
+    partials = [s.partial for s in stages]
+    with discarding(partials), _store_errors(store):
+        stored = _write(dataset, target, mode, kwargs, store)
     then = functools.partial(_consolidate, target, kwargs, store) if consolidated else None
-    done = delayed_finish(
-        stored, moves, overwrite=overwrite, then=then, result=None if moves else store
-    )
-    return run_or_delay(done, [t for t, _ in moves], compute=compute)
+    done = delayed_finish(stored, stages, then=then, result=None if stages else store)
+    return run_or_delay(done, partials, compute=compute)
 
 
 @contextlib.contextmanager
@@ -166,7 +157,9 @@ def _write(
 def _consolidate(target: Any, kwargs: dict[str, Any], store: Any) -> None:
     import zarr
 
-    with _store_errors(store), warnings.catch_warnings():
+    # catch_warnings swaps the process's filters: entered and left by one thread at a time,
+    # or two exports finishing together would leave each other's filters in place
+    with _store_errors(store), _FILTERS_LOCK, warnings.catch_warnings():
         # zarr notes that consolidated metadata is its extension to the v3 format; xarray
         # writes it by default too, and reads it first
         warnings.filterwarnings("ignore", "Consolidated metadata", category=UserWarning)
