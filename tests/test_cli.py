@@ -202,7 +202,7 @@ def test_to_zarr_and_render(head_series, tmp_path):
         ).returncode
         == 0
     )
-    unknown = run_cli(*args, "--preset", "nope")
+    unknown = run_cli(*args, "--preset", "nope", "--overwrite")
     assert unknown.returncode == 1 and "nope" in unknown.stderr
 
 
