@@ -20,12 +20,12 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import DicomArrayError, DicomArrayWarning, WriteError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -211,11 +211,9 @@ def _parser() -> argparse.ArgumentParser:
         help="log details (dask's too) and show tracebacks",
     )
     parser = argparse.ArgumentParser(
-        prog="dicomarray",
-        description="DICOM study trees as lazy, labelled volumes.",
-        parents=[common],
+        prog="dicomarray", description="DICOM study trees as lazy, labelled volumes."
     )
-    parser.set_defaults(debug=False)
+    parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -475,14 +473,35 @@ def _run_to_dicom(args: argparse.Namespace, console: _Console) -> int:
 
     template = _open(args, args.input_dicom, console)
     paths = to_dicom(
-        np.load(args.input_npy, mmap_mode="r", allow_pickle=False),
+        _npy_volume(args.input_npy, args.input_json, args.values),
         template,
         args.output_dicom,
         series_description=args.description,
+        values=args.values,
         overwrite=args.overwrite,
     )
     print(f"{len(paths)} files written to {args.output_dicom}")
     return 0
+
+
+def _npy_volume(npy: Path, sidecar: Path | None, values: str | None) -> Any:
+    """The npy with its sidecar (which says what it holds and where it comes from).
+
+    Without a sidecar nothing says whether the npy holds stored or modality values, so
+    ``--values`` must.
+    """
+    from .writers.npy import memory_map_npy, open_npy
+
+    beside = npy.with_suffix(".json")
+    if sidecar is not None or beside.is_file():
+        return open_npy(npy, json_path=sidecar or beside)
+    if values is None:
+        raise WriteError(
+            f"{npy}: no sidecar ({beside.name}, or --input-json) says whether it holds "
+            "stored or modality values; pass --values stored (to-npy --raw) or "
+            "--values modality (HU)"
+        )
+    return memory_map_npy(npy)
 
 
 def _run_to_zarr(args: argparse.Namespace, console: _Console) -> int:

@@ -124,7 +124,7 @@ def open_npy(
     """
     path = Path(path)
     sidecar_path = path.with_suffix(".json") if json_path is None else Path(json_path)
-    array = _memory_map(path)
+    array = memory_map_npy(path)
     sidecar = _read_sidecar(sidecar_path)
     described = sidecar["array"]
     if list(described.get("shape") or []) != list(array.shape):
@@ -147,7 +147,8 @@ def open_npy(
     return volume
 
 
-def _memory_map(path: Path) -> np.ndarray:
+def memory_map_npy(path: Path) -> np.ndarray:
+    """An ``.npy`` file memory-mapped read-only; a DicomArrayError naming it if unreadable."""
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
