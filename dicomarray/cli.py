@@ -87,6 +87,7 @@ class _Console:
         self.stream = stream
         self.subject = ""
         self._shown: set[str] = set()
+        self._listed: set[str] = set()
         self._recorded: list[warnings.WarningMessage] = []
 
     def __enter__(self) -> _Console:
@@ -136,10 +137,16 @@ class _Console:
             self._shown.add(line)
             print(line, file=self.stream)
 
+    def listed(self, messages: Sequence[str]) -> None:
+        """Messages the command prints itself: not printed again as warnings."""
+        self._listed.update(str(m) for m in messages)
+
     def flush(self) -> None:
         """Print the warnings collected so far; third-party ones only with ``--debug``."""
         recorded, self._recorded[:] = list(self._recorded), []
         for caught in recorded:
+            if str(caught.message) in self._listed:
+                continue
             if issubclass(caught.category, DicomArrayWarning):
                 self.warn(str(caught.message))
             elif self.debug:
@@ -403,11 +410,9 @@ def _run_series(args: argparse.Namespace, console: _Console) -> int:
 def _run_info(args: argparse.Namespace, console: _Console) -> int:
     from .volume import ASSEMBLY_ATTR
 
-    # the report's warnings are listed below; not repeated on stderr
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
-        volume = _open(args, args.path, console)
+    volume = _open(args, args.path, console)
     report = volume.attrs[ASSEMBLY_ATTR]
+    console.listed(report["warnings"])  # printed below; not repeated on stderr
     spacing = (report["slice_spacing"], *volume.attrs.get("PixelSpacing", [None, None]))
     lines = [
         f"series      {report['series_uid']}",

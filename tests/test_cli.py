@@ -513,3 +513,13 @@ def test_to_dicom_without_a_sidecar_needs_values(small_series, tmp_path, capsys)
         == 0
     )
     np.testing.assert_array_equal(hu_of_series(out), hu_of_series(small_series))
+
+
+def test_info_warns_once_about_the_series_it_chose(two_series, capsys):
+    folder, large, small = two_series
+    assert main(["info", str(folder)]) == 0
+    assert f"series      {large}" in capsys.readouterr().out
+    assert main(["info", str(folder)]) == 0
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("warning: series 1 ")
+    assert f"({folder})" in lines[0] and small in lines[0]
