@@ -169,7 +169,7 @@ def to_dicom(
 
     See Also
     --------
-    dicomarray.writers.npy.open_npy : an ``.npy`` and its sidecar as a DataArray, whose
+    dicomarray.writers.open_npy : an ``.npy`` and its sidecar as a DataArray, whose
         attrs and coordinates make these checks possible for exported arrays.
     """
     export = _prepare(
