@@ -367,7 +367,7 @@ def _run_demo(args: argparse.Namespace, console: _Console) -> int:
         progress=sys.stderr.isatty(),
     )
     print(summary_table(report))
-    _report_warnings(report, console)
+    _report_warnings(report, args.out, console)
     failed = int((report["status"] == "failed").sum())
     print(
         f"{len(report)} series of {report['PatientID'].nunique()} patients in "
@@ -553,7 +553,7 @@ def _run_batch(args: argparse.Namespace, console: _Console) -> int:
     finally:
         if client is not None:
             client.close()
-    _report_warnings(report, console)
+    _report_warnings(report, args.out, console)
     counts = report["status"].value_counts().to_dict()
     print(", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "skipped", "failed")))
     for row in report[report["status"] == "failed"].itertuples():
@@ -561,30 +561,28 @@ def _run_batch(args: argparse.Namespace, console: _Console) -> int:
     return 1 if counts.get("failed") else 0
 
 
-def _report_warnings(report: pd.DataFrame, console: _Console) -> None:
+#: How a batch report's ``warnings`` cell separates the warnings of one series.
+REPORT_WARNING_SEPARATOR = " | "
+
+
+def _report_warnings(report: pd.DataFrame, out: Path, console: _Console) -> None:
     """The warnings a batch collected per series (its ``warnings`` column), once each."""
     if "warnings" not in report.columns:
         return
     for row in report.to_dict("records"):
-        messages = row.get("warnings")
-        if isinstance(messages, str):
-            messages = [m for m in messages.split("\n") if m.strip()]
-        for message in messages or []:
-            console.warn(str(message), subject=_report_label(row))
+        cell = row.get("warnings")
+        if not isinstance(cell, str) or not cell.strip():
+            continue
+        for message in cell.split(REPORT_WARNING_SEPARATOR):
+            console.warn(message.strip(), subject=_report_label(row, out))
 
 
-def _report_label(row: dict[str, Any]) -> str:
-    from .tables import is_missing
-
-    parts = ["series"]
-    for key in ("SeriesNumber", "SeriesDescription"):
-        if not is_missing(row.get(key)):
-            parts.append(f'"{row[key]}"' if key == "SeriesDescription" else str(row[key]))
-    for key in ("folder", "output_folder", "SeriesInstanceUID"):
-        if not is_missing(row.get(key)):
-            parts.append(f"({row[key]})")
-            break
-    return " ".join(parts)
+def _report_label(row: dict[str, Any], out: Path) -> str:
+    """``series (out/<patient>/<study>/<series>)``: a report row's series, by its folder."""
+    folder = row.get("folder")
+    if isinstance(folder, str) and folder:
+        return f"series ({out / folder})"
+    return f"series {row.get('SeriesInstanceUID')}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -523,3 +523,23 @@ def test_info_warns_once_about_the_series_it_chose(two_series, capsys):
     lines = stderr_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("warning: series 1 ")
     assert f"({folder})" in lines[0] and small in lines[0]
+
+
+def test_batch_prints_the_report_warnings_once_per_series(tmp_path, monkeypatch, capsys):
+    report = pd.DataFrame(
+        {
+            "SeriesInstanceUID": ["1.2.3", "1.2.4"],
+            "PatientID": ["A", "A"],
+            "status": ["ok", "ok"],
+            "error": ["", ""],
+            "folder": ["A/S1/2_HEAD", "A/S1/3_BONE"],
+            "warnings": ["uneven spacing: x | left out 1 frame(s): localizer", ""],
+        }
+    )
+    monkeypatch.setattr("dicomarray.batch.convert", lambda *args, **kwargs: report)
+    assert main(["batch", str(tmp_path / "in"), str(tmp_path / "out")]) == 0
+    head = tmp_path / "out" / "A" / "S1" / "2_HEAD"
+    assert stderr_lines(capsys) == [
+        f"warning: series ({head}): uneven spacing: x",
+        f"warning: series ({head}): left out 1 frame(s): localizer",
+    ]
