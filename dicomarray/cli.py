@@ -174,16 +174,19 @@ def _cli_wording(message: str, flags: frozenset[str]) -> str:
     """A library message with its Python keywords as this command's flags.
 
     ``pass overwrite=True`` becomes ``pass --overwrite``, ``series_uid=...`` becomes
-    ``--series-uid ...``, for the keywords the command has a flag for.
+    ``--series-uid ...`` and ``pass series_uid`` becomes ``pass --series-uid``, for the
+    keywords the command has a flag for. A bare word is a keyword only after "pass", so
+    that prose ("cannot overwrite") is left alone.
     """
 
     def flag(match: re.Match[str]) -> str:
-        option = "--" + match.group(1).replace("_", "-")
-        if option not in flags:
+        option = "--" + match["name"].replace("_", "-")
+        if option not in flags or (match["eq"] is None and match["pass"] is None):
             return match.group(0)
-        return option if match.group(2) == "=True" else option + " "
+        return (match["pass"] or "") + option + (" " if match["eq"] == "=" else "")
 
-    return re.sub(r"\b([a-z][a-z0-9_]*)(=True\b|=)", flag, message)
+    keyword = r"(?P<pass>\bpass )?\b(?P<name>[a-z][a-z0-9_]*)(?P<eq>=True\b|=(?!=))?"
+    return re.sub(keyword, flag, message)
 
 
 def _series_label(volume: Any) -> str:

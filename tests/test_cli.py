@@ -543,3 +543,22 @@ def test_batch_prints_the_report_warnings_once_per_series(tmp_path, monkeypatch,
         f"warning: series ({head}): uneven spacing: x",
         f"warning: series ({head}): left out 1 frame(s): localizer",
     ]
+
+
+@pytest.mark.parametrize(
+    ("library", "cli"),
+    [
+        ("x exists; pass overwrite=True to replace it", "x exists; pass --overwrite to replace it"),
+        (
+            "2 series tie; pass series_uid to choose one",
+            "2 series tie; pass --series-uid to choose one",
+        ),
+        ("open it with series_uid=1.2.3", "open it with --series-uid 1.2.3"),
+        ("cannot overwrite a folder", "cannot overwrite a folder"),  # prose, not a keyword
+        ("pass compute=False", "pass compute=False"),  # no such flag: left as it is
+    ],
+)
+def test_library_keywords_are_worded_as_flags(library, cli):
+    from dicomarray.cli import _cli_wording
+
+    assert _cli_wording(library, frozenset({"--overwrite", "--series-uid"})) == cli
