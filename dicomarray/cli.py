@@ -385,9 +385,10 @@ def _run_scan(args: argparse.Namespace, console: _Console) -> int:
 
     if args.out is not None:  # refused before the tree is walked, not after
         check_index_target(args.out, overwrite=args.overwrite)
+    console.about(str(args.root))
     index = scan(args.root, progress=sys.stderr.isatty())
-    for note in index.attrs.get("notes", []):
-        console.warn(str(note), subject=str(args.root))
+    for note in index.attrs.get("notes", []):  # warned or only logged: each shown once here
+        console.warn(str(note))
     if args.out is not None:
         write_index(index, args.out, overwrite=args.overwrite)
     print(

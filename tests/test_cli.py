@@ -562,3 +562,19 @@ def test_library_keywords_are_worded_as_flags(library, cli):
     from dicomarray.cli import _cli_wording
 
     assert _cli_wording(library, frozenset({"--overwrite", "--series-uid"})) == cli
+
+
+def test_scan_shows_each_note_about_the_tree_once(small_series, tmp_path, capsys):
+    from pydicom.fileset import FileSet
+
+    tree = tmp_path / "media"
+    fs = FileSet()
+    for path in sorted(small_series.iterdir())[:6]:
+        fs.add(str(path))
+    fs.write(tree)
+    extra = tree / "added_later.dcm"  # a file the DICOMDIR does not record
+    extra.write_bytes(sorted(small_series.iterdir())[6].read_bytes())
+    assert main(["scan", str(tree)]) == 0
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {tree}: ")
+    assert "1 instances are not recorded" in lines[0]
