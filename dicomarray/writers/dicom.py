@@ -142,9 +142,10 @@ def to_dicom(
         turned into modality values first by the rescale that describes them (see
         :func:`dicomarray.transforms.modality_values`): a DataArray's own attrs and
         coordinates, for a numpy array the template's. Default: a DataArray says what it
-        holds (stored values, unless ``attrs["dicomarray_values"]`` or ``attrs["units"]``
-        say otherwise: a volume from :func:`dicomarray.open_series` round-trips exactly);
-        a numpy array holds modality values. A ``values`` that contradicts the
+        holds (``attrs["dicomarray_values"]`` or ``attrs["units"]`` mean modality values;
+        without them, integers are stored values, so a volume from
+        :func:`dicomarray.open_series` round-trips exactly); a numpy array holds modality
+        values. A ``values`` that contradicts the
         DataArray's own record is a :class:`~dicomarray.errors.WriteError`.
     overwrite : bool, default False
         Replace an existing ``out_dir`` (only a folder of ``.dcm`` files).
@@ -558,7 +559,8 @@ def _values_kind(volume: np.ndarray | xr.DataArray, values: str | None) -> str:
         return values or "modality"
     recorded = volume.attrs.get(VALUES_ATTR) or ("modality" if volume.attrs.get("units") else None)
     if recorded is None:
-        return values or "stored"
+        # stored pixel values are integers; a float or boolean volume is already a result
+        return values or ("stored" if np.dtype(volume.dtype).kind in "iu" else "modality")
     if values == "stored":
         raise WriteError(
             f"values='stored', but the volume records {VALUES_ATTR}={recorded!r} "
