@@ -1,55 +1,236 @@
 """The ``dicomarray`` command.
 
 ``main(argv=None)`` returns the exit code, so tests call it directly as well as in a
-subprocess: 0 on success, 1 when some of the work failed, 2 on bad usage. Errors are one
-line on stderr; ``--debug`` shows the traceback.
+subprocess: 0 on success, 1 when some of the work failed, 2 on bad usage, 130 when
+interrupted. Whatever goes wrong is one line on stderr, ``dicomarray: error: ...``, never a
+traceback unless ``--debug`` is given (anywhere on the line). dicomarray's warnings are
+printed once each as ``warning: <series>: <message>``, naming the series they are about
+(number, description, folder); the library's log and dask's INFO messages only appear
+with ``--debug``. Every command that writes refuses to replace an existing output unless
+``--overwrite`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .errors import DicomArrayError
+from .errors import DicomArrayError, DicomArrayWarning, WriteError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
+#: Loggers that are quiet below WARNING unless ``--debug``: dask.distributed's INFO lines
+#: (cluster start, worker registration, connections) say nothing about the data.
+CHATTY_LOGGERS = ("distributed", "tornado", "bokeh")
+_EXIT_INTERRUPTED = 130
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The process exit code: 0 success, 1 failure, 2 bad usage, 130 interrupted.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s"
-    )
-    if not args.debug:
-        warnings.simplefilter("ignore")  # data warnings are logged once by the library already
-    from .query import RuleError
-
-    try:
-        return int(args.run(args))
-    except (DicomArrayError, OSError) as exc:
-        if args.debug:
+    with _Console(debug=args.debug, stream=sys.stderr) as console:
+        try:
+            return int(args.run(args, console))
+        except KeyboardInterrupt:
+            console.error("interrupted")
+            return _EXIT_INTERRUPTED
+        except SystemExit:
             raise
-        print(f"dicomarray: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, RuleError) else 1
+        except BaseException as exc:  # noqa: BLE001 - one line, even for a decoder's panic
+            if args.debug:
+                raise
+            console.error(_cli_wording(_one_line(exc), args.flags))
+            from .query import RuleError
+
+            return 2 if isinstance(exc, RuleError) else 1
+
+
+# --------------------------------------------------------------------------------------------
+# What a run shows on stderr
+# --------------------------------------------------------------------------------------------
+
+
+class _Console:
+    """stderr for one run: warnings once each with their series, logs only with ``--debug``.
+
+    Warnings are collected while the command runs and printed when it ends (or fails),
+    each distinct message once, prefixed with the series it is about: the command names
+    the series with :meth:`about` once it has opened it, so that a warning raised while
+    opening is labelled too. Logging, warning filters and logger levels are restored on
+    exit, so that ``main`` can be called again in the same process.
+    """
+
+    def __init__(self, *, debug: bool, stream: TextIO) -> None:
+        self.debug = debug
+        self.stream = stream
+        self.subject = ""
+        self._shown: set[str] = set()
+        self._listed: set[str] = set()
+        self._recorded: list[warnings.WarningMessage] = []
+
+    def __enter__(self) -> _Console:
+        self._catcher = warnings.catch_warnings(record=True)
+        self._recorded = self._catcher.__enter__()
+        warnings.simplefilter("always")  # counted once each here, not once per code line
+        self._handler = logging.StreamHandler(self.stream)
+        self._handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        if not self.debug:
+            self._handler.setLevel(logging.WARNING)
+            # the library's warnings reach the user through the warnings channel, labelled
+            self._handler.addFilter(lambda record: not _is_dicomarray_below_error(record))
+        root = logging.getLogger()
+        self._saved_levels = {
+            name: logging.getLogger(name).level for name in ("", "dicomarray", *CHATTY_LOGGERS)
+        }
+        root.addHandler(self._handler)
+        root.setLevel(logging.DEBUG if self.debug else logging.WARNING)
+        logging.getLogger("dicomarray").setLevel(logging.DEBUG if self.debug else logging.INFO)
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO if self.debug else logging.WARNING)
+        self._saved_env = os.environ.get("DASK_LOGGING__DISTRIBUTED")
+        # worker processes configure their own logging from the environment they inherit
+        os.environ["DASK_LOGGING__DISTRIBUTED"] = "info" if self.debug else "warning"
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.flush()
+        self._catcher.__exit__(None, None, None)
+        logging.getLogger().removeHandler(self._handler)
+        for name, level in self._saved_levels.items():
+            logging.getLogger(name).setLevel(level)
+        if self._saved_env is None:
+            os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
+        else:
+            os.environ["DASK_LOGGING__DISTRIBUTED"] = self._saved_env
+
+    def about(self, subject: str) -> None:
+        """Name what the warnings collected so far, and from now on, are about."""
+        self.subject = subject
+
+    def warn(self, message: str, subject: str | None = None) -> None:
+        """Print one warning line, unless the same one was printed already."""
+        where = subject if subject is not None else self.subject
+        line = f"warning: {where}: {message}" if where else f"warning: {message}"
+        if line not in self._shown:
+            self._shown.add(line)
+            print(line, file=self.stream)
+
+    def listed(self, messages: Sequence[str]) -> None:
+        """Messages the command prints itself: not printed again as warnings."""
+        self._listed.update(str(m) for m in messages)
+
+    def flush(self) -> None:
+        """Print the warnings collected so far; third-party ones only with ``--debug``."""
+        recorded, self._recorded[:] = list(self._recorded), []
+        for caught in recorded:
+            if str(caught.message) in self._listed:
+                continue
+            if issubclass(caught.category, DicomArrayWarning):
+                self.warn(str(caught.message))
+            elif self.debug:
+                self.warn(f"{caught.category.__name__}: {caught.message} ({caught.filename})")
+
+    def error(self, message: str) -> None:
+        """Print the warnings so far, then the one error line."""
+        self.flush()
+        print(f"dicomarray: error: {message}", file=self.stream)
+
+
+def _is_dicomarray_below_error(record: logging.LogRecord) -> bool:
+    return record.name.split(".")[0] == "dicomarray" and record.levelno < logging.ERROR
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception as one line; the type too when it is not one of ours."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, DicomArrayError | OSError):
+        return text
+    return f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
+
+
+def _cli_wording(message: str, flags: frozenset[str]) -> str:
+    """A library message with its Python keywords as this command's flags.
+
+    ``pass overwrite=True`` becomes ``pass --overwrite``, ``series_uid=...`` becomes
+    ``--series-uid ...`` and ``pass series_uid`` becomes ``pass --series-uid``, for the
+    keywords the command has a flag for. A bare word is a keyword only after "pass", so
+    that prose ("cannot overwrite") is left alone.
+    """
+
+    def flag(match: re.Match[str]) -> str:
+        option = "--" + match["name"].replace("_", "-")
+        if option not in flags or (match["eq"] is None and match["pass"] is None):
+            return match.group(0)
+        return (match["pass"] or "") + option + (" " if match["eq"] == "=" else "")
+
+    keyword = r"(?P<pass>\bpass )?\b(?P<name>[a-z][a-z0-9_]*)(?P<eq>=True\b|=(?!=))?"
+    return re.sub(keyword, flag, message)
+
+
+def _series_label(volume: Any) -> str:
+    """``series 2 "HEAD 5mm" (folder)``: how warnings name the series they are about."""
+    from .volume import ASSEMBLY_ATTR
+
+    attrs = volume.attrs
+    files = (attrs.get(ASSEMBLY_ATTR) or {}).get("files") or []
+    parts = ["series"]
+    if attrs.get("SeriesNumber") is not None:
+        parts.append(str(attrs["SeriesNumber"]))
+    if attrs.get("SeriesDescription"):
+        parts.append(f'"{attrs["SeriesDescription"]}"')
+    if files:
+        parts.append(f"({os.path.commonpath([os.path.dirname(str(f)) for f in files])})")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# The parser
+# --------------------------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
+    # --debug on every subcommand too, so that it works anywhere on the line; SUPPRESS keeps
+    # a subcommand from resetting a --debug given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log details (dask's too) and show tracebacks",
+    )
     parser = argparse.ArgumentParser(
         prog="dicomarray", description="DICOM study trees as lazy, labelled volumes."
     )
     parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser(
-        "demo",
-        help="the main job: convert the sample brain CT study (or --data) to zarr, npy, pictures",
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common])
+
+    demo = command(
+        "demo", "the main job: convert the sample brain CT study (or --data) to zarr, npy, pictures"
     )
     demo.add_argument(
         "--out", "--output", type=Path, default=Path("output"), help="output folder (./output)"
@@ -59,56 +240,73 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workers", type=int, default=0, help="worker processes (default 0: threads here)"
     )
+    _overwrite_flag(demo, "redo series whose outputs are complete")
     demo.set_defaults(run=_run_demo)
 
-    scan = commands.add_parser("scan", help="index every DICOM file under ROOT")
+    scan = command("scan", "index every DICOM file under ROOT")
     scan.add_argument("root", type=Path)
-    scan.add_argument("--out", type=Path, help="write the index to .csv or .parquet")
+    scan.add_argument(
+        "--out", type=Path, help="write the index to .csv or .parquet (the parquet extra)"
+    )
+    _overwrite_flag(scan, "replace an existing --out file")
     scan.set_defaults(run=_run_scan)
 
-    series = commands.add_parser("series", help="one line per series under ROOT")
+    series = command("series", "one line per series under ROOT")
     series.add_argument("root", type=Path)
     series.set_defaults(run=_run_series)
 
-    info = commands.add_parser("info", help="one series' shape, geometry, tags and warnings")
+    info = command("info", "one series' shape, geometry, tags and warnings")
     info.add_argument("path", type=Path, help="a series folder, or one file")
-    info.add_argument("--series-uid", help="the series to describe when PATH holds several")
+    _series_uid_flag(info)
     info.set_defaults(run=_run_info)
 
-    filter_ = commands.add_parser("filter", help="series under ROOT matching a JSON config")
+    filter_ = command("filter", "series under ROOT matching a JSON config")
     filter_.add_argument("root", type=Path)
     filter_.add_argument("--config", type=Path, required=True, help="JSON file of tag rules")
     filter_.add_argument("--json", action="store_true", help="print the matches as JSON")
     filter_.set_defaults(run=_run_filter)
 
-    to_npy = commands.add_parser("to-npy", help="one series as an HU .npy and a JSON sidecar")
+    to_npy = command("to-npy", "one series as an HU .npy and a JSON sidecar")
     to_npy.add_argument("-i", "--input-dicom", type=Path, required=True, help="series folder")
     to_npy.add_argument("-n", "--output-npy", type=Path, required=True, help=".npy to write")
     to_npy.add_argument("-j", "--output-json", type=Path, required=True, help="sidecar to write")
     to_npy.add_argument("--raw", action="store_true", help="stored values instead of HU")
     to_npy.add_argument("--deidentify", action="store_true", help="leave out patient identifiers")
-    to_npy.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _series_uid_flag(to_npy)
+    _overwrite_flag(to_npy, "replace existing outputs")
     to_npy.set_defaults(run=_run_to_npy)
 
-    to_dicom = commands.add_parser(
-        "to-dicom", help="a .npy volume as a new DICOM series over a template series"
-    )
+    to_dicom = command("to-dicom", "a .npy volume as a new DICOM series over a template series")
     to_dicom.add_argument("-n", "--input-npy", type=Path, required=True, help="(z, y, x) .npy")
+    to_dicom.add_argument(
+        "-j",
+        "--input-json",
+        type=Path,
+        help="the npy's sidecar from to-npy (default: the .json beside the .npy, if any)",
+    )
     to_dicom.add_argument("-d", "--input-dicom", type=Path, required=True, help="template series")
     to_dicom.add_argument("-o", "--output-dicom", type=Path, required=True, help="output folder")
+    to_dicom.add_argument(
+        "--values",
+        choices=("modality", "stored"),
+        help="what an npy without a sidecar holds: modality values (HU), or stored pixel "
+        "values (to-npy --raw); a sidecar says it itself",
+    )
     to_dicom.add_argument("--description", help="SeriesDescription of the new series")
-    to_dicom.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _series_uid_flag(to_dicom, "the template series when -d holds several")
+    _overwrite_flag(to_dicom, "replace an existing output folder")
     to_dicom.set_defaults(run=_run_to_dicom)
 
-    to_zarr = commands.add_parser("to-zarr", help="one series as an HU zarr store")
+    to_zarr = command("to-zarr", "one series as an HU zarr store")
     to_zarr.add_argument("-i", "--input-dicom", type=Path, required=True, help="series folder")
     to_zarr.add_argument("-o", "--output", required=True, help="zarr store (path or URL)")
     to_zarr.add_argument("--raw", action="store_true", help="stored values instead of HU")
     to_zarr.add_argument("--deidentify", action="store_true", help="leave out patient identifiers")
-    to_zarr.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    _series_uid_flag(to_zarr)
+    _overwrite_flag(to_zarr, "replace an existing store")
     to_zarr.set_defaults(run=_run_to_zarr)
 
-    render = commands.add_parser("render", help="a picture of one slice, or a montage")
+    render = command("render", "a picture of one slice, or a montage")
     render.add_argument("-i", "--input-dicom", type=Path, required=True, help="series folder")
     render.add_argument("-o", "--output", type=Path, required=True, help=".jpg or .png")
     render.add_argument("--axis", choices=("axial", "coronal", "sagittal"), default="axial")
@@ -117,9 +315,11 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--center", type=float, help="window center (HU)")
     render.add_argument("--width", type=float, help="window width (HU)")
     render.add_argument("--montage", action="store_true", help="a grid of axial slices")
+    _series_uid_flag(render)
+    _overwrite_flag(render, "replace an existing picture")
     render.set_defaults(run=_run_render)
 
-    batch = commands.add_parser("batch", help="convert every selected series under ROOT into OUT")
+    batch = command("batch", "convert every selected series under ROOT into OUT")
     batch.add_argument("root", type=Path)
     batch.add_argument("out", type=Path)
     batch.add_argument("--config", type=Path, help="JSON file of tag rules selecting series")
@@ -132,12 +332,31 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="local worker processes (0: threads in this process)"
     )
     batch.add_argument("--deidentify", action="store_true", help="leave out patient identifiers")
-    batch.add_argument("--overwrite", action="store_true", help="redo series already complete")
+    _overwrite_flag(batch, "redo series whose outputs are complete")
     batch.set_defaults(run=_run_batch)
+
+    for sub in commands.choices.values():
+        # argparse keeps no public list of a parser's flags; error messages need them
+        sub.set_defaults(flags=frozenset(s for a in sub._actions for s in a.option_strings))
     return parser
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def _overwrite_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=help_text)
+
+
+def _series_uid_flag(
+    parser: argparse.ArgumentParser, help_text: str = "the series to open when there are several"
+) -> None:
+    parser.add_argument("--series-uid", metavar="UID", help=help_text)
+
+
+# --------------------------------------------------------------------------------------------
+# The commands
+# --------------------------------------------------------------------------------------------
+
+
+def _run_demo(args: argparse.Namespace, console: _Console) -> int:
     import time
 
     from .demo import run_demo, summary_table
@@ -149,8 +368,10 @@ def _run_demo(args: argparse.Namespace) -> int:
         n_patients=args.patients,
         workers=args.workers,
         progress=sys.stderr.isatty(),
+        overwrite=args.overwrite,
     )
     print(summary_table(report))
+    _report_warnings(report, args.out, console)
     failed = int((report["status"] == "failed").sum())
     print(
         f"{len(report)} series of {report['PatientID'].nunique()} patients in "
@@ -159,16 +380,18 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run_scan(args: argparse.Namespace) -> int:
+def _run_scan(args: argparse.Namespace, console: _Console) -> int:
     from .index import scan
+    from .tables import check_index_target, write_index
 
+    if args.out is not None:  # refused before the tree is walked, not after
+        check_index_target(args.out, overwrite=args.overwrite)
+    console.about(str(args.root))
     index = scan(args.root, progress=sys.stderr.isatty())
-    if args.out:
-        table = index.astype(str)
-        if args.out.suffix == ".parquet":
-            table.to_parquet(args.out)
-        else:
-            table.to_csv(args.out, index=False)
+    for note in index.attrs.get("notes", []):  # warned or only logged: each shown once here
+        console.warn(str(note))
+    if args.out is not None:
+        write_index(index, args.out, overwrite=args.overwrite)
     print(
         f"{len(index)} DICOM instances, {index['SeriesInstanceUID'].nunique()} series, "
         f"{len(index.attrs['skipped'])} files skipped"
@@ -176,27 +399,25 @@ def _run_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_series(args: argparse.Namespace) -> int:
+def _run_series(args: argparse.Namespace, console: _Console) -> int:
     from .query import list_series
+    from .tables import integers_as_integers
 
     table = list_series(args.root)
     if table.empty:
         print("no DICOM series found")
         return 0
-    shown = table.drop(columns=["StudyInstanceUID", "SeriesInstanceUID"])
-    print(shown.to_string(index=False, max_colwidth=32))
+    shown = integers_as_integers(table.drop(columns=["StudyInstanceUID"]))
+    print(shown.to_string(index=False, max_colwidth=64))
     return 0
 
 
-def _run_info(args: argparse.Namespace) -> int:
-    import warnings as warnings_module
+def _run_info(args: argparse.Namespace, console: _Console) -> int:
+    from .volume import ASSEMBLY_ATTR
 
-    from .volume import ASSEMBLY_ATTR, open_series
-
-    with warnings_module.catch_warnings(record=True):
-        warnings_module.simplefilter("always")
-        volume = open_series(args.path, args.series_uid)
+    volume = _open(args, args.path, console)
     report = volume.attrs[ASSEMBLY_ATTR]
+    console.listed(report["warnings"])  # printed below; not repeated on stderr
     spacing = (report["slice_spacing"], *volume.attrs.get("PixelSpacing", [None, None]))
     lines = [
         f"series      {report['series_uid']}",
@@ -217,7 +438,7 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_filter(args: argparse.Namespace) -> int:
+def _run_filter(args: argparse.Namespace, console: _Console) -> int:
     import json
 
     from .query import dicom_filter
@@ -234,15 +455,18 @@ def _run_filter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_quietly(path: Path) -> Any:
-    """The series at path; data warnings are logged by the library, not repeated here."""
+def _open(args: argparse.Namespace, path: Path, console: _Console) -> Any:
+    """The series at ``path`` (``--series-uid`` among several); warnings then name it."""
     from .volume import open_series
 
-    return open_series(path)
+    console.about(str(path))
+    volume = open_series(path, args.series_uid)
+    console.about(_series_label(volume))
+    return volume
 
 
-def _run_to_npy(args: argparse.Namespace) -> int:
-    volume = _open_quietly(args.input_dicom)
+def _run_to_npy(args: argparse.Namespace, console: _Console) -> int:
+    volume = _open(args, args.input_dicom, console)
     values = volume if args.raw else volume.dicom.hu()
     values.dicom.to_npy(
         args.output_npy,
@@ -254,37 +478,60 @@ def _run_to_npy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_to_dicom(args: argparse.Namespace) -> int:
-    import numpy as np
-
+def _run_to_dicom(args: argparse.Namespace, console: _Console) -> int:
     from .writers.dicom import to_dicom
 
-    try:
-        array = np.load(args.input_npy, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise DicomArrayError(f"{args.input_npy}: not a readable .npy file: {exc}") from exc
+    template = _open(args, args.input_dicom, console)
     paths = to_dicom(
-        array,
-        args.input_dicom,
+        _npy_volume(args.input_npy, args.input_json, args.values),
+        template,
         args.output_dicom,
         series_description=args.description,
+        values=args.values,
         overwrite=args.overwrite,
     )
     print(f"{len(paths)} files written to {args.output_dicom}")
     return 0
 
 
-def _run_to_zarr(args: argparse.Namespace) -> int:
-    volume = _open_quietly(args.input_dicom)
+def _npy_volume(npy: Path, sidecar: Path | None, values: str | None) -> Any:
+    """The npy with its sidecar (which says what it holds and where it comes from).
+
+    Without a sidecar nothing says whether the npy holds stored or modality values, so
+    ``--values`` must.
+    """
+    from .writers.npy import memory_map_npy, open_npy
+
+    beside = npy.with_suffix(".json")
+    if sidecar is not None or beside.is_file():
+        return open_npy(npy, json_path=sidecar or beside)
+    if values is None:
+        raise WriteError(
+            f"{npy}: no sidecar ({beside.name}, or --input-json) says whether it holds "
+            "stored or modality values; pass --values stored (to-npy --raw) or "
+            "--values modality (HU)"
+        )
+    return memory_map_npy(npy)
+
+
+def _run_to_zarr(args: argparse.Namespace, console: _Console) -> int:
+    volume = _open(args, args.input_dicom, console)
     values = volume if args.raw else volume.dicom.hu()
     values.dicom.to_zarr(args.output, deidentify=args.deidentify, overwrite=args.overwrite)
     print(f"{args.output}: {dict(values.sizes)} {values.dtype}")
     return 0
 
 
-def _run_render(args: argparse.Namespace) -> int:
-    volume = _open_quietly(args.input_dicom)
-    window = {"preset": args.preset, "center": args.center, "width": args.width}
+def _run_render(args: argparse.Namespace, console: _Console) -> int:
+    if args.output.exists() and not args.overwrite:  # refused before the series is read
+        raise WriteError(f"{args.output} already exists; pass --overwrite to replace it")
+    volume = _open(args, args.input_dicom, console)
+    window = {
+        "preset": args.preset,
+        "center": args.center,
+        "width": args.width,
+        "overwrite": args.overwrite,
+    }
     if args.montage:
         path = volume.dicom.montage(args.output, **window)
     else:
@@ -293,7 +540,7 @@ def _run_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_batch(args: argparse.Namespace) -> int:
+def _run_batch(args: argparse.Namespace, console: _Console) -> int:
     from .batch import convert
 
     client = None
@@ -316,11 +563,36 @@ def _run_batch(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.close()
+    _report_warnings(report, args.out, console)
     counts = report["status"].value_counts().to_dict()
     print(", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "skipped", "failed")))
     for row in report[report["status"] == "failed"].itertuples():
         print(f"failed: {row.SeriesInstanceUID}: {row.error}", file=sys.stderr)
     return 1 if counts.get("failed") else 0
+
+
+#: How a batch report's ``warnings`` cell separates the warnings of one series.
+REPORT_WARNING_SEPARATOR = " | "
+
+
+def _report_warnings(report: pd.DataFrame, out: Path, console: _Console) -> None:
+    """The warnings a batch collected per series (its ``warnings`` column), once each."""
+    if "warnings" not in report.columns:
+        return
+    for row in report.to_dict("records"):
+        cell = row.get("warnings")
+        if not isinstance(cell, str) or not cell.strip():
+            continue
+        for message in cell.split(REPORT_WARNING_SEPARATOR):
+            console.warn(message.strip(), subject=_report_label(row, out))
+
+
+def _report_label(row: dict[str, Any], out: Path) -> str:
+    """``series (out/<patient>/<study>/<series>)``: a report row's series, by its folder."""
+    folder = row.get("folder")
+    if isinstance(folder, str) and folder:
+        return f"series ({out / folder})"
+    return f"series {row.get('SeriesInstanceUID')}"
 
 
 if __name__ == "__main__":  # pragma: no cover

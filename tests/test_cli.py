@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -180,7 +181,15 @@ def test_to_dicom_round_trip_and_shape_mismatch(head_series, tmp_path):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, 4, 5), np.float32))
     mismatch = run_cli(
-        "to-dicom", "-n", str(bad), "-d", str(head_series), "-o", str(tmp_path / "x")
+        "to-dicom",
+        "-n",
+        str(bad),
+        "-d",
+        str(head_series),
+        "-o",
+        str(tmp_path / "x"),
+        "--values",
+        "modality",
     )
     assert mismatch.returncode == 1 and "shape" in mismatch.stderr
     assert "Traceback" not in mismatch.stderr
@@ -202,8 +211,7 @@ def test_to_zarr_and_render(head_series, tmp_path):
         ).returncode
         == 0
     )
-    # a new path: an existing picture is refused (without --overwrite) before the preset
-    unknown = run_cli(*args[:4], str(tmp_path / "other.png"), *args[5:], "--preset", "nope")
+    unknown = run_cli(*args, "--preset", "nope", "--overwrite")
     assert unknown.returncode == 1 and "nope" in unknown.stderr
 
 
@@ -224,3 +232,349 @@ def test_missing_input_is_one_line(tmp_path, command):
     )
     result = run_cli(command, "-i", str(tmp_path / "absent"), *flags)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Small series written in the tests, run in-process
+# --------------------------------------------------------------------------------------------
+
+
+def stderr_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def small_series(make_series):
+    """A 12-slice 64 x 64 series (number 7, "SMALL HEAD") in its own folder."""
+    tags = {"SeriesNumber": 7, "SeriesDescription": "SMALL HEAD"}
+    return make_series("small", tags=tags)[0].parent
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_works_anywhere_on_the_line(tmp_path, where):
+    args = ["scan", str(tmp_path / "absent")]
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    with pytest.raises(dicomarray.SeriesNotFoundError):  # --debug: the exception itself
+        main(args)
+
+
+class Panic(BaseException):
+    """What pyo3 raises when a Rust decoder panics: not an Exception."""
+
+
+@pytest.mark.parametrize("raised", [RuntimeError("boom"), Panic("decoder panicked")])
+def test_any_failure_is_one_error_line(small_series, monkeypatch, capsys, raised):
+    def failing(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr("dicomarray.volume.open_series", failing)
+    assert main(["info", str(small_series)]) == 1
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("dicomarray: error: unexpected ")
+    assert str(raised) in lines[0] and type(raised).__name__ in lines[0]
+
+
+def test_scan_refuses_an_unknown_suffix_before_scanning(small_series, tmp_path, capsys):
+    out = tmp_path / "index.xlsx"
+    assert main(["scan", str(small_series), "--out", str(out)]) == 1
+    assert not out.exists()
+    assert stderr_lines(capsys) == [
+        f"dicomarray: error: {out}: unknown index format .xlsx; use .csv or .parquet"
+    ]
+
+
+def test_scan_replaces_an_index_only_with_overwrite(small_series, tmp_path, capsys):
+    out = tmp_path / "index.csv"
+    out.write_text("mine\n")
+    assert main(["scan", str(small_series), "--out", str(out)]) == 1
+    assert out.read_text() == "mine\n"
+    assert stderr_lines(capsys) == [
+        f"dicomarray: error: {out} already exists; pass --overwrite to replace it"
+    ]
+    assert main(["scan", str(small_series), "--out", str(out), "--overwrite"]) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 12 and sorted(p.name for p in tmp_path.iterdir()) == ["index.csv", "small"]
+    # multi-values as JSON lists, missing values as empty cells, never "None" or "<NA>"
+    assert json.loads(table["PixelSpacing"].iloc[0]) == [3.6, 3.6]
+    assert table["SpacingBetweenSlices"].isna().all()
+    assert "None" not in out.read_text() and "<NA>" not in out.read_text()
+
+
+def test_scan_writes_parquet_with_column_types(small_series, tmp_path):
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "index.parquet"
+    assert main(["scan", str(small_series), "--out", str(out)]) == 0
+    table = pd.read_parquet(out)
+    expected = dicomarray.scan(small_series)
+    assert list(table["path"]) == list(expected["path"])
+    assert sorted(table["InstanceNumber"].tolist()) == list(range(1, 13))
+    assert list(table["PixelSpacing"].iloc[0]) == [3.6, 3.6]
+    assert table["Rows"].dtype.kind in "iu" or str(table["Rows"].dtype) == "Int64"
+
+
+def test_scan_parquet_without_pyarrow_is_one_line(small_series, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    out = tmp_path / "index.parquet"
+    assert main(["scan", str(small_series), "--out", str(out)]) == 1
+    assert stderr_lines(capsys) == [
+        f"dicomarray: error: {out}: writing parquet needs pyarrow: "
+        "pip install 'dicomarray[parquet]'"
+    ]
+    assert not out.exists()
+
+
+def test_render_replaces_a_picture_only_with_overwrite(small_series, tmp_path, capsys):
+    picture = tmp_path / "slice.png"
+    picture.write_bytes(b"mine")
+    assert main(["render", "-i", str(small_series), "-o", str(picture)]) == 1
+    assert picture.read_bytes() == b"mine"
+    assert "pass --overwrite to replace it" in capsys.readouterr().err
+    assert main(["render", "-i", str(small_series), "-o", str(picture), "--overwrite"]) == 0
+    assert Image.open(picture).size == (64, 64)
+
+
+def test_library_messages_name_the_cli_flag(small_series, tmp_path, capsys):
+    npy, sidecar = tmp_path / "v.npy", tmp_path / "v.json"
+    flags = ["-i", str(small_series), "-n", str(npy), "-j", str(sidecar)]
+    assert main(["to-npy", *flags]) == 0
+    assert main(["to-npy", *flags]) == 1
+    err = capsys.readouterr().err
+    assert "pass --overwrite to replace it" in err and "overwrite=True" not in err
+    assert main(["to-npy", *flags, "--overwrite"]) == 0
+
+
+@pytest.fixture
+def two_series(make_series):
+    """One folder holding a 12-slice series (number 1) and a 6-slice one (number 2)."""
+    many = make_series("both", tags={"SeriesNumber": 1})
+    few = make_series("few", hu=np.full((6, 64, 64), 40.0), tags={"SeriesNumber": 2}, seed=3)
+    for path in few:
+        path.rename(many[0].parent / f"few_{path.name}")
+    uids = dicomarray.scan(many[0].parent).groupby("SeriesNumber")["SeriesInstanceUID"].first()
+    return many[0].parent, str(uids[1]), str(uids[2])
+
+
+def test_series_uid_chooses_the_series_on_every_command(two_series, tmp_path, capsys):
+    folder, _, small = two_series
+    pick = ["--series-uid", small]
+    assert (
+        main(
+            [
+                "to-npy",
+                "-i",
+                str(folder),
+                "-n",
+                str(tmp_path / "a.npy"),
+                "-j",
+                str(tmp_path / "a.json"),
+                *pick,
+            ]
+        )
+        == 0
+    )
+    assert np.load(tmp_path / "a.npy").shape == (6, 64, 64)
+    assert main(["to-zarr", "-i", str(folder), "-o", str(tmp_path / "a.zarr"), *pick]) == 0
+    assert (
+        main(
+            ["render", "-i", str(folder), "-o", str(tmp_path / "a.png"), "--axis", "coronal", *pick]
+        )
+        == 0
+    )
+    assert main(["info", str(folder), *pick]) == 0
+    assert f"series      {small}" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "to-dicom",
+                "-n",
+                str(tmp_path / "a.npy"),
+                "-d",
+                str(folder),
+                "-o",
+                str(tmp_path / "dicom"),
+                *pick,
+            ]
+        )
+        == 0
+    )
+    assert len(list((tmp_path / "dicom").iterdir())) == 6
+
+
+def test_series_table_shows_uids_and_integers(two_series, capsys):
+    folder, large, small = two_series
+    stray = folder / "no_number.dcm"  # one instance without a SeriesNumber: a None in the column
+    import pydicom
+
+    ds = pydicom.dcmread(next(folder.glob("few_*")))
+    del ds.SeriesNumber
+    ds.SeriesInstanceUID = ds.SOPInstanceUID = "1.2.3.4.5"
+    ds.save_as(stray)
+    assert main(["series", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert large in out and small in out and "1.2.3.4.5" in out
+    header, *rows = out.splitlines()
+    assert "SeriesInstanceUID" in header
+    numbers = [row.split()[header.split().index("SeriesNumber")] for row in rows]
+    assert sorted(numbers) == ["1", "2", "<NA>"]
+
+
+def test_warnings_are_printed_once_naming_their_series(make_series, tmp_path, capsys):
+    hu = np.zeros((8, 64, 64))
+    positions = [0, 5, 10, 15, 30, 35, 40, 45]  # a gap: uneven spacing
+    files = make_series(
+        "gappy", hu=hu, positions=positions, tags={"SeriesNumber": 9, "SeriesDescription": "GAPPY"}
+    )
+    npy = tmp_path / "g.npy"
+    assert (
+        main(["to-npy", "-i", str(files[0].parent), "-n", str(npy), "-j", str(tmp_path / "g.json")])
+        == 0
+    )
+    lines = stderr_lines(capsys)
+    assert lines and all(line.startswith('warning: series 9 "GAPPY" (') for line in lines)
+    assert str(files[0].parent) in lines[0] and "uneven spacing" in lines[0]
+    assert len(lines) == len(set(lines))
+
+
+def test_batch_keeps_dask_info_logs_quiet(small_series, tmp_path):
+    result = run_cli(
+        "batch",
+        str(small_series),
+        str(tmp_path / "out"),
+        "--workers",
+        "1",
+        "--format",
+        "npy",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "INFO" not in result.stderr and "Scheduler at" not in result.stderr
+    assert "Register worker" not in result.stderr
+
+
+def hu_of_series(folder) -> np.ndarray:
+    volume = dicomarray.open_series(folder)
+    return volume.values * volume.attrs["RescaleSlope"] + volume.attrs["RescaleIntercept"]
+
+
+def test_raw_npy_round_trips_through_to_dicom(small_series, tmp_path):
+    raw = tmp_path / "raw.npy"
+    assert (
+        main(
+            [
+                "to-npy",
+                "-i",
+                str(small_series),
+                "-n",
+                str(raw),
+                "-j",
+                str(tmp_path / "raw.json"),
+                "--raw",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "back"
+    assert main(["to-dicom", "-n", str(raw), "-d", str(small_series), "-o", str(out)]) == 0
+    np.testing.assert_array_equal(hu_of_series(out), hu_of_series(small_series))
+
+
+def test_to_dicom_refuses_an_npy_of_another_series(make_series, small_series, tmp_path, capsys):
+    other = make_series("other", seed=5)[0].parent  # same shape and positions, other instances
+    npy = tmp_path / "other.npy"
+    assert (
+        main(["to-npy", "-i", str(other), "-n", str(npy), "-j", str(tmp_path / "other.json")]) == 0
+    )
+    out = tmp_path / "x"
+    assert main(["to-dicom", "-n", str(npy), "-d", str(small_series), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "another series" in err and "Traceback" not in err and not out.exists()
+
+
+def test_to_dicom_without_a_sidecar_needs_values(small_series, tmp_path, capsys):
+    stored = dicomarray.open_series(small_series).values
+    npy = tmp_path / "bare.npy"
+    np.save(npy, stored)
+    out = tmp_path / "x"
+    assert main(["to-dicom", "-n", str(npy), "-d", str(small_series), "-o", str(out)]) == 1
+    assert "--values stored" in capsys.readouterr().err and not out.exists()
+    assert (
+        main(
+            [
+                "to-dicom",
+                "-n",
+                str(npy),
+                "-d",
+                str(small_series),
+                "-o",
+                str(out),
+                "--values",
+                "stored",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(hu_of_series(out), hu_of_series(small_series))
+
+
+def test_info_warns_once_about_the_series_it_chose(two_series, capsys):
+    folder, large, small = two_series
+    assert main(["info", str(folder)]) == 0
+    assert f"series      {large}" in capsys.readouterr().out
+    assert main(["info", str(folder)]) == 0
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("warning: series 1 ")
+    assert f"({folder})" in lines[0] and small in lines[0]
+
+
+def test_batch_prints_the_report_warnings_once_per_series(tmp_path, monkeypatch, capsys):
+    report = pd.DataFrame(
+        {
+            "SeriesInstanceUID": ["1.2.3", "1.2.4"],
+            "PatientID": ["A", "A"],
+            "status": ["ok", "ok"],
+            "error": ["", ""],
+            "folder": ["A/S1/2_HEAD", "A/S1/3_BONE"],
+            "warnings": ["uneven spacing: x | left out 1 frame(s): localizer", ""],
+        }
+    )
+    monkeypatch.setattr("dicomarray.batch.convert", lambda *args, **kwargs: report)
+    assert main(["batch", str(tmp_path / "in"), str(tmp_path / "out")]) == 0
+    head = tmp_path / "out" / "A" / "S1" / "2_HEAD"
+    assert stderr_lines(capsys) == [
+        f"warning: series ({head}): uneven spacing: x",
+        f"warning: series ({head}): left out 1 frame(s): localizer",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("library", "cli"),
+    [
+        ("x exists; pass overwrite=True to replace it", "x exists; pass --overwrite to replace it"),
+        (
+            "2 series tie; pass series_uid to choose one",
+            "2 series tie; pass --series-uid to choose one",
+        ),
+        ("open it with series_uid=1.2.3", "open it with --series-uid 1.2.3"),
+        ("cannot overwrite a folder", "cannot overwrite a folder"),  # prose, not a keyword
+        ("pass compute=False", "pass compute=False"),  # no such flag: left as it is
+    ],
+)
+def test_library_keywords_are_worded_as_flags(library, cli):
+    from dicomarray.cli import _cli_wording
+
+    assert _cli_wording(library, frozenset({"--overwrite", "--series-uid"})) == cli
+
+
+def test_scan_shows_each_note_about_the_tree_once(small_series, tmp_path, capsys):
+    from pydicom.fileset import FileSet
+
+    tree = tmp_path / "media"
+    fs = FileSet()
+    for path in sorted(small_series.iterdir())[:6]:
+        fs.add(str(path))
+    fs.write(tree)
+    extra = tree / "added_later.dcm"  # a file the DICOMDIR does not record
+    extra.write_bytes(sorted(small_series.iterdir())[6].read_bytes())
+    assert main(["scan", str(tree)]) == 0
+    lines = stderr_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {tree}: ")
+    assert "1 instances are not recorded" in lines[0]

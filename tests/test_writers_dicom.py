@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, RLELossless
 
 import dicomarray
-from dicomarray import DicomArrayWarning, GeometryWarning, WriteError
+from dicomarray import GeometryWarning, WriteError
 from dicomarray.writers.dicom import Rescale, StoredType, choose_rescale
 
 from .export_helpers import (
@@ -216,10 +216,49 @@ def test_compute_false_returns_a_delayed_export(make_series, tmp_path):
     assert len(written) == 12 and all(p.is_file() for p in written)
 
 
-def test_a_warning_for_stored_values_and_an_error_for_a_different_geometry(make_series, tmp_path):
-    template = dicomarray.open_series(make_series()[0].parent)
-    with pytest.warns(DicomArrayWarning, match="looks like stored values"):
-        template.dicom.to_dicom(tmp_path / "stored")
+@pytest.mark.parametrize("rescale", ["one", "per-slice"])
+def test_stored_values_are_written_through_the_rescale_that_describes_them(
+    make_series, tmp_path, rescale
+):
+    options = {"per_slice_rescale": True} if rescale == "per-slice" else {"intercept": -1024.0}
+    template = open_quietly(make_series(**options)[0].parent)
+    expected = modality_values(template)  # the test's own arithmetic on the stored values
+    # a DataArray of stored values says so itself (rescale attrs, no units); a numpy array
+    # of them needs values="stored" and takes the template's rescale
+    template.dicom.to_dicom(tmp_path / "from-xarray")
+    dicomarray.to_dicom(template.values, template, tmp_path / "from-numpy", values="stored")
+    for out in ("from-xarray", "from-numpy"):
+        back = modality_values(open_quietly(tmp_path / out))
+        if rescale == "one":  # integers that fit are written exactly
+            np.testing.assert_array_equal(back, expected)
+        else:
+            step = float(pydicom.dcmread(next((tmp_path / out).iterdir())).RescaleSlope)
+            np.testing.assert_allclose(back, expected, atol=step / 2 + 1e-6)
+
+
+def test_values_that_contradict_the_volume_or_are_unknown_are_refused(make_series, tmp_path):
+    template = open_quietly(make_series()[0].parent)
+    with pytest.raises(WriteError, match="values='stored', but the volume records"):
+        dicomarray.to_dicom(lazy_hu(template), template, tmp_path / "a", values="stored")
+    with pytest.raises(WriteError, match="values must be one of"):
+        dicomarray.to_dicom(template.values, template, tmp_path / "b", values="raw")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_volume_of_another_series_with_the_same_geometry_is_refused(make_series, tmp_path):
+    # two reconstructions of one acquisition: same shape and positions, other instances
+    first = open_quietly(make_series("first", seed=1)[0].parent)
+    second = open_quietly(make_series("second", seed=2)[0].parent)
+    np.testing.assert_allclose(first["z"], second["z"])
+    with pytest.raises(WriteError, match=r"volume slice 0 is instance .* another series"):
+        lazy_hu(first).dicom.to_dicom(tmp_path / "mixed", template=second)
+    assert not (tmp_path / "mixed").exists()
+    unlinked = lazy_hu(first).drop_vars("sop_instance_uid")
+    assert len(unlinked.dicom.to_dicom(tmp_path / "over-second", template=second)) == 12
+
+
+def test_a_volume_at_other_positions_is_refused(make_series, tmp_path):
+    template = open_quietly(make_series()[0].parent)
     moved = lazy_hu(template).assign_coords(z=template["z"] + 5.0)
     with pytest.raises(WriteError, match=r"volume slice 0 is at z = .* \(12 of 12 slices differ\)"):
         moved.dicom.to_dicom(tmp_path / "moved", template=template)

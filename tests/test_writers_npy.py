@@ -160,3 +160,33 @@ def test_numpy_backed_volumes_are_written_too(make_series, tmp_path):
     volume = dicomarray.open_series(make_series()[0].parent).load()
     volume.dicom.to_npy(tmp_path / "ct.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "ct.npy"), volume.values)
+
+
+def test_open_npy_gives_back_the_values_positions_and_instances(make_series, tmp_path):
+    from dicomarray.writers.npy import open_npy
+
+    volume = dicomarray.open_series(make_series(per_slice_rescale=True)[0].parent)
+    volume.dicom.to_npy(tmp_path / "raw.npy")
+    back = open_npy(tmp_path / "raw.npy")
+    assert back.dims == ("z", "y", "x") and back.chunks is not None  # lazy
+    np.testing.assert_array_equal(back.values, volume.values)
+    np.testing.assert_allclose(back["z"], volume["z"])
+    for name in ("sop_instance_uid", "rescale_slope", "rescale_intercept"):
+        np.testing.assert_array_equal(back[name].values, volume[name].values)
+    np.testing.assert_allclose(modality_values(back), modality_values(volume))
+    hu = volume.dicom.hu()
+    hu.dicom.to_npy(tmp_path / "hu.npy")
+    assert open_npy(tmp_path / "hu.npy").attrs["dicomarray_values"] == "modality"
+
+
+def test_open_npy_refuses_a_sidecar_of_another_array(make_series, tmp_path):
+    from dicomarray.writers.npy import open_npy
+
+    volume = dicomarray.open_series(make_series()[0].parent)
+    volume.dicom.to_npy(tmp_path / "v.npy")
+    np.save(tmp_path / "other.npy", np.zeros((3, 4, 5), np.int16))
+    with pytest.raises(dicomarray.DicomArrayError, match=r"shape \(12, 64, 64\).*\(3, 4, 5\)"):
+        open_npy(tmp_path / "other.npy", json_path=tmp_path / "v.json")
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(dicomarray.DicomArrayError, match="junk.json: not a readable JSON"):
+        open_npy(tmp_path / "v.npy", json_path=tmp_path / "junk.json")

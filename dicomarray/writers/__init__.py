@@ -11,12 +11,13 @@ from __future__ import annotations
 from .dicom import to_dicom
 from .metadata import DEIDENTIFY_KEYWORDS, series_metadata, write_sidecar
 from .nifti import nifti_affine, to_nifti
-from .npy import to_npy
+from .npy import open_npy, to_npy
 from .zarr import to_zarr
 
 __all__ = [
     "DEIDENTIFY_KEYWORDS",
     "nifti_affine",
+    "open_npy",
     "series_metadata",
     "to_dicom",
     "to_nifti",

@@ -26,11 +26,12 @@ from pydicom.multival import MultiValue
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from ..errors import DicomArrayWarning, WriteError, warn_data_problem
+from ..errors import DicomArrayError, WriteError
 from ..geometry import positions_along_normal, slice_normal
 from ..header import read_dataset
 from ..index import as_index
 from ..staging import Stage, discarding, os_errors, stage
+from ..transforms import VALUES_ATTR, modality_values
 from ..volume import ASSEMBLY_ATTR, open_series
 from .common import compute_and_wait, dask_data, store_into
 
@@ -77,6 +78,7 @@ def to_dicom(
     series_description: str | None = None,
     series_number: int | None = None,
     window: tuple[float, float] | None = None,
+    values: str | None = None,
     overwrite: bool = False,
     compute: bool = True,
 ) -> Any:
@@ -126,6 +128,18 @@ def to_dicom(
         :data:`SERIES_NUMBER_OFFSET`.
     window : (center, width), optional
         The window to write, in rescaled units; default: the volume's value range.
+    values : {"modality", "stored"}, optional
+        What the volume holds: ``"modality"`` values in the template's rescaled units (HU
+        for CT), written as they are; or ``"stored"`` pixel values, as
+        :func:`dicomarray.open_series` returns them (or ``to-npy --raw`` writes them),
+        turned into modality values first by the rescale that describes them (see
+        :func:`dicomarray.transforms.modality_values`): a DataArray's own attrs and
+        coordinates, for a numpy array the template's. Default: a DataArray says what it
+        holds (``attrs["dicomarray_values"]`` or ``attrs["units"]`` mean modality values;
+        without them, integers are stored values, so a volume from
+        :func:`dicomarray.open_series` round-trips exactly); a numpy array holds modality
+        values. A ``values`` that contradicts the
+        DataArray's own record is a :class:`~dicomarray.errors.WriteError`.
     overwrite : bool, default False
         Replace an existing ``out_dir`` (only a folder of ``.dcm`` files).
     compute : bool, default True
@@ -142,8 +156,15 @@ def to_dicom(
     WriteError
         The volume's shape is not the template's (slices, Rows, Columns), the volume's
         ``z`` coordinate differs from its template files' positions (by more than
-        0.001 mm), the template is multi-frame or a selection of its series, the volume
-        holds NaN or infinite values, or ``out_dir`` exists.
+        0.001 mm), its ``sop_instance_uid`` coordinate names instances other than its
+        template files' (it comes from another series: drop the coordinate to write it
+        over this template anyway), the template is multi-frame or a selection of its
+        series, the volume holds NaN or infinite values, or ``out_dir`` exists.
+
+    See Also
+    --------
+    dicomarray.writers.open_npy : an ``.npy`` and its sidecar as a DataArray, whose
+        attrs and coordinates make these checks possible for exported arrays.
     """
     export = _prepare(
         volume,
@@ -152,6 +173,7 @@ def to_dicom(
         series_description=series_description,
         series_number=series_number,
         window=window,
+        values=values,
         overwrite=overwrite,
     )
     if compute:
@@ -351,15 +373,18 @@ def _prepare(
     series_description: str | None,
     series_number: int | None,
     window: tuple[float, float] | None,
+    values: str | None,
     overwrite: bool,
 ) -> _Export:
-    files, template_z = _template_files(template)
+    opened, files, template_z = _template_files(template)
     first = read_dataset(files[0], stop_before_pixels=True)
     shape = (len(files), int(first.Rows), int(first.Columns))
-    data = _volume_data(volume, shape, files[0].parent)
+    _volume_data(volume, shape, files[0].parent)  # shape and type, before any conversion
     if isinstance(volume, xr.DataArray):
         _check_positions(volume, template_z, files)
-        _warn_if_stored_values(volume)
+        _check_instances(volume, opened, files)
+    volume = _modality_volume(volume, _values_kind(volume, values), opened)
+    data = _volume_data(volume, shape, files[0].parent)
     output = stage(
         out_dir,
         overwrite=overwrite,
@@ -388,8 +413,8 @@ def _prepare(
     )
 
 
-def _template_files(template: Template) -> tuple[list[Path], np.ndarray]:
-    """The template's files in its own slice order, and each file's position along the normal.
+def _template_files(template: Template) -> tuple[xr.DataArray, list[Path], np.ndarray]:
+    """The opened template, its files in its own slice order, and their positions.
 
     A template DataArray may be a reordered series (``sortby``, ``isel``), while its file
     list stays in the source's order: the files are put in the DataArray's order, matched
@@ -410,7 +435,7 @@ def _template_files(template: Template) -> tuple[list[Path], np.ndarray]:
     headers = _file_headers(names)
     positions = _file_positions(headers, report.get("sorted_by", "ImagePositionPatient"))
     order = _slice_order(opened, headers, positions)
-    return [Path(names[i]) for i in order], positions[order]
+    return opened, [Path(names[i]) for i in order], positions[order]
 
 
 def _file_headers(names: list[str]) -> pd.DataFrame:
@@ -496,18 +521,63 @@ def _check_positions(volume: xr.DataArray, template_z: np.ndarray, files: list[P
         )
 
 
-def _warn_if_stored_values(volume: xr.DataArray) -> None:
-    """Stored values carry a rescale: written as they are, they would shift by it."""
-    if volume.attrs.get("dicomarray_values") or volume.attrs.get("units"):
+def _check_instances(volume: xr.DataArray, template: xr.DataArray, files: list[Path]) -> None:
+    """Refuse to write a volume of one series over the files of another.
+
+    Two series of one acquisition can share shape and positions; their SOP Instance UIDs
+    tell them apart, and a volume that carries them (opened, or read back by
+    :func:`~dicomarray.writers.npy.open_npy`) is checked slice by slice.
+    """
+    if "sop_instance_uid" not in volume.coords or "sop_instance_uid" not in template.coords:
         return
-    slopes = volume.coords.get("rescale_slope", volume.attrs.get("RescaleSlope", 1.0))
-    intercepts = volume.coords.get("rescale_intercept", volume.attrs.get("RescaleIntercept", 0.0))
-    if np.any(np.asarray(slopes, float) != 1.0) or np.any(np.asarray(intercepts, float) != 0.0):
-        warn_data_problem(
-            "the volume looks like stored values (its attrs carry a Rescale Slope/Intercept); "
-            "to_dicom writes values in rescaled units: pass volume.dicom.hu() to keep them",
-            DicomArrayWarning,
+    mine = [str(uid) for uid in volume["sop_instance_uid"].values]
+    theirs = [str(uid) for uid in template["sop_instance_uid"].values]
+    wrong = [i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b]
+    if wrong:
+        first = wrong[0]
+        raise WriteError(
+            f"volume slice {first} is instance {mine[first]}, but its template file "
+            f"{files[first]} is instance {theirs[first]} ({len(wrong)} of {len(mine)} slices "
+            "differ): the volume comes from another series; pass its own series as the "
+            "template, or drop its sop_instance_uid coordinate to write it over this one"
         )
+
+
+#: What :func:`to_dicom`'s ``values`` may say a volume holds.
+VALUE_KINDS = ("modality", "stored")
+
+
+def _values_kind(volume: np.ndarray | xr.DataArray, values: str | None) -> str:
+    """``"modality"`` or ``"stored"``: what the volume holds, from ``values`` or its record."""
+    if values is not None and values not in VALUE_KINDS:
+        raise WriteError(f"values must be one of {VALUE_KINDS}, got {values!r}")
+    if not isinstance(volume, xr.DataArray):
+        return values or "modality"
+    recorded = volume.attrs.get(VALUES_ATTR) or ("modality" if volume.attrs.get("units") else None)
+    if recorded is None:
+        # stored pixel values are integers; a float or boolean volume is already a result
+        return values or ("stored" if np.dtype(volume.dtype).kind in "iu" else "modality")
+    if values == "stored":
+        raise WriteError(
+            f"values='stored', but the volume records {VALUES_ATTR}={recorded!r} "
+            f"(units {volume.attrs.get('units')!r}): its values are not stored pixel values"
+        )
+    return "modality"
+
+
+def _modality_volume(
+    volume: np.ndarray | xr.DataArray, kind: str, template: xr.DataArray
+) -> np.ndarray | xr.DataArray:
+    """The volume in modality values: stored values go through the rescale describing them."""
+    if kind == "modality":
+        return volume
+    if not isinstance(volume, xr.DataArray):
+        # the template's own rescale (per slice, or its Modality LUT) describes the values
+        volume = template.copy(data=dask_data(volume))  # lazy: chunk by chunk
+    try:
+        return modality_values(volume)
+    except DicomArrayError as exc:
+        raise WriteError(f"stored values cannot be turned into modality values: {exc}") from exc
 
 
 def _is_dicom_folder(folder: Path) -> bool:

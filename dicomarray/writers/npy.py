@@ -1,17 +1,25 @@
 """The ``.npy`` export: the array written chunk by chunk into a memory-mapped file, plus a
-JSON sidecar with the series' tags, per-slice tags, geometry and assembly report."""
+JSON sidecar with the series' tags, per-slice tags, geometry and assembly report; and
+:func:`open_npy`, which reads the two back as the DataArray they were written from."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from ..attrs import POSITION_COORDS, snake_case
+from ..errors import DicomArrayError
 from ..staging import discarding, os_errors, stage
 from .common import MemmapTarget, dask_data, delayed_finish, run_or_delay, store_into
-from .metadata import series_metadata, write_json
+from .metadata import SIDECAR_SECTIONS, series_metadata, write_json
+
+#: Slices per dask chunk of :func:`open_npy`: streaming writers hold a few chunks.
+NPY_CHUNK_SLICES = 8
 
 
 def to_npy(
@@ -69,3 +77,100 @@ def to_npy(
         del mapped
     done = delayed_finish(store_into(data, target), [array, sidecar])
     return run_or_delay(done, partials, compute=compute)
+
+
+def open_npy(
+    path: str | os.PathLike, *, json_path: str | os.PathLike | None = None
+) -> xr.DataArray:
+    """Read an ``.npy`` and its JSON sidecar (from :func:`to_npy`) back as a lazy DataArray.
+
+    The array is memory-mapped and wrapped in dask chunks of :data:`NPY_CHUNK_SLICES`
+    slices, so nothing is read until values are asked for. The sidecar gives back what
+    :func:`dicomarray.writers.to_dicom` needs to put the values over their own series:
+    the tags common to the series as attrs (e.g. (0028,1053) *Rescale Slope* and
+    (0028,1052) *Rescale Intercept* of stored values), the non-DICOM attrs
+    (``dicomarray_values = "modality"`` after ``hu()``), the ``z`` position of every
+    slice, and the tags that vary by slice as coordinates along ``z`` (e.g.
+    ``sop_instance_uid``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npy`` file.
+    json_path : str or os.PathLike, optional
+        Its sidecar; default: ``path`` with the suffix ``.json``.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims as written (``z``, ``y``, ``x`` for a volume), dask-backed.
+
+    Raises
+    ------
+    DicomArrayError
+        The ``.npy`` or the sidecar cannot be read, the sidecar is not a dicomarray
+        sidecar, or it describes an array of another shape (it belongs to another file).
+    """
+    path = Path(path)
+    sidecar_path = path.with_suffix(".json") if json_path is None else Path(json_path)
+    array = memory_map_npy(path)
+    sidecar = _read_sidecar(sidecar_path)
+    described = sidecar["array"]
+    if list(described.get("shape") or []) != list(array.shape):
+        raise DicomArrayError(
+            f"{sidecar_path} describes an array of shape {tuple(described.get('shape') or ())}"
+            f", but {path} holds {array.shape}: it is the sidecar of another file"
+        )
+    import dask.array
+
+    dims = tuple(described.get("dims") or [f"dim_{i}" for i in range(array.ndim)])
+    data = dask.array.from_array(array, chunks=(NPY_CHUNK_SLICES, *array.shape[1:]))
+    volume = xr.DataArray(
+        data,
+        dims=dims,
+        coords=_sidecar_coords(sidecar, dims, array.shape),
+        name=described.get("name"),
+    )
+    tags = {k: v for k, v in sidecar.items() if k not in SIDECAR_SECTIONS}
+    volume.attrs = {**tags, **(described.get("attrs") or {})}
+    return volume
+
+
+def memory_map_npy(path: Path) -> np.ndarray:
+    """An ``.npy`` file memory-mapped read-only; a DicomArrayError naming it if unreadable."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DicomArrayError(f"{path}: not a readable .npy file: {exc}") from exc
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DicomArrayError(f"{path}: not a readable JSON sidecar: {exc}") from exc
+    if not isinstance(sidecar, dict) or not isinstance(sidecar.get("array"), dict):
+        raise DicomArrayError(f"{path}: not a dicomarray sidecar (no 'array' section)")
+    return sidecar
+
+
+def _sidecar_coords(
+    sidecar: dict[str, Any], dims: tuple[str, ...], shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """``z`` and the per-slice tags of a sidecar, as coordinates along ``z``."""
+    if dims[:1] != ("z",):
+        return {}
+    count = shape[0]
+    geometry = sidecar.get("geometry") or {}
+    coords: dict[str, Any] = {}
+    if len(geometry.get("z") or []) == count:
+        coords["z"] = ("z", np.asarray(geometry["z"], dtype=float))
+    for keyword, values in (sidecar.get("varying") or {}).items():
+        if not isinstance(values, list) or len(values) != count:
+            continue
+        if keyword == "ImagePositionPatient":
+            positions = np.asarray(values, dtype=float).reshape(count, 3)
+            coords.update({n: ("z", positions[:, i]) for i, n in enumerate(POSITION_COORDS)})
+        elif all(v is None or isinstance(v, str | int | float) for v in values):
+            coords[snake_case(keyword)] = ("z", np.asarray(values))
+    return coords
