@@ -77,6 +77,7 @@ def _run_info(args, stages: tuple[str, ...], corpus, duration: float) -> dict:
         "n": args.n,
         "seed": args.seed,
         "seconds": args.seconds,
+        "wall_seconds": Limits(args.seconds).wall,
         "memory_mb": args.memory_mb,
         "stages": list(stages),
         "syntaxes": syntaxes(corpus),

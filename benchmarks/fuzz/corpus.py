@@ -120,6 +120,35 @@ def _rle_series() -> Seed:
     return _series_seed(RLELossless, "RLE")
 
 
+def _jpeg_series() -> Seed:
+    """The native series as 8-bit grey JPEG baseline (pydicom's JPEG seeds are all colour).
+
+    Pillow encodes the frames: pydicom has no JPEG encoder, and a grey seed is what gets
+    past ``open_series`` to the decoder.
+    """
+    from PIL import Image
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    files = {}
+    for name, data in _native_series().files.items():
+        ds = dcmread(io.BytesIO(data))
+        stored = ds.pixel_array.astype(np.int32)
+        grey = np.clip((stored - stored.min()) * 255 // max(1, int(np.ptp(stored))), 0, 255)
+        frame = io.BytesIO()
+        Image.fromarray(grey.astype(np.uint8), mode="L").save(frame, "JPEG", quality=90)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = encapsulate([frame.getvalue()])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.LossyImageCompression = "01"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        files[name] = buffer.getvalue()
+    return Seed("series-JPEG baseline", "JPEG baseline", files, sorted(files)[2])
+
+
 def _enhanced_ct(transfer_syntax: str, syntax: str) -> Seed:
     """An Enhanced CT of four 16 x 16 frames with shared and per-frame functional groups."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -212,6 +241,7 @@ def _dicomdir_tiny_alpha() -> Seed:
 BUILT_SEEDS: tuple[Callable[[], Seed], ...] = (
     _native_series,
     _rle_series,
+    _jpeg_series,
     _enhanced_native,
     _enhanced_rle,
     _dicomdir_seed,

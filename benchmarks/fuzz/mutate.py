@@ -242,6 +242,17 @@ def many_items(rng: random.Random, data: bytes) -> tuple[bytes, str]:
     return _edited(data, edit, f"{count} {what}")
 
 
+def big_header(rng: random.Random, data: bytes) -> tuple[bytes, str]:
+    """Add one private element of 2 to 16 MB to the header (before the pixel data)."""
+    size = rng.choice((2, 8, 16)) * 2**20
+
+    def edit(ds):
+        ds.add_new(0x00090010, "LO", "FUZZ")
+        ds.add_new(0x00091001, "OB", bytes(size))
+
+    return _edited(data, edit, f"{size // 2**20} MB private element")
+
+
 def functional_groups(rng: random.Random, data: bytes) -> tuple[bytes, str]:
     """Break the functional groups of a multi-frame file (or add broken ones to any file)."""
     choice = rng.choice(("empty per-frame", "fewer frames", "no plane", "empty shared", "bytes"))
@@ -299,6 +310,7 @@ FILE_MUTATIONS: tuple[tuple[Mutation, int], ...] = (
     (syntax_lie, 4),
     (deep_sequence, 2),
     (many_items, 1),
+    (big_header, 1),
     (functional_groups, 3),
 )
 

@@ -12,6 +12,7 @@ it, and a hang is caught and named with the stage it hung in.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import resource
 import select
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +34,17 @@ from .stages import STAGES, run_stages
 #: Probability that a case gets a second mutation on top of the first.
 STACK_PROBABILITY = 0.15
 
+#: Special entries a case's tree may also hold, with their weights. A named pipe blocks
+#: whoever opens it, so it is rare: every one costs the wall-clock budget until scan skips it.
+TREE_EXTRAS: dict[str, int] = {
+    "none": 960,
+    "link outside": 12,
+    "link to parent folder": 8,
+    "dangling link": 8,
+    "socket": 6,
+    "fifo": 2,
+}
+
 
 @dataclass
 class Case:
@@ -43,6 +56,7 @@ class Case:
     mutations: list[str]
     files: dict[str, bytes] = field(repr=False)
     target: str
+    extra: str = "none"
 
     def record(self) -> dict[str, Any]:
         return {
@@ -51,6 +65,7 @@ class Case:
             "syntax": self.syntax,
             "mutations": self.mutations,
             "target": self.target,
+            "extra": self.extra,
             "bytes": len(self.files[self.target]),
         }
 
@@ -74,7 +89,8 @@ def make_case(number: int, run_seed: int, corpus: list[Seed]) -> Case:
         if rng.random() >= STACK_PROBABILITY or not data:
             break
     files[seed.target] = data
-    return Case(number, seed.name, seed.syntax, done, files, seed.target)
+    extra = rng.choices(list(TREE_EXTRAS), list(TREE_EXTRAS.values()))[0]
+    return Case(number, seed.name, seed.syntax, done, files, seed.target, extra)
 
 
 def write_case(case: Case, folder: Path, sentinel: bytes) -> Path:
@@ -87,15 +103,44 @@ def write_case(case: Case, folder: Path, sentinel: bytes) -> Path:
     (folder / "outside").mkdir(parents=True, exist_ok=True)
     (folder / "outside" / "sentinel.dcm").write_bytes(sentinel)
     (folder / "out").mkdir(exist_ok=True)
+    _add_extra(case.extra, input_dir / EXTRA_NAME)
     return input_dir
+
+
+#: The name of a case's special entry, in the top folder of its tree.
+EXTRA_NAME = "special.dcm"
+
+
+def _add_extra(extra: str, path: Path) -> None:
+    if extra == "link outside":
+        path.symlink_to(Path("..", "outside", "sentinel.dcm"))
+    elif extra == "link to parent folder":
+        path.symlink_to(Path(".."), target_is_directory=True)
+    elif extra == "dangling link":
+        path.symlink_to(Path("nowhere.dcm"))
+    elif extra == "socket":
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(path))
+    elif extra == "fifo":
+        os.mkfifo(path)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-case budgets: CPU seconds (wall-clock gets three times as much) and memory."""
+    """Per-case budgets: CPU seconds, memory, and wall-clock seconds (default 3 x CPU).
+
+    The wall-clock budget only catches a child that waits without using CPU (a blocked
+    read); it is larger than the CPU budget so that a loaded machine does not pass off a
+    slow case as a blocked one.
+    """
 
     seconds: float = 10.0
     memory_mb: int = 500
+    wall_seconds: float | None = None
+
+    @property
+    def wall(self) -> float:
+        return self.wall_seconds if self.wall_seconds is not None else 3 * self.seconds
 
 
 def prepare_parent(corpus: list[Seed], work: Path, stages: tuple[str, ...]) -> None:
@@ -119,6 +164,19 @@ def prepare_parent(corpus: list[Seed], work: Path, stages: tuple[str, ...]) -> N
             importlib.import_module(name)
         except Exception:  # noqa: BLE001, S112 - an optional module a child may still import
             continue
+    _register_image_plugins()
+    # objects alive now are never collected: a child's collector then leaves their pages
+    # shared with the parent instead of copying the whole heap on its first collection
+    gc.freeze()
+
+
+def _register_image_plugins() -> None:
+    """Pillow registers its format plugins on the first save; do it once, here."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    Image.init()
 
 
 def _modules_used(corpus: list[Seed], work: Path, stages: tuple[str, ...]) -> list[str]:
@@ -158,7 +216,7 @@ def run_case(
         os.close(read_end)
         _child(input_dir, folder / "out", write_end, limits, stages)
     os.close(write_end)
-    lines, killed = _collect(read_end, pid, 3 * limits.seconds)
+    lines, killed = _collect(read_end, pid, limits.wall)
     _, status, usage = os.wait4(pid, 0)
     record = case.record()
     record.update(_status(status, killed, lines))
@@ -179,10 +237,12 @@ def _child(
         _limit(limits)
 
         def started(stage: str) -> None:
-            os.write(fd, json.dumps({"stage": stage}).encode() + b"\n")
+            message = {"stage": stage, "cpu": time.process_time()}
+            os.write(fd, json.dumps(message).encode() + b"\n")
 
         result = run_stages(input_dir, out_dir, started, stages)
-        os.write(fd, json.dumps({"result": result}).encode() + b"\n")
+        message = {"result": result, "cpu": time.process_time()}
+        os.write(fd, json.dumps(message).encode() + b"\n")
     except BaseException:  # noqa: BLE001 - the parent reads the missing result as a crash
         code = 70
     finally:
@@ -238,11 +298,12 @@ def _collect(fd: int, pid: int, wall_seconds: float) -> tuple[list[dict], bool]:
 
 def _status(status: int, killed: bool, lines: list[dict]) -> dict[str, Any]:
     """``done`` with the stage outcomes, or ``timeout`` / ``crash`` with the last stage."""
-    stages = [line["stage"] for line in lines if "stage" in line]
-    results = [line["result"] for line in lines if "result" in line]
-    last = stages[-1] if stages else None
+    stages = [line for line in lines if "stage" in line]
+    results = [line for line in lines if "result" in line]
+    last = stages[-1]["stage"] if stages else None
     if results:
-        return {"status": "done", **results[0]}
+        end = results[0]["cpu"]
+        return {"status": "done", **results[0]["result"], "stage_cpu_s": _stage_cpu(stages, end)}
     if killed:
         return {"status": "timeout", "stage": last, "reason": "wall-clock"}
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL):
@@ -253,6 +314,15 @@ def _status(status: int, killed: bool, lines: list[dict]) -> dict[str, Any]:
         else f"exit code {os.WEXITSTATUS(status)}"
     )
     return {"status": "crash", "stage": last, "reason": reason}
+
+
+def _stage_cpu(started: list[dict], end: float) -> dict[str, float]:
+    """CPU seconds of each stage, from the times the stages started and the run ended."""
+    times = [line["cpu"] for line in started] + [end]
+    return {
+        line["stage"]: round(b - a, 3)
+        for line, a, b in zip(started, times[:-1], times[1:], strict=True)
+    }
 
 
 def _changed(case: Case, input_dir: Path) -> bool:

@@ -114,7 +114,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"# Fuzz run: {summary['files']} files, seed {run['seed']}",
         "",
         f"dicomarray {run['commit']}, pydicom {run['pydicom']}; budget per file "
-        f"{run['seconds']} s CPU ({3 * run['seconds']} s wall), {run['memory_mb']} MB; "
+        f"{run['seconds']} s CPU ({run['wall_seconds']} s wall), {run['memory_mb']} MB; "
         f"took {run['duration_s']} s.",
         "",
         f"**Cases with a hard finding: {summary['hard_findings']}** ({kinds or 'none'})",
