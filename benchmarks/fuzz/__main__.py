@@ -18,8 +18,8 @@ from pathlib import Path
 
 from .corpus import load_corpus, syntaxes
 from .runner import Limits, make_case, run, write_case
-from .stages import STAGES
-from .summary import markdown, summarize, write
+from .stages import ALL_STAGES, STAGES
+from .summary import markdown, read_cases, summarize, write
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -31,15 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     stages = tuple(args.stages.split(",")) if args.stages else STAGES
     if args.replay is not None:
         return _replay(args, corpus, limits, stages)
+    if args.summarize:
+        records = read_cases(args.out)
+        return _report(records, _run_info(args, stages, corpus, None), args.out)
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dicomarray-fuzz-") as work:
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="dicomarray-fuzz-") as work,
+        open(args.out / "cases.jsonl", "w") as log,
+    ):
+        numbers = range(args.n)
         records = run(
-            range(args.n), args.seed, corpus, Path(work), limits, stages=stages, progress=True
+            numbers, args.seed, corpus, Path(work), limits, stages=stages, progress=True, log=log
         )
-    info = _run_info(args, stages, corpus, time.monotonic() - start)
+    return _report(records, _run_info(args, stages, corpus, time.monotonic() - start), args.out)
+
+
+def _report(records: list[dict], info: dict, out: Path) -> int:
     summary = summarize(records, info)
-    write(summary, records, args.out)
-    print(f"{len(records)} cases, {summary['hard_findings']} with a hard finding: {args.out}")
+    write(summary, out)
+    print(f"{len(records)} cases, {summary['hard_findings']} with a hard finding: {out}")
     return 1 if summary["hard_findings"] else 0
 
 
@@ -49,9 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
     parser.add_argument("--seconds", type=float, default=10.0, help="CPU seconds per case")
     parser.add_argument("--memory-mb", type=int, default=500, help="memory budget per case")
-    parser.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--stages", help=f"comma-separated subset of {','.join(ALL_STAGES)}")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
     parser.add_argument("--replay", type=int, help="run only this case number")
+    parser.add_argument(
+        "--summarize", action="store_true", help="summarize OUT/cases.jsonl (a run going on)"
+    )
     parser.add_argument("--keep", type=Path, help="with --replay: write the case's files here")
     return parser
 
@@ -70,7 +84,7 @@ def _replay(args, corpus, limits: Limits, stages: tuple[str, ...]) -> int:
     return 1 if summary["hard_findings"] else 0
 
 
-def _run_info(args, stages: tuple[str, ...], corpus, duration: float) -> dict:
+def _run_info(args, stages: tuple[str, ...], corpus, duration: float | None) -> dict:
     import pydicom
 
     return {
@@ -84,7 +98,7 @@ def _run_info(args, stages: tuple[str, ...], corpus, duration: float) -> dict:
         "seeds": [seed.name for seed in corpus],
         "pydicom": pydicom.__version__,
         "commit": _commit(),
-        "duration_s": round(duration, 1),
+        "duration_s": None if duration is None else round(duration, 1),
     }
 
 

@@ -299,23 +299,24 @@ def dicomdir_reference(rng: random.Random, data: bytes) -> tuple[bytes, str]:
     return _edited(data, edit, f"ReferencedFileID={target!r}")
 
 
-#: Mutations of any file, with their weights.
+#: Mutations of any file, with their weights (per thousand). The size bombs are rare: while
+#: a bomb is not refused early it costs the whole time budget of its case.
 FILE_MUTATIONS: tuple[tuple[Mutation, int], ...] = (
-    (byte_flips, 30),
-    (bit_flips, 10),
-    (truncate, 12),
-    (length_lie, 6),
-    (tag_edit, 22),
-    (wrong_vm, 10),
-    (syntax_lie, 4),
-    (deep_sequence, 2),
-    (many_items, 1),
-    (big_header, 1),
-    (functional_groups, 3),
+    (byte_flips, 300),
+    (bit_flips, 100),
+    (truncate, 120),
+    (length_lie, 60),
+    (tag_edit, 220),
+    (wrong_vm, 100),
+    (syntax_lie, 40),
+    (deep_sequence, 15),
+    (many_items, 4),
+    (big_header, 4),
+    (functional_groups, 37),
 )
 
 #: Extra mutations for a DICOMDIR target.
-DICOMDIR_MUTATIONS: tuple[tuple[Mutation, int], ...] = ((dicomdir_reference, 40),)
+DICOMDIR_MUTATIONS: tuple[tuple[Mutation, int], ...] = ((dicomdir_reference, 400),)
 
 
 def choose(rng: random.Random, dicomdir: bool) -> Mutation:

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .corpus import Seed
 from .mutate import choose
@@ -327,7 +327,11 @@ def _stage_cpu(started: list[dict], end: float) -> dict[str, float]:
 
 def _changed(case: Case, input_dir: Path) -> bool:
     """Whether any input file was changed, removed or added by the stages."""
-    on_disk = {p.relative_to(input_dir).as_posix() for p in input_dir.rglob("*") if not p.is_dir()}
+    on_disk = {
+        p.relative_to(input_dir).as_posix()
+        for p in input_dir.rglob("*")
+        if p.name != EXTRA_NAME and not p.is_dir()
+    }
     if on_disk != set(case.files):
         return True
     return any((input_dir / name).read_bytes() != data for name, data in case.files.items())
@@ -342,14 +346,22 @@ def run(
     *,
     stages: tuple[str, ...] = STAGES,
     progress: bool = False,
+    log: TextIO | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the cases ``numbers`` one after the other; one record per case."""
+    """Run the cases ``numbers`` one after the other; one record per case.
+
+    With ``log``, each record is also written there as one JSON line as soon as its case
+    ends, so a long run can be read (and summarized) while it goes on.
+    """
     prepare_parent(corpus, work, stages)
     sentinel = next(iter(corpus[0].files.values()))
     records = []
     for number in numbers:
         case = make_case(number, run_seed, corpus)
         records.append(run_case(case, work / str(number), sentinel, limits, stages))
+        if log is not None:
+            log.write(json.dumps(records[-1], default=str) + "\n")
+            log.flush()
         if progress and len(records) % 100 == 0:
             print(f"{len(records)} / {len(numbers)} cases", file=sys.stderr, flush=True)
     return records

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from .stages import STAGES
+from .stages import ALL_STAGES
 
 #: Kinds of findings that make a run fail.
 HARD = ("exception", "scan raised", "timeout", "crash", "memory", "outside read", "input changed")
@@ -96,14 +96,17 @@ def summarize(records: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, A
     }
 
 
-def write(summary: dict[str, Any], records: list[dict[str, Any]], out: Path) -> None:
-    """``summary.json``, ``summary.md`` and ``cases.jsonl`` (one record per case) in ``out``."""
+def write(summary: dict[str, Any], out: Path) -> None:
+    """``summary.json`` and ``summary.md`` in ``out`` (beside the run's ``cases.jsonl``)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    with open(out / "cases.jsonl", "w") as cases:
-        for record in records:
-            cases.write(json.dumps(record, default=str) + "\n")
     (out / "summary.md").write_text(markdown(summary))
+
+
+def read_cases(out: Path) -> list[dict[str, Any]]:
+    """The case records of a run (finished or still going) from its ``cases.jsonl``."""
+    with open(out / "cases.jsonl") as cases:
+        return [json.loads(line) for line in cases if line.endswith("\n")]
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -137,7 +140,7 @@ def markdown(summary: dict[str, Any]) -> str:
     outcomes = ("ok", "dicom_error", "error", "not_run")
     lines += ["", "## Outcomes per stage", "", "| stage | " + " | ".join(outcomes) + " |"]
     lines.append("|---" * (len(outcomes) + 1) + "|")
-    for stage in STAGES:
+    for stage in ALL_STAGES:
         if stage in summary["per_stage"]:
             counts = summary["per_stage"][stage]
             cells = " | ".join(str(counts.get(o, 0)) for o in outcomes)
