@@ -34,7 +34,8 @@ def findings(record: dict[str, Any]) -> list[dict[str, Any]]:
         if kind:
             found.append({"kind": kind, "stage": stage, **_brief(outcome)})
     if record.get("outside"):
-        found.append({"kind": "outside read", "stage": "scan", "type": record["outside"][0]})
+        outside = {"type": "file outside the input tree indexed", "message": record["outside"][0]}
+        found.append({"kind": "outside read", "stage": "scan", **outside})
     if record.get("input_changed"):
         found.append({"kind": "input changed", "stage": None, "type": None})
     return found
@@ -112,7 +113,9 @@ def read_cases(out: Path) -> list[dict[str, Any]]:
 def markdown(summary: dict[str, Any]) -> str:
     """The summary as markdown tables, findings first."""
     run = summary["run"]
-    kinds = ", ".join(f"{k}: {v}" for k, v in sorted(summary["cases_with_finding"].items()))
+    counts = sorted(summary["cases_with_finding"].items())
+    kinds = ", ".join(f"{k}: {v}" for k, v in counts if k in HARD)
+    others = ", ".join(f"{k}: {v}" for k, v in counts if k not in HARD)
     lines = [
         f"# Fuzz run: {summary['files']} files, seed {run['seed']}",
         "",
@@ -120,7 +123,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{run['seconds']} s CPU ({run['wall_seconds']} s wall), {run['memory_mb']} MB; "
         f"took {run['duration_s']} s.",
         "",
-        f"**Cases with a hard finding: {summary['hard_findings']}** ({kinds or 'none'})",
+        f"**Cases with a hard finding: {summary['hard_findings']}** ({kinds or 'none'}); "
+        f"other findings: {others or 'none'}.",
         "",
         "## Findings",
         "",
