@@ -202,44 +202,86 @@ def syntax_lie(rng: random.Random, data: bytes) -> tuple[bytes, str]:
 
 
 def deep_sequence(rng: random.Random, data: bytes) -> tuple[bytes, str]:
-    """Add a sequence nested 50 to 3000 levels deep."""
+    """Add a private sequence nested 50 to 3000 levels deep."""
     depth = rng.choice((50, 150, 300, 1000, 3000))
 
-    def edit(ds):
-        from pydicom.dataset import Dataset
-        from pydicom.sequence import Sequence
+    def raw(implicit: bool, little: bool) -> bytes:
+        order = "<" if little else ">"
+        opening = _sequence_head(implicit, order) + struct.pack(order + "HHI", *_ITEM, UNDEFINED)
+        closing = struct.pack(order + "HHI", *_ITEM_END, 0) + struct.pack(
+            order + "HHI", *_SEQUENCE_END, 0
+        )
+        return opening * depth + closing * depth
 
-        inner = Dataset()
-        inner.CodeValue = "X"
-        for _ in range(depth):
-            outer = Dataset()
-            outer.ContentSequence = Sequence([inner])
-            inner = outer
-        ds.ReferencedImageSequence = Sequence([inner])
-
-    return _edited(data, edit, f"sequence {depth} deep")
+    return _spliced(data, raw, f"sequence {depth} deep")
 
 
 def many_items(rng: random.Random, data: bytes) -> tuple[bytes, str]:
-    """Add a sequence of 1,000 to 100,000 items (or as many tiny private elements)."""
+    """Add a private sequence of 1,000 to 100,000 items (or up to 61,000 tiny elements)."""
     count = rng.choice((1_000, 10_000, 30_000, 100_000))
     elements = rng.random() < 0.3
 
-    def edit(ds):
-        from pydicom.dataset import Dataset
-        from pydicom.sequence import Sequence
-
+    def raw(implicit: bool, little: bool) -> bytes:
+        order = "<" if little else ">"
         if elements:
-            ds.add_new(0x00090010, "LO", "FUZZ")
-            for i in range(min(count, 0xFF00)):
-                ds.add_new(0x00091000 + i, "SH", "x")
-            return
-        item = Dataset()
-        item.ReferencedSOPInstanceUID = "1.2.3"
-        ds.ReferencedImageSequence = Sequence([item] * count)
+            return b"".join(
+                _element_bytes(0x0009, 0x1001 + i, "SH", b"x ", implicit, order)
+                for i in range(min(count, 0xEFFE))
+            )
+        uid = _element_bytes(0x0008, 0x1155, "UI", b"1.2.3\0", implicit, order)
+        item = struct.pack(order + "HHI", *_ITEM, len(uid)) + uid
+        ending = struct.pack(order + "HHI", *_SEQUENCE_END, 0)
+        return _sequence_head(implicit, order) + item * count + ending
 
     what = "private elements" if elements else "items"
-    return _edited(data, edit, f"{count} {what}")
+    return _spliced(data, raw, f"{count} {what}")
+
+
+UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
+
+#: A private placeholder element, replaced by raw bytes after pydicom has written the file.
+_PLACEHOLDER = (0x0009, 0x1001)
+_MARKER = b"FUZZ-PLACEHOLDER"
+
+
+def _sequence_head(implicit: bool, order: str) -> bytes:
+    """The placeholder's tag as a sequence of undefined length."""
+    tag = struct.pack(order + "HH", *_PLACEHOLDER)
+    if implicit:
+        return tag + struct.pack(order + "I", UNDEFINED)
+    return tag + b"SQ\0\0" + struct.pack(order + "I", UNDEFINED)
+
+
+def _element_bytes(group: int, element: int, vr: str, value: bytes, implicit: bool, order: str):
+    tag = struct.pack(order + "HH", group, element)
+    if implicit:
+        return tag + struct.pack(order + "I", len(value)) + value
+    return tag + vr.encode() + struct.pack(order + "H", len(value)) + value
+
+
+def _spliced(
+    data: bytes, raw: Callable[[bool, bool], bytes], description: str
+) -> tuple[bytes, str]:
+    """Write a placeholder element through pydicom, then put ``raw(implicit, little)`` there.
+
+    Building deep or long structures as bytes takes milliseconds where pydicom's writer
+    takes a minute; the rest of the file stays as pydicom wrote it. A deflated data set
+    cannot be spliced: it keeps the placeholder, and the description says so.
+    """
+
+    def edit(ds):
+        ds.add_new(0x00090010, "LO", "FUZZ")
+        ds.add_new(_PLACEHOLDER[0] << 16 | _PLACEHOLDER[1], "OB", _MARKER)
+
+    out, done = _edited(data, edit, description)
+    at = out.find(_MARKER)
+    if at < 0:
+        return out, f"{done} (not spliced: the data set is deflated)"
+    explicit = out[at - 8 : at - 6] == b"OB"
+    little = out[at - (12 if explicit else 8)] == _PLACEHOLDER[0]
+    start = at - (12 if explicit else 8)
+    return out[:start] + raw(not explicit, little) + out[at + len(_MARKER) :], done
 
 
 def big_header(rng: random.Random, data: bytes) -> tuple[bytes, str]:
