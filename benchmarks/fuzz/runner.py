@@ -57,6 +57,7 @@ class Case:
     files: dict[str, bytes] = field(repr=False)
     target: str
     extra: str = "none"
+    control: bool = False
 
     def record(self) -> dict[str, Any]:
         return {
@@ -66,6 +67,7 @@ class Case:
             "mutations": self.mutations,
             "target": self.target,
             "extra": self.extra,
+            "control": self.control,
             "bytes": len(self.files[self.target]),
         }
 
@@ -79,7 +81,9 @@ def make_case(number: int, run_seed: int, corpus: list[Seed]) -> Case:
     seed = corpus[number % len(corpus)]
     files = dict(seed.files)
     if number < len(corpus):
-        return Case(number, seed.name, seed.syntax, ["none"], files, seed.target)
+        return Case(
+            number, seed.name, seed.syntax, ["none"], files, seed.target, control=seed.passes
+        )
     rng = random.Random(f"{run_seed}:{number}")
     data, done = files[seed.target], []
     while True:

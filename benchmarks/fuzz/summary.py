@@ -5,7 +5,9 @@ other than :class:`~dicomarray.errors.DicomArrayError` out of a public call, ``s
 raising at all, a case over its time budget, a child killed by a signal, an attempt to
 allocate past the memory budget (a ``MemoryError`` anywhere in the exception chain, even
 wrapped in a DicomArrayError), a file outside the input tree indexed, an input changed.
-A DicomArrayError whose message names no file of the case is counted apart (a quality
+A seed unchanged (a control) that does not pass every stage is one too: a run whose
+valid files do not open tests nothing past ``open``. A DicomArrayError whose message
+names no file of the case is counted apart (a quality
 finding, not a safety one).
 """
 
@@ -19,7 +21,10 @@ from typing import Any
 from .stages import ALL_STAGES
 
 #: Kinds of findings that make a run fail.
-HARD = ("exception", "scan raised", "timeout", "crash", "memory", "outside read", "input changed")
+HARD = (
+    "control failed", "exception", "scan raised", "timeout", "crash", "memory", "outside read",
+    "input changed",
+)  # fmt: skip
 
 
 def findings(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -31,6 +36,8 @@ def findings(record: dict[str, Any]) -> list[dict[str, Any]]:
         )
     for stage, outcome in record.get("stages", {}).items():
         kind = _kind(stage, outcome)
+        if record.get("control") and outcome["outcome"] in ("dicom_error", "error"):
+            kind = "control failed"  # a valid seed must pass: else the run tests nothing
         if kind:
             found.append({"kind": kind, "stage": stage, **_brief(outcome)})
     if record.get("outside"):
