@@ -131,3 +131,138 @@ def test_absurd_number_of_frames_is_refused_before_expansion(valid, tmp_path, fr
     path.write_bytes(data[:rows] + element + data[rows:pixel_tag] + data[pixel_tag:])
     with pytest.raises(dicomarray.PixelDataError, match="NumberOfFrames"):
         dicomarray.open_series(path)
+
+
+# -- the fuzzing harness (benchmarks/fuzz): it finds what it claims to find ------------------
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    from benchmarks.fuzz.corpus import load_corpus
+
+    return load_corpus()
+
+
+def test_fuzz_corpus_covers_every_transfer_syntax_family(corpus):
+    from benchmarks.fuzz.corpus import syntaxes
+
+    expected = {
+        "native", "implicit", "big endian", "RLE", "JPEG baseline", "JPEG extended",
+        "JPEG lossless", "JPEG-LS", "JPEG 2000", "deflate", "enhanced multi-frame", "DICOMDIR",
+    }  # fmt: skip
+    assert set(syntaxes(corpus)) == expected
+
+
+def test_fuzz_cases_are_reproducible_from_their_number_and_seed(corpus):
+    from benchmarks.fuzz.runner import make_case
+
+    numbers = range(len(corpus), len(corpus) + 60)
+    first = [make_case(n, 7, corpus) for n in numbers]
+    again = [make_case(n, 7, corpus) for n in numbers]
+    other = [make_case(n, 8, corpus) for n in numbers]
+    assert [c.files for c in first] == [c.files for c in again]
+    assert [c.mutations for c in first] == [c.mutations for c in again]
+    assert [c.files for c in first] != [c.files for c in other]
+    changed = [c.files[c.target] != corpus[c.id % len(corpus)].files[c.target] for c in first]
+    assert sum(changed) >= 0.9 * len(first)  # an edit may rewrite a value as it was
+
+
+def _run_one(corpus, tmp_path, monkeypatch, call, **limits):
+    from benchmarks.fuzz import stages
+    from benchmarks.fuzz.runner import Limits, make_case, run_case
+
+    real = stages._call
+    monkeypatch.setattr(stages, "_call", lambda stage, *args: call(stage, real, *args))
+    case = make_case(0, 0, corpus)  # a control: the stage itself misbehaves
+    return run_case(case, tmp_path / "case", b"", Limits(**limits), ("scan", "open"))
+
+
+def test_fuzz_runner_reports_a_busy_loop_as_a_timeout_with_its_stage(corpus, tmp_path, monkeypatch):
+    def spin(stage, real, *args):
+        while stage == "open":
+            pass
+        return real(stage, *args)
+
+    record = _run_one(corpus, tmp_path, monkeypatch, spin, seconds=1, wall_seconds=60)
+    assert (record["status"], record["stage"], record["reason"]) == ("timeout", "open", "cpu")
+
+
+def test_fuzz_runner_kills_a_blocked_case_after_its_wall_clock_budget(
+    corpus, tmp_path, monkeypatch
+):
+    import time
+
+    def block(stage, real, *args):
+        time.sleep(60)
+
+    record = _run_one(corpus, tmp_path, monkeypatch, block, seconds=1, wall_seconds=3)
+    assert (record["status"], record["stage"], record["reason"]) == (
+        "timeout",
+        "scan",
+        "wall-clock",
+    )
+    assert record["wall_s"] < 10
+
+
+def test_fuzz_runner_counts_an_allocation_over_budget_as_a_memory_finding(
+    corpus, tmp_path, monkeypatch
+):
+    import numpy as np
+
+    from benchmarks.fuzz.summary import findings
+
+    def allocate(stage, real, *args):
+        if stage == "open":
+            return np.ones(300 * 2**20, dtype=np.uint8)
+        return real(stage, *args)
+
+    record = _run_one(corpus, tmp_path, monkeypatch, allocate, memory_mb=200)
+    assert record["status"] == "done"
+    assert [f["kind"] for f in findings(record)] == ["memory"]
+
+
+def test_fuzz_runner_reports_a_dead_child_as_a_crash(corpus, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    def die(stage, real, *args):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    record = _run_one(corpus, tmp_path, monkeypatch, die)
+    assert (record["status"], record["reason"]) == ("crash", "signal SIGSEGV")
+
+
+def test_fuzz_summary_counts_a_non_dicomarray_error_and_an_unnamed_one(
+    corpus, tmp_path, monkeypatch
+):
+    import dicomarray
+    from benchmarks.fuzz.summary import findings
+
+    def fail(stage, real, *args):
+        if stage == "scan":
+            real(stage, *args)
+            raise IndexError("list index out of range")
+        raise dicomarray.AssemblyError("a message that names nothing")
+
+    record = _run_one(corpus, tmp_path, monkeypatch, fail)
+    kinds = {(f["kind"], f["stage"], f["type"]) for f in findings(record)}
+    assert kinds == {
+        ("exception", "scan", "builtins.IndexError"),
+        ("error names no file", "open", "dicomarray.errors.AssemblyError"),
+    }
+
+
+def test_a_small_fuzz_run_raises_only_dicomarray_errors_and_never_hangs(tmp_path):
+    """200 cases of every syntax through every stage: 0 other exceptions, hangs, crashes."""
+    import json
+
+    from benchmarks.fuzz.summary import HARD
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "benchmarks.fuzz", "--n", "200", "--out", str(tmp_path)]
+    subprocess.run(command, cwd=root, capture_output=True, text=True, check=False, timeout=900)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["files"] == 200
+    assert set(summary["per_syntax"]) == set(summary["run"]["syntaxes"])
+    hard = [f for f in summary["findings"] if f["kind"] in HARD]
+    assert not hard, (tmp_path / "summary.md").read_text()
