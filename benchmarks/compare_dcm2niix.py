@@ -1,0 +1,580 @@
+"""Compare dicomarray with dcm2niix, the field's reference converter, on real scanner data.
+
+``python -m benchmarks.compare_dcm2niix [--realdata DIR] [--out DIR] [--sets NAME ...]``
+
+For every set under the realdata folder (the ``neurolabusc/dcm_qa_*`` validation sets),
+dcm2niix converts the whole set once (``dcm2niix -z n -b y -ba n -f %s_%d``; gzipped
+files are gunzipped into a temporary copy first) and every series that
+:func:`dicomarray.list_series` finds is opened with :func:`dicomarray.open_series` and
+paired with the dcm2niix outputs of the same (0020,000E) *Series Instance UID* and
+(0020,0011) *Series Number* (both are in dcm2niix's BIDS sidecar). Each pair is compared:
+
+* shape: the three spatial sizes (dcm2niix adds a 4th dimension for several volumes);
+* geometry: the world position (LPS mm) of the 8 corner voxels through dicomarray's
+  ``.dicom.affine`` ((z, y, x) index to LPS) and the NIfTI affine (index to RAS, turned
+  into LPS); the voxel axes of the two arrays are matched through the affines;
+* values: stored values, slice by slice (dcm2niix keeps the stored integers and puts the
+  rescale into ``scl_slope``/``scl_inter``, compared separately).
+
+Each series gets one category (:data:`CATEGORIES`). One series never stops the others:
+every failure is recorded with its type and message. Results go to
+``OUT/dcm2niix_comparison.json`` and ``.md`` (default ``benchmarks/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+#: Environment variable naming the realdata folder.
+REALDATA_ENV = "DICOMARRAY_REALDATA"
+#: Corner distance (mm) above which the geometry is "off". The NIfTI header holds its
+#: affine as float32: about 1e-5 mm of rounding at 100 mm from the origin.
+GEOMETRY_TOL_MM = 0.01
+#: Seconds one dcm2niix run may take before it is stopped.
+DCM2NIIX_TIMEOUT = 900
+
+MATCH = "match"
+VALUES_DIFFER = "values differ"
+GEOMETRY_OFF = "geometry off"
+SHAPE_DIFFERS = "shape differs"
+DICOMARRAY_ERROR = "dicomarray error"
+DCM2NIIX_ONLY = "dcm2niix only"
+DICOMARRAY_ONLY = "dicomarray only"
+NOT_AN_IMAGE = "not an image"
+#: Every category, best first; a series paired with several outputs takes the best.
+CATEGORIES = (
+    MATCH,
+    VALUES_DIFFER,
+    GEOMETRY_OFF,
+    SHAPE_DIFFERS,
+    DICOMARRAY_ERROR,
+    DCM2NIIX_ONLY,
+    DICOMARRAY_ONLY,
+    NOT_AN_IMAGE,
+)
+#: dicomarray's LPS patient axes from NIfTI's RAS: flip x and y.
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class Comparison:
+    """One row of the comparison: a dicomarray series, a dcm2niix output, or both."""
+
+    set: str
+    category: str
+    series_uid: str | None = None
+    series_number: int | None = None
+    description: str | None = None
+    dicomarray_shape: list[int] | None = None
+    nifti: str | None = None
+    nifti_shape: list[int] | None = None
+    geometry_mm: float | None = None
+    max_abs_diff: float | None = None
+    differing_voxels: int | None = None
+    rescale: str | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float | None = None
+
+
+@dataclass
+class NiftiOutput:
+    """One dcm2niix output: the NIfTI file and the tags of its BIDS sidecar."""
+
+    path: Path
+    series_uid: str | None
+    series_number: int | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+# -- finding the data ---------------------------------------------------------------------
+
+
+def default_realdata() -> Path | None:
+    """The realdata folder: ``$DICOMARRAY_REALDATA``, else ``shared/realdata`` beside the repo.
+
+    A git worktree lies deeper than the main checkout, so every ancestor of the repository
+    is tried (``../shared/realdata`` first).
+    """
+    if os.environ.get(REALDATA_ENV):
+        path = Path(os.environ[REALDATA_ENV])
+        return path if path.is_dir() else None
+    for parent in REPO.parents:
+        candidate = parent / "shared" / "realdata"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def realdata_sets(root: Path, names: Sequence[str] = ()) -> list[Path]:
+    """The set folders under ``root`` (all of them, or those named), sorted by name."""
+    sets = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [p for p in sets if not names or p.name in names]
+
+
+def gunzipped_copy(folder: Path, work: Path) -> tuple[Path, int]:
+    """``folder`` itself, or a copy under ``work`` with every ``*.gz`` file gunzipped.
+
+    Returns the folder to read and the number of files gunzipped.
+    """
+    zipped = sorted(folder.rglob("*.gz"))
+    if not zipped:
+        return folder, 0
+    copy = work / folder.name
+    for path in zipped:
+        target = copy / path.relative_to(folder).with_suffix("")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(path, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return copy, len(zipped)
+
+
+# -- dcm2niix -----------------------------------------------------------------------------
+
+
+def run_dcm2niix(source: Path, out: Path, *, timeout: float = DCM2NIIX_TIMEOUT) -> str:
+    """Convert ``source`` with dcm2niix into ``out``; return its output (stdout and stderr).
+
+    Raises
+    ------
+    FileNotFoundError
+        dcm2niix is not installed.
+    subprocess.TimeoutExpired
+        dcm2niix ran longer than ``timeout`` seconds.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    command = ["dcm2niix", "-z", "n", "-b", "y", "-ba", "n", "-f", "%s_%d", "-o", str(out)]
+    done = subprocess.run(
+        [*command, str(source)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return done.stdout + done.stderr
+
+
+def nifti_outputs(out: Path) -> list[NiftiOutput]:
+    """Every NIfTI dcm2niix wrote in ``out``, with the series tags of its sidecar."""
+    found = []
+    for path in sorted(out.glob("*.nii")):
+        sidecar = path.with_suffix(".json")
+        tags = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        number = tags.get("SeriesNumber")
+        found.append(
+            NiftiOutput(
+                path, tags.get("SeriesInstanceUID"), int(number) if number is not None else None
+            )
+        )
+    return found
+
+
+# -- comparing one pair -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """Which NIfTI voxel axis (and direction) runs along each of dicomarray's z, y, x."""
+
+    axes: tuple[int, int, int]
+    flipped: tuple[bool, bool, bool]
+
+    def nifti_index(self, index: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+        """The NIfTI voxel index of dicomarray's voxel ``index`` in a volume of ``shape``."""
+        nifti = np.zeros(3)
+        for i, (axis, flip) in enumerate(zip(self.axes, self.flipped, strict=True)):
+            nifti[axis] = shape[i] - 1 - index[i] if flip else index[i]
+        return nifti
+
+    def nifti_slice(self, data: Any, k: int, shape: Sequence[int]) -> np.ndarray:
+        """dicomarray's slice ``k`` (y, x) read from the NIfTI array proxy ``data``."""
+        selection: list[Any] = [slice(None)] * 3
+        selection[self.axes[0]] = shape[0] - 1 - k if self.flipped[0] else k
+        plane = np.asarray(data[tuple(selection)])
+        # the two remaining NIfTI axes keep their order in the plane
+        remaining = sorted(self.axes[1:])
+        plane = plane.transpose([remaining.index(axis) for axis in self.axes[1:]])
+        for dim, flip in enumerate(self.flipped[1:]):
+            if flip:
+                plane = np.flip(plane, axis=dim)
+        return plane
+
+
+def axis_map(dicomarray_affine: np.ndarray, nifti_affine: np.ndarray) -> AxisMap | None:
+    """Match the voxel axes of two arrays by the directions their affines give them.
+
+    ``None`` when no one-to-one match exists (the two affines disagree on the axes).
+    """
+    to_dicomarray = np.linalg.inv(dicomarray_affine) @ LPS_FROM_RAS @ nifti_affine
+    linear = to_dicomarray[:3, :3]
+    axes = tuple(int(np.argmax(np.abs(linear[i]))) for i in range(3))
+    if len(set(axes)) != 3:
+        return None
+    flipped = tuple(bool(linear[i, axes[i]] < 0) for i in range(3))
+    return AxisMap(axes, flipped)  # type: ignore[arg-type]
+
+
+def corner_distance(
+    dicomarray_affine: np.ndarray,
+    nifti_affine: np.ndarray,
+    mapping: AxisMap,
+    shape: Sequence[int],
+) -> float:
+    """The largest distance (mm) between the two positions given to a corner voxel."""
+    worst = 0.0
+    for corner in np.ndindex(2, 2, 2):
+        index = [c * (n - 1) for c, n in zip(corner, shape, strict=True)]
+        ours = dicomarray_affine @ np.array([*index, 1.0])
+        theirs = LPS_FROM_RAS @ nifti_affine @ np.array([*mapping.nifti_index(index, shape), 1.0])
+        worst = max(worst, float(np.linalg.norm(ours[:3] - theirs[:3])))
+    return worst
+
+
+def compare_values(volume: Any, data: Any, mapping: AxisMap) -> tuple[float, int]:
+    """Largest absolute difference and count of differing voxels, one slice at a time."""
+    worst, differing = 0.0, 0
+    shape = volume.shape
+    for k in range(shape[0]):
+        ours = np.asarray(volume.isel(z=k).values, dtype=np.float64)
+        theirs = np.asarray(mapping.nifti_slice(data, k, shape), dtype=np.float64)
+        diff = np.abs(ours - theirs)
+        worst = max(worst, float(diff.max(initial=0.0)))
+        differing += int(np.count_nonzero(diff))
+    return worst, differing
+
+
+def rescale_note(volume: Any, header: Any) -> str:
+    """Compare dicomarray's rescale (attrs or per-slice coords) with the NIfTI's scl_*."""
+    slope, inter = header.get_slope_inter()
+    slope = 1.0 if slope is None else float(slope)
+    inter = 0.0 if inter is None else float(inter)
+    ours = []
+    for keyword, coord, default in (
+        ("RescaleSlope", "rescale_slope", 1.0),
+        ("RescaleIntercept", "rescale_intercept", 0.0),
+    ):
+        if coord in volume.coords:
+            values = np.unique(volume[coord].values)
+            if len(values) > 1:
+                return f"dicomarray: {coord} varies by slice; NIfTI {slope:g}, {inter:g}"
+            ours.append(float(values[0]))
+        else:
+            ours.append(float(volume.attrs.get(keyword, default)))
+    theirs = (slope, inter)
+    if np.allclose(ours, theirs, rtol=1e-5, atol=1e-5):
+        return "same"
+    return f"dicomarray {ours[0]:g}, {ours[1]:g}; NIfTI {slope:g}, {inter:g}"
+
+
+def compare_pair(row: Comparison, volume: Any, output: NiftiOutput) -> Comparison:
+    """Fill ``row`` (shape, geometry, values, category) for one volume and one NIfTI."""
+    import nibabel
+
+    image = nibabel.load(output.path)
+    row.nifti = output.name
+    row.nifti_shape = [int(n) for n in image.shape]
+    spatial = [int(n) for n in image.shape[:3]] + [1] * (3 - len(image.shape[:3]))
+    extra = [int(n) for n in image.shape[3:] if n != 1]
+    if extra or sorted(spatial) != sorted(volume.shape):
+        row.category = SHAPE_DIFFERS
+        return row
+    ours = np.asarray(volume.dicom.affine, dtype=float)
+    theirs = np.asarray(image.affine, dtype=float)
+    mapping = axis_map(ours, theirs)
+    if mapping is None or [spatial[a] for a in mapping.axes] != list(volume.shape):
+        row.category = GEOMETRY_OFF
+        row.notes.append("the two affines do not put the voxel axes in the same directions")
+        return row
+    row.geometry_mm = corner_distance(ours, theirs, mapping, volume.shape)
+    data = image.dataobj
+    if len(image.shape) > 3:  # a 4-D NIfTI holding one volume
+        data = np.asarray(data).reshape(spatial)
+    row.max_abs_diff, row.differing_voxels = compare_values(volume, data, mapping)
+    row.rescale = rescale_note(volume, image.header)
+    if row.geometry_mm > GEOMETRY_TOL_MM:
+        row.category = GEOMETRY_OFF
+    elif row.differing_voxels:
+        row.category = VALUES_DIFFER
+    else:
+        row.category = MATCH
+    return row
+
+
+# -- one set ------------------------------------------------------------------------------
+
+
+def _guarded(row: Comparison, work: Any) -> Comparison:
+    """Run ``work(row)``; any failure (even a decoder's BaseException) becomes the row's error."""
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            row = work(row)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - one series never stops the run
+            row.category = DICOMARRAY_ERROR
+            row.error = describe_error(exc)
+    messages = dict.fromkeys(f"{w.category.__name__}: {w.message}"[:500] for w in caught)
+    row.notes.extend(messages)
+    row.seconds = round(time.perf_counter() - started, 3)
+    return row
+
+
+def describe_error(exc: BaseException) -> str:
+    """The exception's qualified type and message, as recorded in a row."""
+    return f"{type(exc).__module__}.{type(exc).__name__}: {exc}"[:2000]
+
+
+def compare_series(
+    set_name: str, source: Path, series: Any, outputs: list[NiftiOutput]
+) -> tuple[Comparison, set[str]]:
+    """Open one ``list_series`` row and compare it with its best-matching dcm2niix output.
+
+    Returns the row and the names of the outputs it was paired with.
+    """
+    import dicomarray
+
+    uid = str(series["SeriesInstanceUID"])
+    number = _int_or_none(series.get("SeriesNumber"))
+    candidates = [o for o in outputs if o.series_uid == uid]
+    if number is not None and any(o.series_number == number for o in candidates):
+        candidates = [o for o in candidates if o.series_number == number]
+    paired = {o.name for o in candidates}
+    row = Comparison(set_name, DICOMARRAY_ERROR, uid, number, series.get("SeriesDescription"))
+    if _missing(series.get("rows")) and not candidates:
+        row.category = NOT_AN_IMAGE
+        return row, paired
+
+    def work(row: Comparison) -> Comparison:
+        volume = dicomarray.open_series(source, uid)
+        row.dicomarray_shape = [int(n) for n in volume.shape]
+        if not candidates:
+            row.category = DICOMARRAY_ONLY
+            return row
+        rows = [compare_pair(_copy(row), volume, output) for output in candidates]
+        best = min(rows, key=lambda r: CATEGORIES.index(r.category))
+        others = [r.nifti for r in rows if r is not best]
+        if others:
+            best.notes.append(f"also paired (by UID and number) with {', '.join(others)}")
+        return best
+
+    return _guarded(row, work), paired
+
+
+def _copy(row: Comparison) -> Comparison:
+    return Comparison(**{**asdict(row), "notes": list(row.notes)})
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if _missing(value) else int(value)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value is _NA
+
+
+try:
+    import pandas as _pd
+
+    _NA: Any = _pd.NA
+except ImportError:  # pragma: no cover - pandas is a dependency of dicomarray
+    _NA = object()
+
+
+def compare_set(folder: Path, work: Path) -> tuple[list[Comparison], dict[str, Any]]:
+    """Every series of one realdata set compared with dcm2niix's conversion of the set.
+
+    Returns the rows and a summary of the set (files, what dicomarray skipped, dcm2niix's
+    log tail).
+    """
+    import dicomarray
+
+    summary: dict[str, Any] = {"set": folder.name}
+    readable, gunzipped = gunzipped_copy(folder, work / "gunzipped")
+    summary["gunzipped"] = gunzipped
+    source = _dicomarray_source(folder, readable, gunzipped, summary)
+    out = work / "dcm2niix" / folder.name
+    try:
+        summary["dcm2niix_log"] = run_dcm2niix(readable, out)[-3000:]
+    except (OSError, subprocess.SubprocessError) as exc:
+        summary["dcm2niix_log"] = f"dcm2niix failed: {type(exc).__name__}: {exc}"
+    outputs = nifti_outputs(out) if out.is_dir() else []
+    summary["dcm2niix_outputs"] = len(outputs)
+    try:
+        index = dicomarray.scan(source)
+        summary["instances"] = len(index)
+        summary["skipped"] = len(index.attrs.get("skipped", []))
+        table = dicomarray.list_series(index)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the set fails, the run goes on
+        error = describe_error(exc)
+        summary["error"] = error
+        rows = [Comparison(folder.name, DICOMARRAY_ERROR, error=f"scan/list_series: {error}")]
+        return rows + _unpaired(folder.name, outputs, set()), summary
+    rows, paired = [], set()
+    for _, series in table.iterrows():
+        row, names = compare_series(folder.name, source, series, outputs)
+        rows.append(row)
+        paired |= names
+    return rows + _unpaired(folder.name, outputs, paired), summary
+
+
+def _dicomarray_source(
+    folder: Path, readable: Path, gunzipped: int, summary: dict[str, Any]
+) -> Path:
+    """The original folder when dicomarray reads its ``.gz`` files as they are, else the copy."""
+    if not gunzipped:
+        return folder
+    import dicomarray
+
+    sample = sorted(folder.rglob("*.gz"))[0]
+    try:
+        reads_gzip = len(dicomarray.scan([str(sample)])) > 0
+    except Exception:  # noqa: BLE001 - a refusal is the answer we look for
+        reads_gzip = False
+    summary["dicomarray_reads_gz"] = reads_gzip
+    return folder if reads_gzip else readable
+
+
+def _unpaired(set_name: str, outputs: list[NiftiOutput], paired: set[str]) -> list[Comparison]:
+    """A ``dcm2niix only`` row for each output no dicomarray series was paired with."""
+    import nibabel
+
+    rows = []
+    for output in outputs:
+        if output.name in paired:
+            continue
+        shape = [int(n) for n in nibabel.load(output.path).shape]
+        rows.append(
+            Comparison(
+                set_name,
+                DCM2NIIX_ONLY,
+                output.series_uid,
+                output.series_number,
+                nifti=output.name,
+                nifti_shape=shape,
+            )
+        )
+    return rows
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def write_results(rows: list[Comparison], sets: list[dict[str, Any]], out: Path) -> Counter[str]:
+    """Write ``dcm2niix_comparison.json`` and ``.md`` into ``out``; return the counts."""
+    counts = Counter(row.category for row in rows)
+    out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "counts": {c: counts.get(c, 0) for c in CATEGORIES},
+        "geometry_tol_mm": GEOMETRY_TOL_MM,
+        "dcm2niix": _dcm2niix_version(),
+        "sets": sets,
+        "series": [asdict(row) for row in rows],
+    }
+    (out / "dcm2niix_comparison.json").write_text(json.dumps(document, indent=1, default=str))
+    (out / "dcm2niix_comparison.md").write_text(markdown(rows, counts))
+    return counts
+
+
+def markdown(rows: list[Comparison], counts: Counter[str]) -> str:
+    """The comparison as a markdown table, counts first."""
+    lines = [
+        "# dicomarray vs dcm2niix on the dcm_qa sets",
+        "",
+        "Written by `python -m benchmarks.compare_dcm2niix`. Geometry: largest distance of a",
+        f"corner voxel between the two affines (off above {GEOMETRY_TOL_MM} mm). Values: stored",
+        "values, voxel by voxel after matching the axes.",
+        "",
+        "| category | series |",
+        "|---|---|",
+        *(f"| {c} | {counts.get(c, 0)} |" for c in CATEGORIES),
+        "",
+        "| set | # | description | category | dicomarray | dcm2niix | mm | max diff | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        notes = "; ".join(([row.error] if row.error else []) + row.notes)
+        if row.rescale and row.rescale != "same":
+            notes = f"rescale: {row.rescale}; {notes}"
+        cells = [
+            row.set,
+            "" if row.series_number is None else str(row.series_number),
+            row.description or "",
+            row.category,
+            _shape(row.dicomarray_shape),
+            f"{row.nifti or ''} {_shape(row.nifti_shape)}".strip(),
+            "" if row.geometry_mm is None else f"{row.geometry_mm:.3g}",
+            "" if row.max_abs_diff is None else f"{row.max_abs_diff:g}",
+            notes.replace("|", "/").replace("\n", " ")[:300],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _shape(shape: list[int] | None) -> str:
+    return "" if shape is None else "x".join(str(n) for n in shape)
+
+
+def _dcm2niix_version() -> str | None:
+    try:
+        done = subprocess.run(["dcm2niix", "-v"], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return (done.stdout.strip().splitlines() or [None])[-1]
+
+
+def run(root: Path, out: Path, names: Sequence[str] = ()) -> Counter[str]:
+    """Compare every set under ``root`` (or those named) and write the results into ``out``."""
+    rows: list[Comparison] = []
+    summaries = []
+    with tempfile.TemporaryDirectory(prefix="compare_dcm2niix_") as tmp:
+        for folder in realdata_sets(root, names):
+            print(f"{folder.name} ...", file=sys.stderr, flush=True)
+            set_rows, summary = compare_set(folder, Path(tmp) / folder.name)
+            rows.extend(set_rows)
+            summaries.append(summary)
+    return write_results(rows, summaries, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare_dcm2niix")
+    parser.add_argument("--realdata", type=Path, default=None, help="folder of dcm_qa sets")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    parser.add_argument("--sets", nargs="*", default=(), help="only these set folders")
+    args = parser.parse_args(argv)
+    root = args.realdata or default_realdata()
+    if root is None or not root.is_dir():
+        parser.error(f"no realdata folder (give --realdata or set ${REALDATA_ENV})")
+    if shutil.which("dcm2niix") is None:
+        parser.error("dcm2niix is not installed (apt-get install dcm2niix)")
+    os.nice(10)  # a long run on a shared machine
+    counts = run(root, args.out, args.sets)
+    for category in CATEGORIES:
+        print(f"{category}: {counts.get(category, 0)}")
+    print(f"written: {args.out / 'dcm2niix_comparison.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
