@@ -86,6 +86,7 @@ class Comparison:
     dicomarray_shape: list[int] | None = None
     nifti: str | None = None
     nifti_shape: list[int] | None = None
+    nifti_volume: int | None = None
     geometry_mm: float | None = None
     max_abs_diff: float | None = None
     differing_voxels: int | None = None
@@ -247,17 +248,37 @@ def corner_distance(
     return worst
 
 
-def compare_values(volume: Any, data: Any, mapping: AxisMap) -> tuple[float, int]:
-    """Largest absolute difference and count of differing voxels, one slice at a time."""
-    worst, differing = 0.0, 0
+def compare_values(
+    volume: Any, volumes: Sequence[Any], mapping: AxisMap
+) -> list[tuple[float, int]]:
+    """Largest absolute difference and count of differing voxels against each NIfTI volume.
+
+    Reads one dicomarray slice at a time and compares it with the same slice of every
+    volume, so a 4-D NIfTI is searched for the volume dicomarray opened in one pass.
+    """
+    results = [(0.0, 0)] * len(volumes)
     shape = volume.shape
     for k in range(shape[0]):
         ours = np.asarray(volume.isel(z=k).values, dtype=np.float64)
-        theirs = np.asarray(mapping.nifti_slice(data, k, shape), dtype=np.float64)
-        diff = np.abs(ours - theirs)
-        worst = max(worst, float(diff.max(initial=0.0)))
-        differing += int(np.count_nonzero(diff))
-    return worst, differing
+        for i, data in enumerate(volumes):
+            theirs = np.asarray(mapping.nifti_slice(data, k, shape), dtype=np.float64)
+            diff = np.abs(ours - theirs)
+            worst, differing = results[i]
+            results[i] = (
+                max(worst, float(diff.max(initial=0.0))),
+                differing + int(diff.astype(bool).sum()),
+            )
+    return results
+
+
+class _VolumeOf:
+    """Volume ``t`` of a 4-D NIfTI array proxy, read lazily: only what is indexed."""
+
+    def __init__(self, proxy: Any, t: int) -> None:
+        self.proxy, self.t = proxy, t
+
+    def __getitem__(self, selection: tuple[Any, ...]) -> np.ndarray:
+        return np.asarray(self.proxy[(*selection, self.t)])
 
 
 def rescale_note(volume: Any, header: Any) -> str:
@@ -284,15 +305,20 @@ def rescale_note(volume: Any, header: Any) -> str:
 
 
 def compare_pair(row: Comparison, volume: Any, output: NiftiOutput) -> Comparison:
-    """Fill ``row`` (shape, geometry, values, category) for one volume and one NIfTI."""
+    """Fill ``row`` (shape, geometry, values, category) for one volume and one NIfTI.
+
+    A 4-D NIfTI whose volumes have dicomarray's shape is "shape differs" (dicomarray
+    opened one of its volumes), but geometry and values are still compared, against the
+    NIfTI volume most like dicomarray's.
+    """
     import nibabel
 
     image = nibabel.load(output.path)
     row.nifti = output.name
     row.nifti_shape = [int(n) for n in image.shape]
     spatial = [int(n) for n in image.shape[:3]] + [1] * (3 - len(image.shape[:3]))
-    extra = [int(n) for n in image.shape[3:] if n != 1]
-    if extra or sorted(spatial) != sorted(volume.shape):
+    extra = [int(n) for n in image.shape[3:]]
+    if len([n for n in extra if n != 1]) > 1 or sorted(spatial) != sorted(volume.shape):
         row.category = SHAPE_DIFFERS
         return row
     ours = np.asarray(volume.dicom.affine, dtype=float)
@@ -303,12 +329,24 @@ def compare_pair(row: Comparison, volume: Any, output: NiftiOutput) -> Compariso
         row.notes.append("the two affines do not put the voxel axes in the same directions")
         return row
     row.geometry_mm = corner_distance(ours, theirs, mapping, volume.shape)
-    data = image.dataobj
-    if len(image.shape) > 3:  # a 4-D NIfTI holding one volume
-        data = np.asarray(data).reshape(spatial)
-    row.max_abs_diff, row.differing_voxels = compare_values(volume, data, mapping)
+    proxy = image.dataobj
+    n_volumes = int(np.prod(extra)) if extra else 1
+    if len(image.shape) > 3:
+        proxy = proxy.reshape((*spatial, n_volumes)) if hasattr(proxy, "reshape") else proxy
+        volumes: list[Any] = [_VolumeOf(proxy, t) for t in range(n_volumes)]
+    else:
+        volumes = [proxy]
+    results = compare_values(volume, volumes, mapping)
+    best = min(range(len(results)), key=lambda t: (results[t][1], results[t][0]))
+    row.max_abs_diff, row.differing_voxels = results[best]
     row.rescale = rescale_note(volume, image.header)
-    if row.geometry_mm > GEOMETRY_TOL_MM:
+    if n_volumes > 1:
+        row.nifti_volume = best
+        row.category = SHAPE_DIFFERS
+        row.notes.append(
+            f"dicomarray opened one of {n_volumes} volumes: nearest is NIfTI volume {best}"
+        )
+    elif row.geometry_mm > GEOMETRY_TOL_MM:
         row.category = GEOMETRY_OFF
     elif row.differing_voxels:
         row.category = VALUES_DIFFER
