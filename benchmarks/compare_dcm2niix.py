@@ -134,21 +134,34 @@ def realdata_sets(root: Path, names: Sequence[str] = ()) -> list[Path]:
     return [p for p in sets if not names or p.name in names]
 
 
-def gunzipped_copy(folder: Path, work: Path) -> tuple[Path, int]:
-    """``folder`` itself, or a copy under ``work`` with every ``*.gz`` file gunzipped.
+def gzipped_dicom_files(folder: Path) -> list[Path]:
+    """The ``*.gz`` files under ``folder`` that hold a DICOM file (not, say, a ``.nii.gz``)."""
+    found = []
+    for path in sorted(folder.rglob("*.gz")):
+        try:
+            with gzip.open(path, "rb") as stream:
+                head = stream.read(132)
+        except (OSError, EOFError):
+            continue
+        if head[128:132] == b"DICM":
+            found.append(path)
+    return found
 
-    Returns the folder to read and the number of files gunzipped.
-    """
-    zipped = sorted(folder.rglob("*.gz"))
+
+def gunzipped_copy(folder: Path, zipped: Sequence[Path], work: Path) -> Path:
+    """``folder`` itself, or a copy of it under ``work`` with the ``zipped`` files gunzipped."""
     if not zipped:
-        return folder, 0
-    copy = work / folder.name
-    for path in zipped:
-        target = copy / path.relative_to(folder).with_suffix("")
+        return folder
+    copy, wanted = work / folder.name, set(zipped)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        target = copy / path.relative_to(folder)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with gzip.open(path, "rb") as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return copy, len(zipped)
+        if path in wanted:
+            with gzip.open(path, "rb") as src, open(target.with_suffix(""), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            shutil.copyfile(path, target)
+    return copy
 
 
 # -- dcm2niix -----------------------------------------------------------------------------
@@ -320,6 +333,8 @@ def compare_pair(row: Comparison, volume: Any, output: NiftiOutput) -> Compariso
     extra = [int(n) for n in image.shape[3:]]
     if len([n for n in extra if n != 1]) > 1 or sorted(spatial) != sorted(volume.shape):
         row.category = SHAPE_DIFFERS
+        if "MOSAIC" in volume.attrs.get("ImageType", ()):
+            row.notes.append("a Siemens mosaic: dicomarray keeps the tiles as one image")
         return row
     ours = np.asarray(volume.dicom.affine, dtype=float)
     theirs = np.asarray(image.affine, dtype=float)
@@ -446,9 +461,10 @@ def compare_set(folder: Path, work: Path) -> tuple[list[Comparison], dict[str, A
     import dicomarray
 
     summary: dict[str, Any] = {"set": folder.name}
-    readable, gunzipped = gunzipped_copy(folder, work / "gunzipped")
-    summary["gunzipped"] = gunzipped
-    source = _dicomarray_source(folder, readable, gunzipped, summary)
+    zipped = gzipped_dicom_files(folder)
+    readable = gunzipped_copy(folder, zipped, work / "gunzipped")
+    summary["gunzipped"] = len(zipped)
+    source = _dicomarray_source(folder, readable, zipped, summary)
     out = work / "dcm2niix" / folder.name
     try:
         summary["dcm2niix_log"] = run_dcm2niix(readable, out)[-3000:]
@@ -477,16 +493,15 @@ def compare_set(folder: Path, work: Path) -> tuple[list[Comparison], dict[str, A
 
 
 def _dicomarray_source(
-    folder: Path, readable: Path, gunzipped: int, summary: dict[str, Any]
+    folder: Path, readable: Path, zipped: Sequence[Path], summary: dict[str, Any]
 ) -> Path:
     """The original folder when dicomarray reads its ``.gz`` files as they are, else the copy."""
-    if not gunzipped:
+    if not zipped:
         return folder
     import dicomarray
 
-    sample = sorted(folder.rglob("*.gz"))[0]
     try:
-        reads_gzip = len(dicomarray.scan([str(sample)])) > 0
+        reads_gzip = len(dicomarray.scan([str(zipped[0])])) > 0
     except Exception:  # noqa: BLE001 - a refusal is the answer we look for
         reads_gzip = False
     summary["dicomarray_reads_gz"] = reads_gzip
