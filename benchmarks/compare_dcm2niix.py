@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -59,6 +60,7 @@ DICOMARRAY_ERROR = "dicomarray error"
 DCM2NIIX_ONLY = "dcm2niix only"
 DICOMARRAY_ONLY = "dicomarray only"
 NOT_AN_IMAGE = "not an image"
+COMPARISON_FAILED = "comparison failed"
 #: Every category, best first; a series paired with several outputs takes the best.
 CATEGORIES = (
     MATCH,
@@ -69,6 +71,7 @@ CATEGORIES = (
     DCM2NIIX_ONLY,
     DICOMARRAY_ONLY,
     NOT_AN_IMAGE,
+    COMPARISON_FAILED,
 )
 #: dicomarray's LPS patient axes from NIfTI's RAS: flip x and y.
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -90,6 +93,7 @@ class Comparison:
     geometry_mm: float | None = None
     max_abs_diff: float | None = None
     differing_voxels: int | None = None
+    stored_differing_voxels: int | None = None
     rescale: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -261,27 +265,68 @@ def corner_distance(
     return worst
 
 
-def compare_values(
-    volume: Any, volumes: Sequence[Any], mapping: AxisMap
-) -> list[tuple[float, int]]:
-    """Largest absolute difference and count of differing voxels against each NIfTI volume.
+@dataclass
+class ValueDiff:
+    """How one NIfTI volume's values differ from dicomarray's volume."""
 
-    Reads one dicomarray slice at a time and compares it with the same slice of every
-    volume, so a 4-D NIfTI is searched for the volume dicomarray opened in one pass.
+    #: largest absolute difference of modality values (stored values rescaled)
+    max_abs_diff: float = 0.0
+    #: voxels whose modality values differ
+    differing: int = 0
+    #: voxels whose stored values differ
+    stored_differing: int = 0
+
+
+def compare_values(volume: Any, volumes: Sequence[Any], mapping: AxisMap) -> list[ValueDiff]:
+    """Compare dicomarray's values with each NIfTI volume, one dicomarray slice at a time.
+
+    dcm2niix may write the rescaled values, or the stored ones with the rescale in
+    ``scl_slope``/``scl_inter``; nibabel's array proxy applies the latter, so modality
+    values are compared (dicomarray's stored values times each slice's rescale), and the
+    stored values too (the NIfTI's values with its scl_* undone). ``volumes`` are NIfTI
+    array proxies (or arrays) of dicomarray's shape; a 4-D NIfTI is searched for the volume
+    dicomarray opened in one pass.
     """
-    results = [(0.0, 0)] * len(volumes)
+    slopes, intercepts = slice_rescale(volume)
+    results = [ValueDiff() for _ in volumes]
     shape = volume.shape
     for k in range(shape[0]):
-        ours = np.asarray(volume.isel(z=k).values, dtype=np.float64)
-        for i, data in enumerate(volumes):
+        stored = np.asarray(volume.isel(z=k).values, dtype=np.float64)
+        ours = stored * slopes[k] + intercepts[k]
+        for data, result in zip(volumes, results, strict=True):
             theirs = np.asarray(mapping.nifti_slice(data, k, shape), dtype=np.float64)
-            diff = np.abs(ours - theirs)
-            worst, differing = results[i]
-            results[i] = (
-                max(worst, float(diff.max(initial=0.0))),
-                differing + int(diff.astype(bool).sum()),
-            )
+            close = np.isclose(ours, theirs, rtol=1e-5, atol=1e-3)
+            result.max_abs_diff = max(result.max_abs_diff, float(np.abs(ours - theirs).max()))
+            result.differing += int(close.size - np.count_nonzero(close))
+            slope, inter = _scl(data)
+            theirs_stored = np.rint((theirs - inter) / slope)
+            result.stored_differing += int(np.count_nonzero(theirs_stored != stored))
     return results
+
+
+def slice_rescale(volume: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Each slice's (0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept*.
+
+    From the per-slice coordinates when they vary, else the attrs (default 1 and 0).
+    """
+    n = volume.shape[0]
+    found = []
+    for keyword, coord, default in (
+        ("RescaleSlope", "rescale_slope", 1.0),
+        ("RescaleIntercept", "rescale_intercept", 0.0),
+    ):
+        if coord in volume.coords:
+            found.append(np.asarray(volume[coord].values, dtype=np.float64))
+        else:
+            found.append(np.full(n, float(volume.attrs.get(keyword, default))))
+    return found[0], found[1]
+
+
+def _scl(data: Any) -> tuple[float, float]:
+    """The scl_slope and scl_inter an array proxy applies (1 and 0 for a plain array)."""
+    slope = getattr(data, "slope", 1.0)
+    inter = getattr(data, "inter", 0.0)
+    return float(slope), float(inter)
 
 
 class _VolumeOf:
@@ -289,32 +334,23 @@ class _VolumeOf:
 
     def __init__(self, proxy: Any, t: int) -> None:
         self.proxy, self.t = proxy, t
+        self.slope, self.inter = _scl(proxy)
 
     def __getitem__(self, selection: tuple[Any, ...]) -> np.ndarray:
         return np.asarray(self.proxy[(*selection, self.t)])
 
 
 def rescale_note(volume: Any, header: Any) -> str:
-    """Compare dicomarray's rescale (attrs or per-slice coords) with the NIfTI's scl_*."""
+    """dicomarray's rescale (attrs or per-slice coords) beside the NIfTI's scl_*."""
     slope, inter = header.get_slope_inter()
-    slope = 1.0 if slope is None else float(slope)
-    inter = 0.0 if inter is None else float(inter)
-    ours = []
-    for keyword, coord, default in (
-        ("RescaleSlope", "rescale_slope", 1.0),
-        ("RescaleIntercept", "rescale_intercept", 0.0),
-    ):
-        if coord in volume.coords:
-            values = np.unique(volume[coord].values)
-            if len(values) > 1:
-                return f"dicomarray: {coord} varies by slice; NIfTI {slope:g}, {inter:g}"
-            ours.append(float(values[0]))
-        else:
-            ours.append(float(volume.attrs.get(keyword, default)))
-    theirs = (slope, inter)
+    theirs = (1.0 if slope is None else float(slope), 0.0 if inter is None else float(inter))
+    slopes, intercepts = slice_rescale(volume)
+    if len(np.unique(slopes)) > 1 or len(np.unique(intercepts)) > 1:
+        return f"dicomarray: varies by slice; NIfTI {theirs[0]:g}, {theirs[1]:g}"
+    ours = (float(slopes[0]), float(intercepts[0]))
     if np.allclose(ours, theirs, rtol=1e-5, atol=1e-5):
         return "same"
-    return f"dicomarray {ours[0]:g}, {ours[1]:g}; NIfTI {slope:g}, {inter:g}"
+    return f"dicomarray {ours[0]:g}, {ours[1]:g}; NIfTI {theirs[0]:g}, {theirs[1]:g}"
 
 
 def compare_pair(row: Comparison, volume: Any, output: NiftiOutput) -> Comparison:
@@ -352,9 +388,13 @@ def compare_pair(row: Comparison, volume: Any, output: NiftiOutput) -> Compariso
     else:
         volumes = [proxy]
     results = compare_values(volume, volumes, mapping)
-    best = min(range(len(results)), key=lambda t: (results[t][1], results[t][0]))
-    row.max_abs_diff, row.differing_voxels = results[best]
+    best = min(range(len(results)), key=lambda t: (results[t].differing, results[t].max_abs_diff))
+    row.max_abs_diff = results[best].max_abs_diff
+    row.differing_voxels = results[best].differing
+    row.stored_differing_voxels = results[best].stored_differing
     row.rescale = rescale_note(volume, image.header)
+    if row.differing_voxels and not row.stored_differing_voxels:
+        row.notes.append("stored values equal: only the rescale differs")
     if n_volumes > 1:
         row.nifti_volume = best
         row.category = SHAPE_DIFFERS
@@ -411,7 +451,8 @@ def compare_series(
     if number is not None and any(o.series_number == number for o in candidates):
         candidates = [o for o in candidates if o.series_number == number]
     paired = {o.name for o in candidates}
-    row = Comparison(set_name, DICOMARRAY_ERROR, uid, number, series.get("SeriesDescription"))
+    description = _text(series.get("SeriesDescription"))
+    row = Comparison(set_name, DICOMARRAY_ERROR, uid, number, description)
     if _missing(series.get("rows")) and not candidates:
         row.category = NOT_AN_IMAGE
         return row, paired
@@ -441,15 +482,11 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or value is _NA
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
-try:
-    import pandas as _pd
-
-    _NA: Any = _pd.NA
-except ImportError:  # pragma: no cover - pandas is a dependency of dicomarray
-    _NA = object()
+def _text(value: Any) -> str | None:
+    return None if _missing(value) else str(value)
 
 
 def compare_set(folder: Path, work: Path) -> tuple[list[Comparison], dict[str, Any]]:
@@ -580,7 +617,7 @@ def markdown(rows: list[Comparison], counts: Counter[str]) -> str:
             "" if row.max_abs_diff is None else f"{row.max_abs_diff:g}",
             notes.replace("|", "/").replace("\n", " ")[:300],
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -603,7 +640,12 @@ def run(root: Path, out: Path, names: Sequence[str] = ()) -> Counter[str]:
     with tempfile.TemporaryDirectory(prefix="compare_dcm2niix_") as tmp:
         for folder in realdata_sets(root, names):
             print(f"{folder.name} ...", file=sys.stderr, flush=True)
-            set_rows, summary = compare_set(folder, Path(tmp) / folder.name)
+            try:
+                set_rows, summary = compare_set(folder, Path(tmp) / folder.name)
+            except Exception as exc:  # noqa: BLE001 - a fault of this script: record, go on
+                error = f"comparison failed: {describe_error(exc)}"
+                set_rows = [Comparison(folder.name, COMPARISON_FAILED, error=error)]
+                summary = {"set": folder.name, "error": error}
             rows.extend(set_rows)
             summaries.append(summary)
     return write_results(rows, summaries, out)
