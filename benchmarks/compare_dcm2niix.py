@@ -107,6 +107,9 @@ class NiftiOutput:
     path: Path
     series_uid: str | None
     series_number: int | None
+    #: dcm2niix scaled by Philips' private (2005,100E) *Scale Slope* ("floating point"
+    #: values) instead of the standard rescale
+    philips_float: bool = False
 
     @property
     def name(self) -> str:
@@ -198,7 +201,10 @@ def nifti_outputs(out: Path) -> list[NiftiOutput]:
         number = tags.get("SeriesNumber")
         found.append(
             NiftiOutput(
-                path, tags.get("SeriesInstanceUID"), int(number) if number is not None else None
+                path,
+                tags.get("SeriesInstanceUID"),
+                int(number) if number is not None else None,
+                bool(tags.get("UsePhilipsFloatNotDisplayScaling")),
             )
         )
     return found
@@ -340,10 +346,13 @@ class _VolumeOf:
         return np.asarray(self.proxy[(*selection, self.t)])
 
 
-def rescale_note(volume: Any, header: Any) -> str:
-    """dicomarray's rescale (attrs or per-slice coords) beside the NIfTI's scl_*."""
-    slope, inter = header.get_slope_inter()
-    theirs = (1.0 if slope is None else float(slope), 0.0 if inter is None else float(inter))
+def rescale_note(volume: Any, proxy: Any) -> str:
+    """dicomarray's rescale (attrs or per-slice coords) beside the NIfTI's scl_*.
+
+    nibabel moves scl_slope/scl_inter from the loaded header into the array proxy (the
+    header then says NaN), so the proxy's are used.
+    """
+    theirs = _scl(proxy)
     slopes, intercepts = slice_rescale(volume)
     if len(np.unique(slopes)) > 1 or len(np.unique(intercepts)) > 1:
         return f"dicomarray: varies by slice; NIfTI {theirs[0]:g}, {theirs[1]:g}"
@@ -392,9 +401,14 @@ def compare_pair(row: Comparison, volume: Any, output: NiftiOutput) -> Compariso
     row.max_abs_diff = results[best].max_abs_diff
     row.differing_voxels = results[best].differing
     row.stored_differing_voxels = results[best].stored_differing
-    row.rescale = rescale_note(volume, image.header)
+    row.rescale = rescale_note(volume, image.dataobj)
     if row.differing_voxels and not row.stored_differing_voxels:
         row.notes.append("stored values equal: only the rescale differs")
+        if output.philips_float:
+            row.notes.append(
+                "dcm2niix used Philips' private precise scaling (2005,100E), dicomarray "
+                "(0028,1053) Rescale Slope"
+            )
     if n_volumes > 1:
         row.nifti_volume = best
         row.category = SHAPE_DIFFERS

@@ -266,3 +266,37 @@ def test_every_transfer_syntax_of_dcm_qa_ts_decodes_to_the_raw_values(readable_s
     assert len(files) == 9
     for path in files:
         assert stored_sha256(dicomarray.open_series([path]).values[0]) == RAW_TS_SHA256, path
+
+
+#: Series that agree with dcm2niix today: (folder in the realdata tree, file pattern,
+#: SeriesNumber, whether modality values agree too). The Philips series differ only in
+#: their rescale: dcm2niix uses Philips' private precise scaling, dicomarray the standard's.
+AGREEING_SERIES = [
+    ("dcm_qa_agfa/Agfa", "*.img", 11, True),
+    ("dcm_qa_enh/In/Siemens/XA10", "*.dcm", 6, True),
+    ("dcm_qa_philips_enh/In/cl", "1301_*.dcm.gz", 1301, False),
+]
+
+
+@needs_dcm2niix
+@pytest.mark.parametrize(("folder", "pattern", "number", "same_modality_values"), AGREEING_SERIES)
+def test_series_agreeing_with_dcm2niix_keep_agreeing(
+    realdata: Path, tmp_path: Path, folder: str, pattern: str, number: int, same_modality_values
+) -> None:
+    files = sorted((realdata / folder).glob(pattern))
+    if not files:
+        pytest.skip(f"{folder}/{pattern} is not in the realdata folder")
+    source = tmp_path / "set"
+    source.mkdir()
+    for path in files:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as src, open(source / path.stem, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            shutil.copyfile(path, source / path.name)
+    rows, _ = cmp.compare_set(source, tmp_path / "work")
+    (row,) = [r for r in rows if r.series_number == number and r.dicomarray_shape]
+    assert row.error is None, row.error
+    assert row.geometry_mm < cmp.GEOMETRY_TOL_MM, row
+    assert row.stored_differing_voxels == 0, row
+    assert (row.differing_voxels == 0) == same_modality_values, row
