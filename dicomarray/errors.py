@@ -24,6 +24,10 @@ class InvalidDicomError(DicomArrayError):
     """A file is not DICOM, or its header cannot be parsed."""
 
 
+class HeaderLimitError(InvalidDicomError):
+    """A file's header passes a bound on its size, elements, sequence items or nesting."""
+
+
 class SeriesNotFoundError(DicomArrayError):
     """No series (or not the requested one) was found in the source."""
 

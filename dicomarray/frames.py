@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import pydicom
 
 from .errors import InvalidDicomError, PixelDataError
-from .header import plain_value
+from .header import plain_value, read_dataset
 
 # functional group sequence -> (item keyword, index column)
 _GROUP_VALUES: tuple[tuple[str, str, str], ...] = (
@@ -61,7 +60,7 @@ def expand_frames(rows: pd.DataFrame) -> pd.DataFrame:
 def _frame_rows(row: pd.Series, n_frames: int) -> pd.DataFrame:
     path = row["path"]
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dataset(path, stop_before_pixels=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure of a listed file
         raise InvalidDicomError(f"{path}: cannot read the functional groups: {exc}") from exc
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")

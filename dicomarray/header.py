@@ -1,24 +1,43 @@
-"""Header-only reads of one DICOM file: the index tags and where the pixel data starts.
+"""Bounded header reads of one DICOM file: the index tags, where the pixel data starts.
 
-The common case (a Part-10 file with explicit or implicit VR little-endian, or an
-encapsulated transfer syntax, whose data set is explicit VR little endian) is parsed here
-directly from a few kilobytes of the file, which is many times cheaper than a full pydicom
-parse. Anything unusual (no preamble, big endian, deflate, an unknown character set, a
-structure this parser does not expect) falls back to pydicom, and both paths give the same
-plain Python values: a property test checks that.
+Every DICOM file the package opens goes through this module first. One walker steps over
+the elements of a file's data set (explicit or implicit VR, little or big endian,
+deflated, and into every sequence item at every depth) without building a data set, and
+refuses a file past any of the :class:`HeaderLimits`: pydicom's own parse takes time that
+grows with the square of a sequence's item count (100,000 empty items: 72 s) and memory
+many times the header's size, so a file must be known to be small before pydicom sees it.
+
+* :func:`read_header` gives the index tags as plain Python values from that one walk;
+  pydicom decodes them only for character sets the walker does not decode itself, and a
+  property test checks that both give the same values.
+* :func:`read_dataset` is the package's only door onto :func:`pydicom.dcmread`, and
+  :func:`checked_file` the door for any other pydicom reader (pixel decoders): both walk
+  the file within the limits first.
+* :func:`referenced_file_ids` lists the files a DICOMDIR's records point to.
+
+Only regular files are opened, and without blocking (a named pipe in a tree must not
+hang a scan). A file whose header ends inside an element is truncated and refused; pixel
+data cut short is not a header problem and is left to the pixel reader.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
-from collections.abc import Iterable
-from typing import Any
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
+
+from .errors import DicomArrayError, HeaderLimitError, InvalidDicomError
 
 #: Tags read into the index, by DICOM keyword. Assembly and the tag tables need these.
 INDEX_KEYWORDS: tuple[str, ...] = (
@@ -83,6 +102,46 @@ FILE_COLUMNS: tuple[str, ...] = (
     "file_size",
 )
 
+#: (0002,0002) *Media Storage SOP Class UID* of a Media Storage Directory (DICOMDIR, DIRFILE).
+DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+@dataclass(frozen=True)
+class HeaderLimits:
+    """Bounds on one file's header, checked before pydicom parses it.
+
+    pydicom needs about 10 us and 1 kB per element to parse a header, and building attrs
+    from it as much again; the defaults keep the worst header within a few seconds and a
+    few hundred MB, and hold an enhanced multi-frame header of about 10,000 frames. The
+    walk itself takes about 3 us per element, so a refusal comes within a second.
+
+    Parameters
+    ----------
+    max_header_bytes : int, default 64 MiB
+        Bytes of the data set other than the top-level (7FE0,0010) *Pixel Data* value;
+        for a deflated file, also the most it may inflate to beside the pixel data it
+        declares.
+    max_elements : int, default 250,000
+        Data elements and sequence items, counted at every depth of every sequence.
+    max_items : int, default 20,000
+        Items in any one sequence (pydicom's parse time grows faster than the item
+        count: 100,000 items took 72 s). A DICOMDIR's record sequence may hold up to
+        ``max_elements`` items: this module walks it without pydicom.
+    max_depth : int, default 32
+        Sequences nested in sequences.
+    """
+
+    max_header_bytes: int = 64 * 2**20
+    max_elements: int = 250_000
+    max_items: int = 20_000
+    max_depth: int = 32
+
+
+#: The limits used when a caller gives none, looked up at each call: assign a new
+#: :class:`HeaderLimits` here to change them for every read of the package (in this
+#: process; dask workers in other processes keep their own).
+DEFAULT_LIMITS = HeaderLimits()
+
 _WANTED: dict[int, tuple[str, str]] = {
     int(tag_for_keyword(kw) or 0): (kw, dictionary_VR(kw)) for kw in INDEX_KEYWORDS
 }
@@ -103,60 +162,221 @@ _LONG_VRS = {
 }
 _TEXT_VRS = {"LT", "ST", "UT", "UR"}  # never split on backslash
 _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
-_FAST_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 _CHARSETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+_IMPLICIT = "1.2.840.10008.1.2"
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+# pixel data lies at a byte offset the pixel reader can use only in these syntaxes
+_OFFSET_SYNTAXES = {_IMPLICIT, "1.2.840.10008.1.2.1"}
+_MEDIA_STORAGE_CLASS = 0x00020002
+_TRANSFER_SYNTAX = 0x00020010
+_REFERENCED_FILE_ID = 0x00041500
 _PIXEL_DATA = 0x7FE00010
+_PIXEL_TAGS = {0x7FE00008, 0x7FE00009, _PIXEL_DATA}  # float, double float, integer pixels
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _CHUNK = 16384
-_MAX_DEPTH = 16
+_INFLATE_CHUNK = 2**20
 
 
-class _FallBack(Exception):
-    """The fast parser met something it leaves to pydicom."""
+class _Malformed(Exception):
+    """The bytes do not form a DICOM data set: the message says where and why."""
 
 
-def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_header(
+    path: str | os.PathLike[str], *, limits: HeaderLimits | None = None
+) -> dict[str, Any]:
     """Read the index tags of one DICOM file without reading its pixel data.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A DICOM Part-10 file (or a headerless one pydicom can read).
+        A DICOM Part-10 file: a 128-byte preamble, ``DICM``, a file meta group.
+    limits : HeaderLimits, optional
+        Bounds on the header; :data:`DEFAULT_LIMITS` when not given.
 
     Returns
     -------
     dict
         The :data:`INDEX_KEYWORDS` present in the file, as plain Python values (``str``,
         ``int``, ``float``, lists of those, or ``None`` for an empty value), plus
-        ``TransferSyntaxUID``, ``pixel_data_offset`` and ``pixel_data_length`` (the byte
-        offset and length of the (7FE0,0010) *Pixel Data* value, ``None`` when unknown or
-        encapsulated) and ``file_size``.
+        ``TransferSyntaxUID``, ``MediaStorageSOPClassUID`` (from the file meta group),
+        ``pixel_data_offset`` and ``pixel_data_length`` (the byte offset and length of
+        the (7FE0,0010) *Pixel Data* value, ``None`` when unknown, encapsulated, big
+        endian or deflated) and ``file_size``. A Media Storage Directory (DICOMDIR,
+        DIRFILE, :data:`DIRECTORY_SOP_CLASS`) gives only the file entries: its records are
+        no instance's tags.
 
     Raises
     ------
-    pydicom.errors.InvalidDicomError, OSError, ValueError
-        When the file is not DICOM or cannot be parsed at all; :func:`dicomarray.scan`
-        turns these into a skipped entry.
+    InvalidDicomError
+        When the file is not a regular file, not DICOM, truncated inside its header or
+        malformed; :func:`dicomarray.scan` turns these into a skipped entry.
+    HeaderLimitError
+        When the header passes one of the ``limits``.
     """
     path = os.fspath(path)
-    try:
-        values = _FastReader(path).read()
-    except _FallBack:
-        values = _read_with_pydicom(path)
-    values["file_size"] = os.path.getsize(path)
+    with _open_regular(path) as file:
+        walker = _Walker(file, path, limits or DEFAULT_LIMITS, wanted=_WANTED)
+        walker.walk(through_pixels=False)
+    values = walker.values
+    if walker.directory:
+        return {key: values[key] for key in (*FILE_COLUMNS, "MediaStorageSOPClassUID")}
+    if walker.decode_with_pydicom:
+        values.update(_read_with_pydicom(path))
     return values
+
+
+@contextmanager
+def checked_file(
+    path: str | os.PathLike[str],
+    *,
+    stop_before_pixels: bool = True,
+    limits: HeaderLimits | None = None,
+) -> Iterator[BinaryIO]:
+    """Open a regular file for a pydicom reader once its structure is within ``limits``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A DICOM Part-10 file.
+    stop_before_pixels : bool, default True
+        Check the header only; with False, also what follows the top-level pixel data.
+    limits : HeaderLimits, optional
+        Bounds on the header; :data:`DEFAULT_LIMITS` when not given.
+
+    Yields
+    ------
+    file object
+        The file, opened for binary reading and positioned at its start.
+
+    Raises
+    ------
+    InvalidDicomError, HeaderLimitError
+        As :func:`read_header`.
+    """
+    path = os.fspath(path)
+    with _open_regular(path) as file:
+        _Walker(file, path, limits or DEFAULT_LIMITS).walk(through_pixels=not stop_before_pixels)
+        file.seek(0)
+        yield file
+
+
+def read_dataset(
+    path: str | os.PathLike[str],
+    *,
+    stop_before_pixels: bool = True,
+    specific_tags: list[str] | None = None,
+    defer_size: int | str | None = None,
+    limits: HeaderLimits | None = None,
+) -> Dataset:
+    """:func:`pydicom.dcmread` of one file, within bounds: the package's only way to it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A DICOM Part-10 file.
+    stop_before_pixels, specific_tags, defer_size
+        As for :func:`pydicom.dcmread`.
+    limits : HeaderLimits, optional
+        Bounds on the header; :data:`DEFAULT_LIMITS` when not given.
+
+    Returns
+    -------
+    pydicom.dataset.FileDataset
+
+    Raises
+    ------
+    InvalidDicomError
+        When the file is not a regular file, not DICOM, truncated or malformed, or pydicom
+        cannot parse it; the message names the file.
+    HeaderLimitError
+        When the header passes one of the ``limits``.
+    """
+    path = os.fspath(path)
+    with checked_file(path, stop_before_pixels=stop_before_pixels, limits=limits) as file:
+        try:
+            return pydicom.dcmread(
+                file,
+                stop_before_pixels=stop_before_pixels,
+                specific_tags=specific_tags,
+                defer_size=defer_size,
+            )
+        except Exception as exc:  # noqa: BLE001 - any pydicom failure names the file
+            raise InvalidDicomError(f"{path}: cannot parse: {type(exc).__name__}: {exc}") from exc
+
+
+def referenced_file_ids(
+    path: str | os.PathLike[str], *, limits: HeaderLimits | None = None
+) -> list[list[str]]:
+    """The (0004,1500) *Referenced File ID* of every record of a DICOMDIR or DIRFILE.
+
+    Each is a list of path components relative to the file-set's root folder, as
+    written; nothing is checked or opened here. The record sequence may hold up to
+    ``limits.max_elements`` records.
+
+    Raises
+    ------
+    InvalidDicomError, HeaderLimitError
+        As :func:`read_header`.
+    """
+    path = os.fspath(path)
+    limits = limits or DEFAULT_LIMITS
+    directory_limits = HeaderLimits(
+        limits.max_header_bytes, limits.max_elements, limits.max_elements, limits.max_depth
+    )
+    found: list[list[str]] = []
+
+    def collect(raw: bytes) -> None:
+        parts = [p.strip(" \0") for p in raw.decode("latin-1").split("\\")]
+        if any(parts):
+            found.append(parts)
+
+    with _open_regular(path) as file:
+        walker = _Walker(
+            file,
+            path,
+            directory_limits,
+            nested={_REFERENCED_FILE_ID: collect},
+            directory_records=True,
+        )
+        walker.walk(through_pixels=False)
+    return found
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """Open a regular file without blocking: FIFOs, devices and sockets are refused."""
+
+    def opener(name: str, flags: int) -> int:
+        return os.open(name, flags | os.O_NONBLOCK)
+
+    try:
+        file = open(path, "rb", opener=opener)  # noqa: SIM115 - returned to a with block
+    except OSError as exc:
+        raise InvalidDicomError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+    mode = os.fstat(file.fileno()).st_mode
+    if not stat.S_ISREG(mode):
+        file.close()
+        raise InvalidDicomError(f"{path}: not a regular file ({file_kind(mode)})")
+    return file
+
+
+def file_kind(mode: int) -> str:
+    """A name for the kind of file an ``st_mode`` describes: FIFO, socket, device..."""
+    kinds = (
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _read_with_pydicom(path: str) -> dict[str, Any]:
-    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(INDEX_KEYWORDS))
-    values = {kw: plain_value(ds[kw].value) for kw in INDEX_KEYWORDS if kw in ds}
-    meta = getattr(ds, "file_meta", None)
-    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    values["TransferSyntaxUID"] = str(syntax) if syntax else None
-    values["pixel_data_offset"] = None
-    values["pixel_data_length"] = None
-    return values
+    """The index tags as pydicom decodes them (for character sets the walker leaves)."""
+    ds = read_dataset(path, specific_tags=list(INDEX_KEYWORDS))
+    return {kw: plain_value(ds[kw].value) for kw in INDEX_KEYWORDS if kw in ds}
 
 
 def plain_value(value: Any) -> Any:
@@ -181,136 +401,340 @@ def plain_value(value: Any) -> Any:
     return text if text else None
 
 
-class _FastReader:
-    """Walks the elements of one file through a small moving window of its bytes."""
+class _Source:
+    """Bytes of a file through a small moving window, or of an inflated data set."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, file: BinaryIO, start: int = 0, data: bytes | None = None) -> None:
+        self.file = file
+        self.base = start  # offset of data[0] in the file's or the inflated bytes
+        self.data = data if data is not None else file.read(_CHUNK)
+        self.whole = data is not None
+        self.size = len(data) if data is not None else os.fstat(file.fileno()).st_size
+
+    def read(self, offset: int, n: int) -> bytes:
+        end = offset + n
+        if end > self.size:
+            raise _Truncated(offset, n, self.size)
+        if self.whole or (offset >= self.base and end <= self.base + len(self.data)):
+            return self.data[offset - self.base : end - self.base]
+        self.file.seek(offset)
+        self.base = offset
+        self.data = self.file.read(max(n, _CHUNK))
+        return self.data[:n]
+
+
+class _Truncated(Exception):
+    def __init__(self, offset: int, n: int, size: int) -> None:
+        super().__init__(f"needs {n} bytes at byte {offset}, the data ends at byte {size}")
+
+
+class _Walker:
+    """One pass over a file's elements: bounds, truncation, and the wanted values.
+
+    ``wanted`` maps top-level tags to (keyword, VR) to decode into :attr:`values`;
+    ``nested`` maps tags at any depth to a callback given their raw value.
+    """
+
+    def __init__(
+        self,
+        file: BinaryIO,
+        path: str,
+        limits: HeaderLimits,
+        *,
+        wanted: dict[int, tuple[str, str]] | None = None,
+        nested: dict[int, Callable[[bytes], None]] | None = None,
+        directory_records: bool = False,
+    ) -> None:
         self.path = path
-        self.file = open(path, "rb")  # noqa: SIM115 - closed in read()
-        self.start = 0
-        self.buf = self.file.read(_CHUNK)
+        self.limits = limits
+        self.wanted = wanted or {}
+        self.nested = nested or {}
+        self.source = _Source(file)
         self.values: dict[str, Any] = {}
         self.encoding = "latin-1"
+        self.endian = "<"
+        self.elements = 0
+        self.pixel_bytes = 0  # the top-level pixel data value, not part of the header
+        self.decode_with_pydicom = False
+        self.pixels = False  # a top-level pixel data element was met
+        self.directory = False
+        self.directory_records = directory_records
+        self.inflater: Any = None
 
-    def read(self) -> dict[str, Any]:
+    # -- entry ---------------------------------------------------------------------------
+
+    def walk(self, *, through_pixels: bool) -> None:
+        """Walk the whole header (and past the pixel data when asked), or raise."""
         try:
-            return self._read()
-        except (struct.error, UnicodeDecodeError, IndexError, ValueError) as exc:
-            raise _FallBack(str(exc)) from exc
-        finally:
-            self.file.close()
+            self._walk(through_pixels)
+        except _Truncated as exc:
+            if self.inflater is not None and len(self.source.data) > self.limits.max_header_bytes:
+                self._refuse(f"a header of more than {self.limits.max_header_bytes} bytes")
+            raise InvalidDicomError(f"{self.path}: truncated: {exc}") from None
+        except (_Malformed, struct.error, UnicodeDecodeError, ValueError) as exc:
+            if isinstance(exc, DicomArrayError):
+                raise
+            raise InvalidDicomError(f"{self.path}: malformed header: {exc}") from None
 
-    def _bytes(self, offset: int, n: int) -> bytes:
-        end = offset + n
-        if offset < self.start or end > self.start + len(self.buf):
-            self.file.seek(offset)
-            self.start = offset
-            self.buf = self.file.read(max(n, _CHUNK))
-            if len(self.buf) < n:
-                raise _FallBack("file ends inside an element")
-        return self.buf[offset - self.start : end - self.start]
+    def _walk(self, through_pixels: bool) -> None:
+        if self.source.size < 132 or self.source.read(128, 4) != b"DICM":
+            raise InvalidDicomError(f"{self.path}: not DICOM (no 'DICM' after the preamble)")
+        pos, syntax, media_class = self._read_meta(132)
+        offsets = syntax in _OFFSET_SYNTAXES or UID(syntax).is_encapsulated
+        self.values.update(
+            TransferSyntaxUID=syntax,
+            MediaStorageSOPClassUID=media_class,
+            pixel_data_offset=None,
+            pixel_data_length=None,
+            file_size=self.source.size,
+        )
+        if media_class == DIRECTORY_SOP_CLASS and not self.directory_records:
+            self.directory = True  # its records are not read as an instance's tags
+            return
+        if syntax == _DEFLATED:
+            self._inflate(pos)
+            pos, offsets = 0, False
+        self.endian = ">" if syntax == _BIG_ENDIAN else "<"
+        explicit = self._looks_explicit(pos) if pos + 8 <= self.source.size else True
+        if syntax == _DEFLATED:
+            # only the start is inflated for the walk; the size check bounds the rest
+            self._data_set(pos, None, explicit, depth=0, through_pixels=False)
+            self._check_inflated_size()
+        else:
+            self._data_set(pos, None, explicit, depth=0, through_pixels=through_pixels)
+        if not offsets:
+            self.values.update(pixel_data_offset=None, pixel_data_length=None)
 
-    def _read(self) -> dict[str, Any]:
-        if self.buf[128:132] != b"DICM":
-            raise _FallBack("no preamble")
-        pos, syntax = self._read_meta(132)
-        if syntax not in _FAST_SYNTAXES and not UID(syntax).is_encapsulated:
-            raise _FallBack(f"transfer syntax {syntax}")
-        self.values.update(TransferSyntaxUID=syntax, pixel_data_offset=None, pixel_data_length=None)
-        self._read_data_set(pos, explicit=syntax != "1.2.840.10008.1.2")
-        return self.values
-
-    def _read_meta(self, pos: int) -> tuple[int, str]:
-        syntax = None
-        while True:
-            head = self._bytes(pos, 8)
-            group = struct.unpack_from("<H", head)[0]
-            if group != 0x0002:
+    def _read_meta(self, pos: int) -> tuple[int, str, str | None]:
+        syntax = media_class = None
+        while pos < self.source.size:
+            head = self.source.read(pos, 8)  # raises inside a cut element
+            if struct.unpack_from("<H", head)[0] != 0x0002:
                 break
-            tag, length, value_pos = self._explicit_element(pos, head)
-            if tag == 0x00020010:
-                syntax = self._bytes(value_pos, length).decode("ascii").rstrip("\0 ")
+            tag, length, value_pos, _vr = self._explicit_element(pos, head, "<")
+            self._count(value_pos + length)
+            if value_pos + length > self.source.size:
+                raise _Truncated(value_pos, length, self.source.size)
+            if tag in (_TRANSFER_SYNTAX, _MEDIA_STORAGE_CLASS):
+                value = self.source.read(value_pos, length).decode("ascii").rstrip("\0 ")
+                if tag == _TRANSFER_SYNTAX:
+                    syntax = value
+                else:
+                    media_class = value
             pos = value_pos + length
         if not syntax:
-            raise _FallBack("no transfer syntax in the meta group")
-        return pos, syntax
+            raise InvalidDicomError(f"{self.path}: no transfer syntax in the file meta group")
+        return pos, syntax, media_class
 
-    def _explicit_element(self, pos: int, head: bytes) -> tuple[int, int, int]:
-        group, element = struct.unpack_from("<HH", head)
-        vr = head[4:6]
-        if vr in _LONG_VRS:
-            length = struct.unpack("<I", self._bytes(pos + 8, 4))[0]
-            return (group << 16) | element, length, pos + 12
-        if not vr.isalpha() or not vr.isupper():
-            raise _FallBack(f"unexpected VR {vr!r}")
-        return (group << 16) | element, struct.unpack_from("<H", head, 6)[0], pos + 8
+    def _inflate(self, pos: int) -> None:
+        """Inflate a deflated data set, refusing one that grows past its bounds."""
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self.source.file.seek(pos)
+        cap = self.limits.max_header_bytes
+        data = bytearray()
+        while len(data) <= cap and not inflater.eof:
+            chunk = inflater.unconsumed_tail or self.source.file.read(_INFLATE_CHUNK)
+            if not chunk:
+                break
+            data += inflater.decompress(chunk, cap + 1 - len(data))
+        self.source = _Source(self.source.file, data=bytes(data))
+        self.inflater = inflater
 
-    def _element(self, pos: int, explicit: bool) -> tuple[int, int, int]:
-        head = self._bytes(pos, 8)
-        if explicit:
-            return self._explicit_element(pos, head)
-        group, element, length = struct.unpack_from("<HHI", head)
-        return (group << 16) | element, length, pos + 8
+    # -- data sets -----------------------------------------------------------------------
 
-    def _read_data_set(self, pos: int, *, explicit: bool) -> None:
-        size = os.fstat(self.file.fileno()).st_size
-        while pos + 8 <= size:
-            tag, length, value_pos = self._element(pos, explicit)
-            if tag == _PIXEL_DATA:
-                self.values["pixel_data_offset"] = value_pos if length != _UNDEFINED else None
-                self.values["pixel_data_length"] = length if length != _UNDEFINED else None
-                return
-            if length == _UNDEFINED:
-                # an undefined-length SQ, or UN holding implicit VR items
-                pos = self._skip_sequence(value_pos, explicit, depth=0)
-                continue
-            if tag in _WANTED:
-                keyword, vr = _WANTED[tag]
-                self.values[keyword] = self._decode(self._bytes(value_pos, length), vr)
-                if keyword == "SpecificCharacterSet":
-                    self._set_encoding(self.values[keyword])
-            pos = value_pos + length
-
-    def _skip_sequence(self, pos: int, explicit: bool, depth: int) -> int:
-        if depth > _MAX_DEPTH:
-            raise _FallBack("sequences nested too deep")
+    def _data_set(
+        self, pos: int, end: int | None, explicit: bool, *, depth: int, through_pixels: bool = False
+    ) -> int:
+        """Walk one data set from ``pos`` to ``end`` (or its item delimiter when None)."""
+        endian = self.endian
+        top = depth == 0
+        size = self.source.size
         while True:
-            tag, length = struct.unpack("<II", self._bytes(pos, 8))
-            tag = ((tag & 0xFFFF) << 16) | (tag >> 16)
-            pos += 8
-            if tag == _SEQUENCE_END:
+            if end is not None and pos >= end:
+                if pos != end:
+                    raise _Malformed(f"an element crosses the end of its item at byte {end}")
                 return pos
-            if tag != _ITEM:
-                raise _FallBack(f"unexpected tag {tag:08X} in a sequence")
-            if length != _UNDEFINED:
-                pos += length
-                continue
-            pos = self._skip_item(pos, explicit, depth)
-
-    def _skip_item(self, pos: int, explicit: bool, depth: int) -> int:
-        while True:
-            head = self._bytes(pos, 8)
-            group, element, length = struct.unpack_from("<HHI", head)
-            if (group << 16) | element == _ITEM_END:
-                return pos + 8
-            _tag, length, value_pos = self._element(pos, explicit)
-            if length == _UNDEFINED:
-                pos = self._skip_sequence(value_pos, explicit, depth + 1)
+            if top and pos + 8 > size:
+                if pos != size:
+                    raise _Truncated(pos, 8, size)
+                if "Rows" in self.values and "Columns" in self.values and not self.pixels:
+                    raise InvalidDicomError(
+                        f"{self.path}: truncated: an image header ends at byte {pos}, "
+                        "before any pixel data"
+                    )
+                return pos
+            head = self.source.read(pos, 8)
+            if explicit:
+                tag, length, value_pos, vr = self._explicit_element(pos, head, endian)
             else:
-                pos = value_pos + length
+                group, element, length = struct.unpack_from(endian + "HHI", head)
+                tag, value_pos = (group << 16) | element, pos + 8
+                vr = _implicit_vr(tag)
+            if tag == _ITEM_END and end is None and not top:
+                return pos + 8
+            self.elements += 1
+            if self.elements > self.limits.max_elements:
+                self._refuse(f"more than {self.limits.max_elements} data elements and items")
+            if top and tag in _PIXEL_TAGS:
+                self.pixels = True
+            if tag == _PIXEL_DATA and top:
+                pos = self._pixel_data(value_pos, length, through_pixels)
+                if not through_pixels:
+                    return pos
+                continue
+            pos = self._value(tag, vr, value_pos, length, explicit, depth, top)
+
+    def _value(
+        self, tag: int, vr: str, pos: int, length: int, explicit: bool, depth: int, top: bool
+    ) -> int:
+        """Step over (or into) one element's value; returns the position after it."""
+        if length == _UNDEFINED:
+            if vr in ("OB", "OW") or tag == _PIXEL_DATA:
+                return self._fragments(pos)
+            # an SQ, or UN / an unknown private tag holding implicit VR little-endian items
+            inner = explicit and vr == "SQ"
+            return self._sequence(pos, None, inner, depth + 1, little=not inner)
+        self._count(pos + length)
+        if vr == "SQ" or (vr == "UN" and _dictionary_vr(tag) == "SQ"):
+            inner = explicit and vr == "SQ"
+            return self._sequence(pos, pos + length, inner, depth + 1, little=not inner)
+        if top and tag in self.wanted:
+            self._decode_wanted(tag, pos, length)
+        elif tag in self.nested:
+            self.nested[tag](self.source.read(pos, length))
+        elif pos + length > self.source.size:
+            raise _Truncated(pos, length, self.source.size)
+        return pos + length
+
+    def _sequence(
+        self, pos: int, end: int | None, explicit: bool, depth: int, *, little: bool
+    ) -> int:
+        if depth > self.limits.max_depth:
+            self._refuse(f"sequences nested more than {self.limits.max_depth} deep")
+        saved, self.endian = self.endian, ("<" if little else self.endian)
+        items = 0
+        while end is None or pos < end:
+            group, element, length = struct.unpack(self.endian + "HHI", self.source.read(pos, 8))
+            tag = (group << 16) | element
+            pos += 8
+            if tag == _SEQUENCE_END and end is None:
+                break
+            if tag != _ITEM:
+                raise _Malformed(f"tag ({group:04X},{element:04X}) in a sequence at byte {pos - 8}")
+            items += 1
+            self.elements += 1  # pydicom makes a data set of each item
+            if self.elements > self.limits.max_elements:
+                self._refuse(f"more than {self.limits.max_elements} data elements and items")
+            if items > self.limits.max_items:
+                self._refuse(f"more than {self.limits.max_items} items in one sequence")
+            item_end = None if length == _UNDEFINED else pos + length
+            if item_end is not None:
+                self._count(item_end)
+            pos = self._data_set(pos, item_end, explicit, depth=depth)
+        if end is not None and pos != end:
+            raise _Malformed(f"an item crosses the end of its sequence at byte {end}")
+        self.endian = saved
+        return pos
+
+    def _fragments(self, pos: int) -> int:
+        """Step over encapsulated fragments: items of raw bytes up to a sequence end."""
+        while True:
+            group, element, length = struct.unpack(self.endian + "HHI", self.source.read(pos, 8))
+            tag = (group << 16) | element
+            if tag == _SEQUENCE_END:
+                return pos + 8
+            if tag != _ITEM or length == _UNDEFINED:
+                raise _Malformed(f"tag ({group:04X},{element:04X}) among fragments at byte {pos}")
+            pos += 8 + length
+
+    def _pixel_data(self, pos: int, length: int, through_pixels: bool) -> int:
+        """Note where the top-level pixel data lies; step over it when asked to go on."""
+        defined = length != _UNDEFINED
+        self.values["pixel_data_offset"] = pos if defined else None
+        self.values["pixel_data_length"] = length if defined else None
+        if not through_pixels:
+            return pos
+        if not defined:
+            start = pos
+            pos = self._fragments(pos)
+            self.pixel_bytes += pos - start
+            return pos
+        if pos + length > self.source.size:
+            raise _Truncated(pos, length, self.source.size)
+        self.pixel_bytes += length
+        return pos + length
+
+    # -- elements and values -------------------------------------------------------------
+
+    def _explicit_element(self, pos: int, head: bytes, endian: str) -> tuple[int, int, int, str]:
+        group, element = struct.unpack_from(endian + "HH", head)
+        vr = head[4:6]
+        tag = (group << 16) | element
+        if tag in (_ITEM, _ITEM_END, _SEQUENCE_END):  # delimiters carry no VR
+            return tag, struct.unpack_from(endian + "I", head, 4)[0], pos + 8, ""
+        if vr in _LONG_VRS:
+            length = struct.unpack(endian + "I", self.source.read(pos + 8, 4))[0]
+            return tag, length, pos + 12, vr.decode()
+        if not vr.isalpha() or not vr.isupper():
+            raise _Malformed(f"VR {vr!r} of ({group:04X},{element:04X}) at byte {pos}")
+        return tag, struct.unpack_from(endian + "H", head, 6)[0], pos + 8, vr.decode()
+
+    def _looks_explicit(self, pos: int) -> bool:
+        """Whether the data set's first element has a VR: pydicom checks the same way."""
+        vr = self.source.read(pos, 8)[4:6]
+        return vr.isalpha() and vr.isupper()
+
+    def _count(self, header_end: int) -> None:
+        if header_end - self.pixel_bytes > self.limits.max_header_bytes:
+            self._refuse(f"a header of more than {self.limits.max_header_bytes} bytes")
+
+    def _refuse(self, what: str) -> None:
+        raise HeaderLimitError(
+            f"{self.path}: refused: {what} (a bound of dicomarray.header.HeaderLimits)"
+        )
+
+    def _check_inflated_size(self) -> None:
+        """A deflated data set may not inflate past its header and declared pixel data.
+
+        pydicom inflates the whole data set even for a header, so all of it is bounded.
+        """
+        allowed = self.limits.max_header_bytes + _declared_pixel_bytes(self.values)
+        total = len(self.source.data)
+        file = self.source.file
+        while not self.inflater.eof and total <= allowed:
+            chunk = self.inflater.unconsumed_tail or file.read(_INFLATE_CHUNK)
+            if not chunk:
+                break
+            total += len(self.inflater.decompress(chunk, _INFLATE_CHUNK))
+        if total > allowed:
+            self._refuse(f"deflated data inflating to more than {allowed} bytes")
+
+    def _decode_wanted(self, tag: int, pos: int, length: int) -> None:
+        keyword, vr = self.wanted[tag]
+        raw = self.source.read(pos, length)
+        if self.decode_with_pydicom:
+            return  # pydicom decodes this file's values afterwards
+        try:
+            self.values[keyword] = self._decode(raw, vr)
+        except (ValueError, UnicodeDecodeError, struct.error):
+            self.decode_with_pydicom = True  # a value pydicom may still make sense of
+            return
+        if keyword == "SpecificCharacterSet":
+            self._set_encoding(self.values[keyword])
 
     def _set_encoding(self, charset: Any) -> None:
         name = charset[0] if isinstance(charset, list) else (charset or "")
         if name not in _CHARSETS or (isinstance(charset, list) and len(charset) > 1):
-            raise _FallBack(f"character set {charset}")
+            self.decode_with_pydicom = True
+            return
         self.encoding = _CHARSETS[name]
 
     def _decode(self, raw: bytes, vr: str) -> Any:
         if vr in _NUMBER_FORMATS:
             fmt = _NUMBER_FORMATS[vr]
             count = len(raw) // struct.calcsize(fmt)
-            numbers = [plain_value(v) for v in struct.unpack(f"<{count}{fmt}", raw)]
-            return _single_or_list(numbers)
+            numbers = struct.unpack_from(f"{self.endian}{count}{fmt}", raw)
+            return _single_or_list(plain_value(v) for v in numbers)
         text = raw.decode(
             self.encoding if vr in {"PN", "LO", "SH", "LT", "ST", "UT"} else "latin-1"
         )
@@ -320,6 +744,43 @@ class _FastReader:
         if len(parts) == 1 and parts[0] is None:
             return None
         return _single_or_list(parts)
+
+
+_VR_CACHE: dict[int, str] = {}
+
+
+def _dictionary_vr(tag: int) -> str:
+    """The dictionary VR of a tag; ``UN`` for private and unknown tags."""
+    vr = _VR_CACHE.get(tag)
+    if vr is None:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = "UN"
+        _VR_CACHE[tag] = vr
+    return vr
+
+
+def _implicit_vr(tag: int) -> str:
+    if tag in (_ITEM, _ITEM_END, _SEQUENCE_END):
+        return ""
+    return _dictionary_vr(tag)
+
+
+def _declared_pixel_bytes(values: dict[str, Any]) -> int:
+    """The bytes of pixel data a header declares (Rows x Columns x frames x samples x bits)."""
+    factors = []
+    for keyword, default in (
+        ("Rows", 0),
+        ("Columns", 0),
+        ("NumberOfFrames", 1),
+        ("SamplesPerPixel", 1),
+        ("BitsAllocated", 8),
+    ):
+        value = values.get(keyword)
+        factors.append(value if isinstance(value, int) and value > 0 else default)
+    rows, columns, frames, samples, bits = factors
+    return rows * columns * frames * samples * math.ceil(bits / 8)
 
 
 def _parse_text(part: str, vr: str) -> Any:

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pydicom
 
 from .errors import MissingDecoderError, PixelDataError
+from .header import checked_file, read_dataset
 
 #: Largest stored volume (bytes) a series may declare before it is refused unread.
 MAX_VOLUME_BYTES = 64 * 2**30
@@ -208,10 +208,11 @@ class FrameStack:
         from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
         if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
-            array = pixel_array(pydicom.dcmread(path))
+            array = pixel_array(read_dataset(path, stop_before_pixels=False))
             array = array[frame] if array.ndim == 3 else array
         else:
-            array = pixel_array(path, index=frame)
+            with checked_file(path) as file:  # the header within bounds first
+                array = pixel_array(file, index=frame)
         if array.shape != self.frames_shape[1:]:
             raise PixelDataError(
                 f"{path}: decoded frame has shape {array.shape}, expected {self.frames_shape[1:]}"

@@ -39,7 +39,7 @@ from pydicom.datadict import keyword_dict
 from .assembly import assemble
 from .attrs import json_safe
 from .errors import DicomArrayError
-from .header import plain_value
+from .header import plain_value, read_dataset
 from .index import Source, as_index
 
 Rule = Any
@@ -223,7 +223,7 @@ def _with_columns(index: pd.DataFrame, keywords: list[str]) -> pd.DataFrame:
         return index
     values: dict[str, list[Any]] = {k: [] for k in missing}
     for path in index["path"]:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=missing)
+        ds = read_dataset(path, stop_before_pixels=True, specific_tags=missing)
         for keyword in missing:
             values[keyword].append(plain_value(ds[keyword].value) if keyword in ds else None)
     return index.assign(**values)
@@ -308,7 +308,7 @@ def read_tags(path: str | os.PathLike[str]) -> pd.DataFrame:
     ``AnatomicRegionSequence[0].CodeValue``; binary values show their length, not content.
     """
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=False, defer_size=1024)
+        ds = read_dataset(path, stop_before_pixels=False, defer_size=1024)
     except Exception as exc:  # noqa: BLE001 - any parse failure names the file
         raise DicomArrayError(f"{path}: not readable as DICOM: {exc}") from exc
     rows: list[dict[str, Any]] = []

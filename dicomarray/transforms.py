@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import TransformError
+from .header import read_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +311,6 @@ def _modality_lut(obj: xr.DataArray) -> tuple[np.ndarray, int, Any] | None:
 
 def _lut_dataset(obj: xr.DataArray) -> Any:
     """A pydicom Dataset holding the Modality LUT Sequence with its LUT Data."""
-    import pydicom
     from pydicom.dataset import Dataset
 
     item = obj.attrs["ModalityLUTSequence"][0]
@@ -329,7 +329,7 @@ def _lut_dataset(obj: xr.DataArray) -> Any:
             "and no source file is known to read it from"
         )
     try:
-        return pydicom.dcmread(files[0], stop_before_pixels=True)
+        return read_dataset(files[0], stop_before_pixels=True)
     except Exception as exc:  # noqa: BLE001 - any read failure names the file
         raise TransformError(f"{files[0]}: cannot read the Modality LUT: {exc}") from exc
 

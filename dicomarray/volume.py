@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pydicom
 import xarray as xr
 
 from .assembly import Assembly, assemble
@@ -22,6 +21,7 @@ from .attrs import (
 )
 from .errors import DicomArrayError, InvalidDicomError, SeriesNotFoundError
 from .geometry import SPACING_RTOL
+from .header import read_dataset
 from .index import Source, as_index
 from .paths import series_folders
 from .pixels import MAX_VOLUME_BYTES, FrameStack, PixelFormat, check_readable
@@ -202,7 +202,7 @@ def _attrs(assembly: Assembly, varying: list[str]) -> dict[str, Any]:
     frames = assembly.frames
     first = frames["path"].iloc[0]
     try:
-        header = pydicom.dcmread(first, stop_before_pixels=True)
+        header = read_dataset(first, stop_before_pixels=True)
     except Exception as exc:  # noqa: BLE001 - a file the index read must still parse
         raise InvalidDicomError(f"{first}: cannot read the header: {exc}") from exc
     attrs = {k: v for k, v in dataset_attrs(header).items() if k not in _HEADER_ONLY_ATTRS}

@@ -28,6 +28,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from ..errors import DicomArrayWarning, WriteError, warn_data_problem
 from ..geometry import positions_along_normal, slice_normal
+from ..header import read_dataset
 from ..index import scan
 from ..volume import ASSEMBLY_ATTR, open_series
 from .common import (
@@ -364,7 +365,7 @@ def _prepare(
     overwrite: bool,
 ) -> _Export:
     files, template_z = _template_files(template)
-    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    first = read_dataset(files[0], stop_before_pixels=True)
     shape = (len(files), int(first.Rows), int(first.Columns))
     data = _volume_data(volume, shape, files[0].parent)
     if isinstance(volume, xr.DataArray):
@@ -591,7 +592,7 @@ def _slice_dataset(
     window: tuple[float, float],
     series: _SeriesValues,
 ) -> Dataset:
-    ds = pydicom.dcmread(template_path, stop_before_pixels=True)
+    ds = read_dataset(template_path, stop_before_pixels=True)
     source = Dataset()
     source.ReferencedSOPClassUID = ds.SOPClassUID
     source.ReferencedSOPInstanceUID = ds.SOPInstanceUID
