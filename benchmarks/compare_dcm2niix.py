@@ -371,7 +371,7 @@ def compare_pair(row: Comparison, volume: Any, output: NiftiOutput) -> Compariso
     """
     import nibabel
 
-    image = nibabel.load(output.path)
+    image: Any = nibabel.load(output.path)
     row.nifti = output.name
     row.nifti_shape = [int(n) for n in image.shape]
     spatial = [int(n) for n in image.shape[:3]] + [1] * (3 - len(image.shape[:3]))
@@ -381,8 +381,8 @@ def compare_pair(row: Comparison, volume: Any, output: NiftiOutput) -> Compariso
         if "MOSAIC" in volume.attrs.get("ImageType", ()):
             row.notes.append("a Siemens mosaic: dicomarray keeps the tiles as one image")
         return row
-    ours = np.asarray(volume.dicom.affine, dtype=float)
-    theirs = np.asarray(image.affine, dtype=float)
+    ours = np.asarray(volume.dicom.affine, dtype=np.float64)
+    theirs = np.asarray(image.affine, dtype=np.float64)
     mapping = axis_map(ours, theirs)
     if mapping is None or [spatial[a] for a in mapping.axes] != list(volume.shape):
         row.category = GEOMETRY_OFF
@@ -479,7 +479,7 @@ def compare_series(
             return row
         rows = [compare_pair(_copy(row), volume, output) for output in candidates]
         best = min(rows, key=lambda r: CATEGORIES.index(r.category))
-        others = [r.nifti for r in rows if r is not best]
+        others = [str(r.nifti) for r in rows if r is not best]
         if others:
             best.notes.append(f"also paired (by UID and number) with {', '.join(others)}")
         return best
@@ -567,7 +567,8 @@ def _unpaired(set_name: str, outputs: list[NiftiOutput], paired: set[str]) -> li
     for output in outputs:
         if output.name in paired:
             continue
-        shape = [int(n) for n in nibabel.load(output.path).shape]
+        image: Any = nibabel.load(output.path)
+        shape = [int(n) for n in image.shape]
         rows.append(
             Comparison(
                 set_name,
@@ -592,22 +593,25 @@ def write_results(rows: list[Comparison], sets: list[dict[str, Any]], out: Path)
         "counts": {c: counts.get(c, 0) for c in CATEGORIES},
         "geometry_tol_mm": GEOMETRY_TOL_MM,
         "dcm2niix": _dcm2niix_version(),
+        "dicomarray_commit": _commit(),
         "sets": sets,
         "series": [asdict(row) for row in rows],
     }
     (out / "dcm2niix_comparison.json").write_text(json.dumps(document, indent=1, default=str))
-    (out / "dcm2niix_comparison.md").write_text(markdown(rows, counts))
+    (out / "dcm2niix_comparison.md").write_text(markdown(rows, counts, document))
     return counts
 
 
-def markdown(rows: list[Comparison], counts: Counter[str]) -> str:
+def markdown(rows: list[Comparison], counts: Counter[str], document: dict[str, Any]) -> str:
     """The comparison as a markdown table, counts first."""
     lines = [
         "# dicomarray vs dcm2niix on the dcm_qa sets",
         "",
-        "Written by `python -m benchmarks.compare_dcm2niix`. Geometry: largest distance of a",
-        f"corner voxel between the two affines (off above {GEOMETRY_TOL_MM} mm). Values: stored",
-        "values, voxel by voxel after matching the axes.",
+        f"Written by `python -m benchmarks.compare_dcm2niix` (dicomarray "
+        f"{document['dicomarray_commit']}, dcm2niix {document['dcm2niix']}). Geometry: the",
+        "largest distance (mm) of a corner voxel between the two affines (off above",
+        f"{GEOMETRY_TOL_MM} mm). Values: modality values (stored x rescale), voxel by voxel",
+        "after matching the axes; a note says when the stored values are equal.",
         "",
         "| category | series |",
         "|---|---|",
@@ -639,12 +643,33 @@ def _shape(shape: list[int] | None) -> str:
     return "" if shape is None else "x".join(str(n) for n in shape)
 
 
+def _commit() -> str | None:
+    """The repository's commit (with ``+changes`` when the tree differs from it)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+changes" if dirty else head
+
+
 def _dcm2niix_version() -> str | None:
     try:
         done = subprocess.run(["dcm2niix", "-v"], capture_output=True, text=True, check=False)
     except OSError:
         return None
-    return (done.stdout.strip().splitlines() or [None])[-1]
+    lines = done.stdout.strip().splitlines()
+    return lines[-1] if lines else None
 
 
 def run(root: Path, out: Path, names: Sequence[str] = ()) -> Counter[str]:
