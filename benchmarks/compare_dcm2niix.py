@@ -644,7 +644,10 @@ def _shape(shape: list[int] | None) -> str:
 
 
 def _commit() -> str | None:
-    """The repository's commit (with ``+changes`` when the tree differs from it)."""
+    """The repository's commit (with ``+changes`` when the tree differs from it).
+
+    Outside a git checkout (an exported tree): ``$DICOMARRAY_COMMIT``, if set.
+    """
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -659,7 +662,7 @@ def _commit() -> str | None:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return os.environ.get("DICOMARRAY_COMMIT")
     return f"{head}+changes" if dirty else head
 
 
