@@ -110,6 +110,7 @@ class NiftiOutput:
     #: dcm2niix scaled by Philips' private (2005,100E) *Scale Slope* ("floating point"
     #: values) instead of the standard rescale
     philips_float: bool = False
+    description: str | None = None
 
     @property
     def name(self) -> str:
@@ -205,6 +206,7 @@ def nifti_outputs(out: Path) -> list[NiftiOutput]:
                 tags.get("SeriesInstanceUID"),
                 int(number) if number is not None else None,
                 bool(tags.get("UsePhilipsFloatNotDisplayScaling")),
+                tags.get("SeriesDescription"),
             )
         )
     return found
@@ -575,6 +577,7 @@ def _unpaired(set_name: str, outputs: list[NiftiOutput], paired: set[str]) -> li
                 DCM2NIIX_ONLY,
                 output.series_uid,
                 output.series_number,
+                output.description,
                 nifti=output.name,
                 nifti_shape=shape,
             )
@@ -617,6 +620,10 @@ def markdown(rows: list[Comparison], counts: Counter[str], document: dict[str, A
         "|---|---|",
         *(f"| {c} | {counts.get(c, 0)} |" for c in CATEGORIES),
         "",
+        "| set | instances | skipped by scan | gzipped DICOM | read as .gz | dcm2niix outputs |",
+        "|---|---|---|---|---|---|",
+        *(_set_line(summary) for summary in document["sets"]),
+        "",
         "| set | # | description | category | dicomarray | dcm2niix | mm | max diff | notes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -637,6 +644,11 @@ def markdown(rows: list[Comparison], counts: Counter[str], document: dict[str, A
         ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _set_line(summary: dict[str, Any]) -> str:
+    keys = ("set", "instances", "skipped", "gunzipped", "dicomarray_reads_gz", "dcm2niix_outputs")
+    return "| " + " | ".join(str(summary.get(key, "")) for key in keys) + " |"
 
 
 def _shape(shape: list[int] | None) -> str:
