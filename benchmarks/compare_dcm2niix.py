@@ -246,9 +246,13 @@ class AxisMap:
 def axis_map(dicomarray_affine: np.ndarray, nifti_affine: np.ndarray) -> AxisMap | None:
     """Match the voxel axes of two arrays by the directions their affines give them.
 
-    ``None`` when no one-to-one match exists (the two affines disagree on the axes).
+    ``None`` when no one-to-one match exists (the two affines disagree on the axes, or
+    dicomarray's is singular).
     """
-    to_dicomarray = np.linalg.inv(dicomarray_affine) @ LPS_FROM_RAS @ nifti_affine
+    try:
+        to_dicomarray = np.linalg.inv(dicomarray_affine) @ LPS_FROM_RAS @ nifti_affine
+    except np.linalg.LinAlgError:  # a singular affine matches nothing
+        return None
     linear = to_dicomarray[:3, :3]
     axes = tuple(int(np.argmax(np.abs(linear[i]))) for i in range(3))
     if len(set(axes)) != 3:
@@ -453,10 +457,11 @@ def describe_error(exc: BaseException) -> str:
 
 
 def compare_series(
-    set_name: str, source: Path, series: Any, outputs: list[NiftiOutput]
+    set_name: str, index: pd.DataFrame, series: Any, outputs: list[NiftiOutput]
 ) -> tuple[Comparison, set[str]]:
     """Open one ``list_series`` row and compare it with its best-matching dcm2niix output.
 
+    ``index`` is the set's :func:`dicomarray.scan` index (opened from, not re-scanned).
     Returns the row and the names of the outputs it was paired with.
     """
     import dicomarray
@@ -474,7 +479,7 @@ def compare_series(
         return row, paired
 
     def work(row: Comparison) -> Comparison:
-        volume = dicomarray.open_series(source, uid)
+        volume = dicomarray.open_series(index, uid)
         row.dicomarray_shape = [int(n) for n in volume.shape]
         if not candidates:
             row.category = DICOMARRAY_ONLY
@@ -539,7 +544,7 @@ def compare_set(folder: Path, work: Path) -> tuple[list[Comparison], dict[str, A
         return rows + _unpaired(folder.name, outputs, set()), summary
     rows, paired = [], set()
     for _, series in table.iterrows():
-        row, names = compare_series(folder.name, source, series, outputs)
+        row, names = compare_series(folder.name, index, series, outputs)
         rows.append(row)
         paired |= names
     return rows + _unpaired(folder.name, outputs, paired), summary
