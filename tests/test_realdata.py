@@ -204,28 +204,31 @@ def realdata() -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def readable_sets(realdata: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each set as dicomarray reads it: gzipped DICOM files gunzipped into a copy if needed."""
-    work = tmp_path_factory.mktemp("realdata")
-    sets = {}
-    for name in SETS:
-        folder = realdata / name
-        if folder.is_dir():
+class ReadableSets:
+    """Each set as dicomarray reads it: gzipped DICOM files gunzipped into a copy, once."""
+
+    def __init__(self, root: Path, work: Path) -> None:
+        self.root, self.work = root, work
+        self.ready: dict[str, Path] = {}
+
+    def __call__(self, name: str) -> Path:
+        if name not in self.ready:
+            folder = self.root / name
+            if not folder.is_dir():
+                pytest.skip(f"{name} is not in the realdata folder")
             zipped = cmp.gzipped_dicom_files(folder)
-            sets[name] = cmp.gunzipped_copy(folder, zipped, work) if zipped else folder
-    return sets
+            self.ready[name] = cmp.gunzipped_copy(folder, zipped, self.work)
+        return self.ready[name]
 
 
-def _set(readable_sets: dict[str, Path], name: str) -> Path:
-    if name not in readable_sets:
-        pytest.skip(f"{name} is not in the realdata folder")
-    return readable_sets[name]
+@pytest.fixture(scope="module")
+def readable_sets(realdata: Path, tmp_path_factory: pytest.TempPathFactory) -> ReadableSets:
+    return ReadableSets(realdata, tmp_path_factory.mktemp("realdata"))
 
 
 @pytest.mark.parametrize("name", SETS)
 def test_scan_and_list_series_run_on_every_set(readable_sets, name: str) -> None:
-    folder = _set(readable_sets, name)
+    folder = readable_sets(name)
     index = dicomarray.scan(folder)
     assert len(index) > 0
     for path, reason in index.attrs["skipped"]:
@@ -236,7 +239,7 @@ def test_scan_and_list_series_run_on_every_set(readable_sets, name: str) -> None
 
 @pytest.mark.parametrize("name", SETS)
 def test_every_series_opens_or_fails_with_an_error_naming_a_file(readable_sets, name: str) -> None:
-    folder = _set(readable_sets, name)
+    folder = readable_sets(name)
     index = dicomarray.scan(folder)
     for uid, rows in index.groupby("SeriesInstanceUID"):
         try:
@@ -250,7 +253,7 @@ def test_every_series_opens_or_fails_with_an_error_naming_a_file(readable_sets, 
 
 @pytest.mark.parametrize("name", SETS)
 def test_batch_over_every_set_ends_with_a_report(readable_sets, name: str, tmp_path) -> None:
-    folder = _set(readable_sets, name)
+    folder = readable_sets(name)
     image_series = dicomarray.scan(folder).dropna(subset=["Rows"])["SeriesInstanceUID"]
     report = convert(folder, tmp_path / "out", formats=("npy",), workers=0, progress=False)
     written = pd.read_csv(tmp_path / "out" / "report.csv")
@@ -261,7 +264,7 @@ def test_batch_over_every_set_ends_with_a_report(readable_sets, name: str, tmp_p
 
 
 def test_every_transfer_syntax_of_dcm_qa_ts_decodes_to_the_raw_values(readable_sets) -> None:
-    folder = _set(readable_sets, "dcm_qa_ts")
+    folder = readable_sets("dcm_qa_ts")
     files = sorted((folder / "In").glob("*.dcm"))
     assert len(files) == 9
     for path in files:
