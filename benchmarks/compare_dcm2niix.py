@@ -484,6 +484,10 @@ def compare_series(
         if not candidates:
             row.category = DICOMARRAY_ONLY
             return row
+        if tuple(volume.dims) != ("z", "y", "x"):
+            row.category = SHAPE_DIFFERS
+            row.notes.append(f"dims {tuple(volume.dims)}: only (z, y, x) volumes are compared")
+            return row
         rows = [compare_pair(_copy(row), volume, output) for output in candidates]
         best = min(rows, key=lambda r: CATEGORIES.index(r.category))
         others = [str(r.nifti) for r in rows if r is not best]
