@@ -1,0 +1,305 @@
+"""Real scanner data: the ``neurolabusc/dcm_qa_*`` sets that dcm2niix is validated on.
+
+Two groups of tests:
+
+* always run: a few small real files copied into ``tests/data/realdata`` (see its README:
+  a Siemens XA10 enhanced multi-frame series, 12 bits stored, and the JPEG-LS copy of the
+  ``dcm_qa_ts`` image), checked against pydicom, against the raw file's values and against
+  the affine dcm2niix gives them;
+* with the whole sets (``../shared/realdata`` beside the repository, or
+  ``$DICOMARRAY_REALDATA``; skipped when absent): ``scan``, ``list_series``,
+  ``open_series`` and a batch over every set end normally, every failure is a
+  ``DicomArrayError`` naming a file, and series that match dcm2niix today keep matching
+  (skipped when dcm2niix is not installed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+import dicomarray
+from benchmarks import compare_dcm2niix as cmp
+from dicomarray.attrs import POSITION_COORDS
+from dicomarray.batch import convert
+
+DATA = Path(__file__).parent / "data" / "realdata"
+XA10_FILES = ("dcm_qa_enh_XA10_6_1.dcm.gz", "dcm_qa_enh_XA10_6_2.dcm.gz")
+JPEGLS_FILE = "dcm_qa_ts_7_jpegls.dcm.gz"
+#: sha256 of the stored values (uint16, little endian) of dcm_qa_ts/In/1.dcm, the raw
+#: (Explicit VR Little Endian) file every other file of the set was compressed from.
+RAW_TS_SHA256 = "e4943a308aba1b659425d0d0d21e08b38ff690731184b6d7574834b39bccb81a"
+#: The affine dcm2niix v1.0.20220720 writes for the two XA10 files (64 x 64 x 6 x 2).
+DCM2NIIX_XA10_AFFINE = np.array(
+    [
+        [-3.375, -1.6875e-12, 2.4e-06, 109.79000091552734],
+        [1.6875e-12, 3.375, 2.4e-06, -154.147705078125],
+        [3.375e-06, -3.375e-06, 2.4000000953674316, -5.403347492218018],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+#: The set folders of ../shared/realdata.
+SETS = (
+    "dcm_qa_12bit",
+    "dcm_qa_agfa",
+    "dcm_qa_enh",
+    "dcm_qa_mosaic",
+    "dcm_qa_nih",
+    "dcm_qa_philips_enh",
+    "dcm_qa_ts",
+)
+needs_dcm2niix = pytest.mark.skipif(shutil.which("dcm2niix") is None, reason="no dcm2niix")
+
+
+def gunzip(names: tuple[str, ...] | list[str], folder: Path) -> list[Path]:
+    """Gunzip the named files of tests/data/realdata into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        target = folder / name.removesuffix(".gz")
+        with gzip.open(DATA / name, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        paths.append(target)
+    return paths
+
+
+def stored_sha256(values: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(values, dtype="<u2").tobytes()).hexdigest()
+
+
+# -- the small real files, always ---------------------------------------------------------
+
+
+def test_real_jpegls_file_decodes_to_the_raw_files_values(tmp_path: Path) -> None:
+    (path,) = gunzip([JPEGLS_FILE], tmp_path)
+    volume = dicomarray.open_series(path)
+    values = volume.values
+    assert volume.shape == (1, 384, 384)
+    assert stored_sha256(values[0]) == RAW_TS_SHA256
+    np.testing.assert_array_equal(values[0], pydicom.dcmread(path).pixel_array)
+
+
+def test_real_enhanced_multiframe_opens_its_first_time_point_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    first, second = gunzip(XA10_FILES, tmp_path)
+    with pytest.warns(dicomarray.GeometryWarning, match="TemporalPositionIdentifier"):
+        volume = dicomarray.open_series(tmp_path)
+    reference = pydicom.dcmread(first)
+    assert reference.BitsStored == 12
+    assert volume.shape == (6, 64, 64)
+    np.testing.assert_array_equal(volume.values, reference.pixel_array)
+    assert volume.values.max() < 2**12
+    # the other time point opens from its own file, with its own values
+    other = dicomarray.open_series([second])
+    np.testing.assert_array_equal(other.values, pydicom.dcmread(second).pixel_array)
+    assert not np.array_equal(other.values, volume.values)
+
+
+def test_real_enhanced_multiframe_positions_are_the_per_frame_ones(tmp_path: Path) -> None:
+    first, _ = gunzip(XA10_FILES, tmp_path)
+    volume = dicomarray.open_series([first])
+    frames = pydicom.dcmread(first).PerFrameFunctionalGroupsSequence
+    positions = np.array(
+        [[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient] for f in frames]
+    )
+    orientation = np.array(
+        [float(v) for v in frames[0].PlaneOrientationSequence[0].ImageOrientationPatient]
+    )
+    along_normal = positions @ np.cross(orientation[:3], orientation[3:])
+    ours = np.stack([volume[name].values for name in POSITION_COORDS], axis=1)
+    np.testing.assert_allclose(ours, positions[np.argsort(along_normal)], atol=1e-4)
+    np.testing.assert_allclose(volume["z"].values, np.sort(along_normal), atol=1e-4)
+
+
+def test_real_enhanced_multiframe_corners_agree_with_dcm2niix_affine(tmp_path: Path) -> None:
+    first, _ = gunzip(XA10_FILES, tmp_path)
+    volume = dicomarray.open_series([first])
+    ours = volume.dicom.affine
+    mapping = cmp.axis_map(ours, DCM2NIIX_XA10_AFFINE)
+    assert mapping is not None
+    assert [(64, 64, 6)[a] for a in mapping.axes] == list(volume.shape)
+    assert cmp.corner_distance(ours, DCM2NIIX_XA10_AFFINE, mapping, volume.shape) < 0.01
+
+
+# -- the comparison script on data written in the test ----------------------------------
+
+
+def test_axis_map_finds_permuted_and_flipped_axes() -> None:
+    ours = np.array([[0, 0, 0.5, -10], [0, -0.8, 0, 20], [3.0, 0, 0, 5], [0, 0, 0, 1]], dtype=float)
+    shape = (4, 5, 6)  # (z, y, x)
+    # the same voxels stored (x, y reversed, z) in RAS, as dcm2niix does
+    theirs = cmp.LPS_FROM_RAS @ ours @ _index_change(shape)
+    mapping = cmp.axis_map(ours, theirs)
+    assert mapping == cmp.AxisMap(axes=(2, 1, 0), flipped=(False, True, False))
+    assert cmp.corner_distance(ours, theirs, mapping, shape) < 1e-9
+    data = np.arange(np.prod(shape)).reshape(shape)
+    nifti = np.flip(data, axis=1).transpose(2, 1, 0)
+    for k in range(shape[0]):
+        np.testing.assert_array_equal(mapping.nifti_slice(nifti, k, shape), data[k])
+
+
+def _index_change(shape: tuple[int, int, int]) -> np.ndarray:
+    """(i, j, k) NIfTI index (x, reversed y, z) to (z, y, x, 1) dicomarray index."""
+    change = np.zeros((4, 4))
+    change[2, 0] = 1  # i -> x
+    change[1, 1], change[1, 3] = -1, shape[1] - 1  # j -> reversed y
+    change[0, 2] = 1  # k -> z
+    change[3, 3] = 1
+    return change
+
+
+class _Panic(BaseException):
+    """Like pyo3's PanicException: not an Exception."""
+
+
+@needs_dcm2niix
+def test_comparison_matches_written_series_and_survives_a_failing_one(
+    make_series, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "set"
+    make_series("set/axial", seed=1, tags={"SeriesNumber": 2})
+    coronal = (1, 0, 0, 0, 0, -1)
+    make_series("set/coronal", seed=2, orientation=coronal, tags={"SeriesNumber": 3})
+    failing_files = make_series("set/failing", seed=3, tags={"SeriesNumber": 4})
+    failing_uid = pydicom.dcmread(failing_files[0]).SeriesInstanceUID
+    opened = dicomarray.open_series
+
+    def failing(source, uid=None, **kwargs):
+        if uid == failing_uid:
+            raise _Panic("decoder panicked")
+        return opened(source, uid, **kwargs)
+
+    monkeypatch.setattr(dicomarray, "open_series", failing)
+    rows, summary = cmp.compare_set(root, tmp_path / "work")
+    by_number = {row.series_number: row for row in rows}
+    assert sorted(by_number) == [2, 3, 4]
+    for number in (2, 3):
+        assert by_number[number].category == cmp.MATCH, by_number[number]
+        assert by_number[number].geometry_mm < cmp.GEOMETRY_TOL_MM
+        assert by_number[number].differing_voxels == 0
+    assert by_number[4].category == cmp.DICOMARRAY_ERROR
+    assert "_Panic: decoder panicked" in by_number[4].error
+    counts = cmp.write_results(rows, [summary], tmp_path / "out")
+    assert counts[cmp.MATCH] == 2
+    assert "| match | 2 |" in (tmp_path / "out" / "dcm2niix_comparison.md").read_text()
+
+
+# -- the whole sets, when present --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def realdata() -> Path:
+    root = cmp.default_realdata()
+    if root is None:
+        pytest.skip("no realdata folder (../shared/realdata or $DICOMARRAY_REALDATA)")
+    return root
+
+
+class ReadableSets:
+    """Each set as dicomarray reads it: gzipped DICOM files gunzipped into a copy, once."""
+
+    def __init__(self, root: Path, work: Path) -> None:
+        self.root, self.work = root, work
+        self.ready: dict[str, Path] = {}
+
+    def __call__(self, name: str) -> Path:
+        if name not in self.ready:
+            folder = self.root / name
+            if not folder.is_dir():
+                pytest.skip(f"{name} is not in the realdata folder")
+            zipped = cmp.gzipped_dicom_files(folder)
+            self.ready[name] = cmp.gunzipped_copy(folder, zipped, self.work)
+        return self.ready[name]
+
+
+@pytest.fixture(scope="module")
+def readable_sets(realdata: Path, tmp_path_factory: pytest.TempPathFactory) -> ReadableSets:
+    return ReadableSets(realdata, tmp_path_factory.mktemp("realdata"))
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_scan_and_list_series_run_on_every_set(readable_sets, name: str) -> None:
+    folder = readable_sets(name)
+    index = dicomarray.scan(folder)
+    assert len(index) > 0
+    for path, reason in index.attrs["skipped"]:
+        assert Path(path).is_relative_to(folder) and reason
+    table = dicomarray.list_series(index)
+    assert sorted(table["SeriesInstanceUID"]) == sorted(index["SeriesInstanceUID"].unique())
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_series_opens_or_fails_with_an_error_naming_a_file(readable_sets, name: str) -> None:
+    folder = readable_sets(name)
+    index = dicomarray.scan(folder)
+    for uid, rows in index.groupby("SeriesInstanceUID"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", dicomarray.DicomArrayWarning)
+                volume = dicomarray.open_series(index, uid)
+                assert volume.isel(z=[0, -1]).values.size  # the first and last slices decode
+        except dicomarray.DicomArrayError as exc:
+            assert any(str(path) in str(exc) for path in [*rows["path"], folder]), exc
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_batch_over_every_set_ends_with_a_report(readable_sets, name: str, tmp_path) -> None:
+    folder = readable_sets(name)
+    image_series = dicomarray.scan(folder).dropna(subset=["Rows"])["SeriesInstanceUID"]
+    report = convert(folder, tmp_path / "out", formats=("npy",), workers=0, progress=False)
+    written = pd.read_csv(tmp_path / "out" / "report.csv")
+    assert sorted(written["SeriesInstanceUID"]) == sorted(image_series.unique())
+    assert len(report) == len(written)
+    errors = written.loc[written["status"] == "failed", "error"]
+    assert all(isinstance(error, str) and error for error in errors), errors
+
+
+def test_every_transfer_syntax_of_dcm_qa_ts_decodes_to_the_raw_values(readable_sets) -> None:
+    folder = readable_sets("dcm_qa_ts")
+    files = sorted((folder / "In").glob("*.dcm"))
+    assert len(files) == 9
+    for path in files:
+        assert stored_sha256(dicomarray.open_series([path]).values[0]) == RAW_TS_SHA256, path
+
+
+#: Series that agree with dcm2niix today: (folder in the realdata tree, file pattern,
+#: SeriesNumber, whether modality values agree too). The Philips series differ only in
+#: their rescale: dcm2niix uses Philips' private precise scaling, dicomarray the standard's.
+AGREEING_SERIES = [
+    ("dcm_qa_agfa/Agfa", "*.img", 11, True),
+    ("dcm_qa_enh/In/Siemens/XA10", "*.dcm", 6, True),
+    ("dcm_qa_philips_enh/In/cl", "1301_*.dcm.gz", 1301, False),
+]
+
+
+@needs_dcm2niix
+@pytest.mark.parametrize(("folder", "pattern", "number", "same_modality_values"), AGREEING_SERIES)
+def test_series_agreeing_with_dcm2niix_keep_agreeing(
+    realdata: Path, tmp_path: Path, folder: str, pattern: str, number: int, same_modality_values
+) -> None:
+    files = sorted((realdata / folder).glob(pattern))
+    if not files:
+        pytest.skip(f"{folder}/{pattern} is not in the realdata folder")
+    source = tmp_path / "set"
+    source.mkdir()
+    for path in files:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as src, open(source / path.stem, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            shutil.copyfile(path, source / path.name)
+    rows, _ = cmp.compare_set(source, tmp_path / "work")
+    (row,) = [r for r in rows if r.series_number == number and r.dicomarray_shape]
+    assert row.error is None, row.error
+    assert row.geometry_mm < cmp.GEOMETRY_TOL_MM, row
+    assert row.stored_differing_voxels == 0, row
+    assert (row.differing_voxels == 0) == same_modality_values, row
