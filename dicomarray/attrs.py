@@ -229,7 +229,10 @@ def _keyword(tag: int) -> str:
 
 
 def _raw_value(ds: Dataset, tag: int) -> Any:
-    item = ds.get_item(tag)
+    try:
+        item = ds.get_item(tag)
+    except Exception as exc:  # noqa: BLE001 - a malformed element (an unknown VR, say)
+        return ("unreadable", type(exc).__name__)
     return (item.VR, item.value) if isinstance(item, RawDataElement) else item
 
 
