@@ -55,6 +55,7 @@ from __future__ import annotations
 import copy
 import mmap
 import os
+import struct
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -396,22 +397,47 @@ def _run_decoder(
         array = pixel_array(read_dataset(path, stop_before_pixels=False))
         return array[frame] if array.ndim == 3 else array
     with checked_file(path) as file:  # the header within bounds first
-        if syntax in _CODESTREAM_SYNTAXES:
-            encoded = _encoded_frame(file, path, frame, offset, n_frames)
+        if uid.UID(syntax).is_encapsulated:
+            if offset is None:  # an index made without offsets: find the pixel data
+                offset, n_frames = _encapsulated_start(file, path)
+            _check_item_lengths(file, path, offset)
+        if syntax in _CODESTREAM_SYNTAXES and offset is not None:
+            encoded = _encoded_frame(file, frame, offset, n_frames)
             _check_codestream(path, frame, encoded, fmt)
         return pixel_array(file, index=frame)  # pydicom reads from the file's start
 
 
-def _encoded_frame(
-    file: BinaryIO, path: str, frame: int, offset: int | None, n_frames: int
-) -> bytes:
+def _encoded_frame(file: BinaryIO, frame: int, offset: int, n_frames: int) -> bytes:
     """The bytes of one frame of encapsulated pixel data, and no other frame's."""
     from pydicom.encaps import get_frame
 
-    if offset is None:  # an index made without offsets: find the pixel data
-        offset, n_frames = _encapsulated_start(file, path)
     file.seek(offset)
     return get_frame(file, frame, number_of_frames=n_frames)
+
+
+def _check_item_lengths(file: BinaryIO, path: str, offset: int) -> None:
+    """Refuse encapsulated items that claim more bytes than the file holds.
+
+    Readers allocate an item's declared length before reading it: one item claiming
+    2 GiB in a 1 kB file would be a 2 GiB allocation. Only the 8-byte item headers are read.
+    """
+    size = os.fstat(file.fileno()).st_size
+    position = offset
+    while position + 8 <= size:
+        file.seek(position)
+        tag_group, tag_element, length = struct.unpack("<HHL", file.read(8))
+        if (tag_group, tag_element) == (0xFFFE, 0xE0DD):  # sequence delimiter: the end
+            return
+        if (tag_group, tag_element) != (0xFFFE, 0xE000):
+            raise PixelDataError(
+                f"{path}: encapsulated pixel data holds no item at byte {position}"
+            )
+        if position + 8 + length > size:
+            raise PixelDataError(
+                f"{path}: a pixel data item at byte {position} claims {length} bytes, past the"
+                f" end of the file ({size} bytes)"
+            )
+        position += 8 + length
 
 
 def _encapsulated_start(file: BinaryIO, path: str) -> tuple[int, int]:

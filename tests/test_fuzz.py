@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import subprocess
 import sys
@@ -173,7 +174,8 @@ def _run_one(corpus, tmp_path, monkeypatch, call, **limits):
 
     real = stages._call
     monkeypatch.setattr(stages, "_call", lambda stage, *args: call(stage, real, *args))
-    case = make_case(0, 0, corpus)  # a control: the stage itself misbehaves
+    # a seed unchanged, not counted as a control: the stage itself misbehaves here
+    case = dataclasses.replace(make_case(0, 0, corpus), control=False)
     return run_case(case, tmp_path / "case", b"", Limits(**limits), ("scan", "open"))
 
 

@@ -383,5 +383,24 @@ def test_a_file_gone_since_the_scan_is_named(make_series):
     paths = make_series()
     index = dicomarray.scan(paths[0].parent)
     paths[3].unlink()
-    with pytest.raises(PixelDataError, match=rf"{paths[3].name}: cannot open"):
+    # open_series reads every header (InvalidDicomError); a read of pixels, PixelDataError
+    with pytest.raises(dicomarray.DicomArrayError, match=rf"{paths[3].name}: cannot open"):
         dicomarray.open_series(index)
+
+
+@pytest.mark.parametrize("name", ["JPEGLSNearLossless_16.dcm", "MR_small_RLE.dcm"])
+def test_a_pixel_data_item_claiming_more_than_the_file_is_refused_unread(tmp_path, name):
+    """A fragment length of 2 GiB in a small file: readers would allocate it before reading."""
+    from pydicom.data import get_testdata_file
+
+    data = bytearray(Path(get_testdata_file(name, download=False)).read_bytes())
+    items = data.rfind(b"\xe0\x7f\x10\x00") + 12  # after (7FE0,0010) OB, reserved, undefined
+    (table_length,) = struct.unpack_from("<L", data, items + 4)
+    fragment = items + 8 + table_length
+    assert data[fragment : fragment + 4] == b"\xfe\xff\x00\xe0"
+    struct.pack_into("<L", data, fragment + 4, 0x7FFFFFF0)
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+    volume = dicomarray.open_series(path)
+    with pytest.raises(PixelDataError, match=rf"{name}: a pixel data item at byte {fragment}"):
+        volume.values
