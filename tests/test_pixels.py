@@ -403,4 +403,4 @@ def test_a_pixel_data_item_claiming_more_than_the_file_is_refused_unread(tmp_pat
     path.write_bytes(bytes(data))
     volume = dicomarray.open_series(path)
     with pytest.raises(PixelDataError, match=rf"{name}: a pixel data item at byte {fragment}"):
-        volume.values
+        _ = volume.values
