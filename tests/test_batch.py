@@ -381,17 +381,7 @@ def test_an_interrupted_batch_still_writes_its_report(tree, tmp_path, monkeypatc
 
 
 def test_a_series_that_cannot_be_assembled_fails_alone(tmp_path):
-    root = tmp_path / "in"
-    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
-    write_series(root / "good", hu, pixel_spacing=(7.2, 7.2), tags={"PatientID": "G"})
-    write_series(
-        root / "twice",
-        hu,
-        pixel_spacing=(7.2, 7.2),
-        positions=[0.0, 20.0, 20.0, 40.0],  # two slices at one position
-        tags={"PatientID": "T"},
-        seed=1,
-    )
+    root = _good_and_unassemblable_series(tmp_path / "in")
     report = convert(root, tmp_path / "out", formats=("npy",), workers=0, progress=False)
     assert statuses(report) == {"G": "ok", "T": "failed"}
     assert "AssemblyError" in report.loc[report["PatientID"] == "T", "error"].iloc[0]
@@ -505,17 +495,7 @@ def test_output_inside_a_file_root_is_refused(tree, tmp_path):
 def test_demo_data_with_a_series_that_cannot_be_assembled_converts_the_others(tmp_path):
     from dicomarray.demo import run_demo
 
-    root = tmp_path / "in"
-    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
-    write_series(root / "good", hu, pixel_spacing=(7.2, 7.2), tags={"PatientID": "G"})
-    write_series(
-        root / "twice",
-        hu,
-        pixel_spacing=(7.2, 7.2),
-        positions=[0.0, 20.0, 20.0, 40.0],
-        tags={"PatientID": "T"},
-        seed=1,
-    )
+    root = _good_and_unassemblable_series(tmp_path / "in")
     report = run_demo(tmp_path / "out", data=root)
     assert statuses(report) == {"G": "ok", "T": "failed"}
     assert (tmp_path / "out" / "report.csv").is_file()
@@ -535,3 +515,18 @@ def test_an_output_that_is_a_file_or_holds_a_foreign_report_is_refused_first(tre
         convert(tree, out, workers=0, progress=False)
     assert [p.name for p in out.iterdir()] == ["report.csv"]
     assert (out / "report.csv").read_text() == "my,own,table\n" and blocker.read_text() == "mine"
+
+
+def _good_and_unassemblable_series(root):
+    """Patient G: a clean series; patient T: two slices at one position (an AssemblyError)."""
+    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    write_series(root / "good", hu, pixel_spacing=(7.2, 7.2), tags={"PatientID": "G"})
+    write_series(
+        root / "twice",
+        hu,
+        pixel_spacing=(7.2, 7.2),
+        positions=[0.0, 20.0, 20.0, 40.0],
+        tags={"PatientID": "T"},
+        seed=1,
+    )
+    return root
