@@ -17,14 +17,17 @@ from .attrs import as_count, plain_cell, plain_cells
 from .errors import InvalidDicomError, PixelDataError
 from .header import plain_value, read_dataset
 
-# functional group sequence -> (item keyword, index column)
+# (functional group sequence, keyword in its item, index column): the functional group
+# macros of PS3.3 C.7.6.16.2 that hold an index column's value for one frame
 _GROUP_VALUES: tuple[tuple[str, str, str], ...] = (
     ("PlanePositionSequence", "ImagePositionPatient", "ImagePositionPatient"),
     ("PlaneOrientationSequence", "ImageOrientationPatient", "ImageOrientationPatient"),
     ("PixelMeasuresSequence", "PixelSpacing", "PixelSpacing"),
     ("PixelMeasuresSequence", "SliceThickness", "SliceThickness"),
+    ("PixelMeasuresSequence", "SpacingBetweenSlices", "SpacingBetweenSlices"),
     ("PixelValueTransformationSequence", "RescaleSlope", "RescaleSlope"),
     ("PixelValueTransformationSequence", "RescaleIntercept", "RescaleIntercept"),
+    ("PixelValueTransformationSequence", "RescaleType", "RescaleType"),
     ("FrameVOILUTSequence", "WindowCenter", "WindowCenter"),
     ("FrameVOILUTSequence", "WindowWidth", "WindowWidth"),
     ("FrameContentSequence", "TemporalPositionIndex", "TemporalPositionIdentifier"),
