@@ -8,6 +8,8 @@ known values (a sagittal stack, per-frame rescale) and compared with what pydico
 
 from __future__ import annotations
 
+import gzip
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,13 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import dicomarray
+from benchmarks import compare_dcm2niix as cmp
 
-from .geometry_check import assert_affine_matches_files, assert_affine_matches_positions
+from .geometry_check import (
+    assert_affine_matches_files,
+    assert_affine_matches_positions,
+    corner_world,
+)
 
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 #: Sagittal: rows run anterior to posterior (+P), columns superior to inferior (-S).
@@ -206,3 +213,100 @@ def test_the_geometry_checks_catch_an_affine_built_as_if_axial(tmp_path, stored)
     moved = volume.assign_coords(image_position_l=volume["image_position_l"] + [0, 0, 0.5, 0, 0, 0])
     with pytest.raises(AssertionError, match="ImagePositionPatient by 0.5"):
         assert_affine_matches_positions(moved)
+
+
+# -- the same Philips session exported classic and enhanced (../shared/realdata) ----------
+
+#: Per-instance identifiers a classic export has per slice and an enhanced one has not
+#: (its frames share one instance): the only coordinates the two may not share.
+CLASSIC_ONLY_COORDS = {
+    "instance_number",
+    "sop_instance_uid",
+    "slice_location",
+    "instance_creation_time",
+}
+#: Attrs that say what a voxel is and where: equal in both exports.
+COMPARED_ATTRS = (
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "WindowCenter",
+    "WindowWidth",
+    "Rows",
+    "Columns",
+)
+
+
+def _gunzip(path: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name.removesuffix(".gz")
+    with gzip.open(path, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return target
+
+
+def philips_pairs(root: Path) -> list[tuple[int, Path, list[Path]]]:
+    """(SeriesNumber, enhanced file, classic files) of each image series of both exports."""
+    pairs = []
+    for path in sorted((root / "In" / "enh").glob("*.dcm.gz")):
+        with gzip.open(path, "rb") as file:
+            ds = pydicom.dcmread(file, stop_before_pixels=True)
+        if "PerFrameFunctionalGroupsSequence" in ds:  # not a raw-data object
+            classic = sorted((root / "In" / "cl").glob(f"{ds.SeriesNumber}_*.dcm.gz"))
+            pairs.append((int(ds.SeriesNumber), path, classic))
+    return pairs
+
+
+def _open_3d(source: Any) -> Any:
+    """The volume, or None for a series of several volumes (issue 13's n-D work)."""
+    try:
+        return dicomarray.open_series(source)
+    except dicomarray.AssemblyError as exc:
+        if "share slice positions" in str(exc):
+            return None
+        raise
+
+
+def test_philips_classic_and_enhanced_exports_open_to_equal_volumes(tmp_path) -> None:
+    realdata = cmp.default_realdata()
+    root = realdata / "dcm_qa_philips_enh" if realdata else None
+    if root is None or not (root / "In" / "enh").is_dir():
+        pytest.skip("no dcm_qa_philips_enh in the realdata folder")
+    compared, four_d = [], []
+    for number, enhanced_gz, classic_gz in philips_pairs(root):
+        enhanced = _open_3d(_gunzip(enhanced_gz, tmp_path / f"enh{number}"))
+        classic_folder = tmp_path / f"cl{number}"
+        for path in classic_gz:
+            _gunzip(path, classic_folder)
+        classic = _open_3d(classic_folder)
+        if enhanced is None or classic is None:
+            four_d.append(number)
+            continue
+        _assert_same_volume(classic, enhanced)
+        compared.append(number)
+    # 1903 (6 volumes of ASL source) and 2001 (field map: 2 echoes x magnitude/phase)
+    # repeat their slice positions; 1301, 2101, 2201, 2301 have no enhanced image here
+    assert compared == [1901], (compared, four_d)
+    assert four_d == [1903, 2001]
+
+
+def _assert_same_volume(classic: Any, enhanced: Any) -> None:
+    assert classic.dims == enhanced.dims and classic.shape == enhanced.shape
+    np.testing.assert_allclose(corner_world(enhanced), corner_world(classic), atol=0.01)
+    np.testing.assert_array_equal(enhanced.values, classic.values)
+    np.testing.assert_array_equal(
+        enhanced.dicom.hu(padding="keep").values, classic.dicom.hu(padding="keep").values
+    )
+    assert set(enhanced.coords) <= set(classic.coords)
+    assert set(classic.coords) - set(enhanced.coords) <= CLASSIC_ONLY_COORDS
+    for name in set(enhanced.coords) - {"source_file", "frame"}:
+        np.testing.assert_allclose(enhanced[name].values, classic[name].values, atol=1e-6)
+    for keyword in COMPARED_ATTRS:
+        assert enhanced.attrs.get(keyword) == classic.attrs.get(keyword), keyword
+    for volume in (classic, enhanced):
+        assert_affine_matches_positions(volume)
+        assert_affine_matches_files(volume)
