@@ -25,13 +25,28 @@ from dicomarray.geometry import POSITION_COORDS, VolumeGeometry
 POSITION_TOL_MM = 0.01
 
 
-def _slice_indices(volume: xr.DataArray, geometry: VolumeGeometry) -> np.ndarray:
-    """(slices, 4) array indices (in the volume's dim order, plus 1) of each slice's
-    voxel at y index 0, x index 0."""
-    indices = np.zeros((geometry.n_slices, len(geometry.dims) + 1))
+def _slice_indices(geometry: VolumeGeometry) -> np.ndarray:
+    """(slices, 3) array indices (in the volume's dim order) of each slice's voxel at
+    y index 0, x index 0."""
+    indices = np.zeros((geometry.n_slices, len(geometry.dims)))
     indices[:, geometry.dims.index("z")] = np.arange(geometry.n_slices)
-    indices[:, -1] = 1.0
     return indices
+
+
+def flagged_irregular(volume: xr.DataArray) -> bool:
+    """Whether the stack has no one slice step and its assembly report warns so: then no
+    affine maps every slice, and the checks use the exact per-slice
+    :meth:`~dicomarray.geometry.VolumeGeometry.world` instead."""
+    warnings = volume.attrs.get("dicomarray_assembly", {}).get("warnings", [])
+    irregular = not VolumeGeometry.of(volume).is_regular
+    return irregular and any("uneven spacing" in warning for warning in warnings)
+
+
+def _to_world(volume: xr.DataArray, geometry: VolumeGeometry, indices: np.ndarray) -> np.ndarray:
+    """LPS mm of (n, 3) indices: through the affine, or world() for a flagged stack."""
+    if flagged_irregular(volume):
+        return geometry.world(indices)
+    return indices @ geometry.affine()[:3, :3].T + geometry.affine()[:3, 3]
 
 
 def affine_position_errors(volume: xr.DataArray) -> np.ndarray:
@@ -49,12 +64,15 @@ def affine_position_errors(volume: xr.DataArray) -> np.ndarray:
         coord = volume[dim]
         shift = float(coord.values[0]) - coord.attrs.get("origin", float(coord.values[0]))
         positions = positions + shift * geometry.direction(dim)
-    mapped = (_slice_indices(volume, geometry) @ geometry.affine().T)[:, :3]
+    mapped = _to_world(volume, geometry, _slice_indices(geometry))
     return np.linalg.norm(mapped - positions, axis=1)
 
 
 def assert_affine_matches_positions(volume: xr.DataArray, tol: float = POSITION_TOL_MM) -> None:
     """Fail unless the affine puts every slice's first voxel at its ImagePositionPatient.
+
+    A stack the assembly flagged as unevenly spaced (:func:`flagged_irregular`) is
+    checked through its exact per-slice mapping instead: no affine can map it.
 
     Parameters
     ----------
@@ -96,7 +114,7 @@ def affine_file_errors(volume: xr.DataArray) -> np.ndarray:
     voxel, last column and last row (the whole source frame; no y or x selection)."""
     geometry = VolumeGeometry.of(volume)
     rows, columns = volume.sizes["y"], volume.sizes["x"]
-    indices = _slice_indices(volume, geometry)
+    indices = _slice_indices(geometry)
     errors = np.zeros((geometry.n_slices, 3))
     paths, frames = volume["source_file"].values, volume["frame"].values
     headers = {path: pydicom.dcmread(path, stop_before_pixels=True) for path in set(paths)}
@@ -112,12 +130,15 @@ def affine_file_errors(volume: xr.DataArray) -> np.ndarray:
             index = indices[k].copy()
             if dim is not None:
                 index[geometry.dims.index(dim)] = n
-            errors[k, j] = np.linalg.norm((geometry.affine() @ index)[:3] - truth[j])
+            errors[k, j] = np.linalg.norm(_to_world(volume, geometry, index[None])[0] - truth[j])
     return errors
 
 
 def assert_affine_matches_files(volume: xr.DataArray, tol: float = POSITION_TOL_MM) -> None:
     """Fail unless the affine puts each frame's corners where its file (read by pydicom) says.
+
+    As :func:`assert_affine_matches_positions`, a stack flagged as unevenly spaced is
+    checked through its exact per-slice mapping.
 
     Parameters
     ----------

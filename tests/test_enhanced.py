@@ -18,7 +18,12 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 
 import dicomarray
 from benchmarks import compare_dcm2niix as cmp
@@ -27,6 +32,7 @@ from .geometry_check import (
     assert_affine_matches_files,
     assert_affine_matches_positions,
     corner_world,
+    flagged_irregular,
 )
 
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -53,17 +59,18 @@ def write_enhanced(
     intercepts: list[float] | None = None,
     windows: list[tuple[float, float]] | None = None,
     per_frame_orientations: list[tuple[float, ...]] | None = None,
+    syntax: str = ExplicitVRLittleEndian,
 ) -> Path:
     """An Enhanced MR Image file: geometry in the shared groups, the rest per frame.
 
     ``positions`` is (frames, 3) ImagePositionPatient; the shared groups hold the
     orientation and pixel measures (a frame's own PlaneOrientationSequence when
     ``per_frame_orientations`` is given); each frame holds its position and, when given,
-    its rescale and window.
+    its rescale and window. ``syntax``: a native transfer syntax.
     """
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.TransferSyntaxUID = syntax
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ENHANCED_MR
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.SeriesInstanceUID, ds.StudyInstanceUID = generate_uid(), generate_uid()
@@ -94,7 +101,7 @@ def write_enhanced(
             item.FrameVOILUTSequence = _item(WindowCenter=windows[k][0], WindowWidth=windows[k][1])
         per_frame.append(item)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
-    ds.PixelData = frames.astype("<u2").tobytes()
+    ds.PixelData = frames.astype(">u2" if syntax == ExplicitVRBigEndian else "<u2").tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -165,6 +172,56 @@ def test_a_rescale_shared_by_every_frame_is_an_attr(tmp_path, stored):
     assert volume.attrs["RescaleType"] == "US"
     order = np.argsort(positions @ np.cross(SAGITTAL[:3], SAGITTAL[3:]))
     np.testing.assert_allclose(volume.dicom.hu(padding="keep").values, stored[order] * 2.5 - 1024)
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_functional_groups_are_read_in_every_native_syntax(tmp_path, stored, syntax):
+    positions = sagittal_positions(len(stored))
+    slopes, intercepts = [0.5 + k for k in range(6)], [-10.0 * k for k in range(6)]
+    path = write_enhanced(
+        tmp_path / "f.dcm", stored, positions, slopes=slopes, intercepts=intercepts, syntax=syntax
+    )
+    volume = dicomarray.open_series(path)
+    reference = pydicom.dcmread(path)
+    assert reference.file_meta.TransferSyntaxUID == syntax
+    frames = volume["frame"].values
+    np.testing.assert_array_equal(volume.values, reference.pixel_array[frames])
+    np.testing.assert_allclose(volume["rescale_slope"].values, np.array(slopes)[frames])
+    np.testing.assert_allclose(volume["rescale_intercept"].values, np.array(intercepts)[frames])
+    np.testing.assert_allclose(volume.attrs["ImageOrientationPatient"], SAGITTAL)
+    assert volume.attrs["PixelSpacing"] == [0.8, 0.9]
+    assert_affine_matches_files(volume)
+
+
+def test_a_frames_own_group_beats_the_shared_one_and_other_items_are_not_read(tmp_path, stored):
+    positions = sagittal_positions(len(stored))
+    path = write_enhanced(
+        tmp_path / "own.dcm", stored, positions, slopes=[2.0] * 6, intercepts=[0.0] * 6
+    )
+    ds = pydicom.dcmread(path)
+    # shared: an axial orientation and a rescale every frame overrides; frame 0 also holds
+    # a second PixelMeasures item and a private sequence with other values, neither of
+    # which is the frame's (only the first item of a functional group counts)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    shared.PixelValueTransformationSequence = _item(RescaleSlope=9.0, RescaleIntercept=9.0)
+    own = ds.PerFrameFunctionalGroupsSequence[0]
+    own.PlaneOrientationSequence = _item(ImageOrientationPatient=list(SAGITTAL))
+    shared.PlaneOrientationSequence = _item(ImageOrientationPatient=[1.0, 0, 0, 0, 1.0, 0])
+    for item in ds.PerFrameFunctionalGroupsSequence[1:]:
+        item.PlaneOrientationSequence = _item(ImageOrientationPatient=list(SAGITTAL))
+    own.PixelMeasuresSequence = _item(PixelSpacing=[0.8, 0.9], SliceThickness=1.2)
+    own.PixelMeasuresSequence.append(Dataset())
+    own.PixelMeasuresSequence[1].PixelSpacing = [5.0, 5.0]
+    private = Dataset()
+    private.ImagePositionPatient = [999.0, 999.0, 999.0]
+    own.add_new(0x00290010, "LO", "TEST")
+    own.add_new(0x00291010, "SQ", Sequence([private]))
+    ds.save_as(path, enforce_file_format=True)
+    volume = dicomarray.open_series(path)
+    assert volume.attrs["RescaleSlope"] == 2.0
+    assert volume.attrs["PixelSpacing"] == [0.8, 0.9]
+    np.testing.assert_allclose(volume.attrs["ImageOrientationPatient"], SAGITTAL)
+    assert_affine_matches_files(volume)
 
 
 def test_per_frame_windows_are_coordinates(tmp_path, stored):
@@ -310,3 +367,63 @@ def _assert_same_volume(classic: Any, enhanced: Any) -> None:
     for volume in (classic, enhanced):
         assert_affine_matches_positions(volume)
         assert_affine_matches_files(volume)
+
+
+def test_opening_parses_no_frame_items_with_pydicom(tmp_path, monkeypatch):
+    """The functional groups are read in the walk that bounds the header: pydicom, which
+    builds a data set of every item of every frame, parses none of them."""
+    stored = np.zeros((30, 4, 4), np.uint16)
+    path = write_enhanced(
+        tmp_path / "many.dcm", stored, sagittal_positions(30), windows=[(1, 2)] * 30
+    )
+    from pydicom import filereader
+
+    items = []
+    original = filereader.read_sequence_item
+
+    def counting(*args, **kwargs):
+        items.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(filereader, "read_sequence_item", counting)
+    volume = dicomarray.open_series(path)
+    assert volume.sizes["z"] == 30
+    assert volume.attrs["WindowCenter"] == 1.0
+    assert len(items) == 0
+
+
+def test_nested_values_say_where_each_lies(tmp_path, stored):
+    from dicomarray.header import read_nested_values
+
+    positions = sagittal_positions(len(stored))
+    path = write_enhanced(tmp_path / "n.dcm", stored, positions)
+    found = read_nested_values(path, ["ImagePositionPatient", "PixelSpacing"])
+    per_frame, plane = 0x52009230, 0x00209113
+    assert found.top_items == {0x52009229: 1, per_frame: len(stored)}
+    ds = pydicom.dcmread(path)
+    expected = [
+        (((per_frame, k), (plane, 0)), "ImagePositionPatient", [float(v) for v in p])
+        for k, p in enumerate(
+            item.PlanePositionSequence[0].ImagePositionPatient
+            for item in ds.PerFrameFunctionalGroupsSequence
+        )
+    ]
+    shared = [(((0x52009229, 0), (0x00289110, 0)), "PixelSpacing", [0.8, 0.9])]
+    assert found.values == shared + expected
+
+
+def test_a_frame_of_another_pixel_spacing_is_left_out_as_a_classic_slice_is(tmp_path, stored):
+    positions = sagittal_positions(len(stored), shuffle=False)
+    path = write_enhanced(tmp_path / "px.dcm", stored, positions)
+    ds = pydicom.dcmread(path)
+    ds.PerFrameFunctionalGroupsSequence[2].PixelMeasuresSequence = _item(
+        PixelSpacing=[0.4, 0.45], SliceThickness=1.2
+    )
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.warns(dicomarray.GeometryWarning, match=r"PixelSpacing \[0.4, 0.45\] differs"):
+        volume = dicomarray.open_series(path)
+    assert list(volume["frame"].values) == [0, 1, 3, 4, 5]
+    # the frame left out leaves a gap: no affine maps every slice, and assembly says so
+    assert flagged_irregular(volume)
+    assert_affine_matches_positions(volume)
+    assert_affine_matches_files(volume)
