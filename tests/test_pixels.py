@@ -348,6 +348,53 @@ def test_a_deflated_read_of_pixels_keeps_to_the_header_limits(tmp_path, monkeypa
         _ = volume.values  # read again: the header is walked at every read
 
 
+def count_inflates(monkeypatch) -> list[str]:
+    """Every zlib inflate started from now on (pydicom's and the header walker's)."""
+    import zlib
+
+    started: list[str] = []
+    for name in ("decompress", "decompressobj"):
+        original = getattr(zlib, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            started.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(zlib, name, counted)
+    return started
+
+
+def test_the_frames_of_a_deflated_file_in_one_chunk_share_one_inflate(tmp_path, monkeypatch):
+    frames = (np.arange(20 * 16 * 16, dtype="<u2").reshape(20, 16, 16) * 7) % 4096
+    path = write_image(
+        tmp_path / "dfl.dcm",
+        frames.tobytes(),
+        rows=16,
+        columns=16,
+        frames=20,
+        syntax=DeflatedExplicitVRLittleEndian,
+    )
+    ds = pydicom.dcmread(path)
+    del ds.ImagePositionPatient  # one position for 20 frames would not assemble
+    ds.save_as(path)
+    reference = pydicom.dcmread(path).pixel_array
+    np.testing.assert_array_equal(reference, frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dicomarray.GeometryWarning)  # frames without positions
+        whole, chunked = (dicomarray.open_series(path, chunks=n) for n in (20, 5))
+    inflates = count_inflates(monkeypatch)
+    np.testing.assert_array_equal(whole.isel(z=3).values, reference[3])
+    per_read = len(inflates)
+    assert per_read > 0
+    inflates.clear()
+    np.testing.assert_array_equal(whole.values, reference)  # one task of 20 frames
+    assert len(inflates) == per_read
+    inflates.clear()
+    np.testing.assert_array_equal(chunked.data.compute(scheduler="sync"), reference)
+    assert len(inflates) == 4 * per_read  # one inflate per task of 5 frames
+    np.testing.assert_array_equal(chunked.isel(y=slice(2, 9)).values, reference[:, 2:9])
+
+
 # --------------------------------------------------------------------------------------------
 # Index values of any column type
 # --------------------------------------------------------------------------------------------
