@@ -301,10 +301,12 @@ def test_a_decoder_panic_fails_its_series_alone(tree, tmp_path, monkeypatch):
     assert len(pd.read_csv(out / "report.csv")) == 4
 
 
-PANIC_SCRIPT = """
+FAILING_WORKER_SCRIPT = """
+import os
 import sys
 from pathlib import Path
 
+import dask
 from distributed import Client, LocalCluster
 
 from dicomarray.batch import convert
@@ -314,13 +316,15 @@ class Panic(BaseException):
     pass
 
 
-def install():  # runs in each worker process
+def install(how):  # runs in each worker process
     from dicomarray.pixels import FrameStack
 
     original = FrameStack.read_into
 
     def read_into(self, index, out, rows=None):
         if Path(self.paths[index]).parent.name == "s1":
+            if how == "exit":
+                os._exit(1)  # the worker process dies
             raise Panic("decoder panicked")
         return original(self, index, out, rows)
 
@@ -328,39 +332,45 @@ def install():  # runs in each worker process
 
 
 if __name__ == "__main__":
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
+    # a dead worker's task fails at once (no retry on a fresh worker), and only the task
+    # running there dies with it: one task per worker thread
+    config = {"distributed.scheduler.allowed-failures": 0,
+              "distributed.scheduler.worker-saturation": 1.0}
+    with dask.config.set(config), LocalCluster(n_workers=2, threads_per_worker=1,
+                                               processes=True) as cluster:
         with Client(cluster) as client:
-            client.run(install)
+            client.run(install, sys.argv[3])
             report = convert(sys.argv[1], sys.argv[2], formats=("npy",), client=client,
                              progress=False)
     print(sorted(zip(report["PatientID"], report["status"])))
 """
 
 
-def test_a_decoder_panic_in_a_worker_process_fails_its_series_alone(tree, tmp_path):
+@pytest.mark.parametrize(("how", "error"), [("panic", "Panic"), ("exit", "KilledWorker")])
+def test_a_worker_process_that_panics_or_dies_fails_its_series_alone(tree, tmp_path, how, error):
     import dicomarray
 
-    script = tmp_path / "panic.py"
-    script.write_text(PANIC_SCRIPT)
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING_WORKER_SCRIPT)
     out = tmp_path / "out"
     # the script and its workers import this dicomarray, not another installed one
     here = str(Path(dicomarray.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
     try:
         result = subprocess.run(
-            [sys.executable, str(script), str(tree), str(out)],
+            [sys.executable, str(script), str(tree), str(out), how],
             capture_output=True,
             env=env,
             text=True,
-            timeout=240,  # it used to hang forever
+            timeout=240,  # a panic used to hang it forever
             check=False,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail("the batch hung on a worker's panic")
+        pytest.fail(f"the batch hung on a worker's {how}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "('P2', 'failed')" in result.stdout and "('P1', 'ok')" in result.stdout
     report = pd.read_csv(out / "report.csv")
-    assert report.loc[report["PatientID"] == "P2", "error"].iloc[0].startswith("Panic")
+    assert report.loc[report["PatientID"] == "P2", "error"].iloc[0].startswith(error)
 
 
 def test_an_interrupted_batch_still_writes_its_report(tree, tmp_path, monkeypatch):
@@ -471,6 +481,9 @@ def test_folder_names_never_merge_patients_nor_use_reserved_names(tmp_path):
     parts = [part for folder in report["folder"] for part in Path(folder).parts]
     assert not [part for part in parts if is_reserved(part)]
     assert sorted(p.name for p in out.iterdir()) == sorted([*patients, "report.csv"])
+    # the README's examples
+    named = dict(zip(report["PatientID"], patients, strict=True))
+    assert [named[p] for p in ("A/B", "A B", "A_B")] == ["A_B~998d3ed8", "A_B~fea4c5ce", "A_B"]
 
 
 def test_output_inside_a_file_root_is_refused(tree, tmp_path):
