@@ -453,42 +453,6 @@ def test_bad_chunks_are_a_dicomarray_error(make_series):
         dicomarray.open_series(folder, chunks={"t": 3})
 
 
-def write_frames(path: Path, frames: np.ndarray, bits: int) -> Path:
-    """A multi-frame image of ``frames`` (uint8 0/1 for bits 1, else uint16), by pydicom."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.pixels import pack_bits
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.2"
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.PatientID = "OT", "FRAMES"
-    ds.NumberOfFrames, ds.Rows, ds.Columns = frames.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
-    ds.PixelData = pack_bits(frames) if bits == 1 else frames.astype("<u2").tobytes()
-    ds["PixelData"].VR = "OB" if bits == 1 else "OW"
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-@pytest.mark.parametrize("bits", [1, 16])
-def test_default_chunks_are_sized_by_the_decoded_bytes(tmp_path, monkeypatch, bits):
-    # a bit-packed pixel is 1/8 byte on disk but one byte in memory: chunks count the latter
-    frames = (np.arange(10 * 64 * 64) % 3 == 0).astype(np.uint8).reshape(10, 64, 64)
-    path = write_frames(tmp_path / f"bits{bits}.dcm", frames, bits)
-    monkeypatch.setattr(dicomarray.volume, "CHUNK_BYTES", 4 * 64 * 64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GeometryWarning)  # frames without positions
-        volume = dicomarray.open_series(path)
-    per_chunk = {1: 4, 16: 2}[bits]  # 4096 bytes in memory per 1-bit frame, 8192 per 16-bit
-    assert volume.chunks[0][:2] == (per_chunk, per_chunk)
-    np.testing.assert_array_equal(volume.values, frames)
-
-
 def test_engine_guess_can_open_is_cheap_and_never_raises(tmp_path):
     from dicomarray.backend import DicomBackendEntrypoint
 
