@@ -21,6 +21,8 @@ import xarray as xr
 from dicomarray.batch import MANIFEST, convert
 from dicomarray.sample import head_phantom, write_series
 
+from .conftest import patient_series
+
 pytest.importorskip("distributed")
 
 HOSTILE = {"PatientID": "../../x", "StudyID": "a/b\\c", "SeriesDescription": "", "StudyDate": ""}
@@ -30,18 +32,8 @@ HOSTILE = {"PatientID": "../../x", "StudyID": "a/b\\c", "SeriesDescription": "",
 def tree(tmp_path_factory) -> Path:
     """Four small series: two plain patients, one with cut pixel data, one with hostile tags."""
     root = tmp_path_factory.mktemp("tree")
-    hu = head_phantom(6, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
-    for number, tags in enumerate(
-        [{"PatientID": "P1"}, {"PatientID": "P2"}, {"PatientID": "CUT"}, HOSTILE]
-    ):
-        write_series(
-            root / f"s{number}",
-            hu,
-            pixel_spacing=(7.2, 7.2),
-            slice_spacing=20.0,
-            tags=tags,
-            seed=number,
-        )
+    tags = [{"PatientID": "P1"}, {"PatientID": "P2"}, {"PatientID": "CUT"}, HOSTILE]
+    patient_series(root, tags, slices=6)
     cut = sorted((root / "s2").iterdir())[2]
     cut.write_bytes(cut.read_bytes()[:-500])
     return root
@@ -466,15 +458,8 @@ def test_folder_names_never_merge_patients_nor_use_reserved_names(tmp_path):
     from dicomarray.paths import is_reserved
 
     root = tmp_path / "in"
-    hu = head_phantom(2, 16, 16, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
-    for number, patient in enumerate(PATIENTS):
-        write_series(
-            root / f"s{number}",
-            hu,
-            pixel_spacing=(7.2, 7.2),
-            tags={"PatientID": patient, "StudyID": "CON", "SeriesDescription": "AUX"},
-            seed=number,
-        )
+    tags = {"StudyID": "CON", "SeriesDescription": "AUX"}  # names Windows reserves
+    patient_series(root, [{"PatientID": p, **tags} for p in PATIENTS], slices=2, size=16)
     out = tmp_path / "out"
     report = convert(root, out, formats=("npy",), workers=0, progress=False)
     assert list(report["status"]) == ["ok"] * len(PATIENTS)
