@@ -124,7 +124,7 @@ def test_messages_never_suggest_overwrite_when_it_would_not_help(tmp_path):
     ]:
         for overwrite in (False, True):
             with pytest.raises(WriteError) as caught:
-                staging.destination(path, overwrite=overwrite, **kwargs)
+                staging.stage(path, overwrite=overwrite, **kwargs)
             assert "overwrite" not in str(caught.value) and str(path) in str(caught.value)
     assert (tmp_path / "file").read_text() == "mine" and folder.is_dir()
 
