@@ -117,41 +117,27 @@ def test_output_inside_the_input_tree_is_refused(tree):
 
 
 def test_series_sharing_a_name_keep_their_own_folders_across_runs(tmp_path):
-    root = tmp_path / "in"
-    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
     tags = {"PatientID": "P9", "SeriesNumber": 2, "SeriesDescription": "HEAD", "StudyID": "1"}
-    paths = [
-        write_series(
-            root / name, hu, pixel_spacing=(7.2, 7.2), slice_spacing=20.0, tags=tags, seed=seed
-        )
-        for seed, name in enumerate(("a", "b"))
+    root = patient_series(tmp_path / "in", [tags, tags])
+    uids = [
+        str(pydicom.dcmread(next((root / s).iterdir())).SeriesInstanceUID) for s in ("s0", "s1")
     ]
-    uids = [str(pydicom.dcmread(p[0]).SeriesInstanceUID) for p in paths]
     out = tmp_path / "out"
     convert(root, out, formats=("npy",), workers=0, progress=False)
-    again = convert(
-        root,
-        out,
-        config={"SeriesInstanceUID": uids[1]},
-        formats=("npy",),
-        workers=0,
-        progress=False,
-    )
-    assert list(again["status"]) == ["skipped"]  # B's own folder, not A's
-    owners = sorted(json.loads(m.read_text())["SeriesInstanceUID"] for m in out.rglob(MANIFEST))
-    assert owners == sorted(uids)
-    forced = convert(
-        root,
-        out,
-        config={"SeriesInstanceUID": uids[1]},
-        formats=("npy",),
-        workers=0,
-        overwrite=True,
-        progress=False,
-    )
-    assert list(forced["status"]) == ["ok"]
-    owners = sorted(json.loads(m.read_text())["SeriesInstanceUID"] for m in out.rglob(MANIFEST))
-    assert owners == sorted(uids)  # A's outputs were not replaced by B's
+    for overwrite, status in ((False, "skipped"), (True, "ok")):  # B's own folder, not A's
+        rerun = convert(
+            root,
+            out,
+            config={"SeriesInstanceUID": uids[1]},
+            formats=("npy",),
+            workers=0,
+            overwrite=overwrite,
+            progress=False,
+        )
+        assert list(rerun["status"]) == [status]
+        manifests = out.rglob(MANIFEST)
+        owners = sorted(json.loads(m.read_text())["SeriesInstanceUID"] for m in manifests)
+        assert owners == sorted(uids)  # A's outputs were not replaced by B's
 
 
 def test_deidentified_errors_do_not_name_folders(tmp_path):
