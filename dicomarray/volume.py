@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 VARIABLE_NAME = "image"
 #: Attribute holding the assembly report.
 ASSEMBLY_ATTR = "dicomarray_assembly"
-#: Default bytes per dask chunk; chunks always hold whole slices.
+#: Default bytes per dask chunk, as decoded (a bit-packed pixel is one byte in memory);
+#: chunks always hold whole slices.
 CHUNK_BYTES = 16 * 2**20
 _HEADER_ONLY_ATTRS = {"PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"}
 
@@ -217,7 +218,7 @@ def _is_sequence_value(values: pd.Series) -> bool:
 
 def _chunking(chunks: Chunks, fmt: PixelFormat, n_slices: int) -> Any:
     if chunks is None:
-        per_chunk = max(1, min(n_slices, CHUNK_BYTES // fmt.frame_bytes))
+        per_chunk = max(1, min(n_slices, CHUNK_BYTES // fmt.array_frame_bytes))
         return (per_chunk, fmt.rows, fmt.columns)
     if isinstance(chunks, int):
         if chunks < 1:

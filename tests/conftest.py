@@ -26,6 +26,25 @@ def pydicom_file(name: str) -> Path:
     return Path(path)
 
 
+def patient_series(root: Path, tags: list[dict], *, slices: int = 4, size: int = 32) -> Path:
+    """One small head series per entry of ``tags``, in ``root/s0``, ``root/s1`` ...
+
+    7.2 mm pixels and 20 mm slices, whatever the size: the same head, coarser. Each series
+    is seeded by its number, so their UIDs differ.
+    """
+    hu = head_phantom(slices, size, size, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    for number, series_tags in enumerate(tags):
+        write_series(
+            root / f"s{number}",
+            hu,
+            pixel_spacing=(7.2, 7.2),
+            slice_spacing=20.0,
+            tags=series_tags,
+            seed=number,
+        )
+    return root
+
+
 @pytest.fixture
 def phantom() -> np.ndarray:
     """A 12-slice 64 x 64 head phantom in HU."""

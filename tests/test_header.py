@@ -241,6 +241,8 @@ def test_each_bound_is_checked(tmp_path, limits, what):
         read_header(path, limits=limits)
     with pytest.raises(dicomarray.HeaderLimitError, match=what):
         header.read_dataset(path, limits=limits)
+    (skipped,) = dicomarray.scan(path, limits=limits).attrs["skipped"]
+    assert what in skipped[1]
 
 
 def test_a_deflated_header_may_not_inflate_past_its_bound(tmp_path):
