@@ -272,12 +272,13 @@ def test_every_transfer_syntax_of_dcm_qa_ts_decodes_to_the_raw_values(readable_s
 
 
 #: Series that agree with dcm2niix today: (folder in the realdata tree, file pattern,
-#: SeriesNumber, whether modality values agree too). The Philips series differ only in
-#: their rescale: dcm2niix uses Philips' private precise scaling, dicomarray the standard's.
+#: SeriesNumber, whether modality values agree too). The Philips MPRAGE differs only in
+#: its rescale: dcm2niix uses Philips' private precise scaling, dicomarray the standard's.
 AGREEING_SERIES = [
     ("dcm_qa_agfa/Agfa", "*.img", 11, True),
     ("dcm_qa_enh/In/Siemens/XA10", "*.dcm", 6, True),
     ("dcm_qa_philips_enh/In/cl", "1301_*.dcm.gz", 1301, False),
+    ("dcm_qa_philips_enh/In/cl", "1901_*.dcm.gz", 1901, True),
 ]
 
 
