@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,11 @@ from PIL import Image
 
 import dicomarray
 from dicomarray.cli import main
+
+from .conftest import pydicom_file
+
+#: Small real files (Siemens XA10 enhanced multi-frame), see tests/data/realdata/README.md.
+REALDATA_FILES = Path(__file__).parent / "data" / "realdata"
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +112,19 @@ def test_info_describes_geometry_and_tags(demo_output):
     assert result.returncode == 0
     assert "sorted by ImagePositionPatient" in result.stdout
     assert "PatientID" in result.stdout and "affine" in result.stdout
+
+
+def test_info_shows_spacing_and_left_out_frames_for_people(tmp_path, capsys):
+    # real Siemens XA10 enhanced files: two time points of 6 frames, one file each
+    for name in ("dcm_qa_enh_XA10_6_1.dcm.gz", "dcm_qa_enh_XA10_6_2.dcm.gz"):
+        data = gzip.decompress((REALDATA_FILES / name).read_bytes())
+        (tmp_path / name.removesuffix(".gz")).write_bytes(data)
+    assert main(["info", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "spacing     z 2.4 mm, y 3.375 mm, x 3.375 mm" in lines
+    assert "left out    6 frame(s) of 1 file(s)" in lines
+    assert main(["info", str(pydicom_file("CT_small.dcm"))]) == 0  # one slice: no z step
+    assert "spacing     z unknown, y 0.661468 mm, x 0.661468 mm" in capsys.readouterr().out
 
 
 def test_filter_prints_matches_and_json(demo_output, tmp_path):
