@@ -24,10 +24,9 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import xarray as xr
 
-from . import render, transforms
-from .attrs import POSITION_COORDS
+from . import render, reorient, transforms
 from .errors import DicomArrayError
-from .geometry import affine_from, orientation_of, pixel_spacing_of, slice_normal
+from .geometry import VolumeGeometry
 from .labels import series_label
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -71,33 +70,31 @@ class DicomAccessor:
     @property
     @_naming_the_series
     def affine(self) -> np.ndarray:
-        """4 x 4 matrix from ``(z, y, x, 1)`` indices to LPS patient coordinates in mm.
+        """4 x 4 matrix from indices in the array's dim order (plus 1) to LPS mm.
 
-        Built from (0020,0037) *Image Orientation (Patient)* and (0028,0030) *Pixel
-        Spacing* in the attrs and the per-slice position coordinates, so it follows any
-        selection of slices. For a tilted (sheared) stack it maps the first slice's plane
-        and the mean step between slices.
+        For the ``(z, y, x)`` volume :func:`~dicomarray.open_series` gives, ``(z, y, x, 1)``
+        indices. Built by :attr:`geometry` from (0020,0037) *Image Orientation (Patient)*,
+        (0028,0030) *Pixel Spacing* and the per-slice position coordinates, so it follows
+        any selection, flip or transpose. For a tilted (sheared) stack it maps the first
+        slice's plane and the mean step between slices.
 
         Raises
         ------
         DicomArrayError
-            For dims other than ``(z, y, x)``, or an orientation or pixel spacing that is
-            not six or two finite numbers; the message names the series.
+            Without dims ``z``, ``y`` and ``x``, or for an orientation or pixel spacing that
+            is not six or two finite numbers; the message names the series.
         """
-        obj = self._obj
-        if tuple(obj.dims) != ("z", "y", "x"):
-            raise DicomArrayError(f"affine needs dims ('z', 'y', 'x'), not {obj.dims}")
-        orientation = orientation_of(obj.attrs)
-        spacing = _pixel_spacing(obj)
-        if all(name in obj.coords for name in POSITION_COORDS):
-            positions = np.stack([obj[name].values for name in POSITION_COORDS], axis=1)
-        else:
-            positions = np.outer(obj["z"].values, slice_normal(orientation))
-        affine = affine_from(orientation, positions, spacing)
-        # a selection of rows or columns starts elsewhere in the plane
-        affine[:3, 3] += affine[:3, 1] * _offset(obj, "y", spacing[0])
-        affine[:3, 3] += affine[:3, 2] * _offset(obj, "x", spacing[1])
-        return affine
+        return self.geometry.affine()
+
+    @property
+    @_naming_the_series
+    def geometry(self) -> VolumeGeometry:
+        """Where every voxel lies: spacing, slice steps, directions, tilt, affine.
+
+        See :class:`dicomarray.geometry.VolumeGeometry`; built from the coords and attrs,
+        so it follows any selection, flip or transpose of the volume.
+        """
+        return VolumeGeometry.of(self._obj)
 
     # -- values: thin doors onto dicomarray.transforms ---------------------------------------
 
@@ -175,6 +172,25 @@ class DicomAccessor:
         return transforms.normalize(
             self._obj, min_bound, max_bound, method=method, percentiles=percentiles
         )
+
+    # -- orientation: thin doors onto dicomarray.reorient ------------------------------------
+
+    @_naming_the_series
+    def orientation_code(self) -> str:
+        """Patient direction of each axis, fastest first: ``"LPS"`` for a plain axial.
+
+        See :func:`dicomarray.reorient.orientation_code`.
+        """
+        return reorient.orientation_code(self._obj)
+
+    @_naming_the_series
+    def reorient(self, code: str = "RAS") -> xr.DataArray:
+        """Lazy flips and transposes to the orientation closest to ``code``.
+
+        A feet-first and a head-first series of one patient come out alike. See
+        :func:`dicomarray.reorient.reorient`.
+        """
+        return reorient.reorient(self._obj, code)
 
     # -- pictures: thin doors onto dicomarray.render -----------------------------------------
 
@@ -386,21 +402,3 @@ class DicomAccessor:
             overwrite=overwrite,
             compute=compute,
         )
-
-
-def _pixel_spacing(obj: xr.DataArray) -> tuple[float, float]:
-    """Row and column spacing from the coordinates, so that strided selections stay right."""
-    spacing = pixel_spacing_of(obj.attrs)
-    steps = []
-    for axis, dim in enumerate(("y", "x")):
-        values = obj[dim].values
-        steps.append(float(values[1] - values[0]) if values.size > 1 else float(spacing[axis]))
-    return steps[0], steps[1]
-
-
-def _offset(obj: xr.DataArray, dim: str, step: float) -> float:
-    """Rows (or columns) between the source series' first pixel and this selection's."""
-    values = obj[dim].values
-    if not values.size or "origin" not in obj[dim].attrs:
-        return 0.0
-    return float((values[0] - obj[dim].attrs["origin"]) / step)

@@ -30,10 +30,12 @@ from .geometry import (
     SPACING_RTOL,
     TILT_TOLERANCE_DEGREES,
     SeriesGeometry,
+    describe_steps,
     positions_along_normal,
+    regular_step,
     slice_normal,
+    step_runs,
     tilt_degrees,
-    uneven_steps,
 )
 
 logger = logging.getLogger(__name__)
@@ -133,7 +135,7 @@ def assemble(
         "series_uid": uid,
         "sorted_by": sorted_by,
         "n_frames": len(frames),
-        "slice_spacing": _json_float(geometry.slice_spacing),
+        **_slice_spacing(geometry.z, sorted_by, rtol),
         "left_out": left_out,
         "warnings": warnings,
     }
@@ -586,15 +588,12 @@ def _check_spacing(
     warnings: list[str],
 ) -> None:
     messages = []
-    if sorted_by in ("ImagePositionPatient", "SliceLocation"):
-        steps = uneven_steps(geometry.z, rtol=rtol)
-        if steps:
-            where = "; ".join(
-                f"{s:.3g} mm after z = {geometry.z[i]:.2f} mm (slice {i})" for i, s in steps[:5]
-            )
-            messages.append(
-                f"uneven spacing: median step {geometry.slice_spacing:.3g} mm, but {where}"
-            )
+    positioned = sorted_by in ("ImagePositionPatient", "SliceLocation")
+    if positioned and len(geometry.z) > 1 and regular_step(geometry.z, rtol=rtol) is None:
+        messages.append(
+            f"uneven spacing, {describe_steps(geometry.z, rtol=rtol)}: no one slice spacing "
+            "(see the slice_steps of the assembly report)"
+        )
     if sorted_by == "ImagePositionPatient":
         angle = tilt_degrees(geometry.positions, geometry.normal)
         if angle > tilt_tolerance:
@@ -604,5 +603,13 @@ def _check_spacing(
         warn_data_problem(message)
 
 
-def _json_float(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
+def _slice_spacing(z: np.ndarray, sorted_by: str, rtol: float) -> dict[str, Any]:
+    """The report's ``slice_spacing`` (None unless the slices have one step) and
+    ``slice_steps`` (runs of one step), along the normal or SliceLocation."""
+    if sorted_by not in ("ImagePositionPatient", "SliceLocation"):
+        return {"slice_spacing": None, "slice_steps": []}
+    step = regular_step(z, rtol=rtol)
+    return {
+        "slice_spacing": None if step is None else abs(step),
+        "slice_steps": [{"steps": n, "mm": round(abs(mm), 6)} for n, mm in step_runs(z, rtol=rtol)],
+    }

@@ -30,8 +30,6 @@ _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 _NOT_ATTRS = {"PixelData", "FloatPixelData", "DoubleFloatPixelData"}
 #: Per-slice tags never turned into coordinates: the geometry owns them.
 GEOMETRY_KEYWORDS = ("ImagePositionPatient",)
-#: Coordinate names for the three components of (0020,0032) *Image Position (Patient)*.
-POSITION_COORDS = ("image_position_l", "image_position_p", "image_position_s")
 _MAX_SEQUENCE_ITEMS = 64
 #: Sequences nested deeper than this are left out of attrs: JSON writers and xarray
 #: recurse into nested values, and a hostile file can nest hundreds of levels.

@@ -106,20 +106,61 @@ def positions_along_normal(positions: np.ndarray, normal: np.ndarray) -> np.ndar
     return np.asarray(positions, dtype=float).reshape(-1, 3) @ np.asarray(normal, dtype=float)
 
 
-def uneven_steps(z: np.ndarray, *, rtol: float = SPACING_RTOL) -> list[tuple[int, float]]:
-    """Steps between consecutive sorted positions that differ from the median step.
+def step_runs(z: np.ndarray, *, rtol: float = SPACING_RTOL) -> list[tuple[int, float]]:
+    """Consecutive slice steps grouped into runs of one step: ``[(steps in run, mean step)]``.
 
-    Returns
-    -------
-    list of (index, step)
-        ``index`` is the slice after which the unusual step occurs.
+    A step joins the run before it when it is within ``rtol`` of that run's first step. A
+    regular stack is one run; an irregular one (a gap, two blocks of slice thickness) has
+    several. Steps are signed, in the order of ``z``.
     """
     steps = np.diff(np.asarray(z, dtype=float))
-    if steps.size < 2:
-        return []
+    runs: list[list[float]] = []
+    for step in steps:
+        if runs and abs(step - runs[-1][0]) <= rtol * abs(runs[-1][0]):
+            runs[-1].append(float(step))
+        else:
+            runs.append([float(step)])
+    return [(len(run), float(np.mean(run))) for run in runs]
+
+
+def regular_step(z: np.ndarray, *, rtol: float = SPACING_RTOL) -> float | None:
+    """The one step between slices (mm, signed), or None: one slice, or irregular steps.
+
+    Irregular means a step differs from the median step by more than ``rtol`` of it, or
+    the steps change sign. A mean is never offered for an irregular stack: a volume or a
+    pixdim computed from it would be wrong for every block but one.
+    """
+    steps = np.diff(np.asarray(z, dtype=float))
+    if not steps.size or not np.isfinite(steps).all():
+        return None
     median = float(np.median(steps))
-    bad = np.flatnonzero(np.abs(steps - median) > rtol * abs(median))
-    return [(int(i), float(steps[i])) for i in bad]
+    if median == 0 or (np.abs(steps - median) > rtol * abs(median)).any():
+        return None
+    return float(steps.mean())
+
+
+def describe_steps(z: np.ndarray, *, rtol: float = SPACING_RTOL) -> str:
+    """One sentence on the slice steps, naming where each new step starts.
+
+    For example "two blocks: 14 slices at 4 mm, then 14 at 7 mm after slice 13 (z = 52
+    mm)": the first run of ``n`` steps holds ``n + 1`` slices, each later run adds ``n``.
+    """
+    z = np.asarray(z, dtype=float)
+    runs = step_runs(z, rtol=rtol)
+    if not runs:
+        return "one slice"
+    parts = [f"{runs[0][0] + 1} slices at {abs(runs[0][1]):.3g} mm"]
+    after = runs[0][0]
+    for n, step in runs[1:]:
+        parts.append(f"then {n} at {abs(step):.3g} mm after slice {after} (z = {z[after]:.4g} mm)")
+        after += n
+    if len(runs) == 1:
+        return f"regular: {parts[0]}"
+    count = _COUNT_WORDS.get(len(runs), str(len(runs)))
+    return f"{count} blocks: " + ", ".join(parts)
+
+
+_COUNT_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 
 
 def tilt_degrees(positions: np.ndarray, normal: np.ndarray) -> float:
@@ -164,12 +205,6 @@ class SeriesGeometry:
         return slice_normal(self.orientation)
 
     @property
-    def slice_spacing(self) -> float:
-        """Median step between slices along the normal (mm); NaN for one slice."""
-        steps = np.diff(self.z)
-        return float(np.median(steps)) if steps.size else float("nan")
-
-    @property
     def y(self) -> np.ndarray:
         """Positions of the rows along the column direction (mm)."""
         start = float(self.positions[0] @ self.orientation[3:]) if self.has_positions else 0.0
@@ -184,16 +219,6 @@ class SeriesGeometry:
     @property
     def has_positions(self) -> bool:
         return bool(np.isfinite(self.positions).all())
-
-    def affine(self) -> np.ndarray:
-        """4 x 4 matrix from (z, y, x, 1) indices to LPS patient millimetres."""
-        if self.has_positions:
-            return affine_from(self.orientation, self.positions, self.pixel_spacing)
-        # no positions: place the slices along the normal at their fallback z values
-        spacing = self.slice_spacing if np.isfinite(self.slice_spacing) else 1.0
-        normal = self.normal
-        synthetic = np.outer(self.z[0] + np.arange(self.shape[0]) * spacing, normal)
-        return affine_from(self.orientation, synthetic, self.pixel_spacing)
 
 
 def affine_from(
@@ -218,3 +243,299 @@ def affine_from(
     affine[:3, 2] = row_dir * pixel_spacing[1]
     affine[:3, 3] = positions[0]
     return affine
+
+
+#: The spatial dims of a volume: slices, rows, columns.
+SPATIAL_DIMS = ("z", "y", "x")
+#: Coordinate names for the three components of (0020,0032) *Image Position (Patient)*.
+POSITION_COORDS = ("image_position_l", "image_position_p", "image_position_s")
+#: Patient directions of +L, +P, +S (LPS) and their opposites, for axis codes.
+_POSITIVE_CODES, _NEGATIVE_CODES = "LPS", "RAI"
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """Where every voxel of a volume lies in the patient, from its coords and attrs alone.
+
+    The one owner of a volume's geometry: the accessor, pictures, every writer, batch and
+    the CLI ask this object for an affine, a spacing, a superior direction or a tilt, and
+    compute none themselves. It reads no pixels (after highdicom's ``VolumeGeometry``).
+    Build it with :meth:`of`; it follows any ``isel``, ``sel``, ``sortby`` or
+    ``transpose`` of the volume, because the coords it is built from do.
+
+    Attributes
+    ----------
+    dims : tuple of str
+        The spatial dims (``z``, ``y``, ``x``) in the array's own order; other dims (time,
+        echo) are not spatial and are left out.
+    shape : tuple of int
+        The sizes of ``dims``.
+    orientation : numpy.ndarray
+        (0020,0037) *Image Orientation (Patient)*: row direction, then column direction.
+    slice_positions : numpy.ndarray
+        (slices, 3) LPS millimetres of each slice's first voxel (row ``y[0]``, column
+        ``x[0]``), in the array's slice order. For a stack without positions they are
+        placed along the normal at their ``z`` values; :attr:`positions_known` is False.
+    row_step, column_step : float
+        Signed millimetres from one row (``y`` index) to the next along the column
+        direction, and from one column (``x`` index) to the next along the row direction:
+        negative after a flip.
+    positions_known : bool
+        Whether the slice positions come from (0020,0032) *Image Position (Patient)* or
+        (0020,1041) *Slice Location*, not from the order of the files.
+    fallback_step : float or None
+        The slice step the attrs give ((0018,0088) *Spacing Between Slices*, else
+        (0018,0050) *Slice Thickness*), used only where positions cannot tell: one slice,
+        or slices ordered without positions.
+    rtol : float
+        Relative difference between slice steps above which the stack is irregular.
+    """
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    orientation: np.ndarray
+    slice_positions: np.ndarray
+    row_step: float
+    column_step: float
+    positions_known: bool
+    fallback_step: float | None
+    rtol: float = SPACING_RTOL
+
+    @classmethod
+    def of(cls, volume: Any, *, rtol: float = SPACING_RTOL) -> VolumeGeometry:
+        """The geometry of a DataArray (or Dataset variable) opened by dicomarray.
+
+        Parameters
+        ----------
+        volume : xarray.DataArray
+            A volume with dims ``z``, ``y`` and ``x`` in any order (other dims allowed),
+            coordinates ``z``, ``y``, ``x`` in mm and, when the series has them, the
+            per-slice :data:`POSITION_COORDS`; the attrs hold (0020,0037) and (0028,0030).
+        rtol : float
+            As :data:`SPACING_RTOL`.
+
+        Raises
+        ------
+        DicomArrayError
+            For a missing spatial dim, malformed orientation or pixel spacing, or rows
+            (columns) that are not evenly spaced, which no affine can describe.
+        """
+        dims = tuple(str(d) for d in volume.dims if d in SPATIAL_DIMS)
+        if sorted(dims) != sorted(SPATIAL_DIMS):
+            raise DicomArrayError(
+                f"a volume's geometry needs dims z, y and x; this one has {tuple(volume.dims)}"
+            )
+        attrs = volume.attrs
+        orientation = orientation_of(attrs)
+        row_dir, col_dir = orientation[:3], orientation[3:]
+        spacing = pixel_spacing_of(attrs)
+        row_step, dy = _plane_axis(volume, "y", spacing[0])
+        column_step, dx = _plane_axis(volume, "x", spacing[1])
+        fallback = _fallback_step(attrs)
+        z = np.asarray(volume["z"].values, dtype=float).reshape(-1)
+        known = volume["z"].attrs.get("units", "mm") == "mm"
+        if all(name in volume.coords for name in POSITION_COORDS):
+            first = np.stack([np.asarray(volume[n].values, float) for n in POSITION_COORDS], -1)
+        else:
+            along = z if known else z * (fallback or 1.0)
+            first = np.outer(along, slice_normal(orientation))
+        return cls(
+            dims=dims,
+            shape=tuple(int(volume.sizes[d]) for d in dims),
+            orientation=orientation,
+            slice_positions=first.reshape(-1, 3) + col_dir * dy + row_dir * dx,
+            row_step=row_step,
+            column_step=column_step,
+            positions_known=known,
+            fallback_step=fallback,
+            rtol=rtol,
+        )
+
+    # -- directions ----------------------------------------------------------------------
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit normal of the image plane: row direction x column direction (LPS)."""
+        return slice_normal(self.orientation)
+
+    def direction(self, dim: str) -> np.ndarray:
+        """Unit LPS vector of increasing index along ``dim`` (for ``z``: the slice normal,
+        signed by the order of the slices, so tilt does not enter)."""
+        if dim == "y":
+            return self.orientation[3:] * np.sign(self.row_step)
+        if dim == "x":
+            return self.orientation[:3] * np.sign(self.column_step)
+        step = self.along_normal[-1] - self.along_normal[0] if self.n_slices > 1 else 1.0
+        return self.normal * (1.0 if step >= 0 else -1.0)
+
+    def rotation(self) -> np.ndarray:
+        """3 x 3 matrix whose columns are :meth:`direction` of each dim, in array order:
+        orthonormal, the rotation part of the affine without any shear (a NIfTI qform)."""
+        return np.stack([self.direction(d) for d in self.dims], axis=1)
+
+    def axis_codes(self) -> tuple[str, ...]:
+        """Patient direction each dim runs toward, in array order: e.g. ``("S", "P", "L")``
+        (LPS letters, as nibabel's ``aff2axcodes`` gives RAS ones)."""
+        codes = []
+        for dim in self.dims:
+            vector = self.direction(dim)
+            axis = int(np.argmax(np.abs(vector)))
+            codes.append((_POSITIVE_CODES if vector[axis] > 0 else _NEGATIVE_CODES)[axis])
+        return tuple(codes)
+
+    def superior_is_ascending(self, dim: str = "z") -> bool:
+        """Whether increasing index along ``dim`` moves toward the head (S component > 0)."""
+        return bool(self.direction(dim)[2] > 0)
+
+    # -- slices ----------------------------------------------------------------------------
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.slice_positions)
+
+    @property
+    def along_normal(self) -> np.ndarray:
+        """(slices,) position of each slice plane along the normal, in mm, array order."""
+        return positions_along_normal(self.slice_positions, self.normal)
+
+    @property
+    def slice_step(self) -> float | None:
+        """The one signed step between slice planes (mm), or None when there is none: an
+        irregular stack (a gap, blocks of different thickness), one slice, or slices
+        without positions and no (0018,0088)/(0018,0050) to space them."""
+        if not self.positions_known:
+            return self.fallback_step if self.n_slices > 1 else None
+        return regular_step(self.along_normal, rtol=self.rtol)
+
+    @property
+    def is_regular(self) -> bool:
+        """Whether one slice step describes every slice (one slice counts as regular)."""
+        return self.n_slices == 1 or self.slice_step is not None
+
+    def step_runs(self) -> list[tuple[int, float]]:
+        """Runs of one slice step, ``[(steps, mm)]``, as :func:`step_runs`."""
+        return step_runs(self.along_normal, rtol=self.rtol)
+
+    def describe_steps(self) -> str:
+        """The slice steps in one sentence, as :func:`describe_steps`."""
+        return describe_steps(self.along_normal, rtol=self.rtol)
+
+    @property
+    def spacing(self) -> dict[str, float | None]:
+        """Voxel spacing in mm per spatial dim, in array order; ``z`` is None when the
+        stack has no one slice step (never a median)."""
+        step = self.slice_step
+        values = {"z": None if step is None else abs(step)}
+        values.update(y=abs(self.row_step), x=abs(self.column_step))
+        return {dim: values[dim] for dim in self.dims}
+
+    def voxel_volume(self) -> float:
+        """Volume of one voxel in mm^3; refuses an irregular stack.
+
+        Raises
+        ------
+        DicomArrayError
+            If the stack has no one slice step (see :meth:`describe_steps`).
+        """
+        step = self.slice_step
+        if step is None:
+            raise DicomArrayError(
+                f"no single voxel volume: the slice steps are not one ({self.describe_steps()})"
+            )
+        return abs(step * self.row_step * self.column_step)
+
+    @property
+    def tilt_degrees(self) -> float:
+        """Angle between the first-to-last slice step and the normal (gantry tilt)."""
+        return tilt_degrees(self.slice_positions, self.normal)
+
+    @property
+    def is_sheared(self) -> bool:
+        """Whether slices are offset in-plane from one to the next (a tilted gantry)."""
+        return self.tilt_degrees > TILT_TOLERANCE_DEGREES
+
+    # -- mappings --------------------------------------------------------------------------
+
+    def _step_vector(self) -> np.ndarray:
+        if self.n_slices > 1:
+            return (self.slice_positions[-1] - self.slice_positions[0]) / (self.n_slices - 1)
+        return self.normal * (self.fallback_step or 1.0)
+
+    def affine(self) -> np.ndarray:
+        """4 x 4 matrix from indices in the array's dim order (plus 1) to LPS mm.
+
+        The slice column is the mean step from the first slice to the last, so a tilted
+        stack is mapped exactly, with its shear; an irregular one is mapped exactly only
+        at its ends (use :meth:`world` for true positions, or check :attr:`is_regular`).
+        """
+        columns = {
+            "z": self._step_vector(),
+            "y": self.orientation[3:] * self.row_step,
+            "x": self.orientation[:3] * self.column_step,
+        }
+        affine = np.eye(4)
+        for axis, dim in enumerate(self.dims):
+            affine[:3, axis] = columns[dim]
+        affine[:3, 3] = self.slice_positions[0]
+        return affine
+
+    def world(self, indices: np.ndarray) -> np.ndarray:
+        """LPS mm of voxels at ``(..., 3)`` indices in the array's dim order, using each
+        slice's own position (exact for irregular and tilted stacks; fractional indices
+        between slices are interpolated linearly)."""
+        indices = np.asarray(indices, dtype=float)
+        by_dim = {dim: indices[..., axis] for axis, dim in enumerate(self.dims)}
+        k = np.arange(self.n_slices, dtype=float)
+        origin = np.stack(
+            [np.interp(by_dim["z"], k, self.slice_positions[:, c]) for c in range(3)], -1
+        )
+        return (
+            origin
+            + by_dim["y"][..., None] * self.orientation[3:] * self.row_step
+            + by_dim["x"][..., None] * self.orientation[:3] * self.column_step
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The geometry as plain JSON values, for sidecars and reports."""
+        runs = self.step_runs()
+        return {
+            "dims": list(self.dims),
+            "spacing": [self.spacing[d] for d in self.dims],
+            "regular": self.is_regular,
+            "slice_steps": [{"steps": n, "mm": round(abs(s), 6)} for n, s in runs],
+            "slice_steps_text": self.describe_steps(),
+            "origin": self.slice_positions[0].tolist(),
+            "orientation": self.orientation.tolist(),
+            "slice_normal": self.normal.tolist(),
+            "axis_codes": "".join(self.axis_codes()),
+            "tilt_degrees": round(self.tilt_degrees, 6),
+            "affine": self.affine().tolist(),
+        }
+
+
+def _plane_axis(volume: Any, dim: str, pixel_spacing: float) -> tuple[float, float]:
+    """The signed step along ``y`` or ``x`` and the selection's offset (mm) from the source's
+    first row or column (the coordinate's ``origin`` attr)."""
+    values = np.asarray(volume[dim].values, dtype=float).reshape(-1)
+    offset = float(values[0] - volume[dim].attrs.get("origin", values[0])) if values.size else 0.0
+    if values.size < 2:
+        return pixel_spacing, offset
+    steps = np.diff(values)
+    step = float(steps.mean())
+    if step == 0 or (np.abs(steps - step) > 1e-6 * abs(step) + 1e-9).any():
+        raise DicomArrayError(
+            f"the {dim} coordinate is not evenly spaced: no affine describes this selection"
+        )
+    return step, offset
+
+
+def _fallback_step(attrs: Mapping[str, Any]) -> float | None:
+    """(0018,0088) *Spacing Between Slices*, else (0018,0050) *Slice Thickness*, if usable."""
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = float(attrs.get(keyword))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if 0 < value < math.inf:
+            return value
+    return None

@@ -15,7 +15,6 @@ from pydicom.dataset import Dataset
 from .assembly import Assembly, assemble
 from .attrs import (
     GEOMETRY_KEYWORDS,
-    POSITION_COORDS,
     json_safe,
     plain_cells,
     series_attrs,
@@ -24,7 +23,7 @@ from .attrs import (
     varying_keywords,
 )
 from .errors import DicomArrayError, InvalidDicomError, SeriesNotFoundError
-from .geometry import SPACING_RTOL
+from .geometry import POSITION_COORDS, SPACING_RTOL
 from .header import INDEX_KEYWORDS, read_dataset
 from .index import Source, as_index
 from .paths import series_folders
@@ -244,6 +243,10 @@ def _chunking(chunks: Chunks, fmt: PixelFormat, n_slices: int) -> Any:
     return chunks
 
 
+_SOURCE = {"long_name": "file the slice was read from"}
+_FRAME = {"long_name": "frame of that file (0 for single-frame files)"}
+
+
 def _coords(assembly: Assembly, tags: _SeriesTags) -> dict[str, Any]:
     geometry, frames = assembly.geometry, assembly.frames
     mm = {"units": "mm"}
@@ -278,8 +281,9 @@ def _coords(assembly: Assembly, tags: _SeriesTags) -> dict[str, Any]:
         # a varying sequence is no coordinate: it is left out of attrs and named in the report
         if not _is_sequence_value(values):
             coords[snake_case(keyword)] = ("z", slice_coordinate(values))
-    if (frames["frame"] > 0).any():
-        coords["frame"] = ("z", frames["frame"].to_numpy(dtype=np.int64))
+    # provenance: where each slice came from, kept right by any isel, sortby or where
+    coords["source_file"] = ("z", frames["path"].astype(str).to_numpy(dtype=object), _SOURCE)
+    coords["frame"] = ("z", frames["frame"].to_numpy(dtype=np.int64), _FRAME)
     return coords
 
 

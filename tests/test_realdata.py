@@ -28,8 +28,8 @@ import pytest
 
 import dicomarray
 from benchmarks import compare_dcm2niix as cmp
-from dicomarray.attrs import POSITION_COORDS
 from dicomarray.batch import convert
+from dicomarray.geometry import POSITION_COORDS
 
 DATA = Path(__file__).parent / "data" / "realdata"
 XA10_FILES = ("dcm_qa_enh_XA10_6_1.dcm.gz", "dcm_qa_enh_XA10_6_2.dcm.gz")

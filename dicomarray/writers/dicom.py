@@ -425,7 +425,7 @@ def _template_files(template: Template) -> tuple[xr.DataArray, list[Path], np.nd
     names = [str(p) for p in report.get("files", [])]
     if not names:
         raise WriteError("the template DataArray has no file list (attrs['dicomarray_assembly'])")
-    if "frame" in opened.coords:
+    if "frame" in opened.coords and (opened["frame"].values > 0).any():
         raise WriteError(f"{names[0]}: multi-frame templates are not supported")
     if len(names) != opened.sizes.get("z", 0):
         raise WriteError(

@@ -18,9 +18,9 @@ import numpy as np
 import xarray as xr
 from pydicom.datadict import DicomDictionary
 
-from ..attrs import POSITION_COORDS, json_safe, snake_case
+from ..attrs import json_safe, snake_case
 from ..errors import DicomArrayError
-from ..geometry import slice_normal
+from ..geometry import POSITION_COORDS, slice_normal
 from ..staging import staged
 from ..volume import ASSEMBLY_ATTR
 

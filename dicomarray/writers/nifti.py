@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..attrs import POSITION_COORDS
 from ..errors import WriteError, warn_data_problem
+from ..geometry import POSITION_COORDS
 from ..staging import discarding, os_errors, partial_path, stage
 from .common import MemmapTarget, dask_data, delayed_finish, run_or_delay, store_into
 from .metadata import series_metadata, write_json

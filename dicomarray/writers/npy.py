@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..attrs import POSITION_COORDS, snake_case
+from ..attrs import snake_case
 from ..errors import DicomArrayError
+from ..geometry import POSITION_COORDS
 from ..staging import discarding, os_errors, stage
 from .common import MemmapTarget, dask_data, delayed_finish, run_or_delay, store_into
 from .metadata import SIDECAR_SECTIONS, series_metadata, write_json
