@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,9 @@ from dicomarray.query import (
 )
 
 from .conftest import pydicom_file
+
+#: Small real files (Siemens XA10 enhanced multi-frame), see tests/data/realdata/README.md.
+REALDATA_FILES = Path(__file__).parent / "data" / "realdata"
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +91,15 @@ def test_filter_derived_keys_and_json_config(study, tmp_path):
     found = dicom_filter(study, config)
     assert len(found) == 3 and all(len(s.files) == 1 for s in found)
     assert dicom_filter(study, {"n_slices": {"min": 1000}}) == []
+
+
+def test_n_slices_counts_the_frames_of_multi_frame_files(tmp_path):
+    # two real Siemens XA10 enhanced files of 6 frames each: 12 slices in 2 files
+    for name in ("dcm_qa_enh_XA10_6_1.dcm.gz", "dcm_qa_enh_XA10_6_2.dcm.gz"):
+        data = gzip.decompress((REALDATA_FILES / name).read_bytes())
+        (tmp_path / name.removesuffix(".gz")).write_bytes(data)
+    assert [len(s.files) for s in dicom_filter(tmp_path, {"n_slices": {"min": 12}})] == [2]
+    assert dicom_filter(tmp_path, {"n_slices": {"min": 13}}) == []
 
 
 def test_filter_on_a_tag_the_index_does_not_hold(study):
