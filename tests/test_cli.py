@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,10 +15,7 @@ from PIL import Image
 import dicomarray
 from dicomarray.cli import main
 
-from .conftest import pydicom_file
-
-#: Small real files (Siemens XA10 enhanced multi-frame), see tests/data/realdata/README.md.
-REALDATA_FILES = Path(__file__).parent / "data" / "realdata"
+from .conftest import XA10_FILES, gunzip, pydicom_file
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +111,7 @@ def test_info_describes_geometry_and_tags(demo_output):
 
 def test_info_shows_spacing_and_left_out_frames_for_people(tmp_path, capsys):
     # real Siemens XA10 enhanced files: two time points of 6 frames, one file each
-    for name in ("dcm_qa_enh_XA10_6_1.dcm.gz", "dcm_qa_enh_XA10_6_2.dcm.gz"):
-        data = gzip.decompress((REALDATA_FILES / name).read_bytes())
-        (tmp_path / name.removesuffix(".gz")).write_bytes(data)
+    gunzip(XA10_FILES, tmp_path)
     assert main(["info", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "spacing     z 2.4 mm, y 3.375 mm, x 3.375 mm" in lines

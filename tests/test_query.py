@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,10 +19,7 @@ from dicomarray.query import (
     read_tags,
 )
 
-from .conftest import pydicom_file
-
-#: Small real files (Siemens XA10 enhanced multi-frame), see tests/data/realdata/README.md.
-REALDATA_FILES = Path(__file__).parent / "data" / "realdata"
+from .conftest import XA10_FILES, gunzip, pydicom_file
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +90,7 @@ def test_filter_derived_keys_and_json_config(study, tmp_path):
 
 def test_n_slices_counts_the_frames_of_multi_frame_files(tmp_path):
     # two real Siemens XA10 enhanced files of 6 frames each: 12 slices in 2 files
-    for name in ("dcm_qa_enh_XA10_6_1.dcm.gz", "dcm_qa_enh_XA10_6_2.dcm.gz"):
-        data = gzip.decompress((REALDATA_FILES / name).read_bytes())
-        (tmp_path / name.removesuffix(".gz")).write_bytes(data)
+    gunzip(XA10_FILES, tmp_path)
     assert [len(s.files) for s in dicom_filter(tmp_path, {"n_slices": {"min": 12}})] == [2]
     assert dicom_filter(tmp_path, {"n_slices": {"min": 13}}) == []
 
