@@ -126,14 +126,26 @@ def _open_series(
 ) -> xr.DataArray:
     index = as_index(source)
     if not (index["Rows"].notna() & index["Columns"].notna()).any():
-        skipped = index.attrs.get("skipped", [])
         raise SeriesNotFoundError(
             f"{_describe(source)}: no DICOM image instances ({len(index)} other DICOM "
-            f"instances, {len(skipped)} files that are not DICOM)"
+            f"instances{_skipped_summary(index.attrs.get('skipped', []))})"
         )
     return volume_from_assembly(
         assemble(index, series_uid, rtol=rtol), chunks=chunks, max_bytes=max_bytes
     )
+
+
+def _skipped_summary(skipped: list[tuple[str, str]]) -> str:
+    """``; N files skipped, e.g. PATH: REASON``: why a source held no image, by its files.
+
+    Skipped files are not all non-DICOM (a DICOMDIR, a link not followed, a gzipped
+    instance), so the first one is named with its reason from ``scan``.
+    """
+    if not skipped:
+        return ""
+    path, reason = skipped[0]
+    files = "1 file skipped:" if len(skipped) == 1 else f"{len(skipped)} files skipped, e.g."
+    return f"; {files} {path}: {reason}"
 
 
 def _describe(source: Source | pd.DataFrame) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import struct
@@ -143,6 +144,17 @@ def test_unreadable_files_raise(tmp_path):
     junk.write_text("plain text, not DICOM")
     with pytest.raises(Exception):  # noqa: B017 - scan turns any of these into a skip
         read_header(junk)
+
+
+def test_a_gzipped_instance_is_named_as_gzip_compressed(tmp_path):
+    # real exports ship *.dcm.gz (dcm_qa_philips_enh): "not DICOM" would send users astray
+    zipped = tmp_path / "CT_small.dcm.gz"
+    zipped.write_bytes(gzip.compress(pydicom_file("CT_small.dcm").read_bytes()))
+    with pytest.raises(dicomarray.InvalidDicomError, match="CT_small.dcm.gz: gzip-compressed"):
+        read_header(zipped)
+    assert dicomarray.scan(tmp_path).attrs["skipped"] == [
+        (str(zipped), "gzip-compressed, not read (gunzip it first)")
+    ]
 
 
 # -- bounds: every header is walked within HeaderLimits before pydicom sees it ------------

@@ -443,6 +443,16 @@ def test_bad_sources_raise_clear_errors(tmp_path, source, error):
         dicomarray.open_series(tmp_path / source)
 
 
+def test_a_source_without_images_says_which_file_was_skipped_and_why(tmp_path):
+    # a DICOMDIR alone is DICOM, but not an instance: the message must not call it "not DICOM"
+    shutil.copy(pydicom_file("MR_small.dcm").parent / "dicomdirtests" / "DICOMDIR", tmp_path)
+    with pytest.raises(dicomarray.SeriesNotFoundError) as caught:
+        dicomarray.open_series(tmp_path / "DICOMDIR")
+    message = str(caught.value)
+    assert f"1 file skipped: {tmp_path / 'DICOMDIR'}: a directory record" in message
+    assert "not DICOM" not in message
+
+
 def test_bad_chunks_are_a_dicomarray_error(make_series):
     folder = make_series()[0].parent
     with pytest.raises(dicomarray.DicomArrayError, match="chunks"):
