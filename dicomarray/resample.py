@@ -573,8 +573,11 @@ def _resampled_array(
             if "z" in source.coords[name].dims and name not in ("z", *POSITION_COORDS):
                 coords[str(name)] = source.coords[name].variable.isel(picked)
     coords.update(_grid_coords(source, geometry, first, grid))
-    result = xr.DataArray(data, dims=SPATIAL_DIMS, coords=coords, name=source.name)
-    result.attrs = _grid_attrs(source.attrs, VolumeGeometry.of(result), grid)
+    # the source's attrs hold the orientation the new grid's geometry is read with
+    result = xr.DataArray(
+        data, dims=SPATIAL_DIMS, coords=coords, attrs=dict(source.attrs), name=source.name
+    )
+    result.attrs = _grid_attrs(result.attrs, VolumeGeometry.of(result), grid)
     return result
 
 
