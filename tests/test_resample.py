@@ -393,9 +393,9 @@ def test_bad_requests_are_refused_naming_the_series(make_series, call, message):
 # -- README -----------------------------------------------------------------------------------
 
 
-def test_the_data_model_examples_in_the_readme_run(tmp_path, monkeypatch):
+def test_the_readme_geometry_and_new_grids_example_runs(tmp_path, monkeypatch):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme.split("## The data model", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("### Geometry, provenance and new grids", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) >= 1
     monkeypatch.chdir(tmp_path)
