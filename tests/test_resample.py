@@ -361,24 +361,25 @@ def test_equalize_reads_only_the_slices_around_an_output_slice(tmp_path, reads):
     assert sorted(set(reads)) == [17]
 
 
-@pytest.mark.parametrize("operation", ["resample", "equalize", "detilt"])
-def test_results_pickle_and_compute_on_a_local_cluster(tmp_path, operation):
+def test_all_three_pickle_and_compute_on_a_local_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
     source = _open_ramp(tmp_path / "s", n=28, positions=GE_POSITIONS, tilt_degrees=10.0, chunks=4)
-    call = {"resample": lambda v: v.dicom.resample((5.0, 2.5, 2.5))}.get(
-        operation, lambda v: getattr(v.dicom, operation)()
-    )
-    result = call(source)
-    expected = result.values
-    restored = pickle.loads(pickle.dumps(result))
-    np.testing.assert_array_equal(restored.values, expected)
+    results = [
+        source.dicom.resample((5.0, 2.5, 2.5)),
+        source.dicom.equalize(),
+        source.dicom.detilt(method="cubic"),
+    ]
+    expected = [result.values for result in results]
+    for result, values in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(result)).values, values)
     with (
         distributed.LocalCluster(
-            n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None
+            n_workers=1, processes=False, threads_per_worker=1, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster),
     ):
-        np.testing.assert_array_equal(result.compute().values, expected)
+        for result, values in zip(results, expected, strict=True):
+            np.testing.assert_array_equal(result.compute().values, values)
 
 
 @pytest.mark.parametrize(
