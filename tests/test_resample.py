@@ -132,16 +132,21 @@ def test_linear_resample_reproduces_a_ramp_at_the_result_s_own_voxel_positions(
     assert record["source"]["spacing"] == pytest.approx([4.0, 2.0, 3.0])
     assert record["values"] == "stored" and record["voxels_outside_source"] == 0
     assert result.attrs["PixelSpacing"] == [1.7, 1.3]
+    assert (result.attrs["Rows"], result.attrs["Columns"]) == result.shape[1:]
+    for keyword in ("SeriesInstanceUID", "PatientID", "ImageOrientationPatient", "RescaleSlope"):
+        assert result.attrs[keyword] == source.attrs[keyword]
     assert result.attrs["SpacingBetweenSlices"] == 2.5
     # new slices mix source slices: the per-slice provenance no longer applies
     assert not {"source_file", "frame", "sop_instance_uid", "instance_number"} & set(result.coords)
 
 
-def test_a_resample_keeping_the_slice_step_keeps_each_slice_s_provenance(tmp_path):
-    source = _open_ramp(tmp_path / "ramp")
+def test_a_resample_keeping_the_slice_step_keeps_each_slice_s_provenance_and_rescale(tmp_path):
+    source = _open_ramp(tmp_path / "ramp", per_slice_rescale=True)
     result = source.dicom.resample((SLICE_SPACING, 1.0, 1.5))
-    np.testing.assert_array_equal(result.source_file.values, source.source_file.values)
-    np.testing.assert_array_equal(result.sop_instance_uid.values, source.sop_instance_uid.values)
+    # no slices mixed: stored values, each with its own slice's rescale, still apply
+    assert result.attrs[RESAMPLED_ATTR]["values"] == "stored"
+    for name in ("source_file", "sop_instance_uid", "frame", "rescale_slope", "rescale_intercept"):
+        np.testing.assert_array_equal(result[name].values, source[name].values)
     np.testing.assert_allclose(
         result.dicom.hu().values, _ramp(_world(result)), atol=STORED_ROUNDING
     )
