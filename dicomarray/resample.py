@@ -157,13 +157,13 @@ def equalize(volume: xr.DataArray, *, method: str = "linear") -> xr.DataArray:
 def detilt(volume: xr.DataArray, *, method: str = "linear") -> xr.DataArray:
     """A tilted (sheared) stack with each slice shifted in-plane onto one grid (dcm2niix ``_Tilt``).
 
-    Every slice plane is kept (same slices, same positions along the normal, same rows
-    and columns); each slice is shifted within its plane so that all slices share one
-    in-plane grid, centred on the shear (halfway between the first slice's and the last
-    slice's offset). The result's affine is rotation and spacing only, and its voxels lie
-    on the DICOM slice planes. Each output slice comes from its source slice alone, so it
-    keeps that slice's per-slice coordinates. Pixels shifted in from beyond the source's
-    field of view are NaN.
+    Every slice plane is kept (same slices, same positions along the normal, same pixel
+    spacing); each slice is shifted within its plane so that all slices share one
+    in-plane grid, grown by the shear (rows, for a tilt about the row direction) so that
+    no slice loses a pixel, as dcm2niix's ``_Tilt`` does. The result's affine is rotation
+    and spacing only, and its voxels lie on the DICOM slice planes. Each output slice
+    comes from its source slice alone, so it keeps that slice's per-slice coordinates.
+    Where a slice has no pixels (the corners the shear leaves) the values are NaN.
 
     Parameters
     ----------
@@ -290,9 +290,13 @@ def _equal_grid(geometry: VolumeGeometry, frame: _Frame) -> _Grid:
 
 
 def _detilted_grid(geometry: VolumeGeometry, frame: _Frame) -> _Grid:
-    """Every slice plane of the source on one in-plane grid, centred on the shear."""
-    centre = (frame.shifts[0] + frame.shifts[-1]) / 2
-    return _Grid(frame.planes, np.tile(centre, (frame.n_slices, 1)), frame.pitch, frame.size)
+    """Every slice plane of the source on one in-plane grid at the source's pitch, grown
+    by the shear so that no slice loses a pixel (as dcm2niix's ``_Tilt``)."""
+    low = frame.shifts.min(axis=0)
+    grown = np.ceil((frame.shifts.max(axis=0) - low) / frame.pitch - _SNAP).astype(int)
+    size = np.asarray(frame.size) + grown
+    starts = np.tile(low, (frame.n_slices, 1))
+    return _Grid(frame.planes, starts, frame.pitch, (int(size[0]), int(size[1])))
 
 
 def _evenly(extent: float, step: float) -> np.ndarray:
