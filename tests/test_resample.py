@@ -292,36 +292,66 @@ def test_detilt_keeps_each_dicom_slice_plane_and_removes_the_shear(tmp_path):
     np.testing.assert_allclose(result.z.values, source.z.values, rtol=0, atol=1e-9)
 
 
-def test_detilt_grows_the_grid_as_dcm2niix_tilt_and_agrees_with_its_values(tmp_path):
+def _dcm2niix(folder: Path, suffix: str):
+    """dcm2niix's NIfTI of the series in ``folder`` with ``suffix`` ("_Tilt_1", "_Eq_1")."""
     dcm2niix = shutil.which("dcm2niix")
     if dcm2niix is None:
         pytest.skip("dcm2niix is not installed")
     nibabel = pytest.importorskip("nibabel")
-    _write_ramp(tmp_path / "in", rows=40, columns=44, tilt_degrees=15.0)
-    out = tmp_path / "out"
+    out = folder.parent / f"{folder.name}-nifti"
     out.mkdir()
-    command = [dcm2niix, "-z", "n", "-b", "n", "-f", "s", "-o", str(out), str(tmp_path / "in")]
+    command = [dcm2niix, "-z", "n", "-b", "n", "-f", "s", "-o", str(out), str(folder)]
     subprocess.run(command, check=True, capture_output=True)
-    image = nibabel.load(out / "s_Tilt_1.nii")
-    result = dicomarray.open_series(tmp_path / "in").dicom.detilt()
-    assert image.shape == result.shape[::-1]  # NIfTI: (x, y, z)
-    # the same directions (dcm2niix flips the rows to RAS; compare unsigned)
-    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
-    theirs = ras_to_lps @ image.affine[:3, :3] / np.linalg.norm(image.affine[:3, :3], axis=0)
-    ours = result.dicom.geometry.rotation()[:, ::-1]
+    return nibabel.load(out / f"s{suffix}.nii")
+
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _nifti_index(image, world: np.ndarray) -> np.ndarray:
+    """(3, n) fractional NIfTI voxel indices of (..., 3) LPS points."""
+    ras = world.reshape(-1, 3) @ _RAS_TO_LPS
+    return np.linalg.solve(image.affine[:3, :3], (ras - image.affine[:3, 3]).T)
+
+
+def _assert_same_directions(image, result) -> None:
+    """The NIfTI's axes and the result's run along the same lines (dcm2niix flips rows)."""
+    theirs = _RAS_TO_LPS @ image.affine[:3, :3] / np.linalg.norm(image.affine[:3, :3], axis=0)
+    ours = result.dicom.geometry.rotation()[:, ::-1]  # NIfTI axes: x, y, z
     np.testing.assert_allclose(np.abs(theirs), np.abs(ours), atol=1e-6)
+
+
+def test_detilt_grows_the_grid_as_dcm2niix_tilt_and_agrees_with_its_values(tmp_path):
+    _write_ramp(tmp_path / "in", rows=40, columns=44, tilt_degrees=15.0)
+    image = _dcm2niix(tmp_path / "in", "_Tilt_1")
+    source = dicomarray.open_series(tmp_path / "in")
+    result = source.dicom.detilt()
+    assert image.shape == result.shape[::-1]
+    _assert_same_directions(image, result)
     # dcm2niix's values, interpolated at our voxels: equal wherever both have data, but for
     # a few rows at the shifted edges, where dcm2niix has filled in
-    world = _world(result) @ ras_to_lps
-    index = np.linalg.solve(image.affine[:3, :3], (world - image.affine[:3, 3]).reshape(-1, 3).T)
-    source = dicomarray.open_series(tmp_path / "in")
+    index = _nifti_index(image, _world(result))
     inside = _within_centres(source, _world(result)).reshape(-1)
-    inside &= np.all((index >= 0) & (index.T <= np.array(image.shape) - 1).T, axis=0)
+    inside &= np.all((index >= 0) & (index <= np.array(image.shape)[:, None] - 1), axis=0)
     from scipy import ndimage
 
     reference = ndimage.map_coordinates(image.get_fdata(), index[:, inside], order=1)
     agree = np.abs(result.dicom.hu().values.reshape(-1)[inside] - reference) < 0.02
     assert agree.mean() > 0.95
+
+
+def test_equalize_agrees_with_dcm2niix_eq(tmp_path):
+    _write_ramp(tmp_path / "in", n=28, positions=GE_POSITIONS)
+    image = _dcm2niix(tmp_path / "in", "_Eq_1")
+    result = dicomarray.open_series(tmp_path / "in").dicom.equalize()
+    _assert_same_directions(image, result)
+    # dcm2niix stops at 144 mm of the 150 mm stack; we keep the slice at 148 mm
+    assert image.shape == (14, 12, 37) and result.shape == (38, 12, 14)
+    index = _nifti_index(image, _world(result.isel(z=slice(0, 37))))
+    np.testing.assert_allclose(index, np.rint(index), atol=1e-6)  # the same voxels
+    theirs = image.get_fdata()[tuple(np.rint(index).astype(int))]
+    ours = result.isel(z=slice(0, 37)).dicom.hu().values.reshape(-1)
+    np.testing.assert_allclose(ours, theirs, atol=STORED_ROUNDING)
 
 
 def test_equalize_keeps_the_shear_and_detilt_then_removes_it(tmp_path):
