@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 import dicomarray
 from dicomarray.errors import ResampleError
+from dicomarray.geometry import POSITION_COORDS
 from dicomarray.resample import CUBIC_MARGIN, RESAMPLED_ATTR
 from dicomarray.sample import head_phantom, write_series
 
@@ -361,6 +362,10 @@ def test_equalize_keeps_the_shear_and_detilt_then_removes_it(tmp_path):
     np.testing.assert_allclose(
         equalized.dicom.hu().values, _ramp(_world(equalized)), atol=STORED_ROUNDING
     )
+    # detilt alone keeps the uneven planes; after equalize, one step
+    uneven = source.dicom.detilt()
+    assert not uneven.dicom.geometry.is_sheared and not uneven.dicom.geometry.is_regular
+    np.testing.assert_allclose(uneven.z.values, source.z.values, rtol=0, atol=1e-9)
     result = equalized.dicom.detilt()
     assert result.dicom.geometry.is_regular and not result.dicom.geometry.is_sheared
     assert result.attrs[RESAMPLED_ATTR]["previous"]["operation"] == "equalize"
@@ -460,6 +465,14 @@ def test_all_three_pickle_and_compute_on_a_local_cluster(tmp_path):
         (lambda v: v.dicom.resample({"z": 1.0, "y": 1.0, "t": 1.0}), "three millimetres"),
         (lambda v: v.dicom.resample((1.0, 1.0, 1.0), method="bicubic"), "is not one of"),
         (lambda v: v.expand_dims(time=2).dicom.equalize(), r"also has dims \['time'\]"),
+        (
+            lambda v: (
+                v.drop_vars(list(POSITION_COORDS))
+                .assign_coords(z=("z", np.arange(12.0), {"units": "1"}))
+                .dicom.resample((1.0, 1.0, 1.0))
+            ),
+            "no positions",
+        ),
         (
             lambda v: (
                 v.sortby("instance_number", ascending=False)
