@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import xarray as xr
 
-from . import render, reorient, transforms
+from . import render, reorient, resample, transforms
 from .errors import DicomArrayError
 from .geometry import VolumeGeometry
 from .labels import series_label
@@ -191,6 +191,31 @@ class DicomAccessor:
         :func:`dicomarray.reorient.reorient`.
         """
         return reorient.reorient(self._obj, code)
+
+    # -- new grids: thin doors onto dicomarray.resample -------------------------------------
+
+    @_naming_the_series
+    def resample(self, spacing: Any, *, method: str = "linear") -> xr.DataArray:
+        """Lazily onto a regular grid of ``spacing`` mm (z, y, x) along the volume's own
+        directions: a rotation-only affine over the same extent.
+
+        ``method`` is "linear", "nearest" or "cubic". See :func:`dicomarray.resample.resample`.
+        """
+        return resample.resample(self._obj, spacing, method=method)
+
+    @_naming_the_series
+    def equalize(self, *, method: str = "linear") -> xr.DataArray:
+        """An irregular stack on its finest regular slice step (dcm2niix ``_Eq``); a
+        regular one comes back as it is. See :func:`dicomarray.resample.equalize`.
+        """
+        return resample.equalize(self._obj, method=method)
+
+    @_naming_the_series
+    def detilt(self, *, method: str = "linear") -> xr.DataArray:
+        """Each slice shifted in-plane to remove gantry-tilt shear (dcm2niix ``_Tilt``); an
+        untilted stack comes back as it is. See :func:`dicomarray.resample.detilt`.
+        """
+        return resample.detilt(self._obj, method=method)
 
     # -- pictures: thin doors onto dicomarray.render -----------------------------------------
 
