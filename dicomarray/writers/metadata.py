@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 from pydicom.datadict import DicomDictionary
 
-from ..attrs import json_safe, snake_case
+from ..attrs import PATH_COORDS, json_safe, snake_case
 from ..errors import DicomArrayError
 from ..geometry import POSITION_COORDS, SPATIAL_DIMS, VolumeGeometry
 from ..staging import staged
@@ -185,14 +185,9 @@ def _keywords_by_snake_name() -> dict[str, str]:
     return {snake_case(entry[4]): entry[4] for entry in DicomDictionary.values() if entry[4]}
 
 
-#: Per-slice provenance coordinates holding file paths: folder names often hold patient
-#: names or IDs, so de-identified exports leave them out, as the report's file list.
-PATH_COORDS: frozenset[str] = frozenset({"source_file"})
-
-
 def is_identifying_coord(name: str) -> bool:
     """Whether a coordinate holds an attribute the de-identification profile leaves out,
-    or a file path (:data:`PATH_COORDS`)."""
+    or a path (folder names often hold patient names)."""
     return name in PATH_COORDS or keyword_of_coord(name) in DEIDENTIFY_KEYWORDS
 
 
