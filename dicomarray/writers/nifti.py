@@ -222,7 +222,7 @@ def _header(nib: Any, shape: tuple[int, ...], dtype: np.dtype, geometry: VolumeG
         raise WriteError(f"NIfTI cannot hold values of type {dtype}") from exc
     header.set_data_shape(shape[::-1])
     # set_qform also sets pixdim to the qform's zooms: the true voxel sizes
-    header.set_qform(nifti_affine(_rotation_affine(geometry)), code=1)
+    header.set_qform(nifti_affine(geometry.rotation_affine()), code=1)
     header.set_sform(nifti_affine(geometry.affine()), code=1)
     header.set_xyzt_units("mm")
     header.set_data_offset(_SINGLE_FILE_OFFSET)
@@ -247,20 +247,3 @@ def _compress(raw: Path, compressed: Path) -> None:
     ):
         shutil.copyfileobj(source, target, length=2**20)
     raw.unlink()
-
-
-def _rotation_affine(geometry: VolumeGeometry) -> np.ndarray:
-    """The affine without shear: the rotation scaled by the voxel sizes, the same origin.
-
-    The slice size is the spacing of the planes along the normal, not the length of the
-    (tilted) step between first voxels; a single slice takes its affine's step.
-    """
-    affine = geometry.affine()
-    sizes = [
-        geometry.spacing[dim] or float(np.linalg.norm(affine[:3, axis]))
-        for axis, dim in enumerate(geometry.dims)
-    ]
-    rotation = np.eye(4)
-    rotation[:3, :3] = geometry.rotation() * sizes
-    rotation[:3, 3] = affine[:3, 3]
-    return rotation
