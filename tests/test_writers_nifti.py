@@ -227,6 +227,15 @@ def test_a_gap_is_refused_too(make_series, tmp_path):
         volume.dicom.to_nifti(tmp_path / "ct.nii")
 
 
+def test_steps_regular_within_the_tolerance_warn_of_the_slice_they_misplace(make_series, tmp_path):
+    positions = [12.0 * i for i in range(12)]
+    positions[4] += 0.3  # within 5 % of the step: one step, but slice 4 is 0.3 mm off it
+    volume = open_quietly(make_series(positions=positions)[0].parent)
+    with pytest.warns(GeometryWarning, match=r"slice 4 is written 0\.3 mm from its own position"):
+        image = nib.load(volume.dicom.to_nifti(tmp_path / "ct.nii", orientation=None))
+    np.testing.assert_allclose(image.header.get_zooms()[2], 12.0, rtol=1e-6)
+
+
 def test_sidecar_beside_the_nifti_describes_the_array_written(make_series, tmp_path):
     paths = make_series(tags=PATIENT_TAGS)
     volume = dicomarray.open_series(paths[0].parent)
