@@ -231,7 +231,9 @@ def test_steps_regular_within_the_tolerance_warn_of_the_slice_they_misplace(make
     positions = [12.0 * i for i in range(12)]
     positions[4] += 0.3  # within 5 % of the step: one step, but slice 4 is 0.3 mm off it
     volume = open_quietly(make_series(positions=positions)[0].parent)
-    with pytest.warns(GeometryWarning, match=r"slice 4 is written 0\.3 mm from its own position"):
+    with pytest.warns(
+        GeometryWarning, match=r"slice 4 \(as written\) lies 0\.3 mm from its own position"
+    ):
         image = nib.load(volume.dicom.to_nifti(tmp_path / "ct.nii", orientation=None))
     np.testing.assert_allclose(image.header.get_zooms()[2], 12.0, rtol=1e-6)
 

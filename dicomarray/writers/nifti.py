@@ -193,7 +193,7 @@ def _warn_if_misplaced(geometry: VolumeGeometry, label: str) -> None:
     worst = int(np.argmax(distances))
     if distances[worst] > POSITION_TOLERANCE_MM:
         warn_data_problem(
-            f"{label}: NIfTI holds one slice step, so slice {worst} is written "
+            f"{label}: NIfTI holds one slice step, so slice {worst} (as written) lies "
             f"{distances[worst]:.3g} mm from its own position ({geometry.describe_steps()})"
         )
 
