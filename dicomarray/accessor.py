@@ -378,12 +378,14 @@ class DicomAccessor:
         self,
         path: str | os.PathLike[str],
         *,
+        orientation: str | None = "RAS",
         json_path: str | os.PathLike[str] | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
     ) -> Any:
-        """Write a NIfTI-1 file with the LPS to RAS affine (needs the ``nifti`` extra).
+        """Write a NIfTI-1 file, RAS by default, sform exact and qform the rotation (needs
+        the ``nifti`` extra).
 
         See :func:`dicomarray.writers.nifti.to_nifti`.
         """
@@ -392,6 +394,7 @@ class DicomAccessor:
         return to_nifti(
             self._obj,
             path,
+            orientation=orientation,
             json_path=json_path,
             deidentify=deidentify,
             overwrite=overwrite,

@@ -479,6 +479,25 @@ class VolumeGeometry:
         affine[:3, 3] = self.slice_positions[0]
         return affine
 
+    def rotation_affine(self) -> np.ndarray:
+        """4 x 4 matrix like :meth:`affine`, without shear: :meth:`rotation` times the voxel
+        sizes, the same origin.
+
+        The slice size is the spacing of the planes along the normal (not the length of a
+        tilted step); for one slice, or an irregular stack, the length of the affine's
+        slice column. Equal to :meth:`affine` for a stack that is not sheared; for one
+        that is, the rigid placement a NIfTI qform can hold.
+        """
+        affine = self.affine()
+        sizes = [
+            self.spacing[dim] or float(np.linalg.norm(affine[:3, axis]))
+            for axis, dim in enumerate(self.dims)
+        ]
+        rigid = np.eye(4)
+        rigid[:3, :3] = self.rotation() * sizes
+        rigid[:3, 3] = affine[:3, 3]
+        return rigid
+
     def world(self, indices: np.ndarray) -> np.ndarray:
         """LPS mm of voxels at ``(..., 3)`` indices in the array's dim order, using each
         slice's own position (exact for irregular and tilted stacks; fractional indices
