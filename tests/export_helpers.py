@@ -99,3 +99,21 @@ def lazy_hu(volume: xr.DataArray) -> xr.DataArray:
     hu.attrs = {k: v for k, v in volume.attrs.items() if not k.startswith("Rescale")}
     hu.attrs["units"] = "HU"
     return hu
+
+
+#: A series folder named as people name them: after the patient.
+PATIENT_FOLDER = "DOE_JANE_8675309"
+
+
+def texts_holding(volume: xr.DataArray, text: str) -> list[str]:
+    """Names of the coordinates and attrs of a volume (read back) whose values hold ``text``."""
+
+    def holds(value) -> bool:
+        if isinstance(value, dict):
+            return any(holds(v) for v in value.values())
+        if isinstance(value, list | tuple | np.ndarray):
+            return any(holds(v) for v in np.asarray(value, dtype=object).ravel())
+        return text in str(value)
+
+    found = [str(name) for name, coord in volume.coords.items() if holds(coord.values)]
+    return found + [str(name) for name, value in volume.attrs.items() if holds(value)]

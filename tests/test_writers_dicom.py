@@ -367,6 +367,15 @@ def test_a_selection_is_written_over_exactly_its_own_files(make_series, tmp_path
         )
 
 
+def test_a_template_without_provenance_is_a_clear_error(make_series, tmp_path):
+    source = dicomarray.open_series(make_series()[0].parent)
+    source.dicom.to_npy(tmp_path / "anonymous.npy", deidentify=True)
+    read_back = dicomarray.writers.open_npy(tmp_path / "anonymous.npy")
+    with pytest.raises(WriteError, match="no source_file coordinate along z"):
+        dicomarray.to_dicom(lazy_hu(source), read_back, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_template_file_that_is_gone_or_repeated_is_named(make_series, tmp_path):
     paths = make_series()
     source = lazy_hu(dicomarray.open_series(paths[0].parent))

@@ -10,15 +10,18 @@ import numpy as np
 import pytest
 
 import dicomarray
+import dicomarray.writers
 from dicomarray import WriteError
 
 from .export_helpers import (
+    PATIENT_FOLDER,
     PATIENT_TAGS,
     SERIES_KINDS,
     leaked,
     modality_values,
     series_uids,
     temporaries,
+    texts_holding,
 )
 
 #: Acquisition facts dcm2niix's BIDS sidecar carries, under their DICOM keywords.
@@ -121,6 +124,20 @@ def test_deidentify_leaves_out_identifying_tags_uids_and_paths(make_series, tmp_
     assert meta["Manufacturer"] == "DICOMARRAY" and meta["KVP"] == volume.attrs["KVP"]
     assert meta["varying"]["InstanceNumber"] == list(range(1, 13))
     assert meta["dicomarray"]["deidentified"] is True
+
+
+def test_deidentify_leaves_out_the_paths_of_the_source_files(make_series, tmp_path):
+    folder = make_series(PATIENT_FOLDER)[0].parent
+    volume = dicomarray.open_series(folder)
+    name = PATIENT_FOLDER.encode()
+    volume.dicom.to_npy(tmp_path / "plain.npy")
+    assert leaked(tmp_path / "plain.json", [name]), "the search must find the folder"
+    assert texts_holding(dicomarray.writers.open_npy(tmp_path / "plain.npy"), PATIENT_FOLDER)
+    volume.dicom.to_npy(tmp_path / "anon.npy", deidentify=True)
+    assert leaked(tmp_path / "anon.json", [name, str(folder).encode()]) == []
+    back = dicomarray.writers.open_npy(tmp_path / "anon.npy")
+    assert texts_holding(back, PATIENT_FOLDER) == [] and "source_file" not in back.coords
+    assert back["frame"].values.tolist() == [0] * 12  # the frame numbers name nobody
 
 
 def test_existing_files_are_refused_unless_overwrite(make_series, tmp_path):

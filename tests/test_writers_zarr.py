@@ -12,7 +12,15 @@ import xarray as xr
 import dicomarray
 from dicomarray import WriteError
 
-from .export_helpers import PATIENT_TAGS, SERIES_KINDS, leaked, series_uids, temporaries
+from .export_helpers import (
+    PATIENT_FOLDER,
+    PATIENT_TAGS,
+    SERIES_KINDS,
+    leaked,
+    series_uids,
+    temporaries,
+    texts_holding,
+)
 
 
 @pytest.mark.filterwarnings("ignore::dicomarray.GeometryWarning")
@@ -61,6 +69,19 @@ def test_deidentify_leaves_out_identifying_attrs_and_coordinates(make_series, tm
     assert back.attrs["Manufacturer"] == "DICOMARRAY" and back.attrs["dicomarray_deidentified"]
     np.testing.assert_array_equal(back["instance_number"].values, volume["instance_number"])
     np.testing.assert_array_equal(back.values, volume.values)
+
+
+def test_deidentify_leaves_out_the_paths_of_the_source_files(make_series, tmp_path):
+    folder = make_series(PATIENT_FOLDER)[0].parent
+    volume = dicomarray.open_series(folder)
+    volume.dicom.to_zarr(tmp_path / "plain.zarr")
+    plain = xr.open_zarr(tmp_path / "plain.zarr")["image"]
+    assert texts_holding(plain, PATIENT_FOLDER) == ["source_file", "dicomarray_assembly"]
+    volume.dicom.to_zarr(tmp_path / "anon.zarr", deidentify=True)
+    anon = xr.open_zarr(tmp_path / "anon.zarr")["image"]
+    assert texts_holding(anon, PATIENT_FOLDER) == [] and "source_file" not in anon.coords
+    assert leaked(tmp_path / "anon.zarr", [PATIENT_FOLDER.encode(), str(folder).encode()]) == []
+    assert anon["frame"].values.tolist() == [0] * 12
 
 
 def test_uneven_chunks_are_evened_out(make_series, tmp_path):
