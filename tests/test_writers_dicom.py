@@ -309,6 +309,15 @@ def test_dciodvfy_finds_no_errors(make_series, tmp_path, kind):
     assert "Error" not in report.stdout + report.stderr, report.stderr
 
 
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy not installed")
+def test_dciodvfy_finds_no_errors_in_a_reoriented_selection(make_series, tmp_path):
+    volume = lazy_hu(dicomarray.open_series(make_series()[0].parent))
+    written = volume.dicom.reorient("RAS").isel(z=[7, 3]).dicom.to_dicom(tmp_path / "out")
+    for path in written:
+        report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        assert "Error" not in report.stdout + report.stderr, report.stderr
+
+
 def test_rescale_choice():
     int16, uint12 = StoredType(16, 16, True), StoredType(16, 12, False)
     preferred = Rescale(1.0, -1024.0)
