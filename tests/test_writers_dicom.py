@@ -18,7 +18,7 @@ import dicomarray
 import dicomarray.writers
 from dicomarray import GeometryWarning, WriteError
 from dicomarray.header import read_dataset
-from dicomarray.writers.dicom import Rescale, StoredType, choose_rescale
+from dicomarray.writers.dicom import Rescale, SlicePlane, StoredType, choose_rescale
 
 from .export_helpers import (
     SERIES_KINDS,
@@ -417,3 +417,29 @@ def test_a_reoriented_volume_is_written_where_it_lies(make_series, tmp_path):
     np.testing.assert_allclose(
         image.GetOrigin(), reference.TransformIndexToPhysicalPoint((63, 63, 0)), atol=1e-4
     )
+
+
+def test_a_slice_plane_keeps_the_template_text_it_agrees_with_and_moves_the_location():
+    def template() -> pydicom.Dataset:
+        ds = pydicom.Dataset()
+        ds.ImagePositionPatient = ["-12.5", "-12.5", "30"]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.PixelSpacing = ["0.5", "0.5"]
+        ds.SliceLocation = "-30"  # measured the other way: only its change is the plane's
+        return ds
+
+    def plane(position, orientation=(1, 0, 0, 0, 1, 0)) -> SlicePlane:
+        return SlicePlane(position, orientation, (0.5, 0.5), normal=(0.0, 0.0, 1.0))
+
+    same = template()
+    plane((-12.5, -12.5 + 1e-6, 30.0)).set_on(same)
+    assert [str(v) for v in same.ImagePositionPatient] == ["-12.5", "-12.5", "30"]
+    assert same == template()
+    flipped = template()
+    plane((12.0, 12.0, 30.0), (-1, 0, 0, 0, -1, 0)).set_on(flipped)
+    assert [float(v) for v in flipped.ImagePositionPatient] == [12.0, 12.0, 30.0]
+    assert [float(v) for v in flipped.ImageOrientationPatient] == [-1, 0, 0, 0, -1, 0]
+    assert float(flipped.SliceLocation) == -30.0  # moved within its plane only
+    moved = template()
+    plane((-12.5, -12.5, 35.0)).set_on(moved)
+    assert float(moved.SliceLocation) == -25.0
