@@ -309,6 +309,18 @@ def test_dciodvfy_finds_no_errors(make_series, tmp_path, kind):
     assert "Error" not in report.stdout + report.stderr, report.stderr
 
 
+def test_a_volume_whose_attrs_were_dropped_keeps_its_template_geometry(make_series, tmp_path):
+    paths = make_series(orientation=(0, 1, 0, 0, 0, -1))  # sagittal
+    source = dicomarray.open_series(paths[0].parent)
+    bare = lazy_hu(source).copy()
+    bare.attrs = {}  # as arithmetic leaves it: no orientation to build a geometry from
+    written = bare.dicom.to_dicom(tmp_path / "out", template=source)
+    for path, template in zip(written, source["source_file"].values, strict=True):
+        ds, original = pydicom.dcmread(path), pydicom.dcmread(template)
+        assert ds.ImageOrientationPatient == original.ImageOrientationPatient
+        assert ds.ImagePositionPatient == original.ImagePositionPatient
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy not installed")
 def test_dciodvfy_finds_no_errors_in_a_reoriented_selection(make_series, tmp_path):
     volume = lazy_hu(dicomarray.open_series(make_series()[0].parent))

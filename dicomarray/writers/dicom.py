@@ -760,9 +760,10 @@ def slice_planes(volume: xr.DataArray) -> tuple[SlicePlane, ...] | None:
 
     A volume carries geometry when it has the coordinates ``z``, ``y``, ``x`` and the
     per-slice :data:`~dicomarray.geometry.POSITION_COORDS`, and its attrs hold (0020,0037)
-    *Image Orientation (Patient)*; flipped rows or columns (after ``reorient``) and moved
-    slices are then written where they lie. Without (a numpy array made into a DataArray,
-    attrs dropped by arithmetic), None: each file keeps its template's geometry.
+    *Image Orientation (Patient)*; flipped rows or columns (after ``reorient``) or rows
+    and columns moved in their plane are then written where they lie. Without (a numpy
+    array made into a DataArray, attrs dropped by arithmetic, where the orientation would
+    have to be guessed), None: each file keeps its template's geometry.
 
     Raises
     ------
