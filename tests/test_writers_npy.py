@@ -247,6 +247,13 @@ def test_a_reoriented_sagittal_export_reads_back_with_its_dims_in_their_order(
     }
 
 
+def test_a_reoriented_export_reads_each_slice_once(make_series, tmp_path, reads):
+    volume = dicomarray.open_series(make_series(orientation=(0, 1, 0, 0, 0, -1))[0].parent)
+    reads.clear()
+    volume.dicom.to_npy(tmp_path / "ras.npy", orientation="RAS")  # flips and a transpose
+    assert sorted(reads) == list(range(12))
+
+
 def test_an_orientation_that_is_no_code_is_refused_before_writing(make_series, tmp_path):
     volume = dicomarray.open_series(make_series()[0].parent)
     with pytest.raises(WriteError, match=r"series 2 .*cannot reorient: orientation code 'RAA'"):
