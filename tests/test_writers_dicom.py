@@ -309,6 +309,20 @@ def test_dciodvfy_finds_no_errors(make_series, tmp_path, kind):
     assert "Error" not in report.stdout + report.stderr, report.stderr
 
 
+def test_a_reoriented_export_read_back_without_geometry_is_refused(make_series, tmp_path):
+    source = dicomarray.open_series(make_series()[0].parent)
+    source.dicom.to_npy(tmp_path / "ras.npy", orientation="RAS")  # rows and columns flipped
+    read_back = dicomarray.writers.open_npy(tmp_path / "ras.npy")  # no y, x coordinates
+    with pytest.raises(WriteError, match="reoriented from LPS to RAS, and carries no geometry"):
+        dicomarray.to_dicom(read_back, source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    source.dicom.to_npy(tmp_path / "lps.npy", orientation="LPS")  # as stored: nothing flipped
+    written = dicomarray.to_dicom(
+        dicomarray.writers.open_npy(tmp_path / "lps.npy"), source, tmp_path / "lps"
+    )
+    assert len(written) == 12
+
+
 def test_a_volume_whose_attrs_were_dropped_keeps_its_template_geometry(make_series, tmp_path):
     paths = make_series(orientation=(0, 1, 0, 0, 0, -1))  # sagittal
     source = dicomarray.open_series(paths[0].parent)

@@ -32,7 +32,7 @@ from ..labels import series_label
 from ..staging import Stage, discarding, os_errors, stage
 from ..transforms import VALUES_ATTR, fold_bits, modality_values
 from ..volume import open_series
-from .common import compute_and_wait, dask_data, store_into
+from .common import ORIENTATION_ATTR, compute_and_wait, dask_data, store_into
 
 #: Template attributes that would be untrue once the pixel data is replaced: removed, and
 #: the ones the new pixels define (window, smallest and largest values) are written anew.
@@ -435,6 +435,8 @@ def _prepare(
         _check_positions(volume, opened, files)
         _check_instances(volume, opened, files)
         planes = slice_planes(volume)
+        if planes is None:
+            _check_not_reoriented(volume)
     volume = _modality_volume(volume, _values_kind(volume, values), opened)
     data = _volume_data(volume, shape, files[0].parent)
     output = stage(
@@ -788,6 +790,24 @@ def slice_planes(volume: xr.DataArray) -> tuple[SlicePlane, ...] | None:
         )
         for position in geometry.slice_positions
     )
+
+
+def _check_not_reoriented(volume: xr.DataArray) -> None:
+    """Refuse a reoriented volume that carries no geometry of its own to write.
+
+    Its rows or columns may be flipped (an ``orientation=`` export read back by
+    :func:`~dicomarray.writers.npy.open_npy` keeps no ``y`` and ``x`` coordinates), so
+    the template files' planes would put every pixel at its mirror image.
+    """
+    record = volume.attrs.get(ORIENTATION_ATTR)
+    if isinstance(record, dict) and record.get("code") != record.get("source_code"):
+        raise WriteError(
+            f"the volume ({series_label(volume.attrs)}) was reoriented from "
+            f"{record.get('source_code')} to {record.get('code')}, and carries no geometry "
+            "(y, x and image_position coordinates, the orientation attr) to write its "
+            "flipped rows and columns where they lie; write it as dicomarray opened it, "
+            "or export it again without orientation="
+        )
 
 
 def _numbers(value: Any, count: int) -> np.ndarray | None:
