@@ -78,29 +78,6 @@ def temporaries(folder: Path) -> list[Path]:
     return sorted(folder.glob(".*.tmp"))
 
 
-#: write_series keyword arguments of the kinds of series every format must round-trip.
-SERIES_KINDS = {
-    "axial": {},
-    "per-slice-rescale": {"per_slice_rescale": True},
-    "sagittal": {"orientation": (0, 1, 0, 0, 0, -1)},
-    "gap": {
-        "positions": [0.0, 12.0, 24.0, 36.0, 48.0, 60.0, 84.0, 96.0, 108.0, 120.0, 132.0, 144.0]
-    },
-    "uint12": {"bits_stored": 12, "signed": False, "intercept": -1024.0},
-}
-
-
-def lazy_hu(volume: xr.DataArray) -> xr.DataArray:
-    """Modality values, lazily, without the rescale attrs and coordinates (as a transform would)."""
-    slope = volume.coords.get("rescale_slope", volume.attrs.get("RescaleSlope", 1.0))
-    intercept = volume.coords.get("rescale_intercept", volume.attrs.get("RescaleIntercept", 0.0))
-    hu = volume.astype(np.float64) * slope + intercept
-    hu = hu.drop_vars(["rescale_slope", "rescale_intercept"], errors="ignore")
-    hu.attrs = {k: v for k, v in volume.attrs.items() if not k.startswith("Rescale")}
-    hu.attrs["units"] = "HU"
-    return hu
-
-
 #: A series folder named as people name them: after the patient.
 PATIENT_FOLDER = "DOE_JANE_8675309"
 
@@ -138,3 +115,26 @@ def head_and_feet_first(make_series, hu: np.ndarray, spacing: float = 12.0) -> t
         tags={"PatientPosition": "FFS"},
     )
     return head[0].parent, feet[0].parent
+
+
+#: write_series keyword arguments of the kinds of series every format must round-trip.
+SERIES_KINDS = {
+    "axial": {},
+    "per-slice-rescale": {"per_slice_rescale": True},
+    "sagittal": {"orientation": (0, 1, 0, 0, 0, -1)},
+    "gap": {
+        "positions": [0.0, 12.0, 24.0, 36.0, 48.0, 60.0, 84.0, 96.0, 108.0, 120.0, 132.0, 144.0]
+    },
+    "uint12": {"bits_stored": 12, "signed": False, "intercept": -1024.0},
+}
+
+
+def lazy_hu(volume: xr.DataArray) -> xr.DataArray:
+    """Modality values, lazily, without the rescale attrs and coordinates (as a transform would)."""
+    slope = volume.coords.get("rescale_slope", volume.attrs.get("RescaleSlope", 1.0))
+    intercept = volume.coords.get("rescale_intercept", volume.attrs.get("RescaleIntercept", 0.0))
+    hu = volume.astype(np.float64) * slope + intercept
+    hu = hu.drop_vars(["rescale_slope", "rescale_intercept"], errors="ignore")
+    hu.attrs = {k: v for k, v in volume.attrs.items() if not k.startswith("Rescale")}
+    hu.attrs["units"] = "HU"
+    return hu
