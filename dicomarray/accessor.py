@@ -398,8 +398,10 @@ class DicomAccessor:
     ) -> Any:
         """Write the values as a new DICOM series over a template (default: own source series).
 
-        The values are taken in the template's rescaled units (HU for CT): convert stored
-        values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
+        By default each slice goes over the file its ``source_file`` coordinate names, so
+        any selection (``isel``, ``sortby``, ``where``) is written over exactly its own
+        files. The values are taken in the template's rescaled units (HU for CT): convert
+        stored values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
         """
         from .writers.dicom import to_dicom
 
