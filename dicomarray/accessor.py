@@ -334,11 +334,13 @@ class DicomAccessor:
         path: str | os.PathLike[str],
         *,
         json_path: str | os.PathLike[str] | None = None,
+        orientation: str | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
     ) -> Any:
-        """Write the values as ``.npy`` (chunk by chunk) and a JSON sidecar of the metadata.
+        """Write the values as ``.npy`` (chunk by chunk) and a JSON sidecar of the metadata,
+        as stored or in an ``orientation`` such as ``"RAS"``.
 
         See :func:`dicomarray.writers.npy.to_npy`.
         """
@@ -348,6 +350,7 @@ class DicomAccessor:
             self._obj,
             path,
             json_path=json_path,
+            orientation=orientation,
             deidentify=deidentify,
             overwrite=overwrite,
             compute=compute,
@@ -358,19 +361,27 @@ class DicomAccessor:
         self,
         store: Any,
         *,
+        orientation: str | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """Write a zarr (format 3) store with coordinates and attrs, for :func:`xarray.open_zarr`.
+        """Write a zarr (format 3) store with coordinates and attrs, for :func:`xarray.open_zarr`,
+        as stored or in an ``orientation`` such as ``"RAS"``.
 
         See :func:`dicomarray.writers.zarr.to_zarr`.
         """
         from .writers.zarr import to_zarr
 
         return to_zarr(
-            self._obj, store, deidentify=deidentify, overwrite=overwrite, compute=compute, **kwargs
+            self._obj,
+            store,
+            orientation=orientation,
+            deidentify=deidentify,
+            overwrite=overwrite,
+            compute=compute,
+            **kwargs,
         )
 
     @_naming_the_series
@@ -415,8 +426,10 @@ class DicomAccessor:
     ) -> Any:
         """Write the values as a new DICOM series over a template (default: own source series).
 
-        The values are taken in the template's rescaled units (HU for CT): convert stored
-        values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
+        By default each slice goes over the file its ``source_file`` coordinate names, so
+        any selection (``isel``, ``sortby``, ``where``) is written over exactly its own
+        files. The values are taken in the template's rescaled units (HU for CT): convert
+        stored values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
         """
         from .writers.dicom import to_dicom
 
