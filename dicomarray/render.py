@@ -647,7 +647,7 @@ def _position_text(geometry: VolumeGeometry, cut: _Cut) -> str:
 
 def _annotated(picture: np.ndarray, labels: dict[str, str], position: str) -> np.ndarray:
     """The picture with ``labels`` at the middle of its edges and ``position`` at the bottom
-    left, white on a black outline, within two lines of the edges."""
+    left, white on a black outline, within one line of the edges."""
     from PIL import Image, ImageDraw, ImageFont
 
     height, width = picture.shape
@@ -659,8 +659,8 @@ def _annotated(picture: np.ndarray, labels: dict[str, str], position: str) -> np
     for outline in (stroke, 0):  # a black outline, then the white letters
         mask = Image.new("L", (width, height))
         draw = ImageDraw.Draw(mask)
-        for xy, anchor, text in texts:
-            draw.text(xy, text, fill=255, font=font, anchor=anchor, stroke_width=outline)
+        for xy, anchor, text, face in texts:
+            draw.text(xy, text, fill=255, font=face, anchor=anchor, stroke_width=outline)
         masks.append(np.asarray(mask, dtype=np.float32) / 255)
     dark, light = masks
     shaded = np.nan_to_num(picture) * (1 - dark) * (1 - light) + light
@@ -669,19 +669,21 @@ def _annotated(picture: np.ndarray, labels: dict[str, str], position: str) -> np
 
 def _placements(
     font: Any, width: int, height: int, pad: int, labels: dict[str, str], position: str
-) -> list[tuple[tuple[float, float], str, str]]:
-    """Where each text goes: ((x, y), Pillow anchor, text)."""
+) -> list[tuple[tuple[float, float], str, str, Any]]:
+    """Where each text goes: ((x, y), Pillow anchor, text, font). The position, at the bottom
+    left, is drawn smaller when it would run into the bottom letter of a small picture."""
     texts = [
-        ((width / 2, pad), "mt", labels["top"]),
-        ((width / 2, height - pad), "md", labels["bottom"]),
-        ((pad, height / 2), "lm", labels["left"]),
-        ((width - pad, height / 2), "rm", labels["right"]),
+        ((width / 2, pad), "mt", labels["top"], font),
+        ((width / 2, height - pad), "md", labels["bottom"], font),
+        ((pad, height / 2), "lm", labels["left"], font),
+        ((width - pad, height / 2), "rm", labels["right"], font),
     ]
-    bottom_left = height - pad
-    clear = width / 2 - font.getlength(labels["bottom"]) / 2 - pad
-    if pad + font.getlength(position) > clear:  # it would run into the bottom letter
-        bottom_left -= font.size + pad
-    texts.append(((pad, bottom_left), "ld", position))
+    room = width / 2 - font.getlength(labels["bottom"]) / 2 - 2 * pad
+    needed = font.getlength(position)
+    small = (
+        font if needed <= room else font.font_variant(size=max(6, int(font.size * room / needed)))
+    )
+    texts.append(((pad, height - pad), "ld", position, small))
     return texts
 
 
