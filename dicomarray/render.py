@@ -482,7 +482,7 @@ def _plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
     return (
         _axial_plane(volume, geometry, cut)
         if cut.dim == "z"
-        else _cross_plane(volume, geometry, cut)
+        else _orthogonal_plane(volume, geometry, cut)
     )
 
 
@@ -501,7 +501,7 @@ def _axial_plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _
     )
 
 
-def _cross_plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
+def _orthogonal_plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
     """The plane through ``cut.voxel`` orthogonal to the slices, containing the kept in-plane
     direction: each slice sampled where the plane crosses it, superior slices on top."""
     kept = _KEPT[cut.dim]
