@@ -39,7 +39,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -66,8 +66,12 @@ _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 _KEPT = {"y": "x", "x": "y"}
 # letters of +L, +P, +S (LPS) and of their opposites
 _LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
-# below this an index is taken as whole: projections leave 1e-12 of rounding
-_WHOLE = 1e-6
+# below this (pixels) an index is taken as whole: positions in the files are rounded to
+# about 1e-5 mm, and the plane of a stack without tilt must read its own row, not two
+_WHOLE = 1e-3
+#: Most rows (columns) of one file a coronal (sagittal) plane reads: the slices of a tilted
+#: stack are read in runs whose bands fit in this many rows, one read per run.
+BAND_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -597,19 +601,35 @@ def _band(at: np.ndarray, size: int) -> tuple[int, int] | None:
 def _read_bands(
     volume: xr.DataArray, dim: str, bands: list[tuple[int, int] | None]
 ) -> tuple[list[np.ndarray | None], dict[str, Any]]:
-    """Each slice's band; one read when every slice needs the same one (a stack without
-    tilt), else one read per slice, of that slice's band only."""
+    """Each slice's rows (``dim`` "y") or columns ("x") ``[start, stop)``, as one block per
+    slice starting at ``start``: consecutive slices are read together while their bands
+    fit in :data:`BAND_ROWS` (a stack without tilt is one read of one row a file)."""
+    blocks: list[np.ndarray | None] = [None] * len(bands)
     attrs: dict[str, Any] = {}
-    if len(set(bands)) == 1 and bands[0] is not None:
-        values, attrs = _read(volume, {dim: slice(*bands[0])})
-        return list(values), attrs
-    blocks: list[np.ndarray | None] = []
-    for k, band in enumerate(bands):
-        block = None
-        if band is not None:
-            block, attrs = _read(volume, {"z": k, dim: slice(*band)})
-        blocks.append(block)
+    for first, stop, (low, high) in _runs(bands):
+        values, attrs = _read(volume, {"z": slice(first, stop), dim: slice(low, high)})
+        for k in range(first, stop):
+            start, end = cast(tuple[int, int], bands[k])
+            band = slice(start - low, end - low)
+            blocks[k] = values[k - first, band] if dim == "y" else values[k - first, :, band]
     return blocks, attrs
+
+
+def _runs(bands: list[tuple[int, int] | None]) -> list[tuple[int, int, tuple[int, int]]]:
+    """Runs ``(first slice, stop, (low, high))`` of consecutive slices with a band whose
+    union spans at most :data:`BAND_ROWS`; slices without a band are in none."""
+    runs: list[tuple[int, int, tuple[int, int]]] = []
+    for k, band in enumerate(bands):
+        if band is None:
+            continue
+        if runs and runs[-1][1] == k:
+            first, _, (low, high) = runs[-1]
+            low, high = min(low, band[0]), max(high, band[1])
+            if high - low <= BAND_ROWS:
+                runs[-1] = (first, k + 1, (low, high))
+                continue
+        runs.append((k, k + 1, band))
+    return runs
 
 
 def _bilinear(block: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
