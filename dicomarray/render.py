@@ -101,11 +101,14 @@ class _Cut:
 
 @dataclass(frozen=True)
 class _Plane:
-    """Modality values of a cut in display order, where they lie, and their attrs."""
+    """Modality values of a cut as read, and where they lie: for each of the two axes of
+    ``values``, the positions (mm) along its unit LPS direction and the step to use when
+    positions cannot tell (one sample)."""
 
     values: np.ndarray
-    rows: _Axis
-    columns: _Axis
+    positions: tuple[np.ndarray, np.ndarray]
+    directions: tuple[np.ndarray, np.ndarray]
+    steps: tuple[float, float]
     attrs: dict[str, Any]
 
 
@@ -450,11 +453,15 @@ def _pictures(
     planes = [_plane(volume, geometry, cut) for cut in cuts]
     if chosen.center is None:  # the range of everything shown, so that panels match
         chosen = _value_range(planes)
-    size = _pixel_size([(p.rows, p.columns) for p in planes])
+    shown = [
+        _on_screen(plane, _screen_directions(geometry, cut.dim))
+        for plane, cut in zip(planes, cuts, strict=True)
+    ]
+    size = _pixel_size([(rows, columns) for _, rows, columns in shown])
     inverted = _is_inverted(volume)
     pictures = [
-        _square_pixels(_display_values(p, chosen, inverted), p.rows, p.columns, size)
-        for p in planes
+        _square_pixels(_display_values(values, plane.attrs, chosen, inverted), rows, columns, size)
+        for (values, rows, columns), plane in zip(shown, planes, strict=True)
     ]
     if annotate:
         pictures = [
@@ -472,9 +479,11 @@ def _value_range(planes: list[_Plane]) -> Window:
     return Window.from_range(float(shown.min()), float(shown.max()))
 
 
-def _display_values(plane: _Plane, chosen: Window, inverted: bool) -> np.ndarray:
-    values = apply_window(xr.DataArray(plane.values, attrs=plane.attrs), chosen).values
-    return np.asarray(1.0 - values if inverted else values, dtype=np.float32)
+def _display_values(
+    values: np.ndarray, attrs: dict[str, Any], chosen: Window, inverted: bool
+) -> np.ndarray:
+    shown = apply_window(xr.DataArray(values, attrs=attrs), chosen).values
+    return np.asarray(1.0 - shown if inverted else shown, dtype=np.float32)
 
 
 def _is_inverted(volume: xr.DataArray) -> bool:
@@ -491,23 +500,24 @@ def _plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
 
 
 def _axial_plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
-    """One stored slice, rows along the column direction and columns along the row one."""
+    """One stored slice: rows along the column direction, columns along the row direction."""
     values, attrs = _read(volume, {"z": cut.voxel[0]})
-    rows = np.arange(volume.sizes["y"]) * geometry.row_step
-    columns = np.arange(volume.sizes["x"]) * geometry.column_step
-    values, rows = _ordered(values, rows, axis=0)
-    values, columns = _ordered(values, columns, axis=1)
+    (rows, row_step), (columns, column_step) = (
+        (np.arange(volume.sizes[dim]) * step, step)
+        for dim, step in (("y", geometry.row_step), ("x", geometry.column_step))
+    )
     return _Plane(
         values,
-        _axis(rows, abs(geometry.row_step)),
-        _axis(columns, abs(geometry.column_step)),
+        (rows, columns),
+        _plane_directions(geometry, "z"),
+        (abs(row_step), abs(column_step)),
         attrs,
     )
 
 
 def _orthogonal_plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
     """The plane through ``cut.voxel`` orthogonal to the slices, containing the kept in-plane
-    direction: each slice sampled where the plane crosses it, superior slices on top."""
+    direction: each slice sampled where the plane crosses it; rows are slices."""
     kept = _KEPT[cut.dim]
     if volume.sizes[cut.dim] == 1 and geometry.is_sheared:
         raise RenderError(
@@ -523,10 +533,12 @@ def _orthogonal_plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut)
     points = anchor + offsets[:, None, None] * normal + along[None, :, None] * direction
     values, attrs = _sample_slices(volume, cut.dim, geometry.in_slice_indices(points))
     heights = positions_along_normal(geometry.slice_positions, geometry.superior_normal)
-    values, heights = _ordered(values, heights, axis=0, descending=True)
-    values, along = _ordered(values, along, axis=1)
     return _Plane(
-        values, _axis(heights, geometry.fallback_step or 1.0), _axis(along, abs(step)), attrs
+        values,
+        (heights, along),
+        _plane_directions(geometry, cut.dim),
+        (geometry.fallback_step or 1.0, abs(step)),
+        attrs,
     )
 
 
@@ -537,20 +549,64 @@ def _in_plane(geometry: VolumeGeometry, dim: str) -> tuple[np.ndarray, float]:
     return geometry.orientation[:3], geometry.column_step
 
 
-def _screen_directions(geometry: VolumeGeometry, dim: str) -> tuple[np.ndarray, np.ndarray]:
-    """The LPS directions of a picture's right and down, for a cut through ``dim``."""
-    column_direction, _ = _in_plane(geometry, "y")
-    row_direction, _ = _in_plane(geometry, "x")
+def _plane_directions(geometry: VolumeGeometry, dim: str) -> tuple[np.ndarray, np.ndarray]:
+    """Unit LPS directions of the two axes of a cut through ``dim``, as it is read: a slice's
+    rows and columns, or for a coronal (sagittal) cut the slices and the columns (rows)."""
     if dim == "z":
-        return row_direction, column_direction
-    return (row_direction if dim == "y" else column_direction), -geometry.superior_normal
+        return _in_plane(geometry, "y")[0], _in_plane(geometry, "x")[0]
+    return geometry.superior_normal, _in_plane(geometry, _KEPT[dim])[0]
+
+
+#: Where radiology viewers put the patient, by the anatomical plane closest to a picture's
+#: (the patient axis its normal is nearest, L, P or S): the LPS directions of right and down.
+_VIEWS = {
+    0: (np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])),  # sagittal: A left, S top
+    1: (np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])),  # coronal: R left, S top
+    2: (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])),  # axial: R left, A top
+}
+
+
+def _screen_directions(geometry: VolumeGeometry, dim: str) -> tuple[np.ndarray, np.ndarray]:
+    """The LPS directions of a picture's right and down, for a cut through ``dim``: each of
+    the cut's axes goes where the closest anatomical view (:data:`_VIEWS`) wants it."""
+    normal = geometry.normal if dim == "z" else _in_plane(geometry, dim)[0]
+    right, down = _VIEWS[int(np.argmax(np.abs(normal)))]
+    first, second = _plane_directions(geometry, dim)
+    across, upright = (
+        (first, second)
+        if abs(first @ right) > abs(second @ right)
+        else (
+            second,
+            first,
+        )
+    )
+    return _toward(across, right), _toward(upright, down)
+
+
+def _toward(direction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return direction if direction @ target >= 0 else -direction
+
+
+def _on_screen(
+    plane: _Plane, screen: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, _Axis, _Axis]:
+    """A plane's values with its axes where ``screen`` (right, down) puts them, whatever
+    the order they were stored and read in, and the picture's rows and columns."""
+    right, down = screen
+    values = plane.values
+    (a, b), (da, db), (sa, sb) = plane.positions, plane.directions, plane.steps
+    if abs(da @ right) > abs(db @ right):  # the first axis runs across the picture
+        values, a, b, da, db, sa, sb = values.T, b, a, db, da, sb, sa
+    values, rows = _ordered(values, a * np.sign(da @ down), axis=0)
+    values, columns = _ordered(values, b * np.sign(db @ right), axis=1)
+    return values, _axis(rows, sa), _axis(columns, sb)
 
 
 def _ordered(
-    values: np.ndarray, positions: np.ndarray, *, axis: int, descending: bool = False
+    values: np.ndarray, positions: np.ndarray, *, axis: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Values and positions along ``axis`` sorted by position, whatever the stored order."""
-    order = np.argsort(-positions if descending else positions, kind="stable")
+    order = np.argsort(positions, kind="stable")
     return np.take(values, order, axis=axis), positions[order]
 
 
@@ -656,13 +712,13 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def _position_text(geometry: VolumeGeometry, cut: _Cut) -> str:
-    """Where the plane lies along its own normal, e.g. ``"S 52.0 mm"``."""
-    if cut.dim == "z":
-        normal = geometry.superior_normal
-    else:
-        normal, _ = _in_plane(geometry, cut.dim)
+    """Where the plane lies along its normal, turned toward L, P or S as DICOM's patient
+    coordinates are (for a plain axial slice: its S coordinate), e.g. ``"S 52.0 mm"``."""
+    normal = geometry.normal if cut.dim == "z" else _in_plane(geometry, cut.dim)[0]
+    main = int(np.argmax(np.abs(normal)))
+    normal = _toward(normal, np.eye(3)[main])
     position = float(geometry.world(np.asarray(cut.voxel, dtype=float)) @ normal)
-    return f"{direction_letters(normal)[0]} {position:.1f} mm"
+    return f"{_LETTERS[main][0]} {position:.1f} mm"
 
 
 def _annotated(picture: np.ndarray, labels: dict[str, str], position: str) -> np.ndarray:
