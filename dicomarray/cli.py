@@ -425,13 +425,14 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
     report = volume.attrs[ASSEMBLY_ATTR]
     console.listed(report["warnings"])  # printed below; not repeated on stderr
     spacing = (report["slice_spacing"], *volume.attrs.get("PixelSpacing", [None, None]))
+    z, y, x = (_millimetres(value) for value in spacing)
     lines = [
         f"series      {report['series_uid']}",
         f"shape       {dict(volume.sizes)}  dtype {volume.dtype}",
-        f"spacing     z {spacing[0]} mm, y {spacing[1]} mm, x {spacing[2]} mm",
+        f"spacing     z {z}, y {y}, x {x}",
         f"z range     {float(volume.z[0]):.2f} .. {float(volume.z[-1]):.2f} mm "
         f"(sorted by {report['sorted_by']})",
-        f"left out    {len(report['left_out'])} file(s)",
+        f"left out    {_left_out(report['left_out'])}",
         *(f"warning     {w}" for w in report["warnings"]),
         "affine (z, y, x, 1) -> LPS mm:",
         *("    " + "  ".join(f"{v:9.3f}" for v in row) for row in volume.dicom.affine),
@@ -442,6 +443,20 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
             lines.append(f"    {keyword:32} {value}")
     print("\n".join(lines))
     return 0
+
+
+def _millimetres(value: Any) -> str:
+    """A spacing for people: ``2.4 mm`` (6 significant digits); ``unknown`` when there is
+    none (one slice along z, no PixelSpacing along y and x)."""
+    return "unknown" if value is None else f"{float(value):.6g} mm"
+
+
+def _left_out(entries: list[dict[str, str]]) -> str:
+    """``3 file(s)``, or ``75 frame(s) of 3 file(s)``: multi-frame files are listed by frame."""
+    files = len({entry["path"] for entry in entries})
+    if files == len(entries):
+        return f"{files} file(s)"
+    return f"{len(entries)} frame(s) of {files} file(s)"
 
 
 def _run_filter(args: argparse.Namespace, console: _Console) -> int:

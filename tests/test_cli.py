@@ -15,6 +15,8 @@ from PIL import Image
 import dicomarray
 from dicomarray.cli import main
 
+from .conftest import XA10_FILES, gunzip, pydicom_file
+
 
 @pytest.fixture(scope="module")
 def demo_output(tmp_path_factory):
@@ -105,6 +107,17 @@ def test_info_describes_geometry_and_tags(demo_output):
     assert result.returncode == 0
     assert "sorted by ImagePositionPatient" in result.stdout
     assert "PatientID" in result.stdout and "affine" in result.stdout
+
+
+def test_info_shows_spacing_and_left_out_frames_for_people(tmp_path, capsys):
+    # real Siemens XA10 enhanced files: two time points of 6 frames, one file each
+    gunzip(XA10_FILES, tmp_path)
+    assert main(["info", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "spacing     z 2.4 mm, y 3.375 mm, x 3.375 mm" in lines
+    assert "left out    6 frame(s) of 1 file(s)" in lines
+    assert main(["info", str(pydicom_file("CT_small.dcm"))]) == 0  # one slice: no z step
+    assert "spacing     z unknown, y 0.661468 mm, x 0.661468 mm" in capsys.readouterr().out
 
 
 def test_filter_prints_matches_and_json(demo_output, tmp_path):
