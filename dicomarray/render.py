@@ -17,19 +17,20 @@ Planes. An axial picture (a ``z`` cut) is one stored slice. Coronal (a ``y`` cut
 sagittal (an ``x`` cut) pictures are true planes orthogonal to the slices, through the
 chosen voxel: each slice is sampled (bilinearly) where the plane crosses it, so a tilted
 (sheared) stack is shown in patient space, not sheared as its index space is, and
-unevenly spaced slices sit at their own positions. Only the rows (columns) of each file
-the plane crosses are read.
+unevenly spaced slices sit at their own positions. Only a band of rows (columns) of each
+file around those the plane crosses is read (at most :data:`BAND_ROWS`).
 
-Display orientation. In-plane axes run as (0020,0037) *Image Orientation (Patient)*
-says: rows down the column direction, columns along the row direction (for the usual
-axial acquisition: anterior at the top, the patient's left on the right of the picture,
-as radiology viewers show it). Coronal and sagittal pictures have the slice normal
-vertical, its superior end at the top. The picture does not depend on how the volume is
-stored: a flipped, transposed or reoriented (:func:`dicomarray.reorient.reorient`)
-volume gives the same picture, and a montage runs inferior to superior. The axis names
-refer to the array's axes: for a series acquired in another plane they name the planes
-of the array. With ``annotate=True`` the edges carry the patient directions
-(:func:`edge_labels`) and a corner the slice position in mm.
+Display orientation. Each picture is shown as radiology viewers show the anatomical plane
+closest to it (by its normal): axial with the patient's right on the left and anterior
+at the top, coronal with right on the left and superior at the top, sagittal with
+anterior on the left and superior at the top. For the usual axial acquisition this is
+the stored slice as it is. The picture does not depend on how the volume is stored: a
+feet-first series, a flipped, transposed or reoriented
+(:func:`dicomarray.reorient.reorient`) volume gives the same picture, and a montage runs
+inferior to superior. The axis names (axial, coronal, sagittal) name the array's cuts
+(``z``, ``y``, ``x``): for a sagittal acquisition, the "axial" picture is a sagittal
+plane. With ``annotate=True`` the edges carry the patient directions (:func:`edge_labels`)
+and the bottom left corner the position of the plane in mm.
 """
 
 from __future__ import annotations
