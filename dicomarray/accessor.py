@@ -229,6 +229,7 @@ class DicomAccessor:
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
+        annotate: bool = False,
         quality: int = 95,
         overwrite: bool = False,
     ) -> Path:
@@ -244,14 +245,17 @@ class DicomAccessor:
             A ``z``, ``y`` or ``x`` slice; default axial (for a 2-D slice, its own plane).
         center, width, preset
             The window, as for :meth:`window`.
+        annotate : bool, default False
+            Patient directions (L/R, A/P, S/I) on the edges and the slice position in mm.
         quality : int, default 95
             JPG quality, 1 to 100.
         overwrite : bool, default False
             Replace an existing file; otherwise it is a
             :class:`~dicomarray.errors.WriteError`.
 
-        Only the files the slice needs are read. Superior is at the top of coronal and
-        sagittal pictures. See :func:`dicomarray.render.write_slice`.
+        Only the files the slice needs are read. Coronal and sagittal pictures are planes
+        orthogonal to the slices (a tilted series is not shown sheared), superior at the
+        top. See :func:`dicomarray.render.write_slice`.
         """
         return render.write_slice(
             self._obj,
@@ -261,6 +265,7 @@ class DicomAccessor:
             center=center,
             width=width,
             preset=preset,
+            annotate=annotate,
             quality=quality,
             overwrite=overwrite,
         )
@@ -275,10 +280,12 @@ class DicomAccessor:
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
+        annotate: bool = False,
         quality: int = 95,
         overwrite: bool = False,
     ) -> Path:
-        """Write axial slices in a grid (default 16 evenly spaced), one window for all.
+        """Write axial slices in a grid (default 16 evenly spaced), one window for all,
+        inferior to superior; ``annotate`` labels each tile.
 
         See :func:`dicomarray.render.write_montage`.
         """
@@ -290,6 +297,7 @@ class DicomAccessor:
             center=center,
             width=width,
             preset=preset,
+            annotate=annotate,
             quality=quality,
             overwrite=overwrite,
         )
@@ -305,13 +313,14 @@ class DicomAccessor:
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
+        annotate: bool = False,
         quality: int = 95,
         overwrite: bool = False,
     ) -> Path:
         """Write axial, coronal and sagittal slices side by side through one point.
 
-        ``z``, ``y``, ``x``: the slice positions (default the middle of each axis). See
-        :func:`dicomarray.render.write_orthogonal`.
+        ``z``, ``y``, ``x``: the voxel's indices (default the middle of each axis);
+        ``annotate`` labels each panel. See :func:`dicomarray.render.write_orthogonal`.
         """
         return render.write_orthogonal(
             self._obj,
@@ -322,6 +331,7 @@ class DicomAccessor:
             center=center,
             width=width,
             preset=preset,
+            annotate=annotate,
             quality=quality,
             overwrite=overwrite,
         )

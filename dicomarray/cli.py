@@ -315,6 +315,12 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--center", type=float, help="window center (HU)")
     render.add_argument("--width", type=float, help="window width (HU)")
     render.add_argument("--montage", action="store_true", help="a grid of axial slices")
+    render.add_argument(
+        "--annotate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="patient directions on the edges and the slice position in mm (default: on)",
+    )
     _series_uid_flag(render)
     _overwrite_flag(render, "replace an existing picture")
     render.set_defaults(run=_run_render)
@@ -546,6 +552,7 @@ def _run_render(args: argparse.Namespace, console: _Console) -> int:
         "center": args.center,
         "width": args.width,
         "overwrite": args.overwrite,
+        "annotate": args.annotate,
     }
     if args.montage:
         path = volume.dicom.montage(args.output, **window)

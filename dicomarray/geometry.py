@@ -387,6 +387,26 @@ class VolumeGeometry:
         """Whether increasing index along ``dim`` moves toward the head (S component > 0)."""
         return bool(self.direction(dim)[2] > 0)
 
+    @property
+    def superior_normal(self) -> np.ndarray:
+        """The slice normal turned toward the head (S component >= 0), whatever the order
+        of the slices: "up" in pictures, and the order of a montage."""
+        return self.normal if self.normal[2] >= 0 else -self.normal
+
+    def in_slice_indices(self, points: np.ndarray) -> np.ndarray:
+        """Fractional ``(y, x)`` indices of ``points[k]`` in the plane of slice ``k``.
+
+        The inverse of :meth:`world` within each slice: ``points`` is ``(slices, ..., 3)``
+        LPS mm, projected along the normal onto its slice's plane; the result is
+        ``(slices, ..., 2)`` and exact for tilted and irregular stacks.
+        """
+        offsets = np.asarray(points, dtype=float) - self.slice_positions.reshape(
+            (self.n_slices,) + (1,) * (np.ndim(points) - 2) + (3,)
+        )
+        rows = offsets @ self.orientation[3:] / self.row_step
+        columns = offsets @ self.orientation[:3] / self.column_step
+        return np.stack([rows, columns], axis=-1)
+
     # -- slices ----------------------------------------------------------------------------
 
     @property
