@@ -40,15 +40,18 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .errors import DicomArrayError, WriteError
 from .paths import inside, series_folders, short_hash
 from .staging import Stage, check_replaceable, os_errors, remove_stale_partials, stage, staged
+
+if TYPE_CHECKING:
+    from .query import Series
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +90,15 @@ _SERIES_DEPTH = 2
 
 @dataclass(frozen=True)
 class SeriesJob:
-    """What one task needs: the files of a series, where to write, and how."""
+    """What one task needs: the series as its selection found it, where to write, and how.
 
-    uid: str
+    The job carries the :class:`~dicomarray.query.Series` record with its index rows, so
+    the worker assembles those rows and never scans the files again (which would log
+    every note about them a second time).
+    """
+
+    series: Series = field(repr=False)
     patient_id: str
-    files: tuple[str, ...]
     out_root: str
     out_dir: str
     formats: tuple[str, ...]
@@ -101,6 +108,16 @@ class SeriesJob:
     #: its own thread or worker, so the warnings it raises are its own, and no nested
     #: tasks sent back to a cluster's scheduler); None keeps the current one.
     scheduler: str | None = None
+
+    @property
+    def uid(self) -> str:
+        """(0020,000E) *Series Instance UID*."""
+        return self.series.uid
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The series' files, in slice order."""
+        return self.series.files
 
     @property
     def folder(self) -> str:
@@ -227,9 +244,8 @@ def plan_jobs(
         target = out.absolute() / folder  # checked against symlinks when written
         jobs.append(
             SeriesJob(
-                uid=series.uid,
+                series=series,
                 patient_id=_reported_patient(series.meta, deidentify),
-                files=series.files,
                 out_root=str(out.absolute()),
                 out_dir=str(target),
                 formats=formats,
@@ -446,8 +462,6 @@ def _write_outputs(
     """
     import dask
 
-    from .volume import open_series
-
     replaceable = functools.partial(_is_replaceable, uid=job.uid)
     output = stage(
         folder, overwrite=True, folder=True, replaceable=replaceable, kind="dicomarray series"
@@ -457,7 +471,7 @@ def _write_outputs(
         output.partial.mkdir()
         setting = dask.config.set(scheduler=job.scheduler) if job.scheduler else nullcontext()
         with setting:
-            volume = open_series(list(job.files), job.uid)
+            volume = job.series.open()
             outputs = _write_formats(volume.dicom.hu(), output.partial, formats, job.deidentify)
         kept = _keep_outputs(previous, folder, output.partial, outputs) if previous else []
         all_formats = [*(previous or {}).get("formats", []), *formats]

@@ -74,17 +74,27 @@ class Series:
         assembled yet: :meth:`open` does that, and raises what assembly finds.
     meta : dict
         Index tags with one value across the series, by DICOM keyword.
+    rows : pandas.DataFrame or None
+        The matching instances' index rows (as :func:`dicomarray.scan` gives them), which
+        :meth:`open` assembles, so the files are not scanned a second time; None for a
+        record made from paths alone, which :meth:`open` scans.
     """
 
     uid: str
     files: tuple[str, ...]
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    rows: pd.DataFrame | None = field(default=None, repr=False, hash=False, compare=False)
 
     def open(self, **kwargs: Any) -> xr.DataArray:
-        """The lazy volume of these files; keyword arguments go to :func:`open_series`."""
+        """The lazy volume of these instances; keyword arguments go to :func:`open_series`."""
         from .volume import open_series
 
-        return open_series(list(self.files), self.uid, **kwargs)
+        return open_series(self.source, self.uid, **kwargs)
+
+    @property
+    def source(self) -> pd.DataFrame | list[str]:
+        """What :func:`open_series` opens: the index rows when known, else the files."""
+        return self.rows if self.rows is not None else list(self.files)
 
 
 def dicom_filter(
@@ -262,7 +272,11 @@ def _sort_key(row: pd.Series) -> tuple[Any, ...]:
 
 
 def _series(uid: str, rows: pd.DataFrame) -> Series:
-    return Series(uid=uid, files=tuple(files_in_slice_order(rows)), meta=common_tags(rows))
+    rows = rows.copy()
+    rows.attrs = {}  # the whole tree's skipped files and notes: not this series', nor pickled
+    return Series(
+        uid=uid, files=tuple(files_in_slice_order(rows)), meta=common_tags(rows), rows=rows
+    )
 
 
 def common_tags(rows: pd.DataFrame) -> dict[str, Any]:

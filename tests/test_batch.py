@@ -530,3 +530,40 @@ def _good_and_unassemblable_series(root):
         seed=1,
     )
     return root
+
+
+# --------------------------------------------------------------------------------------------
+# Records: a series is scanned once (at selection) and assembled once (in its job)
+# --------------------------------------------------------------------------------------------
+
+
+def test_each_data_problem_is_logged_and_reported_once(tmp_path, caplog):
+    import logging
+
+    hu = head_phantom(5, 16, 16, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    files = write_series(
+        tmp_path / "in", hu, pixel_spacing=(7.2, 7.2), positions=[0.0, 20.0, 40.0, 80.0, 100.0]
+    )
+    ds = pydicom.dcmread(files[0])
+    ds.SliceThickness = ["20", "21"]  # a note of the scan: not one number
+    ds.save_as(files[0])
+    with caplog.at_level(logging.WARNING, logger="dicomarray"):
+        report = convert(
+            tmp_path / "in", tmp_path / "out", formats=("npy",), workers=0, progress=False
+        )
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("dicomarray")]
+    assert sum("SliceThickness: 1 values" in m for m in logged) == 1
+    assert sum("uneven spacing" in m for m in logged) == 1
+    assert report.loc[0, "warnings"].count("uneven spacing") == 1
+
+
+def test_a_job_assembles_the_rows_its_selection_scanned(tree, tmp_path, monkeypatch):
+    import dicomarray.index
+
+    scans = []
+    real_scan = dicomarray.index.scan
+    monkeypatch.setattr(
+        dicomarray.index, "scan", lambda *a, **k: scans.append(a) or real_scan(*a, **k)
+    )
+    report = convert(tree, tmp_path / "out", formats=("npy",), workers=0, progress=False)
+    assert len(report) == 4 and len(scans) == 1

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import xarray as xr
 
 import dicomarray
 from dicomarray.query import (
@@ -91,6 +92,18 @@ def test_filter_derived_keys_and_json_config(study, tmp_path):
 def test_filter_on_a_tag_the_index_does_not_hold(study):
     found = dicom_filter(study, {"KVP": {"min": 100}, "ConvolutionKernel": "H*"})
     assert found and all(s.meta["Modality"] == "CT" for s in found)
+
+
+def test_a_series_record_opens_its_own_rows_without_scanning(study, monkeypatch):
+    import dicomarray.index
+
+    (series, *_) = dicom_filter(study, {"KVP": {"min": 100}, "ImageType": {"not": "LOCALIZER"}})
+    assert list(series.rows["path"].sort_values()) == sorted(series.files)
+    from_files = dicomarray.open_series(list(series.files), series.uid)
+    monkeypatch.setattr(dicomarray.index, "scan", lambda *a, **k: pytest.fail("scanned again"))
+    volume = series.open()
+    assert list(volume["source_file"].values) == list(from_files["source_file"].values)
+    xr.testing.assert_identical(volume, from_files)
 
 
 def test_list_series(study):
