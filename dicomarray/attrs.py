@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 _NOT_ATTRS = {"PixelData", "FloatPixelData", "DoubleFloatPixelData"}
+#: Coordinates holding file paths: provenance, left out of de-identified exports.
+PATH_COORDS = ("source_file",)
 #: Per-slice tags never turned into coordinates: the geometry owns them.
 GEOMETRY_KEYWORDS = ("ImagePositionPatient",)
 _MAX_SEQUENCE_ITEMS = 64

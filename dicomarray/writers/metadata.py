@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 from pydicom.datadict import DicomDictionary
 
-from ..attrs import json_safe, snake_case
+from ..attrs import PATH_COORDS, json_safe, snake_case
 from ..errors import DicomArrayError
 from ..geometry import POSITION_COORDS, slice_normal
 from ..staging import staged
@@ -188,8 +188,9 @@ def _keywords_by_snake_name() -> dict[str, str]:
 
 
 def is_identifying_coord(name: str) -> bool:
-    """Whether a coordinate holds an attribute the de-identification profile leaves out."""
-    return keyword_of_coord(name) in DEIDENTIFY_KEYWORDS
+    """Whether a coordinate holds an attribute the de-identification profile leaves out,
+    or a path (folder names often hold patient names)."""
+    return name in PATH_COORDS or keyword_of_coord(name) in DEIDENTIFY_KEYWORDS
 
 
 def export_attrs(attrs: dict[str, Any], *, deidentify: bool) -> dict[str, Any]:
