@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import DicomArrayError, WriteError
+from .geometry import VolumeGeometry
 from .paths import inside, series_folders, short_hash
 from .staging import Stage, check_replaceable, os_errors, remove_stale_partials, stage, staged
 
@@ -76,9 +77,12 @@ REPORT_COLUMNS = (
     "outputs",
     "slices",
     "spacing_mm",
+    "slice_steps",
     "seconds",
     "warnings",
 )
+#: Between the distinct slice steps of an irregular series in ``spacing_mm`` (``4/7``).
+STEPS_SEPARATOR = "/"
 #: Between the warnings of one report row.
 WARNINGS_SEPARATOR = " | "
 #: Exceptions that stop a series' worker instead of failing the series: the user's ^C,
@@ -175,8 +179,15 @@ def convert(
     pandas.DataFrame
         One row per series, the columns :data:`REPORT_COLUMNS`: SeriesInstanceUID,
         PatientID, status (``ok``, ``failed``, ``skipped``), error, folder (relative to
-        ``out_dir``), outputs (``;``-separated), slices, spacing_mm, seconds, warnings
-        (`` | ``-separated). Also written to ``out_dir/report.csv``, in every case.
+        ``out_dir``), outputs (``;``-separated), slices, spacing_mm, slice_steps,
+        seconds, warnings (`` | ``-separated). Also written to ``out_dir/report.csv``, in
+        every case. ``spacing_mm`` is ``slice x row x column`` in mm, e.g.
+        ``5 x 0.45 x 0.45``; a series without one slice step has the step of each run of
+        slices in their order instead, ``/``-separated (``4/7 x 0.45 x 0.45``: 4 mm apart,
+        then 7 mm), never one made-up step; ``-`` when unknown (one slice).
+        ``slice_steps`` says the runs in one sentence ("two blocks: 14 slices at 4 mm,
+        then 14 at 7 mm after slice 13 (z = 52 mm)"), as
+        :meth:`dicomarray.geometry.VolumeGeometry.describe_steps`.
 
     Raises
     ------
@@ -411,6 +422,7 @@ def _row(job: SeriesJob, **values: Any) -> dict[str, Any]:
         "outputs": "",
         "slices": len(job.files),
         "spacing_mm": "",
+        "slice_steps": "",
         "seconds": 0.0,
         "warnings": "",
     }
@@ -444,9 +456,13 @@ def _convert(job: SeriesJob) -> dict[str, Any]:
     return _figures(_write_outputs(job, folder, formats, previous), status="ok")
 
 
+#: The report's columns that a manifest keeps, so a skipped series reports them too.
+_FIGURES = ("slices", "spacing_mm", "slice_steps")
+
+
 def _figures(manifest: Mapping[str, Any], *, status: str) -> dict[str, Any]:
     figures = {"status": status, "outputs": ";".join(manifest["outputs"])}
-    figures.update({k: manifest[k] for k in ("slices", "spacing_mm") if k in manifest})
+    figures.update({k: manifest[k] for k in _FIGURES if k in manifest})
     return figures
 
 
@@ -527,16 +543,28 @@ def _manifest(
         "outputs": list(dict.fromkeys(outputs)),
         "deidentify": job.deidentify,
         "files": len(job.files),
-        "slices": int(volume.sizes["z"]),
-        "spacing_mm": _spacing(volume),
+        **_geometry_figures(VolumeGeometry.of(volume)),
     }
 
 
-def _spacing(volume: Any) -> str:
-    """Slice spacing x row spacing x column spacing in mm, for the report."""
-    slice_spacing = volume.attrs.get("dicomarray_assembly", {}).get("slice_spacing")
-    pixel = volume.attrs.get("PixelSpacing") or [None, None]
-    return " x ".join("-" if v is None else f"{float(v):.3g}" for v in (slice_spacing, *pixel))
+def _geometry_figures(geometry: VolumeGeometry) -> dict[str, Any]:
+    """The report's slices, spacing_mm and slice_steps (see :func:`convert`)."""
+    spacing = geometry.spacing
+    if spacing["z"] is not None:
+        z = _mm(spacing["z"])
+    elif geometry.n_slices > 1:  # no one step: each run's, in order, never a median
+        z = STEPS_SEPARATOR.join(_mm(abs(step)) for _n, step in geometry.step_runs())
+    else:
+        z = "-"
+    return {
+        "slices": geometry.n_slices,
+        "spacing_mm": " x ".join([z, _mm(spacing["y"]), _mm(spacing["x"])]),
+        "slice_steps": geometry.describe_steps(),
+    }
+
+
+def _mm(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _is_replaceable(folder: Path, uid: str) -> bool:

@@ -567,3 +567,26 @@ def test_a_job_assembles_the_rows_its_selection_scanned(tree, tmp_path, monkeypa
     )
     report = convert(tree, tmp_path / "out", formats=("npy",), workers=0, progress=False)
     assert len(report) == 4 and len(scans) == 1
+
+
+#: A GE-like head CT: 14 slices 4 mm apart, then 14 slices 7 mm apart.
+UNEVEN_POSITIONS = [4.0 * i for i in range(14)] + [52.0 + 7.0 * i for i in range(1, 15)]
+
+
+def test_an_uneven_series_reports_each_slice_step_and_no_single_one(tmp_path):
+    hu = np.zeros((28, 8, 8))
+    write_series(tmp_path / "in" / "ge", hu, pixel_spacing=(0.5, 0.5), positions=UNEVEN_POSITIONS)
+    write_series(tmp_path / "in" / "even", hu[:6], pixel_spacing=(0.5, 0.25), seed=1)
+    for status in ("ok", "skipped"):  # a resumed row has the figures of its manifest
+        report = convert(
+            tmp_path / "in", tmp_path / "out", formats=("npy",), workers=0, progress=False
+        )
+        assert set(report["status"]) == {status}
+        saved = pd.read_csv(tmp_path / "out" / "report.csv", keep_default_na=False, dtype=str)
+        rows = saved.set_index("slices")
+        assert rows.loc["28", "spacing_mm"] == "4/7 x 0.5 x 0.5"
+        assert rows.loc["28", "slice_steps"].startswith(
+            "two blocks: 14 slices at 4 mm, then 14 at 7 mm after slice 13"
+        )
+        assert rows.loc["6", "spacing_mm"] == "5 x 0.5 x 0.25"
+        assert rows.loc["6", "slice_steps"] == "regular: 6 slices at 5 mm"
