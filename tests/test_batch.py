@@ -21,6 +21,8 @@ import xarray as xr
 from dicomarray.batch import MANIFEST, convert
 from dicomarray.sample import head_phantom, write_series
 
+from .conftest import UNEVEN_POSITIONS
+
 pytest.importorskip("distributed")
 
 HOSTILE = {"PatientID": "../../x", "StudyID": "a/b\\c", "SeriesDescription": "", "StudyDate": ""}
@@ -567,10 +569,6 @@ def test_a_job_assembles_the_rows_its_selection_scanned(tree, tmp_path, monkeypa
     )
     report = convert(tree, tmp_path / "out", formats=("npy",), workers=0, progress=False)
     assert len(report) == 4 and len(scans) == 1
-
-
-#: A GE-like head CT: 14 slices 4 mm apart, then 14 slices 7 mm apart.
-UNEVEN_POSITIONS = [4.0 * i for i in range(14)] + [52.0 + 7.0 * i for i in range(1, 15)]
 
 
 def test_an_uneven_series_reports_each_slice_step_and_no_single_one(tmp_path):
