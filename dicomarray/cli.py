@@ -418,17 +418,14 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
     volume = _open(args, args.path, console)
     report = volume.attrs[ASSEMBLY_ATTR]
     console.listed(report["warnings"])  # printed below; not repeated on stderr
-    spacing = (report["slice_spacing"], *volume.attrs.get("PixelSpacing", [None, None]))
     lines = [
         f"series      {report['series_uid']}",
         f"shape       {dict(volume.sizes)}  dtype {volume.dtype}",
-        f"spacing     z {spacing[0]} mm, y {spacing[1]} mm, x {spacing[2]} mm",
+        *_geometry_lines(volume),
         f"z range     {float(volume.z[0]):.2f} .. {float(volume.z[-1]):.2f} mm "
         f"(sorted by {report['sorted_by']})",
         f"left out    {len(report['left_out'])} file(s)",
         *(f"warning     {w}" for w in report["warnings"]),
-        "affine (z, y, x, 1) -> LPS mm:",
-        *("    " + "  ".join(f"{v:9.3f}" for v in row) for row in volume.dicom.affine),
         "tags:",
     ]
     for keyword, value in volume.attrs.items():
@@ -436,6 +433,31 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
             lines.append(f"    {keyword:32} {value}")
     print("\n".join(lines))
     return 0
+
+
+def _geometry_lines(volume: Any) -> list[str]:
+    """What :class:`~dicomarray.geometry.VolumeGeometry` says of the volume, for ``info``:
+    spacing per dim (``z -`` when the slices have no one step), the steps in a sentence,
+    the orientation code, the tilt and the affine."""
+    from .geometry import VolumeGeometry
+    from .reorient import orientation_code
+
+    geometry = VolumeGeometry.of(volume)
+    spacing = ", ".join(
+        f"{dim} -" if mm is None else f"{dim} {mm:.4g} mm" for dim, mm in geometry.spacing.items()
+    )
+    code = orientation_code(volume)  # fastest axis (the last dim) first
+    toward = ", ".join(f"{d} toward {c}" for d, c in zip(geometry.dims[::-1], code, strict=True))
+    sheared = " (sheared: each slice offset in-plane)" if geometry.is_sheared else ""
+    exact = "" if geometry.is_regular else " (z column: the mean step, exact at the ends only)"
+    return [
+        f"spacing     {spacing}",
+        f"slices      {geometry.describe_steps()}",
+        f"orientation {code} ({toward})",
+        f"tilt        {geometry.tilt_degrees:.2f} degrees{sheared}",
+        f"affine ({', '.join(geometry.dims)}, 1) -> LPS mm{exact}:",
+        *("    " + "  ".join(f"{v:9.3f}" for v in row) for row in geometry.affine()),
+    ]
 
 
 def _run_filter(args: argparse.Namespace, console: _Console) -> int:
