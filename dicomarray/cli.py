@@ -424,7 +424,7 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
         *_geometry_lines(volume),
         f"z range     {float(volume.z[0]):.2f} .. {float(volume.z[-1]):.2f} mm "
         f"(sorted by {report['sorted_by']})",
-        f"left out    {len(report['left_out'])} file(s)",
+        f"left out    {_left_out(report['left_out'])}",
         *(f"warning     {w}" for w in report["warnings"]),
         "tags:",
     ]
@@ -437,14 +437,16 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
 
 def _geometry_lines(volume: Any) -> list[str]:
     """What :class:`~dicomarray.geometry.VolumeGeometry` says of the volume, for ``info``:
-    spacing per dim (``z -`` when the slices have no one step), the steps in a sentence,
+    spacing per dim (``z none`` when the slices have no one step), the steps in a sentence,
     the orientation code, the tilt and the affine."""
     from .geometry import VolumeGeometry
     from .reorient import orientation_code
 
     geometry = VolumeGeometry.of(volume)
+    irregular = not geometry.is_regular  # else a missing step is unknown: one slice
     spacing = ", ".join(
-        f"{dim} -" if mm is None else f"{dim} {mm:.4g} mm" for dim, mm in geometry.spacing.items()
+        f"{dim} none (no one step)" if mm is None and irregular else f"{dim} {_millimetres(mm)}"
+        for dim, mm in geometry.spacing.items()
     )
     code = orientation_code(volume)  # fastest axis (the last dim) first
     toward = ", ".join(f"{d} toward {c}" for d, c in zip(geometry.dims[::-1], code, strict=True))
@@ -458,6 +460,20 @@ def _geometry_lines(volume: Any) -> list[str]:
         f"affine ({', '.join(geometry.dims)}, 1) -> LPS mm{exact}:",
         *("    " + "  ".join(f"{v:9.3f}" for v in row) for row in geometry.affine()),
     ]
+
+
+def _millimetres(value: float | None) -> str:
+    """A spacing for people: ``2.4 mm`` (6 significant digits); ``unknown`` when there is
+    none (one slice along z)."""
+    return "unknown" if value is None else f"{float(value):.6g} mm"
+
+
+def _left_out(entries: list[dict[str, str]]) -> str:
+    """``3 file(s)``, or ``75 frame(s) of 3 file(s)``: multi-frame files are listed by frame."""
+    files = len({entry["path"] for entry in entries})
+    if files == len(entries):
+        return f"{files} file(s)"
+    return f"{len(entries)} frame(s) of {files} file(s)"
 
 
 def _run_filter(args: argparse.Namespace, console: _Console) -> int:

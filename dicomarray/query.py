@@ -14,8 +14,9 @@ rule                      meaning
 ========================  ==================================================
 
 A multi-valued tag (ImageType) matches when any of its values matches. Rules on tags are
-tested instance by instance; the derived keys ``n_slices`` (matching instances in the
-series) and ``is_localizer`` are allowed beside tags.
+tested instance by instance; the derived keys ``n_slices`` (the frames of the series'
+matching instances: one per file, NumberOfFrames for a multi-frame file) and
+``is_localizer`` are allowed beside tags.
 
 Selecting compares tags only: :func:`dicom_filter` and :func:`list_series` never assemble
 a volume, so a series that cannot be assembled (two slices at one position, a malformed
@@ -136,7 +137,7 @@ def dicom_filter(
     count_rule = compile_rule("n_slices", rules["n_slices"]) if "n_slices" in rules else None
     found = []
     for uid, rows in matching.groupby("SeriesInstanceUID", sort=False, dropna=False):
-        if count_rule is None or count_rule(len(rows)):
+        if count_rule is None or count_rule(slice_count(rows)):
             found.append((_sort_key(rows.iloc[0]), _series(str(uid), rows)))
     return [series for _key, series in sorted(found, key=lambda item: item[0])]
 
@@ -369,6 +370,19 @@ def _plane(orientation: Any, images: pd.DataFrame) -> dict[str, Any]:
     positions = images["ImagePositionPatient"].map(plain_cell).tolist()
     one_plane = len(images) > 0 and same_orientations(images["ImageOrientationPatient"])
     return plane_of_tags(orientation, positions if one_plane else None)
+
+
+def slice_count(rows: pd.DataFrame) -> int:
+    """The ``n_slices`` of index rows: their frames, each instance counting NumberOfFrames.
+
+    One enhanced multi-frame file holds a whole volume, so counting files would leave it out
+    of ``{"n_slices": {"min": 20}}``. An absent or malformed NumberOfFrames counts 1:
+    selection never fails on a value, opening the series does.
+    """
+    if "NumberOfFrames" not in rows:
+        return len(rows)
+    frames = (_whole_number(value) for value in rows["NumberOfFrames"])
+    return sum(n if n is not None and n > 0 else 1 for n in frames)
 
 
 def _whole_number(value: Any) -> int | None:

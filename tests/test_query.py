@@ -20,7 +20,7 @@ from dicomarray.query import (
     read_tags,
 )
 
-from .conftest import UNEVEN_POSITIONS, pydicom_file
+from .conftest import UNEVEN_POSITIONS, XA10_FILES, gunzip, pydicom_file
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,13 @@ def test_filter_derived_keys_and_json_config(study, tmp_path):
     found = dicom_filter(study, config)
     assert len(found) == 3 and all(len(s.files) == 1 for s in found)
     assert dicom_filter(study, {"n_slices": {"min": 1000}}) == []
+
+
+def test_n_slices_counts_the_frames_of_multi_frame_files(tmp_path):
+    # two real Siemens XA10 enhanced files of 6 frames each: 12 slices in 2 files
+    gunzip(XA10_FILES, tmp_path)
+    assert [len(s.files) for s in dicom_filter(tmp_path, {"n_slices": {"min": 12}})] == [2]
+    assert dicom_filter(tmp_path, {"n_slices": {"min": 13}}) == []
 
 
 def test_filter_on_a_tag_the_index_does_not_hold(study):

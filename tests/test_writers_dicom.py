@@ -321,3 +321,63 @@ def test_rescale_choice():
     small = choose_rescale(0.0, 1e-3, integral=False, stored_type=int16)
     assert small.slope * 65535 >= 1e-3 and small.slope < 1e-7
     assert choose_rescale(3.5, 3.5, integral=False, stored_type=int16).slope == 1.0
+
+
+PAD_STORED = -2000  # (0028,0120) of the padded template; HU -3024 with the intercept -1024
+
+
+def padded_series(make_series, phantom, **tags) -> list:
+    """The phantom with its first three rows as padding, declared as PixelPaddingValue."""
+    hu = phantom.copy()
+    hu[:, :3] = PAD_STORED - 1024
+    return make_series(hu=hu, tags={"PixelPaddingValue": PAD_STORED, **tags})
+
+
+def test_nan_from_hu_is_written_as_the_template_padding_value(make_series, phantom, tmp_path):
+    paths = padded_series(make_series, phantom)
+    hu = dicomarray.open_series(paths[0].parent, chunks=5).dicom.hu()  # padding="nan"
+    assert np.isnan(hu.values[:, :3]).all()
+    written = dicomarray.to_dicom(hu, paths[0].parent, tmp_path / "out")
+    for template, path in zip(paths, written, strict=True):
+        original, ds = pydicom.dcmread(template), pydicom.dcmread(path)
+        assert ds.PixelPaddingValue == PAD_STORED and "PixelPaddingRangeLimit" not in ds
+        np.testing.assert_array_equal(ds.pixel_array[:3], PAD_STORED)
+        np.testing.assert_array_equal(ds.pixel_array, original.pixel_array)
+    # the window is the data's, not the padding's
+    assert float(pydicom.dcmread(written[0]).WindowCenter) > PAD_STORED - 1024 + 1000
+    again = dicomarray.open_series(tmp_path / "out").dicom.hu()
+    np.testing.assert_array_equal(again.values, hu.values)
+
+
+def test_nan_over_a_template_without_padding_names_the_series(make_series, tmp_path):
+    folder = make_series(tags={"SeriesDescription": "NO PADDING"})[0].parent
+    values = dicomarray.open_series(folder).dicom.hu().values
+    values[4, 0, 0] = np.nan
+    with pytest.raises(WriteError, match="declares no.*PixelPaddingValue") as error:
+        dicomarray.to_dicom(values, folder, tmp_path / "out")
+    assert '"NO PADDING"' in str(error.value)
+    assert not (tmp_path / "out").exists() and temporaries(tmp_path) == []
+
+
+def test_a_value_that_would_be_stored_as_padding_is_refused(make_series, phantom, tmp_path):
+    paths = padded_series(make_series, phantom)
+    hu = dicomarray.open_series(paths[0].parent).dicom.hu().values
+    hu[0, 10, 10] = PAD_STORED - 1024  # a real pixel at the padding's HU
+    with pytest.raises(WriteError, match="read back as padding"):
+        dicomarray.to_dicom(hu, paths[0].parent, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and temporaries(tmp_path) == []
+
+
+def test_cli_to_npy_in_hu_then_to_dicom_keeps_the_padding(make_series, phantom, tmp_path):
+    from dicomarray.cli import main
+
+    paths = padded_series(make_series, phantom)
+    npy, out = tmp_path / "hu.npy", tmp_path / "out"
+    flags = ["-i", str(paths[0].parent), "-n", str(npy), "-j", str(npy.with_suffix(".json"))]
+    assert main(["to-npy", *flags]) == 0
+    assert np.isnan(np.load(npy)[:, :3]).all()
+    assert main(["to-dicom", "-n", str(npy), "-d", str(paths[0].parent), "-o", str(out)]) == 0
+    for template, path in zip(paths, sorted(out.iterdir()), strict=True):
+        np.testing.assert_array_equal(
+            pydicom.dcmread(path).pixel_array, pydicom.dcmread(template).pixel_array
+        )

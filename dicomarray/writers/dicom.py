@@ -30,8 +30,9 @@ from ..errors import DicomArrayError, WriteError
 from ..geometry import positions_along_normal, slice_normal
 from ..header import read_dataset
 from ..index import as_index
+from ..labels import series_label
 from ..staging import Stage, discarding, os_errors, stage
-from ..transforms import VALUES_ATTR, modality_values
+from ..transforms import VALUES_ATTR, fold_bits, modality_values
 from ..volume import ASSEMBLY_ATTR, open_series
 from .common import compute_and_wait, dask_data, store_into
 
@@ -105,7 +106,11 @@ def to_dicom(
       the window ((0028,1050) *Window Center*, (0028,1051) *Window Width*);
     - the transfer syntax: always uncompressed explicit VR little endian, whatever the
       template's (encapsulated pixel data is not carried over). Attributes that describe
-      the old pixels (padding value, LUT sequences, icon image) are removed.
+      the old pixels (padding, LUT sequences, icon image) are removed;
+    - NaN values, the padding :meth:`~dicomarray.accessor.DicomAccessor.hu` marks, are
+      written as the template file's (0028,0120) *Pixel Padding Value* (its stored value,
+      declared again as the only padding value, without a range limit); a template that
+      declares none refuses them.
 
     The files are written into a partial folder beside ``out_dir`` and renamed at the end;
     they are named ``IM_0001.dcm`` ... from the instance numbers. The template is only read.
@@ -159,7 +164,8 @@ def to_dicom(
         0.001 mm), its ``sop_instance_uid`` coordinate names instances other than its
         template files' (it comes from another series: drop the coordinate to write it
         over this template anyway), the template is multi-frame or a selection of its
-        series, the volume holds NaN or infinite values, or ``out_dir`` exists.
+        series, the volume holds infinite values, or NaN where a template file declares no
+        (0028,0120) *Pixel Padding Value*, or ``out_dir`` exists.
 
     See Also
     --------
@@ -308,11 +314,17 @@ class _Export:
     template_rescale: Rescale | None
     series: _SeriesValues
     output: Stage
+    template_label: str
 
     def run(self, *, scheduler: str | None = None) -> list[Path]:
         """Find the value range, write the slices into a partial folder, publish it."""
         with discarding([self.output.partial]):
-            low, high, integral = _value_range(self.data, scheduler)
+            low, high, integral, has_nan = _value_range(self.data, scheduler)
+            padding = (
+                _padding_values(self.files, self.stored_type, self.template_label)
+                if has_nan
+                else None
+            )
             rescale = choose_rescale(
                 low,
                 high,
@@ -328,6 +340,7 @@ class _Export:
                 rescale=rescale,
                 window=self.series.window or (low, high),
                 series=self.series,
+                padding=padding,
             )
             data = dask_data(self.data).rechunk({1: -1, 2: -1})
             compute_and_wait(store_into(data, writer), scheduler=scheduler)
@@ -348,17 +361,38 @@ class _SliceWriter:
     rescale: Rescale
     window: tuple[float, float]
     series: _SeriesValues
+    #: Each file's stored (0028,0120) *Pixel Padding Value*, written where a value is NaN;
+    #: None when the volume holds no NaN.
+    padding: tuple[int, ...] | None = None
 
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
         first = key[0].start or 0
         for offset, values in enumerate(np.asarray(block)):
             index = first + offset
-            stored = self.rescale.stored(values, self.stored_type)
+            pad = None if self.padding is None else self.padding[index]
+            stored = self._stored(values, pad, self.files[index])
             ds = _slice_dataset(
                 self.files[index], index, stored, self.rescale, self.window, self.series
             )
+            if pad is not None:
+                _set_padding_value(ds, pad, self.stored_type)
             with os_errors(self.folder / self.name(index)):
                 pydicom.dcmwrite(self.folder / self.name(index), ds, enforce_file_format=True)
+
+    def _stored(self, values: np.ndarray, pad: int | None, template: Path) -> np.ndarray:
+        """One slice's stored values; NaN (padding) as the template file's padding value."""
+        if pad is None:
+            return self.rescale.stored(values, self.stored_type)
+        padding = np.isnan(values)
+        filled = np.where(padding, self.rescale.intercept, values)  # stored as 0, then padding
+        stored = self.rescale.stored(filled, self.stored_type)
+        if np.any(stored[~padding] == pad):
+            raise WriteError(
+                f"{template}: a value that is not NaN would be stored as {pad}, the template's "
+                "(0028,0120) PixelPaddingValue, and read back as padding"
+            )
+        stored[padding] = pad
+        return stored
 
     def name(self, index: int) -> str:
         """``IM_0001.dcm`` ...: from the instance number, never from a tag."""
@@ -410,6 +444,7 @@ def _prepare(
         template_rescale=_template_rescale(first),
         series=series,
         output=output,
+        template_label=series_label(opened.attrs),
     )
 
 
@@ -626,23 +661,60 @@ def _template_rescale(first: Dataset) -> Rescale | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _value_range(data: Any, scheduler: str | None) -> tuple[float, float, bool]:
-    """Smallest and largest value, and whether every value is an integer."""
-    integer_type = np.dtype(data.dtype).kind in "biu"
+def _value_range(data: Any, scheduler: str | None) -> tuple[float, float, bool, bool]:
+    """Smallest and largest value but NaN, whether all of them are integers, whether any is NaN.
+
+    NaN is padding (:meth:`dicomarray.accessor.DicomAccessor.hu` marks it so), written as
+    the template's padding value; infinite values have no stored value.
+    """
     if isinstance(data, np.ndarray):
-        low, high = data.min(), data.max()
-        integral = integer_type or bool(np.all(data == np.round(data)))
+        xp: Any = np
     else:
+        import dask.array as xp
+    if np.dtype(data.dtype).kind in "biu":
+        checks = (data.min(), data.max(), True, False)
+    else:
+        nan = xp.isnan(data)
+        # min and max with NaN left out, without nanmin's warning on a chunk of only NaN
+        checks = (
+            xp.where(nan, np.inf, data).min(),
+            xp.where(nan, -np.inf, data).max(),
+            (nan | (data == xp.round(data))).all(),
+            nan.any(),
+        )
+    if xp is not np:
         import dask
 
-        integral_check = True if integer_type else (data == data.round()).all()
-        low, high, integral = dask.compute(
-            data.min(), data.max(), integral_check, scheduler=scheduler
-        )
-    low, high = float(low), float(high)
+        checks = dask.compute(*checks, scheduler=scheduler)
+    low, high, integral, has_nan = float(checks[0]), float(checks[1]), *checks[2:]
     if not (math.isfinite(low) and math.isfinite(high)):
-        raise WriteError("the volume holds NaN or infinite values; DICOM pixels cannot")
-    return low, high, bool(integral)
+        raise WriteError(
+            "the volume holds infinite values, or nothing but NaN; DICOM pixels cannot"
+        )
+    return low, high, bool(integral), bool(has_nan)
+
+
+def _padding_values(files: list[Path], stored_type: StoredType, label: str) -> tuple[int, ...]:
+    """Each template file's (0028,0120) *Pixel Padding Value*, as the pixels store it.
+
+    The tag's VR (US or SS) may disagree with the pixels' sign: its bits are read as the
+    pixels are (see :func:`dicomarray.transforms.stored_padding`).
+    """
+    values = []
+    for path in files:
+        value = read_dataset(path, stop_before_pixels=True).get("PixelPaddingValue")
+        if isinstance(value, MultiValue | list) and len(value) == 1:
+            value = value[0]
+        if not isinstance(value, int):
+            raise WriteError(
+                f"the volume holds NaN (padding, as hu() marks it), but the template file "
+                f"{path} of {label} declares no one-integer (0028,0120) PixelPaddingValue "
+                "to write it as; fill the NaN (volume.fillna(value)) or take "
+                "hu(padding='keep')"
+            )
+        folded = fold_bits(np.array(value), stored_type.bits_stored, signed=stored_type.signed)
+        values.append(int(folded))
+    return tuple(values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -732,6 +804,11 @@ def _set_pixels(ds: Dataset, stored: np.ndarray) -> None:
     if len(data) % 2:
         data += b"\0"
     ds.add_new(0x7FE00010, "OB" if bits == 8 else "OW", data)
+
+
+def _set_padding_value(ds: Dataset, pad: int, stored_type: StoredType) -> None:
+    """(0028,0120) *Pixel Padding Value* with the pixels' VR; no range: one value pads."""
+    ds.add_new(0x00280120, "SS" if stored_type.signed else "US", pad)
 
 
 def _file_meta(ds: Dataset) -> FileMetaDataset:
