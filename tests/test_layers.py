@@ -3,8 +3,9 @@
 A lint over the package's source (``ast``, so comments and docstrings do not count). It
 finds the primitives of geometry outside ``geometry.py``:
 
-- a slice normal, an affine or a position along the normal: a call of ``np.cross``,
-  ``slice_normal``, ``affine_from`` or ``positions_along_normal``;
+- a slice normal or an affine: a call of ``np.cross``, ``slice_normal`` or
+  ``affine_from`` (projecting VolumeGeometry's own positions onto its normal with
+  ``positions_along_normal`` uses geometry, it does not rebuild it);
 - a geometry tag read from a volume's attrs or its assembly report (``attrs.get(
   "PixelSpacing")``, ``volume.attrs["ImageOrientationPatient"]``, ``SliceThickness``,
   ``SpacingBetweenSlices``, ``report["slice_spacing"]``): after a volume is opened its
@@ -29,8 +30,8 @@ import dicomarray
 PACKAGE = Path(dicomarray.__file__).parent
 #: The one owner of geometry.
 OWNER = "geometry.py"
-#: Calls that compute a slice normal, an affine or positions along the normal.
-GEOMETRY_CALLS = {"cross", "slice_normal", "affine_from", "positions_along_normal"}
+#: Calls that compute a slice normal or an affine from tag values.
+GEOMETRY_CALLS = {"cross", "slice_normal", "affine_from"}
 #: Keys whose read from attrs (or the assembly report) is a geometry figure.
 GEOMETRY_KEYS = {
     "PixelSpacing",
@@ -47,10 +48,7 @@ RECEIVER_WORDS = ("attrs", "report", "ASSEMBLY_ATTR")
 ALLOWED: dict[str, dict[str, str]] = {
     # the way in: checks each index row's IOP (parallel cosines) and orders the slices of
     # index rows along their normal, building the SeriesGeometry the volume's coords hold
-    "assembly.py": {
-        "call slice_normal": "IOP of index rows checked; slices sorted along the normal",
-        "call positions_along_normal": "slices of index rows sorted along the normal",
-    },
+    "assembly.py": {"call slice_normal": "IOP of index rows checked, slices sorted along it"},
     # writes synthetic DICOM files: the positions it writes come from the normal it chooses
     "sample.py": {"call cross": "the step direction of the slices it writes"},
 }
