@@ -420,7 +420,7 @@ def _row(job: SeriesJob, **values: Any) -> dict[str, Any]:
         "error": "",
         "folder": job.folder,
         "outputs": "",
-        "slices": len(job.files),
+        "slices": job.series.n_slices,  # a failed series' too: the frames selected
         "spacing_mm": "",
         "slice_steps": "",
         "seconds": 0.0,

@@ -94,6 +94,12 @@ class Series:
         return open_series(self.source, self.uid, **kwargs)
 
     @property
+    def n_slices(self) -> int:
+        """The frames of its instances, as the ``n_slices`` rule counts them (a multi-frame
+        file counts its NumberOfFrames); its number of files without rows."""
+        return len(self.files) if self.rows is None else slice_count(self.rows)
+
+    @property
     def source(self) -> pd.DataFrame | list[str]:
         """What :func:`open_series` opens: the index rows when known, else the files."""
         return self.rows if self.rows is not None else list(self.files)

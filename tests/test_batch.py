@@ -572,3 +572,16 @@ def test_an_uneven_series_reports_each_slice_step_and_no_single_one(tmp_path):
         )
         assert rows.loc["6", "spacing_mm"] == "5 x 0.5 x 0.25"
         assert rows.loc["6", "slice_steps"] == "regular: 6 slices at 5 mm"
+
+
+def test_a_failed_multiframe_series_reports_the_frames_it_selected(tmp_path):
+    from .test_volume import write_multiframe
+
+    path = tmp_path / "in" / "mf.dcm"
+    path.parent.mkdir()
+    write_multiframe(path, np.zeros((6, 8, 8), np.int16), z=[2.0 * i for i in range(6)])
+    path.write_bytes(path.read_bytes()[:-100])  # cut pixel data: the series fails
+    (row,) = convert(
+        tmp_path / "in", tmp_path / "out", formats=("npy",), workers=0, progress=False
+    ).to_dict("records")
+    assert row["status"] == "failed" and row["slices"] == 6
