@@ -193,7 +193,7 @@ def plane_of_tags(
     ----------
     orientation : sequence of 6 numbers
         (0020,0037) *Image Orientation (Patient)* of the instances.
-    positions : sequence of sequences of 3 numbers, optional
+    positions : list of sequences of 3 numbers, optional
         (0020,0032) *Image Position (Patient)* of each instance, in any order.
     rtol : float
         As :data:`SPACING_RTOL`.
@@ -217,8 +217,8 @@ def plane_of_tags(
         ("SAGITTAL", "CORONAL", "AXIAL")[main] if abs(normal[main]) >= PLANE_COSINE else "OBLIQUE"
     )
     try:
-        points = [_finite_numbers(p, 3, "ImagePositionPatient", "") for p in positions]
-    except (DicomArrayError, TypeError):  # TypeError: no positions at all
+        points = [_finite_numbers(p, 3, "ImagePositionPatient", "") for p in positions or ()]
+    except DicomArrayError:  # one position missing or malformed: no spacing to tell
         points = []
     step = regular_step(np.sort(positions_along_normal(np.asarray(points), normal)), rtol=rtol)
     return {"plane": plane, "slice_spacing": None if step is None else abs(step)}
