@@ -176,6 +176,54 @@ def tilt_degrees(positions: np.ndarray, normal: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cosine, 0.0, 1.0))))
 
 
+#: Smallest |cosine| between the slice normal and a patient axis for a plane to be named
+#: after that axis (axial, coronal, sagittal); below it the plane is oblique (~37 degrees).
+PLANE_COSINE = 0.8
+
+
+def plane_of_tags(
+    orientation: Any, positions: Any = None, *, rtol: float = SPACING_RTOL
+) -> dict[str, Any]:
+    """The plane and slice spacing of instances from their tag values alone (no volume).
+
+    For tables of series (:func:`dicomarray.list_series`), which describe a series by its
+    index rows without assembling it.
+
+    Parameters
+    ----------
+    orientation : sequence of 6 numbers
+        (0020,0037) *Image Orientation (Patient)* of the instances.
+    positions : list of sequences of 3 numbers, optional
+        (0020,0032) *Image Position (Patient)* of each instance, in any order.
+    rtol : float
+        As :data:`SPACING_RTOL`.
+
+    Returns
+    -------
+    dict
+        ``plane``: ``"AXIAL"``, ``"CORONAL"``, ``"SAGITTAL"`` (the patient axis the normal
+        lies within :data:`PLANE_COSINE` of) or ``"OBLIQUE"``; ``slice_spacing``: the one
+        distance between the slice planes in mm. Each is None when the tags cannot tell:
+        an orientation that is not six usable cosines; for the spacing also a missing or
+        malformed position, one instance, repeated positions or no one step (a gap, blocks
+        of different spacing: never a median).
+    """
+    try:
+        normal = slice_normal(_finite_numbers(orientation, 6, "ImageOrientationPatient", ""))
+    except DicomArrayError:
+        return {"plane": None, "slice_spacing": None}
+    main = int(np.argmax(np.abs(normal)))
+    plane = (
+        ("SAGITTAL", "CORONAL", "AXIAL")[main] if abs(normal[main]) >= PLANE_COSINE else "OBLIQUE"
+    )
+    try:
+        points = [_finite_numbers(p, 3, "ImagePositionPatient", "") for p in positions or ()]
+    except DicomArrayError:  # one position missing or malformed: no spacing to tell
+        points = []
+    step = regular_step(np.sort(positions_along_normal(np.asarray(points), normal)), rtol=rtol)
+    return {"plane": plane, "slice_spacing": None if step is None else abs(step)}
+
+
 @dataclass(frozen=True)
 class SeriesGeometry:
     """Where a stack of slices sits in the patient.
