@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import xarray as xr
 
-from . import render, reorient, transforms
+from . import render, reorient, resample, transforms
 from .errors import DicomArrayError
 from .geometry import VolumeGeometry
 from .labels import series_label
@@ -192,6 +192,31 @@ class DicomAccessor:
         """
         return reorient.reorient(self._obj, code)
 
+    # -- new grids: thin doors onto dicomarray.resample -------------------------------------
+
+    @_naming_the_series
+    def resample(self, spacing: Any, *, method: str = "linear") -> xr.DataArray:
+        """Lazily onto a regular grid of ``spacing`` mm (z, y, x) along the volume's own
+        directions: a rotation-only affine over the same extent.
+
+        ``method`` is "linear", "nearest" or "cubic". See :func:`dicomarray.resample.resample`.
+        """
+        return resample.resample(self._obj, spacing, method=method)
+
+    @_naming_the_series
+    def equalize(self, *, method: str = "linear") -> xr.DataArray:
+        """An irregular stack on its finest regular slice step (dcm2niix ``_Eq``); a
+        regular one comes back as it is. See :func:`dicomarray.resample.equalize`.
+        """
+        return resample.equalize(self._obj, method=method)
+
+    @_naming_the_series
+    def detilt(self, *, method: str = "linear") -> xr.DataArray:
+        """Each slice shifted in-plane to remove gantry-tilt shear (dcm2niix ``_Tilt``); an
+        untilted stack comes back as it is. See :func:`dicomarray.resample.detilt`.
+        """
+        return resample.detilt(self._obj, method=method)
+
     # -- pictures: thin doors onto dicomarray.render -----------------------------------------
 
     @_naming_the_series
@@ -204,6 +229,7 @@ class DicomAccessor:
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
+        annotate: bool = False,
         quality: int = 95,
         overwrite: bool = False,
     ) -> Path:
@@ -219,14 +245,17 @@ class DicomAccessor:
             A ``z``, ``y`` or ``x`` slice; default axial (for a 2-D slice, its own plane).
         center, width, preset
             The window, as for :meth:`window`.
+        annotate : bool, default False
+            Patient directions (L/R, A/P, S/I) on the edges and the slice position in mm.
         quality : int, default 95
             JPG quality, 1 to 100.
         overwrite : bool, default False
             Replace an existing file; otherwise it is a
             :class:`~dicomarray.errors.WriteError`.
 
-        Only the files the slice needs are read. Superior is at the top of coronal and
-        sagittal pictures. See :func:`dicomarray.render.write_slice`.
+        Only the files the slice needs are read. Coronal and sagittal pictures are planes
+        orthogonal to the slices (a tilted series is not shown sheared), superior at the
+        top. See :func:`dicomarray.render.write_slice`.
         """
         return render.write_slice(
             self._obj,
@@ -236,6 +265,7 @@ class DicomAccessor:
             center=center,
             width=width,
             preset=preset,
+            annotate=annotate,
             quality=quality,
             overwrite=overwrite,
         )
@@ -250,10 +280,12 @@ class DicomAccessor:
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
+        annotate: bool = False,
         quality: int = 95,
         overwrite: bool = False,
     ) -> Path:
-        """Write axial slices in a grid (default 16 evenly spaced), one window for all.
+        """Write axial slices in a grid (default 16 evenly spaced), one window for all,
+        inferior to superior; ``annotate`` labels each tile.
 
         See :func:`dicomarray.render.write_montage`.
         """
@@ -265,6 +297,7 @@ class DicomAccessor:
             center=center,
             width=width,
             preset=preset,
+            annotate=annotate,
             quality=quality,
             overwrite=overwrite,
         )
@@ -280,13 +313,14 @@ class DicomAccessor:
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
+        annotate: bool = False,
         quality: int = 95,
         overwrite: bool = False,
     ) -> Path:
         """Write axial, coronal and sagittal slices side by side through one point.
 
-        ``z``, ``y``, ``x``: the slice positions (default the middle of each axis). See
-        :func:`dicomarray.render.write_orthogonal`.
+        ``z``, ``y``, ``x``: the voxel's indices (default the middle of each axis);
+        ``annotate`` labels each panel. See :func:`dicomarray.render.write_orthogonal`.
         """
         return render.write_orthogonal(
             self._obj,
@@ -297,6 +331,7 @@ class DicomAccessor:
             center=center,
             width=width,
             preset=preset,
+            annotate=annotate,
             quality=quality,
             overwrite=overwrite,
         )
@@ -309,11 +344,13 @@ class DicomAccessor:
         path: str | os.PathLike[str],
         *,
         json_path: str | os.PathLike[str] | None = None,
+        orientation: str | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
     ) -> Any:
-        """Write the values as ``.npy`` (chunk by chunk) and a JSON sidecar of the metadata.
+        """Write the values as ``.npy`` (chunk by chunk) and a JSON sidecar of the metadata,
+        as stored or in an ``orientation`` such as ``"RAS"``.
 
         See :func:`dicomarray.writers.npy.to_npy`.
         """
@@ -323,6 +360,7 @@ class DicomAccessor:
             self._obj,
             path,
             json_path=json_path,
+            orientation=orientation,
             deidentify=deidentify,
             overwrite=overwrite,
             compute=compute,
@@ -333,19 +371,27 @@ class DicomAccessor:
         self,
         store: Any,
         *,
+        orientation: str | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """Write a zarr (format 3) store with coordinates and attrs, for :func:`xarray.open_zarr`.
+        """Write a zarr (format 3) store with coordinates and attrs, for :func:`xarray.open_zarr`,
+        as stored or in an ``orientation`` such as ``"RAS"``.
 
         See :func:`dicomarray.writers.zarr.to_zarr`.
         """
         from .writers.zarr import to_zarr
 
         return to_zarr(
-            self._obj, store, deidentify=deidentify, overwrite=overwrite, compute=compute, **kwargs
+            self._obj,
+            store,
+            orientation=orientation,
+            deidentify=deidentify,
+            overwrite=overwrite,
+            compute=compute,
+            **kwargs,
         )
 
     @_naming_the_series
@@ -353,12 +399,14 @@ class DicomAccessor:
         self,
         path: str | os.PathLike[str],
         *,
+        orientation: str | None = "RAS",
         json_path: str | os.PathLike[str] | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
     ) -> Any:
-        """Write a NIfTI-1 file with the LPS to RAS affine (needs the ``nifti`` extra).
+        """Write a NIfTI-1 file, RAS by default, sform exact and qform the rotation (needs
+        the ``nifti`` extra).
 
         See :func:`dicomarray.writers.nifti.to_nifti`.
         """
@@ -367,6 +415,7 @@ class DicomAccessor:
         return to_nifti(
             self._obj,
             path,
+            orientation=orientation,
             json_path=json_path,
             deidentify=deidentify,
             overwrite=overwrite,
@@ -387,8 +436,10 @@ class DicomAccessor:
     ) -> Any:
         """Write the values as a new DICOM series over a template (default: own source series).
 
-        The values are taken in the template's rescaled units (HU for CT): convert stored
-        values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
+        By default each slice goes over the file its ``source_file`` coordinate names, so
+        any selection (``isel``, ``sortby``, ``where``) is written over exactly its own
+        files. The values are taken in the template's rescaled units (HU for CT): convert
+        stored values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
         """
         from .writers.dicom import to_dicom
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .attrs import orientation_vector, plain_cell, same_orientation
+from .attrs import finite_numbers, orientation_vector, plain_cell, same_orientation
 from .errors import (
     AmbiguousSeriesError,
     AssemblyError,
@@ -280,7 +280,7 @@ def _check_geometry_values(frames: pd.DataFrame) -> None:
     """Present geometry tags hold the number of finite values DICOM gives them."""
     for keyword, count in _GEOMETRY_VALUE_COUNTS.items():
         for path, value in zip(frames["path"], frames[keyword].map(plain_cell), strict=True):
-            if value is not None and not _usable(keyword, _finite_numbers(value, count)):
+            if value is not None and not _usable(keyword, finite_numbers(value, count)):
                 raise AssemblyError(
                     f"{path}: {keyword} {value!r} is not {count} finite numbers "
                     f"{_GEOMETRY_RULES.get(keyword, '')}; the slice cannot be placed"
@@ -309,16 +309,6 @@ def _usable(keyword: str, numbers: np.ndarray | None) -> bool:
         except ValueError:
             return False
     return True
-
-
-def _finite_numbers(value: Any, count: int) -> np.ndarray | None:
-    if not isinstance(value, list | tuple) or len(value) != count:
-        return None
-    try:
-        numbers = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return numbers if np.isfinite(numbers).all() else None
 
 
 @dataclass
@@ -364,7 +354,7 @@ def _stack_keys(frames: pd.DataFrame) -> tuple[pd.Series, _Groups, _Groups]:
                 orientations.of(orientation_vector(orientation)),
                 plain_cell(rows),
                 plain_cell(columns),
-                spacings.of(_finite_numbers(plain_cell(spacing), 2)),
+                spacings.of(finite_numbers(spacing, 2)),
             )
         )
     return pd.Series(keys, index=frames.index, dtype=object), orientations, spacings

@@ -274,14 +274,19 @@ def same_orientation(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 def orientation_vector(value: Any) -> np.ndarray | None:
     """Six direction cosines as floats, or None when the value is not six finite numbers."""
+    return finite_numbers(value, 6)
+
+
+def finite_numbers(value: Any, count: int) -> np.ndarray | None:
+    """A cell of ``count`` finite numbers as floats, or None when it is anything else."""
     value = plain_cell(value)
-    if not isinstance(value, list | tuple) or len(value) != 6:
+    if not isinstance(value, list | tuple) or len(value) != count:
         return None
     try:
-        cosines = np.asarray(value, dtype=float)
+        numbers = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
         return None
-    return cosines if np.isfinite(cosines).all() else None
+    return numbers if np.isfinite(numbers).all() else None
 
 
 def _comparable(value: Any) -> Any:

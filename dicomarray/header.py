@@ -167,6 +167,7 @@ _CHARSETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO
 _IMPLICIT = "1.2.840.10008.1.2"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952: the first two bytes of every gzip member
 # pixel data lies at a byte offset the pixel reader can use only in these syntaxes
 _OFFSET_SYNTAXES = {_IMPLICIT, "1.2.840.10008.1.2.1"}
 _MEDIA_STORAGE_CLASS = 0x00020002
@@ -571,6 +572,9 @@ class _Walker:
             raise InvalidDicomError(f"{self.path}: malformed header: {exc}") from None
 
     def _walk(self, through_pixels: bool) -> None:
+        if self.source.size >= 2 and self.source.read(0, 2) == _GZIP_MAGIC:
+            # exporters and archives ship *.dcm.gz; say so rather than "not DICOM"
+            raise InvalidDicomError(f"{self.path}: gzip-compressed, not read (gunzip it first)")
         if self.source.size < 132 or self.source.read(128, 4) != b"DICM":
             raise InvalidDicomError(f"{self.path}: not DICOM (no 'DICM' after the preamble)")
         pos, syntax, media_class = self._read_meta(132)

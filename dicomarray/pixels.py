@@ -4,7 +4,9 @@ Uncompressed little-endian pixel data is read straight from the file at the offs
 index recorded, into the caller's array, without parsing the header again; so are 1-bit
 frames, unpacked as they are read. Every other transfer syntax goes through
 :func:`pydicom.pixels.pixel_array`, whose decoders for JPEG, JPEG-LS, JPEG 2000 and RLE
-come from the ``codecs`` extra (pylibjpeg).
+come from the ``codecs`` extra (pylibjpeg). A deflated data set is one zlib stream: the
+frames of one deflated file that one read asks for come from one inflate
+(:func:`decode_deflated`), kept only while they are copied out.
 
 Nothing here keeps a file open between reads, so a :class:`FrameStack` pickles and travels
 to dask workers. The threads that overlap reads are made again in a forked child
@@ -245,13 +247,7 @@ class FrameStack:
         indices = [int(i) for i in np.atleast_1d(picked)]
         first, last, within = _rows_to_read(key[1], self.frames_shape[1])
         out = self._allocate((len(indices), last - first, self.frames_shape[2]), indices)
-        rows = [(first, last)] * len(indices)
-        if len(indices) >= _PARALLEL_FRAMES:
-            # reads release the GIL: overlap them, each straight into its slot of out
-            list(_reader_pool().map(self.read_into, indices, out, rows))
-        else:
-            for position, index in enumerate(indices):
-                self.read_into(index, out[position], rows[position])
+        self._read_frames(indices, out, (first, last))
         result = out[(slice(None), within, key[2])]
         return result[0] if np.ndim(picked) == 0 else result
 
@@ -267,6 +263,56 @@ class FrameStack:
                 f"frame(s) of pixels: {exc}"
             ) from exc
 
+    def _read_frames(self, indices: list[int], out: np.ndarray, rows: tuple[int, int]) -> None:
+        """Rows ``first:last`` of frames ``indices`` into ``out``, one frame per slot."""
+        deflated = self._by_deflated_file(indices)
+        for path, group in deflated.items():
+            self._read_deflated(path, [indices[i] for i in group], [out[i] for i in group], rows)
+        done = {position for group in deflated.values() for position in group}
+        slots = [position for position in range(len(indices)) if position not in done]
+        if len(slots) >= _PARALLEL_FRAMES:
+            # reads release the GIL: overlap them, each straight into its slot of out
+            list(
+                _reader_pool().map(
+                    self.read_into,
+                    [indices[i] for i in slots],
+                    [out[i] for i in slots],
+                    [rows] * len(slots),
+                )
+            )
+        else:
+            for position in slots:
+                self.read_into(indices[position], out[position], rows)
+
+    def _by_deflated_file(self, indices: list[int]) -> dict[str, list[int]]:
+        """Positions in ``indices`` of the frames of each deflated file holding several.
+
+        A deflated data set is one zlib stream: any of its frames costs inflating the
+        whole file, so the frames of one file are read from one inflate.
+        """
+        groups: dict[str, list[int]] = {}
+        for position, index in enumerate(indices):
+            if self.syntaxes[index] == _DEFLATED:
+                groups.setdefault(self.paths[index], []).append(position)
+        return {path: group for path, group in groups.items() if len(group) > 1}
+
+    def _read_deflated(
+        self, path: str, indices: list[int], out: list[np.ndarray], rows: tuple[int, int]
+    ) -> None:
+        """Frames ``indices``, all of the deflated file ``path``, into ``out``: one inflate.
+
+        The inflated file lives only while its frames are copied out.
+        """
+        decoded = decode_deflated(path)
+        for index, slot in zip(indices, out, strict=True):
+            number = self.frame_numbers[index]
+            if not 0 <= number < len(decoded):
+                raise PixelDataError(
+                    f"{path}: frame {number}: the file decodes to {len(decoded)} frame(s)"
+                )
+            frame = self._checked_shape(path, number, decoded[number])
+            self._store(index, frame[rows[0] : rows[1]], slot)
+
     def read_into(self, index: int, out: np.ndarray, rows: tuple[int, int] | None = None) -> None:
         """Read frame ``index`` (or its rows ``first:last``) into the 2-D array ``out``.
 
@@ -278,6 +324,13 @@ class FrameStack:
             return
         stored = np.empty(out.shape, self.stored_dtype)
         self._read_stored(index, stored, rows)
+        self._store(index, stored, out)
+
+    def _store(self, index: int, stored: np.ndarray, out: np.ndarray) -> None:
+        """Frame ``index``'s stored values into ``out``: rescaled and padded if this stack is."""
+        if self.slopes is None or self.intercepts is None:
+            out[...] = stored
+            return
         np.multiply(stored, self.slopes[index], out=out, dtype=np.float32)
         out += self.intercepts[index]
         if self.padding is not None:
@@ -300,12 +353,15 @@ class FrameStack:
         frame = decode_frame(
             path, number, syntax, self.format, offset=offset, n_frames=self.file_frames[index]
         )
+        out[...] = self._checked_shape(path, number, frame)[rows[0] : rows[1]]
+
+    def _checked_shape(self, path: str, number: int, frame: np.ndarray) -> np.ndarray:
         if frame.shape != self.frames_shape[1:]:
             raise PixelDataError(
                 f"{path}: frame {number}: decoded frame has shape "
                 f"{frame.shape}, expected {self.frames_shape[1:]}"
             )
-        out[...] = frame[rows[0] : rows[1]]
+        return frame
 
     def _read_raw(self, path: str, offset: int, out: np.ndarray) -> None:
         _read_exactly(path, offset, memoryview(out).cast("B"))  # type: ignore[arg-type]
@@ -377,14 +433,39 @@ def decode_frame(
     PixelDataError
         Naming the file, the frame and what the decoder raised or the codestream declared.
     """
+    return _decoding(
+        f"{path}: frame {frame}", _run_decoder, path, frame, syntax, fmt, offset, n_frames
+    )
+
+
+def decode_deflated(path: str) -> np.ndarray:
+    """Every frame (frames, rows, columns) of a Deflated Explicit VR Little Endian file.
+
+    The whole data set is one zlib stream, so one frame costs as much as all of them:
+    readers wanting several frames of one file take them from one call. Failures are
+    :class:`PixelDataError` as in :func:`decode_frame`.
+    """
+    return _decoding(f"{path}", _inflated_frames, path)
+
+
+def _decoding(where: str, decoder: Any, *args: Any) -> np.ndarray:
+    """``decoder(*args)``, any failure of it a :class:`PixelDataError` starting ``where``."""
     try:
-        return _run_decoder(path, frame, syntax, fmt, offset, n_frames)
+        return decoder(*args)
     except (KeyboardInterrupt, SystemExit, GeneratorExit, DicomArrayError):
         raise
     except BaseException as exc:  # noqa: BLE001 - a decoder's panic is a BaseException
         raise PixelDataError(
-            f"{path}: frame {frame}: cannot decode pixel data: {type(exc).__name__}: {exc}"
+            f"{where}: cannot decode pixel data: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _inflated_frames(path: str) -> np.ndarray:
+    from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
+
+    # read_dataset bounds the inflated size by the header limit and the pixel data
+    array = pixel_array(read_dataset(path, stop_before_pixels=False))
+    return array if array.ndim == 3 else array[np.newaxis]
 
 
 def _run_decoder(
@@ -393,9 +474,7 @@ def _run_decoder(
     from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
     if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
-        # read_dataset bounds the inflated size by the header limit and the pixel data
-        array = pixel_array(read_dataset(path, stop_before_pixels=False))
-        return array[frame] if array.ndim == 3 else array
+        return _inflated_frames(path)[frame]
     with checked_file(path) as file:  # the header within bounds first
         if uid.UID(syntax).is_encapsulated:
             if offset is None:  # an index made without offsets: find the pixel data

@@ -23,8 +23,9 @@ folders, the batch report, the sample study) goes through these rules:
   process writing it, so :func:`remove_stale_partials` can tell the leftovers of a killed
   process (removed) from the partials of a run still going (kept).
 
-The :func:`staged` context manager is all four steps around a block that writes one
-output; writers whose work runs later in dask tasks call the steps themselves.
+A :class:`Stage` from :func:`stage` (:func:`staged` when it reads better) used as a
+context manager is all four steps around a block that writes one output; writers whose
+work runs later in dask tasks call its steps themselves.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import WriteError
 from .paths import short_hash
@@ -63,55 +65,17 @@ Replaceable = Callable[[Path], bool]
 # --------------------------------------------------------------------------------------------
 
 
-def destination(
-    path: str | os.PathLike[str],
-    *,
-    overwrite: bool,
-    folder: bool = False,
-    replaceable: Replaceable | None = None,
-    kind: str | None = None,
-) -> Path:
-    """The final path of an output, checked, with its parent folder created.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Where the output goes.
-    overwrite : bool
-        Whether an existing output may be replaced.
-    folder : bool, default False
-        Whether the output is a folder (a zarr store, a DICOM series) or a file.
-    replaceable : callable, optional
-        ``replaceable(existing) -> bool``: whether an existing target is an earlier
-        output of this kind, which ``overwrite`` may replace. Default: any file may be
-        replaced by a file; a folder may not be replaced.
-    kind : str, optional
-        What the output is ("zarr store", "DICOM series"), for messages.
-
-    Returns
-    -------
-    pathlib.Path
-        The absolute final path.
-
-    Raises
-    ------
-    WriteError
-        The target exists and ``overwrite`` is False, or it may not be replaced.
-    """
-    final = Path(path).expanduser().absolute()
-    check_replaceable(final, overwrite=overwrite, folder=folder, replaceable=replaceable, kind=kind)
-    with os_errors(final):
-        final.parent.mkdir(parents=True, exist_ok=True)
-    return final
-
-
 @contextlib.contextmanager
 def os_errors(target: Path) -> Iterator[None]:
     """Raise an :class:`OSError` (no permission, disk full) as a WriteError naming ``target``."""
     try:
         yield
     except OSError as exc:
-        raise WriteError(f"{target}: cannot write: {exc.strerror or exc}") from exc
+        raise _write_error(target, exc) from exc
+
+
+def _write_error(target: Path, exc: OSError) -> WriteError:
+    return WriteError(f"{target}: cannot write: {exc.strerror or exc}")
 
 
 def partial_path(final: Path) -> Path:
@@ -135,7 +99,7 @@ def publish(
 ) -> Path:
     """Rename a complete partial file or folder to its final name.
 
-    The replace rules of :func:`destination` are checked again, since the target may have
+    The replace rules of :func:`stage` are checked again, since the target may have
     appeared while the output was written. A folder cannot be replaced in one rename: the
     old one is first renamed aside (to a partial name), then removed; if the new one
     cannot be renamed into place, the old one is put back.
@@ -189,7 +153,7 @@ def discard(path: Path) -> None:
 class Stage:
     """One output being staged: written as ``partial``, published as ``final``.
 
-    Holds the replace rules of :func:`destination`, so that :meth:`publish` checks them
+    Holds the replace rules of :func:`stage`, so that :meth:`publish` checks them
     again however much later it runs (in a dask task, say). Picklable.
     """
 
@@ -214,6 +178,25 @@ class Stage:
         """Remove the partial, if it is there."""
         discard(self.partial)
 
+    def __enter__(self) -> Stage:
+        """Start writing: a folder's partial is made, empty."""
+        if self.folder:
+            with os_errors(self.final):
+                self.partial.mkdir()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
+    ) -> None:
+        """Publish the output the block completed; discard it on any failure."""
+        if error is None:
+            with discarding([self.partial]), os_errors(self.final):
+                self.publish()
+            return
+        self.discard()
+        if isinstance(error, OSError):
+            raise _write_error(self.final, error) from error
+
 
 def stage(
     path: str | os.PathLike[str],
@@ -223,44 +206,53 @@ def stage(
     replaceable: Replaceable | None = None,
     kind: str | None = None,
 ) -> Stage:
-    """Check an output's target (:func:`destination`) and choose its partial name.
+    """Check an output's target and choose its partial name; the parent folder is made.
 
-    Nothing is created but the target's parent folders; the caller writes
-    ``stage.partial``, then calls ``stage.publish()``, or ``stage.discard()`` on failure.
+    Nothing else is created: the caller writes ``stage.partial``, then calls
+    ``stage.publish()``, or ``stage.discard()`` on failure; or uses the stage in a
+    ``with`` block, which does both (see :func:`staged`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where the output goes.
+    overwrite : bool
+        Whether an existing output may be replaced.
+    folder : bool, default False
+        Whether the output is a folder (a zarr store, a DICOM series) or a file.
+    replaceable : callable, optional
+        ``replaceable(existing) -> bool``: whether an existing target is an earlier
+        output of this kind, which ``overwrite`` may replace. Default: any file may be
+        replaced by a file; a folder may not be replaced.
+    kind : str, optional
+        What the output is ("zarr store", "DICOM series"), for messages.
+
+    Returns
+    -------
+    Stage
+        The absolute final path, its partial and these rules.
+
+    Raises
+    ------
+    WriteError
+        The target exists and ``overwrite`` is False, or it may not be replaced.
     """
-    final = destination(
-        path, overwrite=overwrite, folder=folder, replaceable=replaceable, kind=kind
-    )
+    final = Path(path).expanduser().absolute()
+    check_replaceable(final, overwrite=overwrite, folder=folder, replaceable=replaceable, kind=kind)
+    with os_errors(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
     return Stage(partial_path(final), final, overwrite, folder, replaceable, kind)
 
 
-@contextlib.contextmanager
-def staged(
-    path: str | os.PathLike[str],
-    *,
-    overwrite: bool,
-    folder: bool = False,
-    replaceable: Replaceable | None = None,
-    kind: str | None = None,
-) -> Iterator[Stage]:
-    """Stage one output around a block that writes it; publish it when the block ends.
-
-    The block writes ``stage.partial`` (for a folder, already created, empty). When the
-    block raises (anything, :class:`KeyboardInterrupt` included), the partial is discarded
-    and the exception goes on, an :class:`OSError` as a WriteError naming the target;
-    nothing appears under the final name. The arguments are those of :func:`destination`.
-
-    Examples
-    --------
-    >>> with staged(tmp / "notes.txt", overwrite=False) as output:  # doctest: +SKIP
-    ...     output.partial.write_text("complete or absent")
-    """
-    output = stage(path, overwrite=overwrite, folder=folder, replaceable=replaceable, kind=kind)
-    with discarding([output.partial]), os_errors(output.final):
-        if folder:
-            output.partial.mkdir()
-        yield output
-        output.publish()
+#: :func:`stage` in a ``with`` block: the block writes ``output.partial`` (a folder is
+#: already created, empty); when it ends the output is published, and when it raises
+#: (anything, :class:`KeyboardInterrupt` included) the partial is discarded and the
+#: exception goes on, an :class:`OSError` as a WriteError naming the target; nothing
+#: appears under the final name.
+#:
+#: >>> with staged(tmp / "notes.txt", overwrite=False) as output:  # doctest: +SKIP
+#: ...     output.partial.write_text("complete or absent")
+staged = stage
 
 
 @contextlib.contextmanager
@@ -358,7 +350,7 @@ def check_replaceable(
     replaceable: Replaceable | None = None,
     kind: str | None = None,
 ) -> None:
-    """Refuse to replace ``final`` unless the replace rules allow it; see :func:`destination`.
+    """Refuse to replace ``final`` unless the replace rules allow it; see :func:`stage`.
 
     Raises
     ------

@@ -542,8 +542,8 @@ def _as_stored(obj: xr.DataArray, value: Any, keyword: str) -> Any:
     numbers = np.asarray(value, dtype=np.float64)
     present = np.isfinite(numbers)
     integers = np.where(present, numbers, 0).astype(np.int64)
-    folded = _fold(integers, bits, signed=dtype.kind == "i")
-    changed = present & (folded != _fold(integers, width, signed=dtype.kind == "i"))
+    folded = fold_bits(integers, bits, signed=dtype.kind == "i")
+    changed = present & (folded != fold_bits(integers, width, signed=dtype.kind == "i"))
     if changed.any():
         warn_data_problem(
             f"{keyword} {value} does not fit Bits Stored {bits}: the pixels holding it read "
@@ -555,7 +555,7 @@ def _as_stored(obj: xr.DataArray, value: Any, keyword: str) -> Any:
     return float(result) if result.ndim == 0 else result
 
 
-def _fold(values: np.ndarray, bits: int, *, signed: bool) -> np.ndarray:
+def fold_bits(values: np.ndarray, bits: int, *, signed: bool) -> np.ndarray:
     """The low ``bits`` bits of ``values``, sign-extended when ``signed``."""
     low = values & ((1 << bits) - 1)
     if signed:

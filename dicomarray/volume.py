@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 VARIABLE_NAME = "image"
 #: Attribute holding the assembly report.
 ASSEMBLY_ATTR = "dicomarray_assembly"
-#: Default bytes per dask chunk; chunks always hold whole slices.
+#: Default bytes per dask chunk, as decoded (a bit-packed pixel is one byte in memory);
+#: chunks always hold whole slices.
 CHUNK_BYTES = 16 * 2**20
 _HEADER_ONLY_ATTRS = {"PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"}
 #: (5200,9229) *Shared Functional Groups Sequence*: the per-frame one (5200,9230) follows it.
@@ -127,14 +128,26 @@ def _open_series(
 ) -> xr.DataArray:
     index = as_index(source)
     if not (index["Rows"].notna() & index["Columns"].notna()).any():
-        skipped = index.attrs.get("skipped", [])
         raise SeriesNotFoundError(
             f"{_describe(source)}: no DICOM image instances ({len(index)} other DICOM "
-            f"instances, {len(skipped)} files that are not DICOM)"
+            f"instances{_skipped_summary(index.attrs.get('skipped', []))})"
         )
     return volume_from_assembly(
         assemble(index, series_uid, rtol=rtol), chunks=chunks, max_bytes=max_bytes
     )
+
+
+def _skipped_summary(skipped: list[tuple[str, str]]) -> str:
+    """``; N files skipped, e.g. PATH: REASON``: why a source held no image, by its files.
+
+    Skipped files are not all non-DICOM (a DICOMDIR, a link not followed, a gzipped
+    instance), so the first one is named with its reason from ``scan``.
+    """
+    if not skipped:
+        return ""
+    path, reason = skipped[0]
+    files = "1 file skipped:" if len(skipped) == 1 else f"{len(skipped)} files skipped, e.g."
+    return f"; {files} {path}: {reason}"
 
 
 def _describe(source: Source | pd.DataFrame) -> str:
@@ -228,7 +241,7 @@ def _is_sequence_value(values: pd.Series) -> bool:
 
 def _chunking(chunks: Chunks, fmt: PixelFormat, n_slices: int) -> Any:
     if chunks is None:
-        per_chunk = max(1, min(n_slices, CHUNK_BYTES // fmt.frame_bytes))
+        per_chunk = max(1, min(n_slices, CHUNK_BYTES // fmt.array_frame_bytes))
         return (per_chunk, fmt.rows, fmt.columns)
     if isinstance(chunks, int):
         if chunks < 1:

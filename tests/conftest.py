@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,26 @@ import dicomarray
 from dicomarray.sample import head_phantom, write_series
 
 SMALL = 64  # rows and columns of test series: small enough to be fast, big enough to see anatomy
+#: Slice positions (mm) of a GE-like uneven head CT: 14 slices 4 mm apart, then 14 at 7 mm.
+UNEVEN_POSITIONS = [4.0 * i for i in range(14)] + [52.0 + 7.0 * i for i in range(1, 15)]
+
+
+#: Small real files copied from the dcm_qa sets, with their licences (see its README.md).
+REALDATA_FILES = Path(__file__).parent / "data" / "realdata"
+#: Siemens XA10 enhanced multi-frame: two time points of 6 frames, one file each.
+XA10_FILES = ("dcm_qa_enh_XA10_6_1.dcm.gz", "dcm_qa_enh_XA10_6_2.dcm.gz")
+
+
+def gunzip(names: tuple[str, ...] | list[str], folder: Path) -> list[Path]:
+    """Gunzip the named files of tests/data/realdata into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        target = folder / name.removesuffix(".gz")
+        with gzip.open(REALDATA_FILES / name, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        paths.append(target)
+    return paths
 
 
 def pydicom_file(name: str) -> Path:
@@ -24,6 +45,25 @@ def pydicom_file(name: str) -> Path:
     if path is None:
         pytest.skip(f"pydicom test file {name} is not installed")
     return Path(path)
+
+
+def patient_series(root: Path, tags: list[dict], *, slices: int = 4, size: int = 32) -> Path:
+    """One small head series per entry of ``tags``, in ``root/s0``, ``root/s1`` ...
+
+    7.2 mm pixels and 20 mm slices, whatever the size: the same head, coarser. Each series
+    is seeded by its number, so their UIDs differ.
+    """
+    hu = head_phantom(slices, size, size, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    for number, series_tags in enumerate(tags):
+        write_series(
+            root / f"s{number}",
+            hu,
+            pixel_spacing=(7.2, 7.2),
+            slice_spacing=20.0,
+            tags=series_tags,
+            seed=number,
+        )
+    return root
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ import xarray as xr
 from dicomarray.batch import MANIFEST, convert
 from dicomarray.sample import head_phantom, write_series
 
+from .conftest import UNEVEN_POSITIONS, patient_series
+
 pytest.importorskip("distributed")
 
 HOSTILE = {"PatientID": "../../x", "StudyID": "a/b\\c", "SeriesDescription": "", "StudyDate": ""}
@@ -30,18 +32,8 @@ HOSTILE = {"PatientID": "../../x", "StudyID": "a/b\\c", "SeriesDescription": "",
 def tree(tmp_path_factory) -> Path:
     """Four small series: two plain patients, one with cut pixel data, one with hostile tags."""
     root = tmp_path_factory.mktemp("tree")
-    hu = head_phantom(6, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
-    for number, tags in enumerate(
-        [{"PatientID": "P1"}, {"PatientID": "P2"}, {"PatientID": "CUT"}, HOSTILE]
-    ):
-        write_series(
-            root / f"s{number}",
-            hu,
-            pixel_spacing=(7.2, 7.2),
-            slice_spacing=20.0,
-            tags=tags,
-            seed=number,
-        )
+    tags = [{"PatientID": "P1"}, {"PatientID": "P2"}, {"PatientID": "CUT"}, HOSTILE]
+    patient_series(root, tags, slices=6)
     cut = sorted((root / "s2").iterdir())[2]
     cut.write_bytes(cut.read_bytes()[:-500])
     return root
@@ -125,41 +117,27 @@ def test_output_inside_the_input_tree_is_refused(tree):
 
 
 def test_series_sharing_a_name_keep_their_own_folders_across_runs(tmp_path):
-    root = tmp_path / "in"
-    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
     tags = {"PatientID": "P9", "SeriesNumber": 2, "SeriesDescription": "HEAD", "StudyID": "1"}
-    paths = [
-        write_series(
-            root / name, hu, pixel_spacing=(7.2, 7.2), slice_spacing=20.0, tags=tags, seed=seed
-        )
-        for seed, name in enumerate(("a", "b"))
+    root = patient_series(tmp_path / "in", [tags, tags])
+    uids = [
+        str(pydicom.dcmread(next((root / s).iterdir())).SeriesInstanceUID) for s in ("s0", "s1")
     ]
-    uids = [str(pydicom.dcmread(p[0]).SeriesInstanceUID) for p in paths]
     out = tmp_path / "out"
     convert(root, out, formats=("npy",), workers=0, progress=False)
-    again = convert(
-        root,
-        out,
-        config={"SeriesInstanceUID": uids[1]},
-        formats=("npy",),
-        workers=0,
-        progress=False,
-    )
-    assert list(again["status"]) == ["skipped"]  # B's own folder, not A's
-    owners = sorted(json.loads(m.read_text())["SeriesInstanceUID"] for m in out.rglob(MANIFEST))
-    assert owners == sorted(uids)
-    forced = convert(
-        root,
-        out,
-        config={"SeriesInstanceUID": uids[1]},
-        formats=("npy",),
-        workers=0,
-        overwrite=True,
-        progress=False,
-    )
-    assert list(forced["status"]) == ["ok"]
-    owners = sorted(json.loads(m.read_text())["SeriesInstanceUID"] for m in out.rglob(MANIFEST))
-    assert owners == sorted(uids)  # A's outputs were not replaced by B's
+    for overwrite, status in ((False, "skipped"), (True, "ok")):  # B's own folder, not A's
+        rerun = convert(
+            root,
+            out,
+            config={"SeriesInstanceUID": uids[1]},
+            formats=("npy",),
+            workers=0,
+            overwrite=overwrite,
+            progress=False,
+        )
+        assert list(rerun["status"]) == [status]
+        manifests = out.rglob(MANIFEST)
+        owners = sorted(json.loads(m.read_text())["SeriesInstanceUID"] for m in manifests)
+        assert owners == sorted(uids)  # A's outputs were not replaced by B's
 
 
 def test_deidentified_errors_do_not_name_folders(tmp_path):
@@ -301,10 +279,12 @@ def test_a_decoder_panic_fails_its_series_alone(tree, tmp_path, monkeypatch):
     assert len(pd.read_csv(out / "report.csv")) == 4
 
 
-PANIC_SCRIPT = """
+FAILING_WORKER_SCRIPT = """
+import os
 import sys
 from pathlib import Path
 
+import dask
 from distributed import Client, LocalCluster
 
 from dicomarray.batch import convert
@@ -314,13 +294,15 @@ class Panic(BaseException):
     pass
 
 
-def install():  # runs in each worker process
+def install(how):  # runs in each worker process
     from dicomarray.pixels import FrameStack
 
     original = FrameStack.read_into
 
     def read_into(self, index, out, rows=None):
         if Path(self.paths[index]).parent.name == "s1":
+            if how == "exit":
+                os._exit(1)  # the worker process dies
             raise Panic("decoder panicked")
         return original(self, index, out, rows)
 
@@ -328,39 +310,45 @@ def install():  # runs in each worker process
 
 
 if __name__ == "__main__":
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
+    # a dead worker's task fails at once (no retry on a fresh worker), and only the task
+    # running there dies with it: one task per worker thread
+    config = {"distributed.scheduler.allowed-failures": 0,
+              "distributed.scheduler.worker-saturation": 1.0}
+    with dask.config.set(config), LocalCluster(n_workers=2, threads_per_worker=1,
+                                               processes=True) as cluster:
         with Client(cluster) as client:
-            client.run(install)
+            client.run(install, sys.argv[3])
             report = convert(sys.argv[1], sys.argv[2], formats=("npy",), client=client,
                              progress=False)
     print(sorted(zip(report["PatientID"], report["status"])))
 """
 
 
-def test_a_decoder_panic_in_a_worker_process_fails_its_series_alone(tree, tmp_path):
+@pytest.mark.parametrize(("how", "error"), [("panic", "Panic"), ("exit", "KilledWorker")])
+def test_a_worker_process_that_panics_or_dies_fails_its_series_alone(tree, tmp_path, how, error):
     import dicomarray
 
-    script = tmp_path / "panic.py"
-    script.write_text(PANIC_SCRIPT)
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING_WORKER_SCRIPT)
     out = tmp_path / "out"
     # the script and its workers import this dicomarray, not another installed one
     here = str(Path(dicomarray.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
     try:
         result = subprocess.run(
-            [sys.executable, str(script), str(tree), str(out)],
+            [sys.executable, str(script), str(tree), str(out), how],
             capture_output=True,
             env=env,
             text=True,
-            timeout=240,  # it used to hang forever
+            timeout=240,  # a panic used to hang it forever
             check=False,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail("the batch hung on a worker's panic")
+        pytest.fail(f"the batch hung on a worker's {how}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "('P2', 'failed')" in result.stdout and "('P1', 'ok')" in result.stdout
     report = pd.read_csv(out / "report.csv")
-    assert report.loc[report["PatientID"] == "P2", "error"].iloc[0].startswith("Panic")
+    assert report.loc[report["PatientID"] == "P2", "error"].iloc[0].startswith(error)
 
 
 def test_an_interrupted_batch_still_writes_its_report(tree, tmp_path, monkeypatch):
@@ -422,6 +410,8 @@ def test_report_rows_name_their_folder(tree, tmp_path):
         assert manifest["SeriesInstanceUID"] == row.SeriesInstanceUID
     cut = report[report["PatientID"] == "CUT"].iloc[0]
     assert cut["folder"] and not (out / cut["folder"]).exists()  # where it would have gone
+    columns = "SeriesInstanceUID PatientID status error folder outputs slices spacing_mm seconds"
+    assert list(pd.read_csv(out / "report.csv").columns) == [*columns.split(), "warnings"]
 
 
 def test_warnings_raised_while_converting_are_in_the_report(tmp_path, recwarn):
@@ -454,15 +444,8 @@ def test_folder_names_never_merge_patients_nor_use_reserved_names(tmp_path):
     from dicomarray.paths import is_reserved
 
     root = tmp_path / "in"
-    hu = head_phantom(2, 16, 16, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
-    for number, patient in enumerate(PATIENTS):
-        write_series(
-            root / f"s{number}",
-            hu,
-            pixel_spacing=(7.2, 7.2),
-            tags={"PatientID": patient, "StudyID": "CON", "SeriesDescription": "AUX"},
-            seed=number,
-        )
+    tags = {"StudyID": "CON", "SeriesDescription": "AUX"}  # names Windows reserves
+    patient_series(root, [{"PatientID": p, **tags} for p in PATIENTS], slices=2, size=16)
     out = tmp_path / "out"
     report = convert(root, out, formats=("npy",), workers=0, progress=False)
     assert list(report["status"]) == ["ok"] * len(PATIENTS)
@@ -471,6 +454,9 @@ def test_folder_names_never_merge_patients_nor_use_reserved_names(tmp_path):
     parts = [part for folder in report["folder"] for part in Path(folder).parts]
     assert not [part for part in parts if is_reserved(part)]
     assert sorted(p.name for p in out.iterdir()) == sorted([*patients, "report.csv"])
+    # the README's examples
+    named = dict(zip(report["PatientID"], patients, strict=True))
+    assert [named[p] for p in ("A/B", "A B", "A_B")] == ["A_B~998d3ed8", "A_B~fea4c5ce", "A_B"]
 
 
 def test_output_inside_a_file_root_is_refused(tree, tmp_path):
@@ -530,3 +516,72 @@ def _good_and_unassemblable_series(root):
         seed=1,
     )
     return root
+
+
+# --------------------------------------------------------------------------------------------
+# Records: a series is scanned once (at selection) and assembled once (in its job)
+# --------------------------------------------------------------------------------------------
+
+
+def test_each_data_problem_is_logged_and_reported_once(tmp_path, caplog):
+    import logging
+
+    hu = head_phantom(5, 16, 16, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    files = write_series(
+        tmp_path / "in", hu, pixel_spacing=(7.2, 7.2), positions=[0.0, 20.0, 40.0, 80.0, 100.0]
+    )
+    ds = pydicom.dcmread(files[0])
+    ds.SliceThickness = ["20", "21"]  # a note of the scan: not one number
+    ds.save_as(files[0])
+    with caplog.at_level(logging.WARNING, logger="dicomarray"):
+        report = convert(
+            tmp_path / "in", tmp_path / "out", formats=("npy",), workers=0, progress=False
+        )
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("dicomarray")]
+    assert sum("SliceThickness: 1 values" in m for m in logged) == 1
+    assert sum("uneven spacing" in m for m in logged) == 1
+    assert report.loc[0, "warnings"].count("uneven spacing") == 1
+
+
+def test_a_job_assembles_the_rows_its_selection_scanned(tree, tmp_path, monkeypatch):
+    import dicomarray.index
+
+    scans = []
+    real_scan = dicomarray.index.scan
+    monkeypatch.setattr(
+        dicomarray.index, "scan", lambda *a, **k: scans.append(a) or real_scan(*a, **k)
+    )
+    report = convert(tree, tmp_path / "out", formats=("npy",), workers=0, progress=False)
+    assert len(report) == 4 and len(scans) == 1
+
+
+def test_an_uneven_series_reports_each_slice_step_and_no_single_one(tmp_path):
+    hu = np.zeros((28, 8, 8))
+    write_series(tmp_path / "in" / "ge", hu, pixel_spacing=(0.5, 0.5), positions=UNEVEN_POSITIONS)
+    write_series(tmp_path / "in" / "even", hu[:6], pixel_spacing=(0.5, 0.25), seed=1)
+    for status in ("ok", "skipped"):  # a resumed row has the figures of its manifest
+        report = convert(
+            tmp_path / "in", tmp_path / "out", formats=("npy",), workers=0, progress=False
+        )
+        assert set(report["status"]) == {status}
+        saved = pd.read_csv(tmp_path / "out" / "report.csv", keep_default_na=False, dtype=str)
+        rows = saved.set_index("slices")
+        assert rows.loc["28", "spacing_mm"] == "4/7 x 0.5 x 0.5"
+        assert rows.loc["28", "slice_steps"].startswith(
+            "two blocks: 14 slices at 4 mm, then 14 at 7 mm after slice 13"
+        )
+        assert rows.loc["6", "spacing_mm"] == "5 x 0.5 x 0.25"
+        assert rows.loc["6", "slice_steps"] == "regular: 6 slices at 5 mm"
+
+
+def test_a_failed_multiframe_series_reports_the_frames_it_selected(tmp_path):
+    from .test_volume import write_multiframe
+
+    path = tmp_path / "in" / "mf.dcm"
+    path.parent.mkdir()
+    write_multiframe(path, np.zeros((6, 8, 8), np.int16), z=[2.0 * i for i in range(6)])
+    path.write_bytes(path.read_bytes()[:-100])  # cut pixel data: the series fails
+    (row,) = convert(
+        tmp_path / "in", tmp_path / "out", formats=("npy",), workers=0, progress=False
+    ).to_dict("records")
+    assert row["status"] == "failed" and row["slices"] == 6

@@ -15,6 +15,8 @@ from PIL import Image
 import dicomarray
 from dicomarray.cli import main
 
+from .conftest import XA10_FILES, gunzip, pydicom_file
+
 
 @pytest.fixture(scope="module")
 def demo_output(tmp_path_factory):
@@ -105,6 +107,17 @@ def test_info_describes_geometry_and_tags(demo_output):
     assert result.returncode == 0
     assert "sorted by ImagePositionPatient" in result.stdout
     assert "PatientID" in result.stdout and "affine" in result.stdout
+
+
+def test_info_shows_spacing_and_left_out_frames_for_people(tmp_path, capsys):
+    # real Siemens XA10 enhanced files: two time points of 6 frames, one file each
+    gunzip(XA10_FILES, tmp_path)
+    assert main(["info", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "spacing     z 2.4 mm, y 3.375 mm, x 3.375 mm" in lines
+    assert "left out    6 frame(s) of 1 file(s)" in lines
+    assert main(["info", str(pydicom_file("CT_small.dcm"))]) == 0  # one slice: no z step
+    assert "spacing     z unknown, y 0.661468 mm, x 0.661468 mm" in capsys.readouterr().out
 
 
 def test_filter_prints_matches_and_json(demo_output, tmp_path):
@@ -578,3 +591,56 @@ def test_scan_shows_each_note_about_the_tree_once(small_series, tmp_path, capsys
     lines = stderr_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith(f"warning: {tree}: ")
     assert "1 instances are not recorded" in lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# info: the geometry, as VolumeGeometry gives it
+# --------------------------------------------------------------------------------------------
+
+
+def _info_lines(folder, capsys) -> dict[str, str]:
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    return {line[:12].strip(): line[12:] for line in out if line[:1] != " "} | {"": out}
+
+
+def test_info_shows_no_single_slice_spacing_for_an_uneven_series(tmp_path, capsys):
+    import pydicom
+
+    from .conftest import UNEVEN_POSITIONS
+
+    files = dicomarray.sample.write_series(
+        tmp_path / "ge", np.zeros((28, 8, 8)), pixel_spacing=(0.5, 0.5), positions=UNEVEN_POSITIONS
+    )
+    lines = _info_lines(tmp_path / "ge", capsys)
+    assert lines["spacing"] == "z none (no one step), y 0.5 mm, x 0.5 mm"
+    assert lines["slices"].startswith(
+        "two blocks: 14 slices at 4 mm, then 14 at 7 mm after slice 13"
+    )
+    assert lines["orientation"] == "LPS (x toward L, y toward P, z toward S)"
+    assert lines["tilt"] == "0.00 degrees"
+    out = lines[""]
+    start = next(i for i, line in enumerate(out) if line.startswith("affine (z, y, x, 1)"))
+    affine = np.array([[float(v) for v in row.split()] for row in out[start + 1 : start + 5]])
+    first = [float(v) for v in pydicom.dcmread(files[0]).ImagePositionPatient]
+    expected = np.eye(4)
+    expected[:3, 0] = [0, 0, (UNEVEN_POSITIONS[-1] - UNEVEN_POSITIONS[0]) / 27]
+    expected[:3, 1] = [0, 0.5, 0]
+    expected[:3, 2] = [0.5, 0, 0]
+    expected[:3, 3] = first
+    np.testing.assert_allclose(affine, expected, atol=1e-3)
+    assert "exact at the ends only" in out[start]
+
+
+def test_info_shows_the_spacing_orientation_and_tilt_of_a_series(make_series, tmp_path, capsys):
+    make_series("tilted", tilt_degrees=15.0)
+    lines = _info_lines(tmp_path / "tilted", capsys)
+    # slices 12 mm apart along a direction 15 degrees from the normal: 12 cos 15 between planes
+    assert lines["spacing"] == "z 11.5911 mm, y 3.6 mm, x 3.6 mm"
+    assert lines["tilt"] == "15.00 degrees (sheared: each slice offset in-plane)"
+    assert lines["slices"].startswith("regular: ")
+    make_series("coronal", orientation=(1, 0, 0, 0, 0, -1))
+    lines = _info_lines(tmp_path / "coronal", capsys)
+    assert lines["spacing"] == "z 12 mm, y 3.6 mm, x 3.6 mm"
+    assert lines["orientation"] == "LIP (x toward L, y toward I, z toward P)"
+    assert lines["tilt"] == "0.00 degrees"

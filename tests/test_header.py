@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import struct
@@ -145,6 +146,17 @@ def test_unreadable_files_raise(tmp_path):
         read_header(junk)
 
 
+def test_a_gzipped_instance_is_named_as_gzip_compressed(tmp_path):
+    # real exports ship *.dcm.gz (dcm_qa_philips_enh): "not DICOM" would send users astray
+    zipped = tmp_path / "CT_small.dcm.gz"
+    zipped.write_bytes(gzip.compress(pydicom_file("CT_small.dcm").read_bytes()))
+    with pytest.raises(dicomarray.InvalidDicomError, match="CT_small.dcm.gz: gzip-compressed"):
+        read_header(zipped)
+    assert dicomarray.scan(tmp_path).attrs["skipped"] == [
+        (str(zipped), "gzip-compressed, not read (gunzip it first)")
+    ]
+
+
 # -- bounds: every header is walked within HeaderLimits before pydicom sees it ------------
 
 
@@ -241,6 +253,8 @@ def test_each_bound_is_checked(tmp_path, limits, what):
         read_header(path, limits=limits)
     with pytest.raises(dicomarray.HeaderLimitError, match=what):
         header.read_dataset(path, limits=limits)
+    (skipped,) = dicomarray.scan(path, limits=limits).attrs["skipped"]
+    assert what in skipped[1]
 
 
 def test_a_deflated_header_may_not_inflate_past_its_bound(tmp_path):

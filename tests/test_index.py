@@ -159,6 +159,18 @@ def test_files_added_after_the_dicomdir_are_indexed_and_warned(tmp_path):
     assert "records 3 files, the folder holds 4 instances" in index.attrs["notes"][0]
 
 
+def test_a_dicomdir_given_as_the_path_stands_for_its_folder(tmp_path):
+    # users point tools at a CD's DICOMDIR; indexing the directory record alone gave nothing
+    root = tmp_path / "media"
+    write_file_set(root, 3)
+    by_folder = dicomarray.scan(root)
+    by_dicomdir = dicomarray.scan(root / "DICOMDIR")
+    assert len(by_dicomdir) == 3 and by_dicomdir["path"].tolist() == by_folder["path"].tolist()
+    assert by_dicomdir.attrs == by_folder.attrs
+    assert len(dicomarray.dicom_filter(root / "DICOMDIR", {})) == 1
+    assert dicomarray.open_series(root / "DICOMDIR").sizes["z"] == 3
+
+
 def test_dicomdir_records_missing_files_are_noted(tmp_path):
     root = tmp_path / "media"
     write_file_set(root, 3)
@@ -171,7 +183,7 @@ def test_dicomdir_records_missing_files_are_noted(tmp_path):
 
 def test_dicomdir_records_outside_the_tree_are_refused_and_never_read(tmp_path, monkeypatch):
     root = tmp_path / "media"
-    write_file_set(root, 2)
+    write_file_set(root, 3)
     outside = tmp_path / "secret.dcm"
     instance = next(p for p in root.rglob("*") if p.is_file() and p.name != "DICOMDIR")
     outside.write_bytes(instance.read_bytes())
@@ -179,6 +191,7 @@ def test_dicomdir_records_outside_the_tree_are_refused_and_never_read(tmp_path, 
     images = [r for r in dicomdir.DirectoryRecordSequence if r.DirectoryRecordType == "IMAGE"]
     images[0].ReferencedFileID = ["..", "secret.dcm"]
     images[1].ReferencedFileID = [str(outside)]
+    images[2].ReferencedFileID = [".", *images[2].ReferencedFileID]
     dicomdir.save_as(root / "DICOMDIR")
     opened = []
     real_open = header._open_regular
@@ -187,9 +200,9 @@ def test_dicomdir_records_outside_the_tree_are_refused_and_never_read(tmp_path, 
         warnings.simplefilter("ignore", dicomarray.DicomArrayWarning)
         index = dicomarray.scan(root)
     refused = [(p, r) for p, r in index.attrs["skipped"] if r.startswith("refused")]
-    assert len(refused) == 2 and all("outside" in r for _, r in refused)
+    assert len(refused) == 3 and all("outside" in r or "'.'" in r for _, r in refused)
     assert all(Path(p).is_relative_to(root) for p in opened) and opened
-    assert str(outside) not in set(index["path"]) and len(index) == 2
+    assert str(outside) not in set(index["path"]) and len(index) == 3  # all walked
 
 
 # -- symbolic links, pipes, devices ---------------------------------------------------------
@@ -241,6 +254,24 @@ def test_symlink_policies_never_and_always(linked_tree):
     assert str(linked_tree / "outside.dcm") in set(always["path"])
 
 
+def test_a_hard_link_is_read_once(tmp_path, study):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copy(next(study.rglob("*.dcm")), tree / "a.dcm")
+    os.link(tree / "a.dcm", tree / "b.dcm")
+    index = dicomarray.scan(tree)
+    assert list(index["path"]) == [str(tree / "a.dcm")]
+    assert "same file" in reasons(index, tree)["b.dcm"]
+
+
+def test_files_named_explicitly_are_read_as_named(linked_tree):
+    # the links policy is for what a walk finds; a file the caller names is read
+    outside = linked_tree / "outside.dcm"
+    for source in (outside, [outside, linked_tree / "real" / "a.dcm"]):
+        index = dicomarray.scan(source)
+        assert str(outside) in set(index["path"]), source
+
+
 def test_a_fifo_in_the_tree_is_skipped_without_being_opened(tmp_path, study):
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -274,6 +305,16 @@ def test_a_file_cut_inside_its_header_is_skipped_with_its_reason(tmp_path):
         assert index.empty, cut
         ((_, reason),) = index.attrs["skipped"]
         assert "truncated" in reason
+
+
+def test_a_file_without_a_sop_instance_uid_is_skipped_with_its_reason(tmp_path):
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    del ds.SOPInstanceUID
+    ds.save_as(tmp_path / "anonymous.dcm")
+    index = dicomarray.scan(tmp_path)
+    assert index.empty
+    ((path, reason),) = index.attrs["skipped"]
+    assert path == str(tmp_path / "anonymous.dcm") and "SOP Instance UID" in reason
 
 
 def test_integer_columns_stay_integers_when_a_value_is_missing(tmp_path, make_series):

@@ -40,8 +40,13 @@ def write_image(
     bits: int = 16,
     syntax: str = ExplicitVRLittleEndian,
     frames: int | None = None,
+    position: bool = True,
 ) -> Path:
-    """A one-instance CT image whose header says what the arguments say, whatever the data."""
+    """A one-instance CT image whose header says what the arguments say, whatever the data.
+
+    ``position=False`` leaves out (0020,0032): the frames of a multi-frame image that share
+    one position would not assemble.
+    """
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = syntax
@@ -55,7 +60,9 @@ def write_image(
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
     ds.PixelRepresentation = 0
-    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    if position:
+        ds.ImagePositionPatient = [0, 0, 0]
     ds.PixelSpacing, ds.SliceThickness = [1, 1], 1
     ds.PixelData = pixel_data
     native = syntax in (ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
@@ -225,6 +232,25 @@ def test_bit_packed_frames_read_with_their_values(tmp_path):
     np.testing.assert_array_equal(dicomarray.read_pixels(path), bits)
 
 
+@pytest.mark.parametrize("bits", [1, 16])
+def test_default_chunks_are_sized_by_the_decoded_bytes(tmp_path, monkeypatch, bits):
+    from pydicom.pixels import pack_bits
+
+    # a bit-packed pixel is 1/8 byte on disk but one byte in memory: chunks count the latter
+    frames = (np.arange(10 * 64 * 64) % 3 == 0).astype(np.uint8).reshape(10, 64, 64)
+    data = pack_bits(frames) if bits == 1 else frames.astype("<u2").tobytes()
+    path = write_image(
+        tmp_path / "f.dcm", data, rows=64, columns=64, bits=bits, frames=10, position=False
+    )
+    monkeypatch.setattr(dicomarray.volume, "CHUNK_BYTES", 4 * 64 * 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dicomarray.GeometryWarning)  # frames without positions
+        volume = dicomarray.open_series(path)
+    per_chunk = {1: 4, 16: 2}[bits]  # 4096 bytes in memory per 1-bit frame, 8192 per 16-bit
+    assert volume.chunks[0][:2] == (per_chunk, per_chunk)
+    np.testing.assert_array_equal(volume.values, frames)
+
+
 def test_the_memory_limit_counts_unpacked_bytes(tmp_path):
     from pydicom.pixels import pack_bits
 
@@ -346,6 +372,51 @@ def test_a_deflated_read_of_pixels_keeps_to_the_header_limits(tmp_path, monkeypa
     monkeypatch.setattr(header, "DEFAULT_LIMITS", header.HeaderLimits(max_header_bytes=2**20))
     with pytest.raises(dicomarray.DicomArrayError, match=r"dfl\.dcm: refused"):
         _ = volume.values  # read again: the header is walked at every read
+
+
+def count_inflates(monkeypatch) -> list[str]:
+    """Every zlib inflate started from now on (pydicom's and the header walker's)."""
+    import zlib
+
+    started: list[str] = []
+    for name in ("decompress", "decompressobj"):
+        original = getattr(zlib, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            started.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(zlib, name, counted)
+    return started
+
+
+def test_the_frames_of_a_deflated_file_in_one_chunk_share_one_inflate(tmp_path, monkeypatch):
+    frames = (np.arange(20 * 16 * 16, dtype="<u2").reshape(20, 16, 16) * 7) % 4096
+    path = write_image(
+        tmp_path / "dfl.dcm",
+        frames.tobytes(),
+        rows=16,
+        columns=16,
+        frames=20,
+        syntax=DeflatedExplicitVRLittleEndian,
+        position=False,
+    )
+    reference = pydicom.dcmread(path).pixel_array
+    np.testing.assert_array_equal(reference, frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dicomarray.GeometryWarning)  # frames without positions
+        whole, chunked = (dicomarray.open_series(path, chunks=n) for n in (20, 5))
+    inflates = count_inflates(monkeypatch)
+    np.testing.assert_array_equal(whole.isel(z=3).values, reference[3])
+    per_read = len(inflates)
+    assert per_read > 0
+    inflates.clear()
+    np.testing.assert_array_equal(whole.values, reference)  # one task of 20 frames
+    assert len(inflates) == per_read
+    inflates.clear()
+    np.testing.assert_array_equal(chunked.data.compute(scheduler="sync"), reference)
+    assert len(inflates) == 4 * per_read  # one inflate per task of 5 frames
+    np.testing.assert_array_equal(chunked.isel(y=slice(2, 9)).values, reference[:, 2:9])
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from benchmarks import compare_dcm2niix as cmp
 from dicomarray.batch import convert
 from dicomarray.geometry import POSITION_COORDS
 
-DATA = Path(__file__).parent / "data" / "realdata"
-XA10_FILES = ("dcm_qa_enh_XA10_6_1.dcm.gz", "dcm_qa_enh_XA10_6_2.dcm.gz")
+from .conftest import XA10_FILES, gunzip
+
 JPEGLS_FILE = "dcm_qa_ts_7_jpegls.dcm.gz"
 #: sha256 of the stored values (uint16, little endian) of dcm_qa_ts/In/1.dcm, the raw
 #: (Explicit VR Little Endian) file every other file of the set was compressed from.
@@ -57,18 +57,6 @@ SETS = (
     "dcm_qa_ts",
 )
 needs_dcm2niix = pytest.mark.skipif(shutil.which("dcm2niix") is None, reason="no dcm2niix")
-
-
-def gunzip(names: tuple[str, ...] | list[str], folder: Path) -> list[Path]:
-    """Gunzip the named files of tests/data/realdata into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in names:
-        target = folder / name.removesuffix(".gz")
-        with gzip.open(DATA / name, "rb") as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        paths.append(target)
-    return paths
 
 
 def stored_sha256(values: np.ndarray) -> str:
@@ -272,12 +260,13 @@ def test_every_transfer_syntax_of_dcm_qa_ts_decodes_to_the_raw_values(readable_s
 
 
 #: Series that agree with dcm2niix today: (folder in the realdata tree, file pattern,
-#: SeriesNumber, whether modality values agree too). The Philips series differ only in
-#: their rescale: dcm2niix uses Philips' private precise scaling, dicomarray the standard's.
+#: SeriesNumber, whether modality values agree too). The Philips MPRAGE differs only in
+#: its rescale: dcm2niix uses Philips' private precise scaling, dicomarray the standard's.
 AGREEING_SERIES = [
     ("dcm_qa_agfa/Agfa", "*.img", 11, True),
     ("dcm_qa_enh/In/Siemens/XA10", "*.dcm", 6, True),
     ("dcm_qa_philips_enh/In/cl", "1301_*.dcm.gz", 1301, False),
+    ("dcm_qa_philips_enh/In/cl", "1901_*.dcm.gz", 1901, True),
 ]
 
 

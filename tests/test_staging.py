@@ -13,8 +13,8 @@ import pytest
 import dicomarray
 from dicomarray import staging
 from dicomarray.errors import WriteError
-from dicomarray.sample import head_phantom, write_series
 
+from .conftest import patient_series
 from .export_helpers import lazy_hu
 
 
@@ -40,17 +40,7 @@ def assert_plain_permissions(root: Path, mask: int) -> None:
 
 
 def small_tree(root: Path, patients: tuple[str, ...] = ("P1",)) -> Path:
-    hu = head_phantom(4, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
-    for number, patient in enumerate(patients):
-        write_series(
-            root / f"s{number}",
-            hu,
-            pixel_spacing=(7.2, 7.2),
-            slice_spacing=20.0,
-            tags={"PatientID": patient},
-            seed=number,
-        )
-    return root
+    return patient_series(root, [{"PatientID": patient} for patient in patients])
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,7 +124,7 @@ def test_messages_never_suggest_overwrite_when_it_would_not_help(tmp_path):
     ]:
         for overwrite in (False, True):
             with pytest.raises(WriteError) as caught:
-                staging.destination(path, overwrite=overwrite, **kwargs)
+                staging.stage(path, overwrite=overwrite, **kwargs)
             assert "overwrite" not in str(caught.value) and str(path) in str(caught.value)
     assert (tmp_path / "file").read_text() == "mine" and folder.is_dir()
 

@@ -182,9 +182,7 @@ def test_largest_series_opens_and_others_are_named(make_series, tmp_path, phanto
 def test_without_positions_falls_back_to_slice_location(make_series, tmp_path, phantom):
     paths = make_series(names="random")
     for path in paths:
-        ds = pydicom.dcmread(path)
-        del ds.ImagePositionPatient
-        ds.save_as(path)
+        _edit(path, ImagePositionPatient=None)
     with pytest.warns(GeometryWarning, match="SliceLocation"):
         volume = dicomarray.open_series(paths[0].parent)
     np.testing.assert_array_equal(stored_to_hu(volume), phantom)
@@ -194,9 +192,7 @@ def test_without_positions_falls_back_to_slice_location(make_series, tmp_path, p
 def test_without_positions_or_locations_falls_back_to_instance_number(make_series, phantom):
     paths = make_series(names="random", instance_numbers="reversed")
     for path in paths:
-        ds = pydicom.dcmread(path)
-        del ds.ImagePositionPatient, ds.SliceLocation
-        ds.save_as(path)
+        _edit(path, ImagePositionPatient=None, SliceLocation=None)
     with pytest.warns(GeometryWarning, match="InstanceNumber"):
         volume = dicomarray.open_series(paths[0].parent)
     np.testing.assert_array_equal(stored_to_hu(volume), phantom[::-1])
@@ -447,6 +443,16 @@ def test_bad_sources_raise_clear_errors(tmp_path, source, error):
         dicomarray.open_series(tmp_path / source)
 
 
+def test_a_source_without_images_says_which_file_was_skipped_and_why(tmp_path):
+    # a DICOMDIR alone is DICOM, but not an instance: the message must not call it "not DICOM"
+    shutil.copy(pydicom_file("MR_small.dcm").parent / "dicomdirtests" / "DICOMDIR", tmp_path)
+    with pytest.raises(dicomarray.SeriesNotFoundError) as caught:
+        dicomarray.open_series(tmp_path / "DICOMDIR")
+    message = str(caught.value)
+    assert f"1 file skipped: {tmp_path / 'DICOMDIR'}: a directory record" in message
+    assert "not DICOM" not in message
+
+
 def test_bad_chunks_are_a_dicomarray_error(make_series):
     folder = make_series()[0].parent
     with pytest.raises(dicomarray.DicomArrayError, match="chunks"):
@@ -539,10 +545,13 @@ def test_data_warnings_point_at_the_callers_line(make_series):
 
 
 def _edit(path: Path, **tags) -> None:
-    """Rewrite one test file with some tags changed."""
+    """Rewrite one test file with some tags changed; a tag given as None is removed."""
     ds = pydicom.dcmread(path)
     for keyword, value in tags.items():
-        setattr(ds, keyword, value)
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
     ds.save_as(path)
 
 
@@ -723,9 +732,7 @@ def test_slices_of_another_pixel_spacing_are_another_stack(make_series, phantom)
 def test_missing_pixel_spacing_is_said(make_series):
     paths = make_series()
     for path in paths:
-        ds = pydicom.dcmread(path)
-        del ds.PixelSpacing
-        ds.save_as(path)
+        _edit(path, PixelSpacing=None)
     with pytest.warns(GeometryWarning, match="no PixelSpacing"):
         volume = dicomarray.open_series(paths[0].parent)
     assert any("no PixelSpacing" in w for w in volume.attrs["dicomarray_assembly"]["warnings"])
