@@ -229,6 +229,7 @@ class DicomAccessor:
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
+        annotate: bool = False,
         quality: int = 95,
         overwrite: bool = False,
     ) -> Path:
@@ -244,14 +245,17 @@ class DicomAccessor:
             A ``z``, ``y`` or ``x`` slice; default axial (for a 2-D slice, its own plane).
         center, width, preset
             The window, as for :meth:`window`.
+        annotate : bool, default False
+            Patient directions (L/R, A/P, S/I) on the edges and the slice position in mm.
         quality : int, default 95
             JPG quality, 1 to 100.
         overwrite : bool, default False
             Replace an existing file; otherwise it is a
             :class:`~dicomarray.errors.WriteError`.
 
-        Only the files the slice needs are read. Superior is at the top of coronal and
-        sagittal pictures. See :func:`dicomarray.render.write_slice`.
+        Only the files the slice needs are read. Coronal and sagittal pictures are planes
+        orthogonal to the slices (a tilted series is not shown sheared), superior at the
+        top. See :func:`dicomarray.render.write_slice`.
         """
         return render.write_slice(
             self._obj,
@@ -261,6 +265,7 @@ class DicomAccessor:
             center=center,
             width=width,
             preset=preset,
+            annotate=annotate,
             quality=quality,
             overwrite=overwrite,
         )
@@ -275,10 +280,12 @@ class DicomAccessor:
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
+        annotate: bool = False,
         quality: int = 95,
         overwrite: bool = False,
     ) -> Path:
-        """Write axial slices in a grid (default 16 evenly spaced), one window for all.
+        """Write axial slices in a grid (default 16 evenly spaced), one window for all,
+        inferior to superior; ``annotate`` labels each tile.
 
         See :func:`dicomarray.render.write_montage`.
         """
@@ -290,6 +297,7 @@ class DicomAccessor:
             center=center,
             width=width,
             preset=preset,
+            annotate=annotate,
             quality=quality,
             overwrite=overwrite,
         )
@@ -305,13 +313,14 @@ class DicomAccessor:
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
+        annotate: bool = False,
         quality: int = 95,
         overwrite: bool = False,
     ) -> Path:
         """Write axial, coronal and sagittal slices side by side through one point.
 
-        ``z``, ``y``, ``x``: the slice positions (default the middle of each axis). See
-        :func:`dicomarray.render.write_orthogonal`.
+        ``z``, ``y``, ``x``: the voxel's indices (default the middle of each axis);
+        ``annotate`` labels each panel. See :func:`dicomarray.render.write_orthogonal`.
         """
         return render.write_orthogonal(
             self._obj,
@@ -322,6 +331,7 @@ class DicomAccessor:
             center=center,
             width=width,
             preset=preset,
+            annotate=annotate,
             quality=quality,
             overwrite=overwrite,
         )
@@ -334,11 +344,13 @@ class DicomAccessor:
         path: str | os.PathLike[str],
         *,
         json_path: str | os.PathLike[str] | None = None,
+        orientation: str | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
     ) -> Any:
-        """Write the values as ``.npy`` (chunk by chunk) and a JSON sidecar of the metadata.
+        """Write the values as ``.npy`` (chunk by chunk) and a JSON sidecar of the metadata,
+        as stored or in an ``orientation`` such as ``"RAS"``.
 
         See :func:`dicomarray.writers.npy.to_npy`.
         """
@@ -348,6 +360,7 @@ class DicomAccessor:
             self._obj,
             path,
             json_path=json_path,
+            orientation=orientation,
             deidentify=deidentify,
             overwrite=overwrite,
             compute=compute,
@@ -358,19 +371,27 @@ class DicomAccessor:
         self,
         store: Any,
         *,
+        orientation: str | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """Write a zarr (format 3) store with coordinates and attrs, for :func:`xarray.open_zarr`.
+        """Write a zarr (format 3) store with coordinates and attrs, for :func:`xarray.open_zarr`,
+        as stored or in an ``orientation`` such as ``"RAS"``.
 
         See :func:`dicomarray.writers.zarr.to_zarr`.
         """
         from .writers.zarr import to_zarr
 
         return to_zarr(
-            self._obj, store, deidentify=deidentify, overwrite=overwrite, compute=compute, **kwargs
+            self._obj,
+            store,
+            orientation=orientation,
+            deidentify=deidentify,
+            overwrite=overwrite,
+            compute=compute,
+            **kwargs,
         )
 
     @_naming_the_series
@@ -378,12 +399,14 @@ class DicomAccessor:
         self,
         path: str | os.PathLike[str],
         *,
+        orientation: str | None = "RAS",
         json_path: str | os.PathLike[str] | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
     ) -> Any:
-        """Write a NIfTI-1 file with the LPS to RAS affine (needs the ``nifti`` extra).
+        """Write a NIfTI-1 file, RAS by default, sform exact and qform the rotation (needs
+        the ``nifti`` extra).
 
         See :func:`dicomarray.writers.nifti.to_nifti`.
         """
@@ -392,6 +415,7 @@ class DicomAccessor:
         return to_nifti(
             self._obj,
             path,
+            orientation=orientation,
             json_path=json_path,
             deidentify=deidentify,
             overwrite=overwrite,
@@ -412,8 +436,10 @@ class DicomAccessor:
     ) -> Any:
         """Write the values as a new DICOM series over a template (default: own source series).
 
-        The values are taken in the template's rescaled units (HU for CT): convert stored
-        values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
+        By default each slice goes over the file its ``source_file`` coordinate names, so
+        any selection (``isel``, ``sortby``, ``where``) is written over exactly its own
+        files. The values are taken in the template's rescaled units (HU for CT): convert
+        stored values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
         """
         from .writers.dicom import to_dicom
 

@@ -1,10 +1,11 @@
 """Pictures of volumes: one slice in any plane, montages and orthogonal views, as JPG or PNG.
 
-A picture is made in four steps: select the slices it shows (so that only their files, or
-one row or column of each file, are read), convert to modality values, apply one window to
-everything shown, and resample to square pixels in the display orientation. Pictures are
-8-bit grey, JPG or PNG by the file's suffix, and appear under their final name only when
-complete.
+A picture is made in four steps: read what it shows (only the files, or the rows or
+columns of each file, the plane passes through), convert to modality values, apply one
+window to everything shown, and resample to square pixels in the display orientation.
+Pictures are 8-bit grey, JPG or PNG by the file's suffix, and appear under their final
+name only when complete. Every position comes from the volume's
+:class:`~dicomarray.geometry.VolumeGeometry`; nothing here reads the geometry tags.
 
 A MONOCHROME1 series ((0028,0004) *Photometric Interpretation*) is shown inverted, as
 ``1 - value`` after the window: in MONOCHROME1 the minimum value is white (PS3.3
@@ -12,12 +13,24 @@ C.7.6.3.1.2), whereas a picture's 0 is black. Padding ((0028,0120) *Pixel Paddin
 Value*) is NaN in the modality values (see :func:`dicomarray.transforms.modality_values`):
 it is left out of the value-range window and drawn black.
 
-Display orientation, for the usual axial acquisition: an axial picture (a ``z`` slice) is
-shown as stored, rows down the column direction and columns along the row direction (so
-patient's anterior at the top and patient's left on the right of the picture). Coronal (a
-``y`` slice) and sagittal (an ``x`` slice) pictures have ``z`` vertical, with the superior
-end (by (0020,0037) *Image Orientation (Patient)*) at the top. The axis names refer to the
-array's axes: for a series acquired in another plane they name the planes of the array.
+Planes. An axial picture (a ``z`` cut) is one stored slice. Coronal (a ``y`` cut) and
+sagittal (an ``x`` cut) pictures are true planes orthogonal to the slices, through the
+chosen voxel: each slice is sampled (bilinearly) where the plane crosses it, so a tilted
+(sheared) stack is shown in patient space, not sheared as its index space is, and
+unevenly spaced slices sit at their own positions. Only a band of rows (columns) of each
+file around those the plane crosses is read (at most :data:`BAND_ROWS`).
+
+Display orientation. Each picture is shown as radiology viewers show the anatomical plane
+closest to it (by its normal): axial with the patient's right on the left and anterior
+at the top, coronal with right on the left and superior at the top, sagittal with
+anterior on the left and superior at the top. For the usual axial acquisition this is
+the stored slice as it is. The picture does not depend on how the volume is stored: a
+feet-first series, a flipped, transposed or reoriented
+(:func:`dicomarray.reorient.reorient`) volume gives the same picture, and a montage runs
+inferior to superior. The axis names (axial, coronal, sagittal) name the array's cuts
+(``z``, ``y``, ``x``): for a sagittal acquisition, the "axial" picture is a sagittal
+plane. With ``annotate=True`` the edges carry the patient directions (:func:`edge_labels`)
+and the bottom left corner the position of the plane in mm.
 """
 
 from __future__ import annotations
@@ -27,12 +40,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
 
 from .errors import RenderError
-from .geometry import orientation_of, pixel_spacing_of
+from .geometry import VolumeGeometry, positions_along_normal
 from .staging import check_replaceable, staged
 from .transforms import Window, apply_window, choose_window, modality_values
 
@@ -44,10 +58,21 @@ MAX_SIDE = 8192
 MONTAGE_SLICES = 16
 #: Black pixels between the panels of a montage or an orthogonal view.
 GAP = 2
+#: Smallest share of a patient axis in a picture direction that earns that axis a letter in
+#: the edge labels: a direction 15 degrees or more off its main axis is labelled "SA".
+LABEL_COSINE = math.sin(math.radians(15.0))
 
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
-# (rows, columns) of the picture of a cut through each dim
-_DISPLAY_DIMS = {"z": ("y", "x"), "y": ("z", "x"), "x": ("z", "y")}
+# the in-plane dim a coronal (y) or sagittal (x) cut keeps as the picture's columns
+_KEPT = {"y": "x", "x": "y"}
+# letters of +L, +P, +S (LPS) and of their opposites
+_LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
+# below this (pixels) an index is taken as whole: positions in the files are rounded to
+# about 1e-5 mm, and the plane of a stack without tilt must read its own row, not two
+_WHOLE = 1e-3
+#: Most rows (columns) of one file a coronal (sagittal) plane reads: the slices of a tilted
+#: stack are read in runs whose bands fit in this many rows, one read per run.
+BAND_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -55,12 +80,37 @@ class _Axis:
     """Where a picture's rows (or columns) lie: positions in mm in display order."""
 
     positions: np.ndarray
-    step: float  # mean spacing; from the attrs when there is one sample
+    step: float  # mean spacing; the geometry's own when there is one sample
 
     @property
     def extent(self) -> float:
         """Length covered: half a step beyond each end sample."""
         return float(abs(self.positions[-1] - self.positions[0])) + self.step
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """One picture: the dim it cuts and the ``(z, y, x)`` voxel its plane passes through."""
+
+    dim: str
+    voxel: tuple[int, int, int]
+
+    @property
+    def plane(self) -> str:
+        return next(name for name, dim in AXES.items() if dim == self.dim)
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """Modality values of a cut as read, and where they lie: for each of the two axes of
+    ``values``, the positions (mm) along its unit LPS direction and the step to use when
+    positions cannot tell (one sample)."""
+
+    values: np.ndarray
+    positions: tuple[np.ndarray, np.ndarray]
+    directions: tuple[np.ndarray, np.ndarray]
+    steps: tuple[float, float]
+    attrs: dict[str, Any]
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,6 +126,7 @@ def slice_picture(
     center: float | None = None,
     width: float | None = None,
     preset: str | None = None,
+    annotate: bool = False,
 ) -> np.ndarray:
     """One slice as a 2-D float32 array in [0, 1], in display orientation, square pixels.
 
@@ -85,24 +136,35 @@ def slice_picture(
     Parameters
     ----------
     volume : xarray.DataArray
-        A ``(z, y, x)`` volume (stored or modality values), or one 2-D slice of it.
+        A volume with dims ``z``, ``y``, ``x`` in any order (stored or modality values),
+        or one 2-D slice of it.
     index : int, optional
         Position along the axis (negative counts from the end); default the middle.
     axis : {"axial", "coronal", "sagittal"}, optional
-        Default "axial" for a volume; for a 2-D slice, the plane it is.
+        Default "axial" for a volume; for a 2-D slice, the plane it is. A coronal or
+        sagittal picture is the plane orthogonal to the slices through row (column)
+        ``index`` of the middle slice.
     center, width, preset
         The window, as :func:`dicomarray.transforms.choose_window` takes it: by default
         the series' own, else a preset for the modality, else the range of the values.
+    annotate : bool, default False
+        Write the patient directions on the edges (:func:`edge_labels`) and the slice
+        position in mm in a corner, in the margins of the picture.
 
     Raises
     ------
     RenderError
-        For an unknown axis, an index out of range, or dims other than ``z``, ``y``, ``x``.
+        For an unknown axis, an index out of range, dims other than ``z``, ``y``, ``x``,
+        or a single row (column) of a tilted stack, which holds no coronal (sagittal) plane.
+    DicomArrayError
+        For malformed geometry (see :meth:`VolumeGeometry.of`).
     """
     volume, axis = _as_volume(volume, axis)
     dim = AXES[axis]
-    cut = (dim, _check_index(index, volume.sizes[dim], axis))
-    return _pictures(volume, [cut], (center, width, preset))[0]
+    voxel = [volume.sizes[d] // 2 for d in ("z", "y", "x")]
+    voxel[("z", "y", "x").index(dim)] = _check_index(index, volume.sizes[dim], axis)
+    cut = _Cut(dim, (voxel[0], voxel[1], voxel[2]))
+    return _pictures(volume, [cut], (center, width, preset), annotate)[0]
 
 
 def write_slice(
@@ -114,6 +176,7 @@ def write_slice(
     center: float | None = None,
     width: float | None = None,
     preset: str | None = None,
+    annotate: bool = False,
     quality: int = 95,
     overwrite: bool = False,
 ) -> Path:
@@ -123,7 +186,9 @@ def write_slice(
     replaced only with ``overwrite=True``.
     """
     path = _check_target(path, quality, overwrite)
-    picture = slice_picture(volume, index, axis=axis, center=center, width=width, preset=preset)
+    picture = slice_picture(
+        volume, index, axis=axis, center=center, width=width, preset=preset, annotate=annotate
+    )
     return save_image(picture, path, quality=quality, overwrite=overwrite)
 
 
@@ -136,18 +201,23 @@ def write_montage(
     center: float | None = None,
     width: float | None = None,
     preset: str | None = None,
+    annotate: bool = False,
     quality: int = 95,
     overwrite: bool = False,
 ) -> Path:
-    """Write axial slices as one picture: a grid filled row by row in the order given.
+    """Write axial slices as one picture: a grid filled row by row, inferior to superior.
 
     Parameters
     ----------
     indices : sequence of int, optional
         The ``z`` positions to show; default up to :data:`MONTAGE_SLICES` evenly spaced
-        slices, inferior to superior. Only these slices' files are read.
+        slices across the volume. Only these slices' files are read. Whatever their order
+        (and the order of the slices in the volume: feet-first, flipped, sorted), the
+        tiles run from the most inferior slice to the most superior, by the slice normal.
     columns : int, optional
         Tiles per row; default about the square root of the number of slices.
+    annotate : bool, default False
+        Label each tile as :func:`slice_picture` does.
     quality, overwrite
         As for :func:`save_image`.
 
@@ -161,7 +231,12 @@ def write_montage(
     chosen = [_check_index(i, size, "axial") for i in indices]
     if not chosen:
         raise RenderError("a montage needs at least one slice index")
-    tiles = _pictures(volume, [("z", i) for i in chosen], (center, width, preset))
+    geometry = VolumeGeometry.of(volume)
+    heights = positions_along_normal(geometry.slice_positions, geometry.superior_normal)
+    chosen.sort(key=lambda k: heights[k])
+    middle = (volume.sizes["y"] // 2, volume.sizes["x"] // 2)
+    cuts = [_Cut("z", (k, *middle)) for k in chosen]
+    tiles = _pictures(volume, cuts, (center, width, preset), annotate, geometry)
     return save_image(
         _grid(tiles, _columns(columns, len(tiles))), path, quality=quality, overwrite=overwrite
     )
@@ -177,24 +252,72 @@ def write_orthogonal(
     center: float | None = None,
     width: float | None = None,
     preset: str | None = None,
+    annotate: bool = False,
     quality: int = 95,
     overwrite: bool = False,
 ) -> Path:
-    """Write axial, coronal and sagittal slices side by side, at one scale and window.
+    """Write axial, coronal and sagittal planes side by side through one voxel, at one scale
+    and window.
 
-    ``z``, ``y`` and ``x`` are the positions of the three cuts (default the middle of
-    each axis). The axial slice reads one file; the coronal and sagittal ones read every
-    file of the series once each. ``quality`` and ``overwrite`` are those of
+    ``z``, ``y`` and ``x`` are the indices of the voxel (default the middle of each axis);
+    the coronal and sagittal planes are orthogonal to the slices (see
+    :func:`slice_picture`). The axial plane reads one file; the coronal and sagittal ones
+    read the rows (columns) of each file they cross. ``annotate`` labels each panel as
+    :func:`slice_picture` does; ``quality`` and ``overwrite`` are those of
     :func:`save_image`.
     """
     path = _check_target(path, quality, overwrite)
     volume, _ = _as_volume(volume, "axial", need_volume=True)
-    cuts = [
-        (dim, _check_index(i, volume.sizes[dim], axis))
+    voxel = tuple(
+        _check_index(i, volume.sizes[dim], axis)
         for dim, i, axis in (("z", z, "axial"), ("y", y, "coronal"), ("x", x, "sagittal"))
-    ]
-    panels = _pictures(volume, cuts, (center, width, preset))
+    )
+    cuts = [_Cut(dim, (voxel[0], voxel[1], voxel[2])) for dim in ("z", "y", "x")]
+    panels = _pictures(volume, cuts, (center, width, preset), annotate)
     return save_image(_side_by_side(panels), path, quality=quality, overwrite=overwrite)
+
+
+def edge_labels(geometry: VolumeGeometry, plane: str) -> dict[str, str]:
+    """The patient directions at the edges of a picture, as radiology viewers label them.
+
+    Parameters
+    ----------
+    geometry : VolumeGeometry
+        The geometry of the volume pictured.
+    plane : {"axial", "coronal", "sagittal"}
+        The picture's plane (the array's ``z``, ``y`` or ``x`` cut).
+
+    Returns
+    -------
+    dict
+        ``{"top": ..., "bottom": ..., "left": ..., "right": ...}``: the letters (``L``/``R``,
+        ``A``/``P``, ``S``/``I``) of the patient directions each edge faces, main one first;
+        a direction :data:`LABEL_COSINE` or more toward a second axis gets its letter too.
+        A plain axial picture is ``{"top": "A", "bottom": "P", "left": "R", "right": "L"}``.
+    """
+    if plane not in AXES:
+        raise RenderError(f"unknown plane {plane!r}; use one of {list(AXES)}")
+    right, down = _screen_directions(geometry, AXES[plane])
+    return {
+        "top": direction_letters(-down),
+        "bottom": direction_letters(down),
+        "left": direction_letters(-right),
+        "right": direction_letters(right),
+    }
+
+
+def direction_letters(vector: np.ndarray) -> str:
+    """The patient direction an LPS vector points to, as letters, main one first.
+
+    Every axis whose share is at least :data:`LABEL_COSINE` is named: ``(0, 0, 1)`` is
+    ``"S"``, ``(0, -0.34, 0.94)`` (20 degrees toward anterior) is ``"SA"``.
+    """
+    vector = np.asarray(vector, dtype=float)
+    vector = vector / np.linalg.norm(vector)
+    order = np.argsort(-np.abs(vector), kind="stable")
+    return "".join(
+        _LETTERS[a][0 if vector[a] > 0 else 1] for a in order if abs(vector[a]) >= LABEL_COSINE
+    )
 
 
 def montage_indices(size: int, count: int = MONTAGE_SLICES) -> list[int]:
@@ -319,43 +442,49 @@ def _columns(columns: int | None, count: int) -> int:
 
 def _pictures(
     volume: xr.DataArray,
-    cuts: list[tuple[str, int]],
+    cuts: list[_Cut],
     window: tuple[float | None, float | None, str | None],
+    annotate: bool,
+    geometry: VolumeGeometry | None = None,
 ) -> list[np.ndarray]:
-    """Pictures of several cuts with one window and one pixel size."""
+    """Pictures of several cuts of a ``(z, y, x)`` volume with one window and one pixel size."""
+    geometry = geometry or VolumeGeometry.of(volume)
     center, width, preset = window
     chosen = choose_window(volume, center, width, preset=preset)
-    # one compute per cut: computed together, dask would not fuse each selection into
-    # its file reads and would read whole chunks
-    planes = [modality_values(volume.isel({dim: i})).compute() for dim, i in cuts]
+    planes = [_plane(volume, geometry, cut) for cut in cuts]
     if chosen.center is None:  # the range of everything shown, so that panels match
-        low = min(float(np.nanmin(p.values)) for p in planes)
-        high = max(float(np.nanmax(p.values)) for p in planes)
-        chosen = Window.from_range(low, high)
-    axes = [_display_axes(plane, dim, volume) for plane, (dim, _) in zip(planes, cuts, strict=True)]
-    size = _pixel_size(axes)
-    return [
-        _square_pixels(_display_values(plane, chosen, dim, volume), rows, columns, size)
-        for plane, (dim, _), (rows, columns) in zip(planes, cuts, axes, strict=True)
+        chosen = _value_range(planes)
+    shown = [
+        _on_screen(plane, _screen_directions(geometry, cut.dim))
+        for plane, cut in zip(planes, cuts, strict=True)
     ]
+    size = _pixel_size([(rows, columns) for _, rows, columns in shown])
+    inverted = _is_inverted(volume)
+    pictures = [
+        _square_pixels(_display_values(values, plane.attrs, chosen, inverted), rows, columns, size)
+        for (values, rows, columns), plane in zip(shown, planes, strict=True)
+    ]
+    if annotate:
+        pictures = [
+            _annotated(picture, edge_labels(geometry, cut.plane), _position_text(geometry, cut))
+            for picture, cut in zip(pictures, cuts, strict=True)
+        ]
+    return pictures
 
 
-def _display_axes(plane: xr.DataArray, dim: str, volume: xr.DataArray) -> tuple[_Axis, _Axis]:
-    """The picture's rows and columns, rows in display order."""
-    row_dim, column_dim = _DISPLAY_DIMS[dim]
-    rows = _axis(plane, row_dim, volume)
-    if _flip_rows(dim, volume):
-        rows = _Axis(rows.positions[::-1], rows.step)
-    return rows, _axis(plane, column_dim, volume)
+def _value_range(planes: list[_Plane]) -> Window:
+    finite = [p.values[np.isfinite(p.values)] for p in planes]
+    shown = np.concatenate(finite) if finite else np.empty(0)
+    if not shown.size:  # nothing but padding or the outside of the field
+        return Window.from_range(0.0, 1.0)
+    return Window.from_range(float(shown.min()), float(shown.max()))
 
 
 def _display_values(
-    plane: xr.DataArray, chosen: Window, dim: str, volume: xr.DataArray
+    values: np.ndarray, attrs: dict[str, Any], chosen: Window, inverted: bool
 ) -> np.ndarray:
-    values = apply_window(plane, chosen).transpose(*_DISPLAY_DIMS[dim]).values
-    if _is_inverted(volume):
-        values = 1.0 - values
-    return np.asarray(values[::-1] if _flip_rows(dim, volume) else values, dtype=np.float32)
+    shown = apply_window(xr.DataArray(values, attrs=attrs), chosen).values
+    return np.asarray(1.0 - shown if inverted else shown, dtype=np.float32)
 
 
 def _is_inverted(volume: xr.DataArray) -> bool:
@@ -363,46 +492,276 @@ def _is_inverted(volume: xr.DataArray) -> bool:
     return str(volume.attrs.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
 
 
-def _flip_rows(dim: str, volume: xr.DataArray) -> bool:
-    """Whether rows run along ``z`` toward the head, so that the top row must be the last."""
-    return _DISPLAY_DIMS[dim][0] == "z" and _superior_is_ascending(volume)
+def _plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
+    return (
+        _axial_plane(volume, geometry, cut)
+        if cut.dim == "z"
+        else _orthogonal_plane(volume, geometry, cut)
+    )
 
 
-def _axis(plane: xr.DataArray, dim: str, volume: xr.DataArray) -> _Axis:
-    positions: np.ndarray = np.asarray(plane[dim].values, dtype=np.float64)
-    fallback = _fallback_step(volume, dim)
-    if dim == "z" and plane["z"].attrs.get("units", "mm") != "mm":
-        # slices ordered without positions: the coordinate is a rank, not a distance
-        positions = np.arange(positions.size) * fallback
+def _axial_plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
+    """One stored slice: rows along the column direction, columns along the row direction."""
+    values, attrs = _read(volume, {"z": cut.voxel[0]})
+    (rows, row_step), (columns, column_step) = (
+        (np.arange(volume.sizes[dim]) * step, step)
+        for dim, step in (("y", geometry.row_step), ("x", geometry.column_step))
+    )
+    return _Plane(
+        values,
+        (rows, columns),
+        _plane_directions(geometry, "z"),
+        (abs(row_step), abs(column_step)),
+        attrs,
+    )
+
+
+def _orthogonal_plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
+    """The plane through ``cut.voxel`` orthogonal to the slices, containing the kept in-plane
+    direction: each slice sampled where the plane crosses it; rows are slices."""
+    kept = _KEPT[cut.dim]
+    if volume.sizes[cut.dim] == 1 and geometry.is_sheared:
+        raise RenderError(
+            f"one {cut.dim} row of a stack tilted by {geometry.tilt_degrees:.1f} degrees is "
+            f"not a {cut.plane} plane: picture the whole volume with axis={cut.plane!r}"
+        )
+    direction, step = _in_plane(geometry, kept)
+    anchor = geometry.world(np.asarray(cut.voxel, dtype=float))
+    along = (np.arange(volume.sizes[kept]) - cut.voxel[("z", "y", "x").index(kept)]) * step
+    normal = geometry.normal
+    # where the plane meets each slice's plane: the anchor moved along the normal to it
+    offsets = (geometry.slice_positions - anchor) @ normal
+    points = anchor + offsets[:, None, None] * normal + along[None, :, None] * direction
+    values, attrs = _sample_slices(volume, cut.dim, geometry.in_slice_indices(points))
+    heights = positions_along_normal(geometry.slice_positions, geometry.superior_normal)
+    return _Plane(
+        values,
+        (heights, along),
+        _plane_directions(geometry, cut.dim),
+        (geometry.fallback_step or 1.0, abs(step)),
+        attrs,
+    )
+
+
+def _in_plane(geometry: VolumeGeometry, dim: str) -> tuple[np.ndarray, float]:
+    """The (0020,0037) direction of ``y`` or ``x`` and the signed mm per index along it."""
+    if dim == "y":
+        return geometry.orientation[3:], geometry.row_step
+    return geometry.orientation[:3], geometry.column_step
+
+
+def _plane_directions(geometry: VolumeGeometry, dim: str) -> tuple[np.ndarray, np.ndarray]:
+    """Unit LPS directions of the two axes of a cut through ``dim``, as it is read: a slice's
+    rows and columns, or for a coronal (sagittal) cut the slices and the columns (rows)."""
+    if dim == "z":
+        return _in_plane(geometry, "y")[0], _in_plane(geometry, "x")[0]
+    return geometry.superior_normal, _in_plane(geometry, _KEPT[dim])[0]
+
+
+#: Where radiology viewers put the patient, by the anatomical plane closest to a picture's
+#: (the patient axis its normal is nearest, L, P or S): the LPS directions of right and down.
+_VIEWS = {
+    0: (np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])),  # sagittal: A left, S top
+    1: (np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])),  # coronal: R left, S top
+    2: (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])),  # axial: R left, A top
+}
+
+
+def _screen_directions(geometry: VolumeGeometry, dim: str) -> tuple[np.ndarray, np.ndarray]:
+    """The LPS directions of a picture's right and down, for a cut through ``dim``: each of
+    the cut's axes goes where the closest anatomical view (:data:`_VIEWS`) wants it."""
+    normal = geometry.normal if dim == "z" else _in_plane(geometry, dim)[0]
+    right, down = _VIEWS[int(np.argmax(np.abs(normal)))]
+    first, second = _plane_directions(geometry, dim)
+    across, upright = (
+        (first, second)
+        if abs(first @ right) > abs(second @ right)
+        else (
+            second,
+            first,
+        )
+    )
+    return _toward(across, right), _toward(upright, down)
+
+
+def _toward(direction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return direction if direction @ target >= 0 else -direction
+
+
+def _on_screen(
+    plane: _Plane, screen: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, _Axis, _Axis]:
+    """A plane's values with its axes where ``screen`` (right, down) puts them, whatever
+    the order they were stored and read in, and the picture's rows and columns."""
+    right, down = screen
+    values = plane.values
+    (a, b), (da, db), (sa, sb) = plane.positions, plane.directions, plane.steps
+    if abs(da @ right) > abs(db @ right):  # the first axis runs across the picture
+        values, a, b, da, db, sa, sb = values.T, b, a, db, da, sb, sa
+    values, rows = _ordered(values, a * np.sign(da @ down), axis=0)
+    values, columns = _ordered(values, b * np.sign(db @ right), axis=1)
+    return values, _axis(rows, sa), _axis(columns, sb)
+
+
+def _ordered(
+    values: np.ndarray, positions: np.ndarray, *, axis: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Values and positions along ``axis`` sorted by position, whatever the stored order."""
+    order = np.argsort(positions, kind="stable")
+    return np.take(values, order, axis=axis), positions[order]
+
+
+def _axis(positions: np.ndarray, step: float) -> _Axis:
+    """An axis at ``positions``; ``step`` is its spacing when positions cannot tell."""
     if positions.size > 1 and positions[-1] != positions[0]:
         return _Axis(positions, float(abs(positions[-1] - positions[0])) / (positions.size - 1))
-    return _Axis(positions, fallback)
+    return _Axis(positions, step)
 
 
-def _superior_is_ascending(volume: xr.DataArray) -> bool:
-    """Whether ``z`` grows toward the head: the slice normal's S component (LPS) is > 0."""
-    cosines = orientation_of(volume.attrs)
-    return bool(np.cross(cosines[:3], cosines[3:])[2] >= 0)
+# --------------------------------------------------------------------------------------------
+# Reading and sampling
+# --------------------------------------------------------------------------------------------
 
 
-def _fallback_step(volume: xr.DataArray, dim: str) -> float:
-    """Spacing along ``dim`` from the attrs, for when the coordinate cannot tell."""
-    attrs = volume.attrs
-    if dim != "z":
-        return pixel_spacing_of(attrs)[0 if dim == "y" else 1]
-    report = attrs.get("dicomarray_assembly")
-    candidates = [
-        report.get("slice_spacing") if isinstance(report, dict) else None,
-        attrs.get("SpacingBetweenSlices"),
-        attrs.get("SliceThickness"),
-    ]
-    for value in candidates:
-        try:
-            if value is not None and 0 < float(value) < math.inf:
-                return float(value)
-        except (TypeError, ValueError):
+def _read(volume: xr.DataArray, selection: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Modality values of one selection, computed alone so that dask fuses it into the reads
+    (computed with others, it would read whole chunks)."""
+    block = modality_values(volume.isel(selection)).compute()
+    return np.asarray(block.values, dtype=np.float32), dict(block.attrs)
+
+
+def _sample_slices(
+    volume: xr.DataArray, dim: str, where: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Values at fractional ``(y, x)`` indices ``where[k]`` of each slice ``k``, reading only
+    the band of rows (``dim`` "y") or columns ("x") they fall in; NaN outside the slices."""
+    where = np.where(np.abs(where - np.rint(where)) < _WHOLE, np.rint(where), where)
+    axis = 0 if dim == "y" else 1
+    bands = [_band(cuts, volume.sizes[dim]) for cuts in where[..., axis]]
+    blocks, attrs = _read_bands(volume, dim, bands)
+    lines = np.full(where.shape[:2], np.nan, dtype=np.float32)
+    for k, (band, block) in enumerate(zip(bands, blocks, strict=True)):
+        if band is not None and block is not None:
+            local = where[k] - np.eye(2)[axis] * band[0]
+            lines[k] = _bilinear(block, local[:, 0], local[:, 1])
+    return lines, attrs
+
+
+def _band(at: np.ndarray, size: int) -> tuple[int, int] | None:
+    """The rows (columns) ``[start, stop)`` that fractional indices ``at`` need, or None."""
+    low, high = math.floor(float(at.min())), math.ceil(float(at.max()))
+    if high < 0 or low > size - 1:
+        return None
+    return max(low, 0), min(high, size - 1) + 1
+
+
+def _read_bands(
+    volume: xr.DataArray, dim: str, bands: list[tuple[int, int] | None]
+) -> tuple[list[np.ndarray | None], dict[str, Any]]:
+    """Each slice's rows (``dim`` "y") or columns ("x") ``[start, stop)``, as one block per
+    slice starting at ``start``: consecutive slices are read together while their bands
+    fit in :data:`BAND_ROWS` (a stack without tilt is one read of one row a file)."""
+    blocks: list[np.ndarray | None] = [None] * len(bands)
+    attrs: dict[str, Any] = {}
+    for first, stop, (low, high) in _runs(bands):
+        values, attrs = _read(volume, {"z": slice(first, stop), dim: slice(low, high)})
+        for k in range(first, stop):
+            start, end = cast(tuple[int, int], bands[k])
+            band = slice(start - low, end - low)
+            blocks[k] = values[k - first, band] if dim == "y" else values[k - first, :, band]
+    return blocks, attrs
+
+
+def _runs(bands: list[tuple[int, int] | None]) -> list[tuple[int, int, tuple[int, int]]]:
+    """Runs ``(first slice, stop, (low, high))`` of consecutive slices with a band whose
+    union spans at most :data:`BAND_ROWS`; slices without a band are in none."""
+    runs: list[tuple[int, int, tuple[int, int]]] = []
+    for k, band in enumerate(bands):
+        if band is None:
             continue
-    return 1.0
+        if runs and runs[-1][1] == k:
+            first, _, (low, high) = runs[-1]
+            low, high = min(low, band[0]), max(high, band[1])
+            if high - low <= BAND_ROWS:
+                runs[-1] = (first, k + 1, (low, high))
+                continue
+        runs.append((k, k + 1, band))
+    return runs
+
+
+def _bilinear(block: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Values of a 2-D block at fractional indices; NaN outside it. Whole indices give the
+    stored values exactly, and a neighbour with no weight (padding, NaN) does not enter."""
+    height, width = block.shape
+    inside = (rows >= 0) & (rows <= height - 1) & (columns >= 0) & (columns <= width - 1)
+    rows, columns = np.clip(rows, 0, height - 1), np.clip(columns, 0, width - 1)
+    r0, c0 = np.floor(rows).astype(int), np.floor(columns).astype(int)
+    r1, c1 = np.minimum(r0 + 1, height - 1), np.minimum(c0 + 1, width - 1)
+    fr, fc = rows - r0, columns - c0
+    upper = _lerp(block[r0, c0], block[r0, c1], fc)
+    lower = _lerp(block[r1, c0], block[r1, c1], fc)
+    return np.where(inside, _lerp(upper, lower, fr), np.nan).astype(np.float32)
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.where(t == 0, a, a + (b - a) * t)
+
+
+# --------------------------------------------------------------------------------------------
+# Labels
+# --------------------------------------------------------------------------------------------
+
+
+def _position_text(geometry: VolumeGeometry, cut: _Cut) -> str:
+    """Where the plane lies along its normal, turned toward L, P or S as DICOM's patient
+    coordinates are (for a plain axial slice: its S coordinate), e.g. ``"S 52.0 mm"``."""
+    normal = geometry.normal if cut.dim == "z" else _in_plane(geometry, cut.dim)[0]
+    main = int(np.argmax(np.abs(normal)))
+    normal = _toward(normal, np.eye(3)[main])
+    position = float(geometry.world(np.asarray(cut.voxel, dtype=float)) @ normal)
+    return f"{_LETTERS[main][0]} {position:.1f} mm"
+
+
+def _annotated(picture: np.ndarray, labels: dict[str, str], position: str) -> np.ndarray:
+    """The picture with ``labels`` at the middle of its edges and ``position`` at the bottom
+    left, white on a black outline, within one line of the edges."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    height, width = picture.shape
+    size = int(np.clip(min(height, width) // 20, 8, 32))
+    font = ImageFont.load_default(size=size)
+    stroke = max(1, size // 8)
+    texts = _placements(font, width, height, stroke + 1, labels, position)
+    masks = []
+    for outline in (stroke, 0):  # a black outline, then the white letters
+        mask = Image.new("L", (width, height))
+        draw = ImageDraw.Draw(mask)
+        for xy, anchor, text, face in texts:
+            draw.text(xy, text, fill=255, font=face, anchor=anchor, stroke_width=outline)
+        masks.append(np.asarray(mask, dtype=np.float32) / 255)
+    dark, light = masks
+    shaded = np.nan_to_num(picture) * (1 - dark) * (1 - light) + light
+    return np.where(dark > 0, shaded, picture).astype(np.float32)
+
+
+def _placements(
+    font: Any, width: int, height: int, pad: int, labels: dict[str, str], position: str
+) -> list[tuple[tuple[float, float], str, str, Any]]:
+    """Where each text goes: ((x, y), Pillow anchor, text, font). The position, at the bottom
+    left, is drawn smaller when it would run into the bottom letter of a small picture."""
+    texts = [
+        ((width / 2, pad), "mt", labels["top"], font),
+        ((width / 2, height - pad), "md", labels["bottom"], font),
+        ((pad, height / 2), "lm", labels["left"], font),
+        ((width - pad, height / 2), "rm", labels["right"], font),
+    ]
+    room = width / 2 - font.getlength(labels["bottom"]) / 2 - 2 * pad
+    needed = font.getlength(position)
+    small = (
+        font if needed <= room else font.font_variant(size=max(6, int(font.size * room / needed)))
+    )
+    texts.append(((pad, height - pad), "ld", position, small))
+    return texts
 
 
 def _pixel_size(axes: list[tuple[_Axis, _Axis]]) -> float:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
 import dicomarray
+from dicomarray.cli import main
 from dicomarray.errors import DicomArrayError, RenderError
-from dicomarray.render import GAP, montage_indices, slice_picture
+from dicomarray.geometry import VolumeGeometry
+from dicomarray.render import (
+    BAND_ROWS,
+    GAP,
+    direction_letters,
+    edge_labels,
+    montage_indices,
+    slice_picture,
+)
+from dicomarray.sample import write_series
 
 from .conftest import SMALL
 
@@ -76,7 +89,8 @@ def test_superior_is_at_the_top(make_series, phantom, orientation, superior_slic
     for axis in ("coronal", "sagittal"):
         picture = slice_picture(volume, 30, axis=axis, preset="bone")
         assert picture.shape == (40, SMALL)
-        assert picture[0, 20:40].min() == 1.0, "the marker is not on the top row"
+        # 20 marker pixels wide (where across depends on the view: anterior on the left)
+        assert (picture[0] == 1.0).sum() == 20, "the marker is not on the top row"
         assert picture[-1].max() < 0.5
 
 
@@ -299,3 +313,244 @@ def test_padding_is_drawn_black_and_left_out_of_the_value_range(make_series, pha
     np.testing.assert_allclose(
         picture[4:], np.round((shown - shown.min()) / np.ptp(shown) * 255) / 255, atol=1 / 255
     )
+
+
+# -- tilted stacks: pictures in patient space ----------------------------------------------
+
+TILT = 20.0  # degrees
+ROD_HU = 1000
+ROD_COLUMN = 30  # the rod's middle column: it runs along S at one patient L
+ROD_WINDOW = {"center": 500, "width": 1000}  # the rod white, soft tissue black
+
+
+def _rod_rows(n_slices: int, first_row: float, slice_spacing: float) -> np.ndarray:
+    """Row of the rod in each slice of a tilted stack written by dicomarray.sample: slices
+    step along the normal rotated by the tilt toward anterior, so a line at one patient
+    (L, P) sits sin(tilt) x slice step further down each next slice."""
+    return first_row + np.arange(n_slices) * slice_spacing * math.sin(math.radians(TILT))
+
+
+@pytest.fixture
+def tilted(tmp_path):
+    """16 slices 2 mm apart, 1 mm pixels, tilted 20 degrees, with a bright rod along the
+    patient's S axis (3 x 3 pixels where it crosses each slice) in soft tissue."""
+    n, size = 16, 64
+    hu = np.full((n, size, size), -1000, np.int16)
+    hu[:, 4:60, 4:60] = 0
+    rows = _rod_rows(n, 20.0, 2.0)
+    for k, row in enumerate(np.round(rows).astype(int)):
+        hu[k, row - 1 : row + 2, ROD_COLUMN - 1 : ROD_COLUMN + 2] = ROD_HU
+    paths = write_series(
+        tmp_path / "tilted", hu, pixel_spacing=(1.0, 1.0), slice_spacing=2.0, tilt_degrees=TILT
+    )
+    # the stack is sheared as _rod_rows assumes: each slice 2 sin(20 deg) mm further anterior
+    p = [float(pydicom.dcmread(path).ImagePositionPatient[1]) for path in paths]
+    np.testing.assert_allclose(np.diff(p), -2.0 * math.sin(math.radians(TILT)), atol=1e-4)
+    with pytest.warns(dicomarray.GeometryWarning, match="tilt"):
+        volume = dicomarray.open_series(paths[0].parent)
+    return volume, rows
+
+
+def _rod_columns(picture: np.ndarray) -> np.ndarray:
+    """Middle column of the bright pixels in each picture row that has some."""
+    columns = [np.flatnonzero(row > 0.9).mean() for row in picture if (row > 0.9).any()]
+    return np.asarray(columns)
+
+
+def test_a_sagittal_picture_of_a_tilted_series_shows_a_vertical_rod_vertical(tilted):
+    volume, rows = tilted
+    assert rows[-1] - rows[0] > 10  # in index space the rod slants by more than 10 rows
+    picture = slice_picture(volume, ROD_COLUMN, axis="sagittal", **ROD_WINDOW)
+    columns = _rod_columns(picture)
+    assert len(columns) >= 0.9 * picture.shape[0]  # the rod runs the whole height
+    assert np.ptp(columns) <= 1.0
+    # the height is that of the slice planes: 15 steps of 2 cos(20 deg) mm, 1 mm pixels
+    assert picture.shape[0] == round(16 * 2.0 * math.cos(math.radians(TILT)))
+
+
+def test_a_coronal_picture_of_a_tilted_series_is_the_plane_through_the_voxel(tilted, reads):
+    volume, rows = tilted
+    middle = volume.sizes["z"] // 2
+    row = round(rows[middle])  # the rod's row in the middle slice
+    picture = slice_picture(volume, row, axis="coronal", **ROD_WINDOW)
+    # the plane follows the rod through every slice; row `row` of each slice would hold it
+    # in three slices only
+    assert len(_rod_columns(picture)) >= 0.9 * picture.shape[0]
+    assert np.ptp(_rod_columns(picture)) <= 1.0
+    # each file read once, only a band of rows around those the plane crosses in it
+    assert sorted(reads) == list(range(volume.sizes["z"]))
+    assert all(stop - start <= BAND_ROWS for start, stop in reads.rows)
+    crossed = row + rows - rows[middle]  # the plane's row in each slice
+    for k, (start, stop) in zip(reads, reads.rows, strict=True):
+        assert start <= math.floor(crossed[k]) and math.ceil(crossed[k]) < stop
+    assert len(set(reads.rows)) > 1  # the band moves with the plane
+
+
+def test_one_row_of_a_tilted_series_is_refused_as_a_plane(tilted):
+    volume, rows = tilted
+    with pytest.raises(RenderError, match="tilted by 20.0 degrees .* axis='coronal'"):
+        slice_picture(volume.isel(y=20))
+
+
+def test_pictures_do_not_depend_on_how_the_volume_is_stored(tilted):
+    volume, _ = tilted
+    flipped = volume.dicom.reorient("RAS")  # y and x reversed
+    assert flipped.dicom.orientation_code() == "RAS"
+    transposed = volume.transpose("x", "z", "y")
+    for axis, dim in (("axial", "z"), ("coronal", "y"), ("sagittal", "x")):
+        expected = slice_picture(volume, 5, axis=axis, **ROD_WINDOW)
+        mirrored = volume.sizes[dim] - 1 - 5 if dim != "z" else 5
+        np.testing.assert_array_equal(
+            slice_picture(flipped, mirrored, axis=axis, **ROD_WINDOW), expected
+        )
+        np.testing.assert_array_equal(
+            slice_picture(transposed, 5, axis=axis, **ROD_WINDOW), expected
+        )
+
+
+# -- montage order --------------------------------------------------------------------------
+
+
+def _tile_means(path, rows: int, columns: int, size: int = SMALL) -> list[float]:
+    values = png_values(path)
+    return [
+        float(
+            values[r * (size + GAP) : r * (size + GAP) + size, c * (size + GAP) :][:, :size].mean()
+        )
+        for r in range(rows)
+        for c in range(columns)
+    ]
+
+
+def _ramp_toward_the_feet() -> np.ndarray:
+    """12 slices, slice ``k`` being ``k`` steps toward the feet: 50 HU more each slice
+    toward the head (550 HU in slice 0, 0 in the last)."""
+    values = 50 * np.arange(N_SLICES - 1, -1, -1, dtype=np.int16)
+    return np.broadcast_to(values[:, None, None], (N_SLICES, SMALL, SMALL)).astype(np.int16)
+
+
+def test_a_feet_first_montage_runs_inferior_to_superior(make_series, tmp_path):
+    # (-1, 0, 0, 0, 1, 0): the normal points to the feet and the slices step along it
+    folder = make_series(hu=_ramp_toward_the_feet(), orientation=(-1, 0, 0, 0, 1, 0))[0].parent
+    volume = dicomarray.open_series(folder)
+    assert not volume.dicom.geometry.superior_is_ascending("z")  # stored superior first
+    window = {"center": 275, "width": 700}
+    path = volume.dicom.montage(tmp_path / "m.png", [0, 4, 8, 11], columns=4, **window)
+    means = _tile_means(path, 1, 4)
+    assert np.all(np.diff(means) > 0), means
+
+
+def test_a_flipped_volume_gives_the_same_montage(series, tmp_path):
+    flipped = series.isel(z=slice(None, None, -1))
+    assert not flipped.dicom.geometry.superior_is_ascending("z")
+    shown = series.dicom.montage(tmp_path / "a.png", [1, 5, 9])
+    # the same slices, named by their indices in the flipped volume, in another order
+    same = flipped.dicom.montage(tmp_path / "b.png", [N_SLICES - 1 - i for i in (5, 9, 1)])
+    np.testing.assert_array_equal(png_values(same), png_values(shown))
+    by_order = series.sortby(-series["z"]).dicom.montage(tmp_path / "c.png")
+    np.testing.assert_array_equal(
+        png_values(by_order), png_values(series.dicom.montage(tmp_path / "d.png"))
+    )
+
+
+# -- annotation -----------------------------------------------------------------------------
+
+
+def _geometry(orientation, positions=None) -> VolumeGeometry:
+    return VolumeGeometry(
+        dims=("z", "y", "x"),
+        shape=(2, 4, 4),
+        orientation=np.asarray(orientation, dtype=float),
+        slice_positions=np.asarray(positions or [[0, 0, 0], [0, 0, 5]], dtype=float),
+        row_step=1.0,
+        column_step=1.0,
+        positions_known=True,
+        fallback_step=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("orientation", "plane", "expected"),
+    [
+        ((1, 0, 0, 0, 1, 0), "axial", "A P R L"),  # radiological: the patient's left on the right
+        ((1, 0, 0, 0, 1, 0), "coronal", "S I R L"),
+        ((1, 0, 0, 0, 1, 0), "sagittal", "S I A P"),
+        # feet-first, rows stored toward the patient's right: still shown radiologically
+        ((-1, 0, 0, 0, 1, 0), "axial", "A P R L"),
+        ((-1, 0, 0, 0, 1, 0), "coronal", "S I R L"),
+        ((1, 0, 0, 0, 0, -1), "axial", "S I R L"),  # a coronal acquisition's slices
+        ((0, 1, 0, 0, 0, -1), "axial", "S I A P"),  # a sagittal acquisition's slices
+        ((0, 1, 0, 0, 0, -1), "coronal", "A P R L"),  # ... whose y cut is an axial plane
+    ],
+)
+def test_edge_labels_name_the_patient_directions(orientation, plane, expected):
+    labels = edge_labels(_geometry(orientation), plane)
+    assert " ".join(labels[edge] for edge in ("top", "bottom", "left", "right")) == expected
+
+
+def test_an_oblique_direction_gets_two_letters_main_one_first():
+    tilt = math.radians(20)
+    assert direction_letters([0, -math.sin(tilt), math.cos(tilt)]) == "SA"
+    assert direction_letters([0, math.sin(math.radians(10)), -1]) == "I"  # under 15 degrees
+    # a series acquired tilted by 20 degrees (Philips): the rows of its axial picture lean
+    cosines = (1, 0, 0, 0, math.cos(tilt), -math.sin(tilt))
+    assert edge_labels(_geometry(cosines), "axial")["bottom"] == "PI"
+
+
+def test_annotation_is_drawn_in_the_margins_only(make_series):
+    # one grey value: every pixel a label draws (white, or its black outline) changes
+    flat = dicomarray.open_series(make_series(hu=np.full((N_SLICES, SMALL, SMALL), 40))[0].parent)
+    plain = slice_picture(flat, 6, preset="brain")
+    labelled = [slice_picture(flat, k, preset="brain", annotate=True) for k in (6, 7)]
+    changed = labelled[0] != plain
+    margin = 12  # one line of the 8-pixel default font and its outline
+    assert not changed[margin:-margin, margin:-margin].any()
+    middle = slice(SMALL // 2 - 6, SMALL // 2 + 6)
+    for strip in (
+        changed[:margin, middle],
+        changed[-margin:, middle],
+        changed[middle, :margin],
+        changed[middle, -margin:],
+    ):
+        assert strip.any()  # a letter at the middle of each edge
+    # the slice position, bottom left, changes with the slice; the letters do not
+    differs = labelled[0] != labelled[1]
+    assert differs[-margin:, : SMALL // 2].any()
+    assert not differs[:-margin].any() and not differs[:, SMALL // 2 :].any()
+
+
+def test_montage_and_orthogonal_label_every_panel(series, tmp_path):
+    for name, write in (
+        ("m", lambda **k: series.dicom.montage(tmp_path / f"m{len(k)}.png", [2, 8], **k)),
+        ("o", lambda **k: series.dicom.orthogonal(tmp_path / f"o{len(k)}.png", **k)),
+    ):
+        plain, labelled = png_values(write()), png_values(write(annotate=True))
+        changed = plain != labelled
+        # the top middle of each panel carries a letter
+        for left in range(0, changed.shape[1], SMALL + GAP):
+            assert changed[:, left + SMALL // 2 - 6 : left + SMALL // 2 + 6].any(), name
+
+
+def test_the_render_command_annotates_unless_told_not_to(series, tmp_path):
+    folder = str(series.attrs["dicomarray_assembly"]["files"][0].rsplit("/", 1)[0])
+    for flag, annotate in (([], True), (["--no-annotate"], False)):
+        out = tmp_path / f"{annotate}.png"
+        assert main(["render", "-i", folder, "-o", str(out), *flag]) == 0
+        expected = slice_picture(series, annotate=annotate)
+        np.testing.assert_allclose(png_values(out), np.round(expected * 255) / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "dim", "expected"),
+    [
+        ((1, 0, 0, 0, 1, 0), "z", "S 5.0 mm"),  # slice 1 of slices at S 0 and 5
+        ((-1, 0, 0, 0, 1, 0), "z", "S 5.0 mm"),  # feet-first: the same S coordinate
+        ((1, 0, 0, 0, 1, 0), "y", "P 2.0 mm"),  # row 2 of a slice through P 0
+        ((1, 0, 0, 0, -1, 0), "y", "P -2.0 mm"),  # rows toward anterior: row 2 is at P -2
+        ((1, 0, 0, 0, 1, 0), "x", "L 3.0 mm"),
+    ],
+)
+def test_the_position_label_is_the_patient_coordinate_of_the_plane(orientation, dim, expected):
+    from dicomarray.render import _Cut, _position_text
+
+    assert _position_text(_geometry(orientation), _Cut(dim, (1, 2, 3))) == expected
