@@ -155,7 +155,8 @@ def slice_picture(
     ------
     RenderError
         For an unknown axis, an index out of range, dims other than ``z``, ``y``, ``x``,
-        or a single row (column) of a tilted stack, which holds no coronal (sagittal) plane.
+        a single row (column) of a tilted stack, which holds no coronal (sagittal) plane,
+        or ``annotate=True`` with a Pillow built without FreeType.
     DicomArrayError
         For malformed geometry (see :meth:`VolumeGeometry.of`).
     """
@@ -730,6 +731,8 @@ def _annotated(picture: np.ndarray, labels: dict[str, str], position: str) -> np
     height, width = picture.shape
     size = int(np.clip(min(height, width) // 20, 8, 32))
     font = ImageFont.load_default(size=size)
+    if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow built without FreeType
+        raise RenderError("annotate=True needs Pillow with FreeType, for its built-in font")
     stroke = max(1, size // 8)
     texts = _placements(font, width, height, stroke + 1, labels, position)
     masks = []
