@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import xarray as xr
 
-from . import render, reorient, transforms
+from . import render, reorient, resample, transforms
 from .errors import DicomArrayError
 from .geometry import VolumeGeometry
 from .labels import series_label
@@ -192,6 +192,31 @@ class DicomAccessor:
         """
         return reorient.reorient(self._obj, code)
 
+    # -- new grids: thin doors onto dicomarray.resample -------------------------------------
+
+    @_naming_the_series
+    def resample(self, spacing: Any, *, method: str = "linear") -> xr.DataArray:
+        """Lazily onto a regular grid of ``spacing`` mm (z, y, x) along the volume's own
+        directions: a rotation-only affine over the same extent.
+
+        ``method`` is "linear", "nearest" or "cubic". See :func:`dicomarray.resample.resample`.
+        """
+        return resample.resample(self._obj, spacing, method=method)
+
+    @_naming_the_series
+    def equalize(self, *, method: str = "linear") -> xr.DataArray:
+        """An irregular stack on its finest regular slice step (dcm2niix ``_Eq``); a
+        regular one comes back as it is. See :func:`dicomarray.resample.equalize`.
+        """
+        return resample.equalize(self._obj, method=method)
+
+    @_naming_the_series
+    def detilt(self, *, method: str = "linear") -> xr.DataArray:
+        """Each slice shifted in-plane to remove gantry-tilt shear (dcm2niix ``_Tilt``); an
+        untilted stack comes back as it is. See :func:`dicomarray.resample.detilt`.
+        """
+        return resample.detilt(self._obj, method=method)
+
     # -- pictures: thin doors onto dicomarray.render -----------------------------------------
 
     @_naming_the_series
@@ -319,11 +344,13 @@ class DicomAccessor:
         path: str | os.PathLike[str],
         *,
         json_path: str | os.PathLike[str] | None = None,
+        orientation: str | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
     ) -> Any:
-        """Write the values as ``.npy`` (chunk by chunk) and a JSON sidecar of the metadata.
+        """Write the values as ``.npy`` (chunk by chunk) and a JSON sidecar of the metadata,
+        as stored or in an ``orientation`` such as ``"RAS"``.
 
         See :func:`dicomarray.writers.npy.to_npy`.
         """
@@ -333,6 +360,7 @@ class DicomAccessor:
             self._obj,
             path,
             json_path=json_path,
+            orientation=orientation,
             deidentify=deidentify,
             overwrite=overwrite,
             compute=compute,
@@ -343,19 +371,27 @@ class DicomAccessor:
         self,
         store: Any,
         *,
+        orientation: str | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """Write a zarr (format 3) store with coordinates and attrs, for :func:`xarray.open_zarr`.
+        """Write a zarr (format 3) store with coordinates and attrs, for :func:`xarray.open_zarr`,
+        as stored or in an ``orientation`` such as ``"RAS"``.
 
         See :func:`dicomarray.writers.zarr.to_zarr`.
         """
         from .writers.zarr import to_zarr
 
         return to_zarr(
-            self._obj, store, deidentify=deidentify, overwrite=overwrite, compute=compute, **kwargs
+            self._obj,
+            store,
+            orientation=orientation,
+            deidentify=deidentify,
+            overwrite=overwrite,
+            compute=compute,
+            **kwargs,
         )
 
     @_naming_the_series
@@ -363,12 +399,14 @@ class DicomAccessor:
         self,
         path: str | os.PathLike[str],
         *,
+        orientation: str | None = "RAS",
         json_path: str | os.PathLike[str] | None = None,
         deidentify: bool = False,
         overwrite: bool = False,
         compute: bool = True,
     ) -> Any:
-        """Write a NIfTI-1 file with the LPS to RAS affine (needs the ``nifti`` extra).
+        """Write a NIfTI-1 file, RAS by default, sform exact and qform the rotation (needs
+        the ``nifti`` extra).
 
         See :func:`dicomarray.writers.nifti.to_nifti`.
         """
@@ -377,6 +415,7 @@ class DicomAccessor:
         return to_nifti(
             self._obj,
             path,
+            orientation=orientation,
             json_path=json_path,
             deidentify=deidentify,
             overwrite=overwrite,
@@ -397,8 +436,10 @@ class DicomAccessor:
     ) -> Any:
         """Write the values as a new DICOM series over a template (default: own source series).
 
-        The values are taken in the template's rescaled units (HU for CT): convert stored
-        values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
+        By default each slice goes over the file its ``source_file`` coordinate names, so
+        any selection (``isel``, ``sortby``, ``where``) is written over exactly its own
+        files. The values are taken in the template's rescaled units (HU for CT): convert
+        stored values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
         """
         from .writers.dicom import to_dicom
 

@@ -40,15 +40,19 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .errors import DicomArrayError, WriteError
+from .geometry import VolumeGeometry
 from .paths import inside, series_folders, short_hash
 from .staging import Stage, check_replaceable, os_errors, remove_stale_partials, stage, staged
+
+if TYPE_CHECKING:
+    from .query import Series
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +77,12 @@ REPORT_COLUMNS = (
     "outputs",
     "slices",
     "spacing_mm",
+    "slice_steps",
     "seconds",
     "warnings",
 )
+#: Between the distinct slice steps of an irregular series in ``spacing_mm`` (``4/7``).
+STEPS_SEPARATOR = "/"
 #: Between the warnings of one report row.
 WARNINGS_SEPARATOR = " | "
 #: Exceptions that stop a series' worker instead of failing the series: the user's ^C,
@@ -87,11 +94,15 @@ _SERIES_DEPTH = 2
 
 @dataclass(frozen=True)
 class SeriesJob:
-    """What one task needs: the files of a series, where to write, and how."""
+    """What one task needs: the series as its selection found it, where to write, and how.
 
-    uid: str
+    The job carries the :class:`~dicomarray.query.Series` record with its index rows, so
+    the worker assembles those rows and never scans the files again (which would log
+    every note about them a second time).
+    """
+
+    series: Series = field(repr=False)
     patient_id: str
-    files: tuple[str, ...]
     out_root: str
     out_dir: str
     formats: tuple[str, ...]
@@ -101,6 +112,16 @@ class SeriesJob:
     #: its own thread or worker, so the warnings it raises are its own, and no nested
     #: tasks sent back to a cluster's scheduler); None keeps the current one.
     scheduler: str | None = None
+
+    @property
+    def uid(self) -> str:
+        """(0020,000E) *Series Instance UID*."""
+        return self.series.uid
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The series' files, in slice order."""
+        return self.series.files
 
     @property
     def folder(self) -> str:
@@ -158,8 +179,15 @@ def convert(
     pandas.DataFrame
         One row per series, the columns :data:`REPORT_COLUMNS`: SeriesInstanceUID,
         PatientID, status (``ok``, ``failed``, ``skipped``), error, folder (relative to
-        ``out_dir``), outputs (``;``-separated), slices, spacing_mm, seconds, warnings
-        (`` | ``-separated). Also written to ``out_dir/report.csv``, in every case.
+        ``out_dir``), outputs (``;``-separated), slices, spacing_mm, slice_steps,
+        seconds, warnings (`` | ``-separated). Also written to ``out_dir/report.csv``, in
+        every case. ``spacing_mm`` is ``slice x row x column`` in mm, e.g.
+        ``5 x 0.45 x 0.45``; a series without one slice step has the step of each run of
+        slices in their order instead, ``/``-separated (``4/7 x 0.45 x 0.45``: 4 mm apart,
+        then 7 mm), never one made-up step; ``-`` when unknown (one slice).
+        ``slice_steps`` says the runs in one sentence ("two blocks: 14 slices at 4 mm,
+        then 14 at 7 mm after slice 13 (z = 52 mm)"), as
+        :meth:`dicomarray.geometry.VolumeGeometry.describe_steps`.
 
     Raises
     ------
@@ -227,9 +255,8 @@ def plan_jobs(
         target = out.absolute() / folder  # checked against symlinks when written
         jobs.append(
             SeriesJob(
-                uid=series.uid,
+                series=series,
                 patient_id=_reported_patient(series.meta, deidentify),
-                files=series.files,
                 out_root=str(out.absolute()),
                 out_dir=str(target),
                 formats=formats,
@@ -393,8 +420,9 @@ def _row(job: SeriesJob, **values: Any) -> dict[str, Any]:
         "error": "",
         "folder": job.folder,
         "outputs": "",
-        "slices": len(job.files),
+        "slices": job.series.n_slices,  # a failed series' too: the frames selected
         "spacing_mm": "",
+        "slice_steps": "",
         "seconds": 0.0,
         "warnings": "",
     }
@@ -428,9 +456,13 @@ def _convert(job: SeriesJob) -> dict[str, Any]:
     return _figures(_write_outputs(job, folder, formats, previous), status="ok")
 
 
+#: The report's columns that a manifest keeps, so a skipped series reports them too.
+_FIGURES = ("slices", "spacing_mm", "slice_steps")
+
+
 def _figures(manifest: Mapping[str, Any], *, status: str) -> dict[str, Any]:
     figures = {"status": status, "outputs": ";".join(manifest["outputs"])}
-    figures.update({k: manifest[k] for k in ("slices", "spacing_mm") if k in manifest})
+    figures.update({k: manifest[k] for k in _FIGURES if k in manifest})
     return figures
 
 
@@ -446,8 +478,6 @@ def _write_outputs(
     """
     import dask
 
-    from .volume import open_series
-
     replaceable = functools.partial(_is_replaceable, uid=job.uid)
     output = stage(
         folder, overwrite=True, folder=True, replaceable=replaceable, kind="dicomarray series"
@@ -457,7 +487,7 @@ def _write_outputs(
         output.partial.mkdir()
         setting = dask.config.set(scheduler=job.scheduler) if job.scheduler else nullcontext()
         with setting:
-            volume = open_series(list(job.files), job.uid)
+            volume = job.series.open()
             outputs = _write_formats(volume.dicom.hu(), output.partial, formats, job.deidentify)
         kept = _keep_outputs(previous, folder, output.partial, outputs) if previous else []
         all_formats = [*(previous or {}).get("formats", []), *formats]
@@ -513,16 +543,28 @@ def _manifest(
         "outputs": list(dict.fromkeys(outputs)),
         "deidentify": job.deidentify,
         "files": len(job.files),
-        "slices": int(volume.sizes["z"]),
-        "spacing_mm": _spacing(volume),
+        **_geometry_figures(VolumeGeometry.of(volume)),
     }
 
 
-def _spacing(volume: Any) -> str:
-    """Slice spacing x row spacing x column spacing in mm, for the report."""
-    slice_spacing = volume.attrs.get("dicomarray_assembly", {}).get("slice_spacing")
-    pixel = volume.attrs.get("PixelSpacing") or [None, None]
-    return " x ".join("-" if v is None else f"{float(v):.3g}" for v in (slice_spacing, *pixel))
+def _geometry_figures(geometry: VolumeGeometry) -> dict[str, Any]:
+    """The report's slices, spacing_mm and slice_steps (see :func:`convert`)."""
+    spacing = geometry.spacing
+    if spacing["z"] is not None:
+        z = _mm(spacing["z"])
+    elif geometry.n_slices > 1:  # no one step: each run's, in order, never a median
+        z = STEPS_SEPARATOR.join(_mm(abs(step)) for _n, step in geometry.step_runs())
+    else:
+        z = "-"
+    return {
+        "slices": geometry.n_slices,
+        "spacing_mm": " x ".join([z, _mm(spacing["y"]), _mm(spacing["x"])]),
+        "slice_steps": geometry.describe_steps(),
+    }
+
+
+def _mm(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _is_replaceable(folder: Path, uid: str) -> bool:

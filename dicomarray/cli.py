@@ -424,18 +424,14 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
     volume = _open(args, args.path, console)
     report = volume.attrs[ASSEMBLY_ATTR]
     console.listed(report["warnings"])  # printed below; not repeated on stderr
-    spacing = (report["slice_spacing"], *volume.attrs.get("PixelSpacing", [None, None]))
-    z, y, x = (_millimetres(value) for value in spacing)
     lines = [
         f"series      {report['series_uid']}",
         f"shape       {dict(volume.sizes)}  dtype {volume.dtype}",
-        f"spacing     z {z}, y {y}, x {x}",
+        *_geometry_lines(volume),
         f"z range     {float(volume.z[0]):.2f} .. {float(volume.z[-1]):.2f} mm "
         f"(sorted by {report['sorted_by']})",
         f"left out    {_left_out(report['left_out'])}",
         *(f"warning     {w}" for w in report["warnings"]),
-        "affine (z, y, x, 1) -> LPS mm:",
-        *("    " + "  ".join(f"{v:9.3f}" for v in row) for row in volume.dicom.affine),
         "tags:",
     ]
     for keyword, value in volume.attrs.items():
@@ -445,9 +441,36 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
     return 0
 
 
-def _millimetres(value: Any) -> str:
+def _geometry_lines(volume: Any) -> list[str]:
+    """What :class:`~dicomarray.geometry.VolumeGeometry` says of the volume, for ``info``:
+    spacing per dim (``z none`` when the slices have no one step), the steps in a sentence,
+    the orientation code, the tilt and the affine."""
+    from .geometry import VolumeGeometry
+    from .reorient import orientation_code
+
+    geometry = VolumeGeometry.of(volume)
+    irregular = not geometry.is_regular  # else a missing step is unknown: one slice
+    spacing = ", ".join(
+        f"{dim} none (no one step)" if mm is None and irregular else f"{dim} {_millimetres(mm)}"
+        for dim, mm in geometry.spacing.items()
+    )
+    code = orientation_code(volume)  # fastest axis (the last dim) first
+    toward = ", ".join(f"{d} toward {c}" for d, c in zip(geometry.dims[::-1], code, strict=True))
+    sheared = " (sheared: each slice offset in-plane)" if geometry.is_sheared else ""
+    exact = "" if geometry.is_regular else " (z column: the mean step, exact at the ends only)"
+    return [
+        f"spacing     {spacing}",
+        f"slices      {geometry.describe_steps()}",
+        f"orientation {code} ({toward})",
+        f"tilt        {geometry.tilt_degrees:.2f} degrees{sheared}",
+        f"affine ({', '.join(geometry.dims)}, 1) -> LPS mm{exact}:",
+        *("    " + "  ".join(f"{v:9.3f}" for v in row) for row in geometry.affine()),
+    ]
+
+
+def _millimetres(value: float | None) -> str:
     """A spacing for people: ``2.4 mm`` (6 significant digits); ``unknown`` when there is
-    none (one slice along z, no PixelSpacing along y and x)."""
+    none (one slice along z)."""
     return "unknown" if value is None else f"{float(value):.6g} mm"
 
 

@@ -56,6 +56,10 @@ class TransformError(DicomArrayError):
     """A value transform cannot be done: an unknown preset, a window width <= 0, bad bounds."""
 
 
+class ResampleError(DicomArrayError):
+    """A volume cannot be resampled: a bad spacing or method, extra dims, unusable positions."""
+
+
 class RenderError(DicomArrayError):
     """A picture cannot be made or written: an unknown axis, an index out of range, a bad path."""
 

@@ -176,6 +176,54 @@ def tilt_degrees(positions: np.ndarray, normal: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cosine, 0.0, 1.0))))
 
 
+#: Smallest |cosine| between the slice normal and a patient axis for a plane to be named
+#: after that axis (axial, coronal, sagittal); below it the plane is oblique (~37 degrees).
+PLANE_COSINE = 0.8
+
+
+def plane_of_tags(
+    orientation: Any, positions: Any = None, *, rtol: float = SPACING_RTOL
+) -> dict[str, Any]:
+    """The plane and slice spacing of instances from their tag values alone (no volume).
+
+    For tables of series (:func:`dicomarray.list_series`), which describe a series by its
+    index rows without assembling it.
+
+    Parameters
+    ----------
+    orientation : sequence of 6 numbers
+        (0020,0037) *Image Orientation (Patient)* of the instances.
+    positions : list of sequences of 3 numbers, optional
+        (0020,0032) *Image Position (Patient)* of each instance, in any order.
+    rtol : float
+        As :data:`SPACING_RTOL`.
+
+    Returns
+    -------
+    dict
+        ``plane``: ``"AXIAL"``, ``"CORONAL"``, ``"SAGITTAL"`` (the patient axis the normal
+        lies within :data:`PLANE_COSINE` of) or ``"OBLIQUE"``; ``slice_spacing``: the one
+        distance between the slice planes in mm. Each is None when the tags cannot tell:
+        an orientation that is not six usable cosines; for the spacing also a missing or
+        malformed position, one instance, repeated positions or no one step (a gap, blocks
+        of different spacing: never a median).
+    """
+    try:
+        normal = slice_normal(_finite_numbers(orientation, 6, "ImageOrientationPatient", ""))
+    except DicomArrayError:
+        return {"plane": None, "slice_spacing": None}
+    main = int(np.argmax(np.abs(normal)))
+    plane = (
+        ("SAGITTAL", "CORONAL", "AXIAL")[main] if abs(normal[main]) >= PLANE_COSINE else "OBLIQUE"
+    )
+    try:
+        points = [_finite_numbers(p, 3, "ImagePositionPatient", "") for p in positions or ()]
+    except DicomArrayError:  # one position missing or malformed: no spacing to tell
+        points = []
+    step = regular_step(np.sort(positions_along_normal(np.asarray(points), normal)), rtol=rtol)
+    return {"plane": plane, "slice_spacing": None if step is None else abs(step)}
+
+
 @dataclass(frozen=True)
 class SeriesGeometry:
     """Where a stack of slices sits in the patient.
@@ -498,6 +546,25 @@ class VolumeGeometry:
             affine[:3, axis] = columns[dim]
         affine[:3, 3] = self.slice_positions[0]
         return affine
+
+    def rotation_affine(self) -> np.ndarray:
+        """4 x 4 matrix like :meth:`affine`, without shear: :meth:`rotation` times the voxel
+        sizes, the same origin.
+
+        The slice size is the spacing of the planes along the normal (not the length of a
+        tilted step); for one slice, or an irregular stack, the length of the affine's
+        slice column. Equal to :meth:`affine` for a stack that is not sheared; for one
+        that is, the rigid placement a NIfTI qform can hold.
+        """
+        affine = self.affine()
+        sizes = [
+            self.spacing[dim] or float(np.linalg.norm(affine[:3, axis]))
+            for axis, dim in enumerate(self.dims)
+        ]
+        rigid = np.eye(4)
+        rigid[:3, :3] = self.rotation() * sizes
+        rigid[:3, 3] = affine[:3, 3]
+        return rigid
 
     def world(self, indices: np.ndarray) -> np.ndarray:
         """LPS mm of voxels at ``(..., 3)`` indices in the array's dim order, using each

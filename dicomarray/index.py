@@ -102,7 +102,7 @@ def scan(
     ----------
     path : str, os.PathLike or sequence of those
         A folder (walked in full, whether or not it holds a ``DICOMDIR``), one file, or a
-        list of files.
+        list of files. A file named ``DICOMDIR`` stands for its folder, which is walked.
     recursive : bool, default True
         Walk sub-folders.
     workers : int, optional
@@ -176,6 +176,10 @@ def list_files(path: Source, *, recursive: bool = True, symlinks: Symlinks = "in
 def _list(path: Source, *, recursive: bool, symlinks: Symlinks) -> _Listing:
     if isinstance(path, str | os.PathLike):
         root = os.fspath(path)
+        if _is_dicomdir(root):
+            # a DICOMDIR stands for its file set (PS3.10 names it so): walk the set's folder,
+            # where it is a hint, rather than index a directory record and nothing else
+            root = os.path.dirname(os.path.abspath(root))
         if os.path.isdir(root):
             listing = _Listing(root)
             _walk(listing, root, recursive=recursive, symlinks=symlinks)
@@ -198,6 +202,11 @@ def _list(path: Source, *, recursive: bool, symlinks: Symlinks) -> _Listing:
             listing.files.append(name)
     listing.files.sort()
     return listing
+
+
+def _is_dicomdir(path: str) -> bool:
+    """A regular file named DICOMDIR (in any case), the root of a PS3.10 file set."""
+    return os.path.basename(path).upper() == "DICOMDIR" and os.path.isfile(path)
 
 
 def _not_regular(path: str) -> str | None:

@@ -44,8 +44,9 @@ import xarray as xr
 from pydicom.datadict import keyword_dict
 
 from .assembly import files_in_slice_order, is_localizer, series_folder
-from .attrs import as_count, json_safe, orientation_vector, plain_cell
+from .attrs import as_count, json_safe, plain_cell, same_orientations
 from .errors import DicomArrayError
+from .geometry import plane_of_tags
 from .header import plain_value, read_dataset
 from .index import Source, as_index
 
@@ -75,17 +76,33 @@ class Series:
         assembled yet: :meth:`open` does that, and raises what assembly finds.
     meta : dict
         Index tags with one value across the series, by DICOM keyword.
+    rows : pandas.DataFrame or None
+        The matching instances' index rows (as :func:`dicomarray.scan` gives them), which
+        :meth:`open` assembles, so the files are not scanned a second time; None for a
+        record made from paths alone, which :meth:`open` scans.
     """
 
     uid: str
     files: tuple[str, ...]
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    rows: pd.DataFrame | None = field(default=None, repr=False, hash=False, compare=False)
 
     def open(self, **kwargs: Any) -> xr.DataArray:
-        """The lazy volume of these files; keyword arguments go to :func:`open_series`."""
+        """The lazy volume of these instances; keyword arguments go to :func:`open_series`."""
         from .volume import open_series
 
-        return open_series(list(self.files), self.uid, **kwargs)
+        return open_series(self.source, self.uid, **kwargs)
+
+    @property
+    def n_slices(self) -> int:
+        """The frames of its instances, as the ``n_slices`` rule counts them (a multi-frame
+        file counts its NumberOfFrames); its number of files without rows."""
+        return len(self.files) if self.rows is None else slice_count(self.rows)
+
+    @property
+    def source(self) -> pd.DataFrame | list[str]:
+        """What :func:`open_series` opens: the index rows when known, else the files."""
+        return self.rows if self.rows is not None else list(self.files)
 
 
 def dicom_filter(
@@ -263,7 +280,11 @@ def _sort_key(row: pd.Series) -> tuple[Any, ...]:
 
 
 def _series(uid: str, rows: pd.DataFrame) -> Series:
-    return Series(uid=uid, files=tuple(files_in_slice_order(rows)), meta=common_tags(rows))
+    rows = rows.copy()
+    rows.attrs = {}  # the whole tree's skipped files and notes: not this series', nor pickled
+    return Series(
+        uid=uid, files=tuple(files_in_slice_order(rows)), meta=common_tags(rows), rows=rows
+    )
 
 
 def common_tags(rows: pd.DataFrame) -> dict[str, Any]:
@@ -296,7 +317,13 @@ def list_series(source: Source | pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Sorted by patient, study and series number. Values come from each series' first
-        image instance (by path; its first instance when it holds no image);
+        image instance (by path; its first instance when it holds no image), except
+        ``slice_spacing``, the one distance in mm between the planes of all its images
+        (by their positions along the normal), missing when there is none (a gap,
+        blocks of different spacing, several volumes at the same positions, slices of
+        several planes) or the tags cannot tell; ``orientation`` is AXIAL, CORONAL,
+        SAGITTAL or OBLIQUE, the plane of the images (see
+        :func:`dicomarray.geometry.plane_of_tags`);
         ``instances`` counts its indexed files, ``size_mb`` their size, ``folder`` is the
         deepest folder holding all of them. The
         :data:`SERIES_INT_COLUMNS` are nullable ``Int64``, so a missing SeriesNumber never
@@ -322,6 +349,7 @@ def _series_record(uid: Any, rows: pd.DataFrame) -> dict[str, Any]:
     images = by_path[by_path["Rows"].notna()]
     first = (images if len(images) else by_path).iloc[0]
     tag = {k: plain_cell(first.get(k)) for k in first.index}
+    plane = _plane(tag["ImageOrientationPatient"], images)
     return {
         "PatientID": tag["PatientID"],
         "StudyDate": tag["StudyDate"],
@@ -335,10 +363,19 @@ def _series_record(uid: Any, rows: pd.DataFrame) -> dict[str, Any]:
         "columns": _whole_number(tag["Columns"]),
         "pixel_spacing": tag["PixelSpacing"],
         "slice_thickness": tag["SliceThickness"],
-        "orientation": orientation_label(tag["ImageOrientationPatient"]),
+        "slice_spacing": plane["slice_spacing"],
+        "orientation": plane["plane"],
         "folder": series_folder(rows["path"]),
         "SeriesInstanceUID": plain_cell(uid),
     }
+
+
+def _plane(orientation: Any, images: pd.DataFrame) -> dict[str, Any]:
+    """The series' plane, and its slice spacing when its images share that orientation
+    (slices of other planes, as a three-plane localizer's, have no one spacing)."""
+    positions = images["ImagePositionPatient"].map(plain_cell).tolist()
+    one_plane = len(images) > 0 and same_orientations(images["ImageOrientationPatient"])
+    return plane_of_tags(orientation, positions if one_plane else None)
 
 
 def slice_count(rows: pd.DataFrame) -> int:
@@ -360,23 +397,6 @@ def _whole_number(value: Any) -> int | None:
         return as_count(value)
     except ValueError:
         return None
-
-
-def orientation_label(orientation: Any) -> str | None:
-    """AXIAL, CORONAL, SAGITTAL or OBLIQUE: the main axis of the slice normal.
-
-    None when the value is not six finite direction cosines.
-    """
-    cosines = orientation_vector(orientation)
-    if cosines is None:
-        return None
-    normal = np.cross(cosines[:3], cosines[3:])
-    if not np.linalg.norm(normal) > 0:
-        return None
-    main = int(np.argmax(np.abs(normal)))
-    if abs(normal[main]) < 0.8 * np.linalg.norm(normal):
-        return "OBLIQUE"
-    return ("SAGITTAL", "CORONAL", "AXIAL")[main]
 
 
 def read_tags(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -17,6 +17,8 @@ import dicomarray
 from dicomarray.sample import head_phantom, write_series
 
 SMALL = 64  # rows and columns of test series: small enough to be fast, big enough to see anatomy
+#: Slice positions (mm) of a GE-like uneven head CT: 14 slices 4 mm apart, then 14 at 7 mm.
+UNEVEN_POSITIONS = [4.0 * i for i in range(14)] + [52.0 + 7.0 * i for i in range(1, 15)]
 
 
 #: Small real files copied from the dcm_qa sets, with their licences (see its README.md).

@@ -78,6 +78,45 @@ def temporaries(folder: Path) -> list[Path]:
     return sorted(folder.glob(".*.tmp"))
 
 
+#: A series folder named as people name them: after the patient.
+PATIENT_FOLDER = "DOE_JANE_8675309"
+
+
+def texts_holding(volume: xr.DataArray, text: str) -> list[str]:
+    """Names of the coordinates and attrs of a volume (read back) whose values hold ``text``."""
+
+    def holds(value) -> bool:
+        if isinstance(value, dict):
+            return any(holds(v) for v in value.values())
+        if isinstance(value, list | tuple | np.ndarray):
+            return any(holds(v) for v in np.asarray(value, dtype=object).ravel())
+        return text in str(value)
+
+    found = [str(name) for name, coord in volume.coords.items() if holds(coord.values)]
+    return found + [str(name) for name, value in volume.attrs.items() if holds(value)]
+
+
+def head_and_feet_first(make_series, hu: np.ndarray, spacing: float = 12.0) -> tuple[Path, Path]:
+    """One patient scanned head first and feet first: the same voxels in the patient, stored
+    in two orders (feet first: columns toward the right, slices toward the feet).
+
+    ``hu`` is (z, y, x) with z toward the head, y toward posterior, x toward the left, as
+    the head-first series stores it; the feet-first series stores ``hu[::-1, :, ::-1]``.
+    """
+    slices, rows, columns = hu.shape
+    corner = np.array([-100.0, -80.0, -60.0])  # voxel 0 of the head-first series
+    far = corner + [(columns - 1) * 3.6, 0.0, (slices - 1) * spacing]
+    head = make_series("head_first", hu=hu, origin=tuple(corner), tags={"PatientPosition": "HFS"})
+    feet = make_series(
+        "feet_first",
+        hu=np.ascontiguousarray(hu[::-1, :, ::-1]),
+        origin=tuple(far),
+        orientation=(-1, 0, 0, 0, 1, 0),
+        tags={"PatientPosition": "FFS"},
+    )
+    return head[0].parent, feet[0].parent
+
+
 #: write_series keyword arguments of the kinds of series every format must round-trip.
 SERIES_KINDS = {
     "axial": {},
@@ -99,3 +138,8 @@ def lazy_hu(volume: xr.DataArray) -> xr.DataArray:
     hu.attrs = {k: v for k, v in volume.attrs.items() if not k.startswith("Rescale")}
     hu.attrs["units"] = "HU"
     return hu
+
+
+#: Slice positions (mm along the normal from the first slice) of a GE-like uneven head CT:
+#: 14 slices 4 mm apart, then 14 more 7 mm apart.
+GE_BLOCK_POSITIONS = [4.0 * i for i in range(14)] + [52.0 + 7.0 * i for i in range(1, 15)]

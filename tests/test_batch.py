@@ -21,7 +21,7 @@ import xarray as xr
 from dicomarray.batch import MANIFEST, convert
 from dicomarray.sample import head_phantom, write_series
 
-from .conftest import patient_series
+from .conftest import UNEVEN_POSITIONS, patient_series
 
 pytest.importorskip("distributed")
 
@@ -516,3 +516,72 @@ def _good_and_unassemblable_series(root):
         seed=1,
     )
     return root
+
+
+# --------------------------------------------------------------------------------------------
+# Records: a series is scanned once (at selection) and assembled once (in its job)
+# --------------------------------------------------------------------------------------------
+
+
+def test_each_data_problem_is_logged_and_reported_once(tmp_path, caplog):
+    import logging
+
+    hu = head_phantom(5, 16, 16, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    files = write_series(
+        tmp_path / "in", hu, pixel_spacing=(7.2, 7.2), positions=[0.0, 20.0, 40.0, 80.0, 100.0]
+    )
+    ds = pydicom.dcmread(files[0])
+    ds.SliceThickness = ["20", "21"]  # a note of the scan: not one number
+    ds.save_as(files[0])
+    with caplog.at_level(logging.WARNING, logger="dicomarray"):
+        report = convert(
+            tmp_path / "in", tmp_path / "out", formats=("npy",), workers=0, progress=False
+        )
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("dicomarray")]
+    assert sum("SliceThickness: 1 values" in m for m in logged) == 1
+    assert sum("uneven spacing" in m for m in logged) == 1
+    assert report.loc[0, "warnings"].count("uneven spacing") == 1
+
+
+def test_a_job_assembles_the_rows_its_selection_scanned(tree, tmp_path, monkeypatch):
+    import dicomarray.index
+
+    scans = []
+    real_scan = dicomarray.index.scan
+    monkeypatch.setattr(
+        dicomarray.index, "scan", lambda *a, **k: scans.append(a) or real_scan(*a, **k)
+    )
+    report = convert(tree, tmp_path / "out", formats=("npy",), workers=0, progress=False)
+    assert len(report) == 4 and len(scans) == 1
+
+
+def test_an_uneven_series_reports_each_slice_step_and_no_single_one(tmp_path):
+    hu = np.zeros((28, 8, 8))
+    write_series(tmp_path / "in" / "ge", hu, pixel_spacing=(0.5, 0.5), positions=UNEVEN_POSITIONS)
+    write_series(tmp_path / "in" / "even", hu[:6], pixel_spacing=(0.5, 0.25), seed=1)
+    for status in ("ok", "skipped"):  # a resumed row has the figures of its manifest
+        report = convert(
+            tmp_path / "in", tmp_path / "out", formats=("npy",), workers=0, progress=False
+        )
+        assert set(report["status"]) == {status}
+        saved = pd.read_csv(tmp_path / "out" / "report.csv", keep_default_na=False, dtype=str)
+        rows = saved.set_index("slices")
+        assert rows.loc["28", "spacing_mm"] == "4/7 x 0.5 x 0.5"
+        assert rows.loc["28", "slice_steps"].startswith(
+            "two blocks: 14 slices at 4 mm, then 14 at 7 mm after slice 13"
+        )
+        assert rows.loc["6", "spacing_mm"] == "5 x 0.5 x 0.25"
+        assert rows.loc["6", "slice_steps"] == "regular: 6 slices at 5 mm"
+
+
+def test_a_failed_multiframe_series_reports_the_frames_it_selected(tmp_path):
+    from .test_volume import write_multiframe
+
+    path = tmp_path / "in" / "mf.dcm"
+    path.parent.mkdir()
+    write_multiframe(path, np.zeros((6, 8, 8), np.int16), z=[2.0 * i for i in range(6)])
+    path.write_bytes(path.read_bytes()[:-100])  # cut pixel data: the series fails
+    (row,) = convert(
+        tmp_path / "in", tmp_path / "out", formats=("npy",), workers=0, progress=False
+    ).to_dict("records")
+    assert row["status"] == "failed" and row["slices"] == 6

@@ -591,3 +591,56 @@ def test_scan_shows_each_note_about_the_tree_once(small_series, tmp_path, capsys
     lines = stderr_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith(f"warning: {tree}: ")
     assert "1 instances are not recorded" in lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# info: the geometry, as VolumeGeometry gives it
+# --------------------------------------------------------------------------------------------
+
+
+def _info_lines(folder, capsys) -> dict[str, str]:
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    return {line[:12].strip(): line[12:] for line in out if line[:1] != " "} | {"": out}
+
+
+def test_info_shows_no_single_slice_spacing_for_an_uneven_series(tmp_path, capsys):
+    import pydicom
+
+    from .conftest import UNEVEN_POSITIONS
+
+    files = dicomarray.sample.write_series(
+        tmp_path / "ge", np.zeros((28, 8, 8)), pixel_spacing=(0.5, 0.5), positions=UNEVEN_POSITIONS
+    )
+    lines = _info_lines(tmp_path / "ge", capsys)
+    assert lines["spacing"] == "z none (no one step), y 0.5 mm, x 0.5 mm"
+    assert lines["slices"].startswith(
+        "two blocks: 14 slices at 4 mm, then 14 at 7 mm after slice 13"
+    )
+    assert lines["orientation"] == "LPS (x toward L, y toward P, z toward S)"
+    assert lines["tilt"] == "0.00 degrees"
+    out = lines[""]
+    start = next(i for i, line in enumerate(out) if line.startswith("affine (z, y, x, 1)"))
+    affine = np.array([[float(v) for v in row.split()] for row in out[start + 1 : start + 5]])
+    first = [float(v) for v in pydicom.dcmread(files[0]).ImagePositionPatient]
+    expected = np.eye(4)
+    expected[:3, 0] = [0, 0, (UNEVEN_POSITIONS[-1] - UNEVEN_POSITIONS[0]) / 27]
+    expected[:3, 1] = [0, 0.5, 0]
+    expected[:3, 2] = [0.5, 0, 0]
+    expected[:3, 3] = first
+    np.testing.assert_allclose(affine, expected, atol=1e-3)
+    assert "exact at the ends only" in out[start]
+
+
+def test_info_shows_the_spacing_orientation_and_tilt_of_a_series(make_series, tmp_path, capsys):
+    make_series("tilted", tilt_degrees=15.0)
+    lines = _info_lines(tmp_path / "tilted", capsys)
+    # slices 12 mm apart along a direction 15 degrees from the normal: 12 cos 15 between planes
+    assert lines["spacing"] == "z 11.5911 mm, y 3.6 mm, x 3.6 mm"
+    assert lines["tilt"] == "15.00 degrees (sheared: each slice offset in-plane)"
+    assert lines["slices"].startswith("regular: ")
+    make_series("coronal", orientation=(1, 0, 0, 0, 0, -1))
+    lines = _info_lines(tmp_path / "coronal", capsys)
+    assert lines["spacing"] == "z 12 mm, y 3.6 mm, x 3.6 mm"
+    assert lines["orientation"] == "LIP (x toward L, y toward I, z toward P)"
+    assert lines["tilt"] == "0.00 degrees"

@@ -207,6 +207,22 @@ def test_tilted_stack_rotation_is_the_dicom_directions_and_the_affine_keeps_the_
     assert geometry.spacing["z"] == pytest.approx(12.0 * np.cos(np.radians(15.0)), rel=1e-3)
 
 
+@pytest.mark.parametrize("tilt", [0.0, 15.0])
+def test_rotation_affine_is_the_affine_without_its_shear(make_series, tilt):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeometryWarning)  # the tilt is the point
+        volume = dicomarray.open_series(make_series(tilt_degrees=tilt)[0].parent)
+    geometry = volume.isel(y=slice(None, None, -1)).transpose("x", "z", "y").dicom.geometry
+    rigid, affine = geometry.rotation_affine(), geometry.affine()
+    plane_spacing = 12.0 * np.cos(np.radians(tilt))  # along the normal
+    np.testing.assert_allclose(np.linalg.norm(rigid[:3, :3], axis=0), [3.6, plane_spacing, 3.6])
+    np.testing.assert_allclose(rigid[:3, :3] / [3.6, plane_spacing, 3.6], geometry.rotation())
+    np.testing.assert_allclose(rigid[:, 3], affine[:, 3])
+    # only the slice column differs, and only when the gantry was tilted
+    assert np.allclose(rigid, affine) == (tilt == 0.0)
+    np.testing.assert_allclose(rigid[:, [0, 2]], affine[:, [0, 2]])
+
+
 def test_a_volume_without_spatial_dims_or_with_picked_rows_has_no_geometry(make_series):
     volume = dicomarray.open_series(make_series()[0].parent)
     with pytest.raises(DicomArrayError, match="needs dims z, y and x"):

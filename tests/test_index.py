@@ -159,6 +159,18 @@ def test_files_added_after_the_dicomdir_are_indexed_and_warned(tmp_path):
     assert "records 3 files, the folder holds 4 instances" in index.attrs["notes"][0]
 
 
+def test_a_dicomdir_given_as_the_path_stands_for_its_folder(tmp_path):
+    # users point tools at a CD's DICOMDIR; indexing the directory record alone gave nothing
+    root = tmp_path / "media"
+    write_file_set(root, 3)
+    by_folder = dicomarray.scan(root)
+    by_dicomdir = dicomarray.scan(root / "DICOMDIR")
+    assert len(by_dicomdir) == 3 and by_dicomdir["path"].tolist() == by_folder["path"].tolist()
+    assert by_dicomdir.attrs == by_folder.attrs
+    assert len(dicomarray.dicom_filter(root / "DICOMDIR", {})) == 1
+    assert dicomarray.open_series(root / "DICOMDIR").sizes["z"] == 3
+
+
 def test_dicomdir_records_missing_files_are_noted(tmp_path):
     root = tmp_path / "media"
     write_file_set(root, 3)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import xarray as xr
 
 import dicomarray
 from dicomarray.query import (
@@ -19,7 +20,7 @@ from dicomarray.query import (
     read_tags,
 )
 
-from .conftest import XA10_FILES, gunzip, pydicom_file
+from .conftest import UNEVEN_POSITIONS, XA10_FILES, gunzip, pydicom_file
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,18 @@ def test_n_slices_counts_the_frames_of_multi_frame_files(tmp_path):
 def test_filter_on_a_tag_the_index_does_not_hold(study):
     found = dicom_filter(study, {"KVP": {"min": 100}, "ConvolutionKernel": "H*"})
     assert found and all(s.meta["Modality"] == "CT" for s in found)
+
+
+def test_a_series_record_opens_its_own_rows_without_scanning(study, monkeypatch):
+    import dicomarray.index
+
+    (series, *_) = dicom_filter(study, {"KVP": {"min": 100}, "ImageType": {"not": "LOCALIZER"}})
+    assert list(series.rows["path"].sort_values()) == sorted(series.files)
+    from_files = dicomarray.open_series(list(series.files), series.uid)
+    monkeypatch.setattr(dicomarray.index, "scan", lambda *a, **k: pytest.fail("scanned again"))
+    volume = series.open()
+    assert list(volume["source_file"].values) == list(from_files["source_file"].values)
+    xr.testing.assert_identical(volume, from_files)
 
 
 def test_list_series(study):
@@ -239,3 +252,53 @@ def test_list_series_describes_a_series_by_its_images(make_series, tmp_path):
     (row,) = list_series(tmp_path).to_dict("records")
     assert (row["rows"], row["columns"], row["instances"]) == (64, 64, len(paths) + 1)
     assert row["SeriesDescription"] == pydicom.dcmread(paths[0]).SeriesDescription
+
+
+PLANES = {
+    "AXIAL": (1, 0, 0, 0, 1, 0),
+    "CORONAL": (1, 0, 0, 0, 0, -1),
+    "SAGITTAL": (0, 1, 0, 0, 0, -1),
+    # normal (0, 0.71, 0.71): 45 degrees from both axial and coronal
+    "OBLIQUE": (1, 0, 0, 0, 2**-0.5, -(2**-0.5)),
+}
+
+
+def test_list_series_names_the_plane_and_the_one_slice_spacing(tmp_path):
+    from dicomarray.sample import write_series
+
+    hu = np.zeros((4, 8, 8))
+    for seed, (plane, orientation) in enumerate(PLANES.items()):
+        write_series(tmp_path / plane, hu, orientation=orientation, slice_spacing=2.5, seed=seed)
+    table = list_series(tmp_path).set_index("folder")
+    for plane in PLANES:
+        row = table.loc[str(tmp_path / plane)]
+        assert (row["orientation"], row["slice_spacing"]) == (plane, pytest.approx(2.5))
+
+
+def test_list_series_shows_no_single_spacing_for_an_uneven_series(tmp_path):
+    from dicomarray.sample import write_series
+
+    write_series(
+        tmp_path / "ge", np.zeros((28, 8, 8)), slice_spacing=4.0, positions=UNEVEN_POSITIONS
+    )
+    (row,) = list_series(tmp_path).to_dict("records")
+    assert row["slice_spacing"] is None and row["instances"] == 28
+
+
+@pytest.mark.parametrize(
+    ("orientation", "positions", "expected"),
+    [
+        (PLANES["AXIAL"], [[0, 0, 10], [0, 0, 0], [0, 0, 5]], ("AXIAL", 5.0)),  # any order
+        (PLANES["AXIAL"], [[0, 0, 0], [0, 0, 5], [0, 0, 0], [0, 0, 5]], ("AXIAL", None)),  # 4-D
+        (PLANES["AXIAL"], [[0, 0, 0], None], ("AXIAL", None)),
+        (PLANES["AXIAL"], [[0, 0, 0]], ("AXIAL", None)),
+        (PLANES["SAGITTAL"], [[0, 0, 0], [-3, 0, 0]], ("SAGITTAL", 3.0)),
+        ([1, 0, 0, 1, 0, 0], [[0, 0, 0], [0, 0, 5]], (None, None)),  # parallel cosines
+        ("junk", None, (None, None)),
+    ],
+)
+def test_the_plane_of_tag_values(orientation, positions, expected):
+    from dicomarray.geometry import plane_of_tags
+
+    found = plane_of_tags(orientation, positions)
+    assert (found["plane"], found["slice_spacing"]) == expected

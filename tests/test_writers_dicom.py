@@ -6,6 +6,7 @@ import random
 import shutil
 import subprocess
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -14,8 +15,10 @@ import SimpleITK as sitk
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, RLELossless
 
 import dicomarray
+import dicomarray.writers
 from dicomarray import GeometryWarning, WriteError
-from dicomarray.writers.dicom import Rescale, StoredType, choose_rescale
+from dicomarray.header import read_dataset
+from dicomarray.writers.dicom import Rescale, SlicePlane, StoredType, choose_rescale
 
 from .export_helpers import (
     SERIES_KINDS,
@@ -162,8 +165,6 @@ def test_the_template_can_be_a_folder_a_list_of_files_or_an_opened_series(make_s
         pixels.append([pydicom.dcmread(p).pixel_array for p in written])
     np.testing.assert_array_equal(pixels[0], pixels[1])
     np.testing.assert_array_equal(pixels[0], pixels[2])
-    with pytest.raises(WriteError, match="holds 4 of its series' 12 slices"):
-        dicomarray.to_dicom(values[:4], template.isel(z=slice(4)), tmp_path / "part")
 
 
 def test_a_shape_that_does_not_match_the_template_is_a_clear_error(make_series, tmp_path):
@@ -308,6 +309,41 @@ def test_dciodvfy_finds_no_errors(make_series, tmp_path, kind):
     assert "Error" not in report.stdout + report.stderr, report.stderr
 
 
+def test_a_reoriented_export_read_back_without_geometry_is_refused(make_series, tmp_path):
+    source = dicomarray.open_series(make_series()[0].parent)
+    source.dicom.to_npy(tmp_path / "ras.npy", orientation="RAS")  # rows and columns flipped
+    read_back = dicomarray.writers.open_npy(tmp_path / "ras.npy")  # no y, x coordinates
+    with pytest.raises(WriteError, match="reoriented from LPS to RAS, and carries no geometry"):
+        dicomarray.to_dicom(read_back, source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    source.dicom.to_npy(tmp_path / "lps.npy", orientation="LPS")  # as stored: nothing flipped
+    written = dicomarray.to_dicom(
+        dicomarray.writers.open_npy(tmp_path / "lps.npy"), source, tmp_path / "lps"
+    )
+    assert len(written) == 12
+
+
+def test_a_volume_whose_attrs_were_dropped_keeps_its_template_geometry(make_series, tmp_path):
+    paths = make_series(orientation=(0, 1, 0, 0, 0, -1))  # sagittal
+    source = dicomarray.open_series(paths[0].parent)
+    bare = lazy_hu(source).copy()
+    bare.attrs = {}  # as arithmetic leaves it: no orientation to build a geometry from
+    written = bare.dicom.to_dicom(tmp_path / "out", template=source)
+    for path, template in zip(written, source["source_file"].values, strict=True):
+        ds, original = pydicom.dcmread(path), pydicom.dcmread(template)
+        assert ds.ImageOrientationPatient == original.ImageOrientationPatient
+        assert ds.ImagePositionPatient == original.ImagePositionPatient
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy not installed")
+def test_dciodvfy_finds_no_errors_in_a_reoriented_selection(make_series, tmp_path):
+    volume = lazy_hu(dicomarray.open_series(make_series()[0].parent))
+    written = volume.dicom.reorient("RAS").isel(z=[7, 3]).dicom.to_dicom(tmp_path / "out")
+    for path in written:
+        report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        assert "Error" not in report.stdout + report.stderr, report.stderr
+
+
 def test_rescale_choice():
     int16, uint12 = StoredType(16, 16, True), StoredType(16, 12, False)
     preferred = Rescale(1.0, -1024.0)
@@ -321,6 +357,118 @@ def test_rescale_choice():
     small = choose_rescale(0.0, 1e-3, integral=False, stored_type=int16)
     assert small.slope * 65535 >= 1e-3 and small.slope < 1e-7
     assert choose_rescale(3.5, 3.5, integral=False, stored_type=int16).slope == 1.0
+
+
+def hu_and_position(path) -> tuple[np.ndarray, list[float]]:
+    """A file's HU and (0020,0032) by pydicom, the independent reader."""
+    ds = pydicom.dcmread(path)
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    return hu, [float(v) for v in ds.ImagePositionPatient]
+
+
+SELECTIONS = {
+    "isel": lambda volume: volume.isel(z=[5, 2, 9]),
+    "sortby": lambda volume: volume.isel(z=[2, 5, 9]).sortby("z", ascending=False),
+    "where": lambda volume: volume.where(volume["slice_location"] > 20.0, drop=True),
+}
+
+
+@pytest.mark.parametrize("how", sorted(SELECTIONS))
+def test_a_selection_is_written_over_exactly_its_own_files(make_series, tmp_path, monkeypatch, how):
+    paths = make_series(hu=slice_numbers(12))
+    # one slice per chunk, so that the selection's pixels are read from its own files only
+    selection = SELECTIONS[how](lazy_hu(dicomarray.open_series(paths[0].parent, chunks=1)))
+    own = [str(p) for p in selection["source_file"].values]
+    for other in set(map(str, paths)) - set(own):
+        Path(other).unlink()  # a re-scan of the series would miss them
+    read = []
+
+    def spy(path, **kwargs):
+        read.append(str(path))
+        return read_dataset(path, **kwargs)
+
+    monkeypatch.setattr("dicomarray.writers.dicom.read_dataset", spy)
+    written = selection.dicom.to_dicom(tmp_path / "out")
+    assert len(written) == len(own) == selection.sizes["z"]
+    assert set(read) == set(own)  # no other header, and nothing re-read to order them
+    for path, source, values in zip(written, own, selection.values, strict=True):
+        hu, position = hu_and_position(path)
+        source_hu, source_position = hu_and_position(source)
+        np.testing.assert_array_equal(hu, source_hu)
+        np.testing.assert_array_equal(hu, values)
+        assert position == source_position
+        assert pydicom.dcmread(path).SourceImageSequence[0].ReferencedSOPInstanceUID == (
+            pydicom.dcmread(source).SOPInstanceUID
+        )
+
+
+def test_a_template_without_provenance_is_a_clear_error(make_series, tmp_path):
+    source = dicomarray.open_series(make_series()[0].parent)
+    source.dicom.to_npy(tmp_path / "anonymous.npy", deidentify=True)
+    read_back = dicomarray.writers.open_npy(tmp_path / "anonymous.npy")
+    with pytest.raises(WriteError, match="no source_file coordinate along z"):
+        dicomarray.to_dicom(lazy_hu(source), read_back, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_template_file_that_is_gone_or_repeated_is_named(make_series, tmp_path):
+    paths = make_series()
+    source = lazy_hu(dicomarray.open_series(paths[0].parent))
+    with pytest.raises(WriteError, match="holds this file's slice twice"):
+        source.isel(z=[1, 1]).dicom.to_dicom(tmp_path / "out")
+    gone = Path(str(source["source_file"].values[3]))
+    gone.unlink()
+    with pytest.raises(WriteError, match=rf"{gone.name}: the template's file is gone \(1 of 12"):
+        source.dicom.to_dicom(tmp_path / "out")
+    assert not (tmp_path / "out").exists() and temporaries(tmp_path) == []
+
+
+def test_a_reoriented_volume_is_written_where_it_lies(make_series, tmp_path):
+    folder = make_series()[0].parent
+    source = dicomarray.open_series(folder)
+    assert source.dicom.orientation_code() == "LPS"
+    canonical = lazy_hu(source).dicom.reorient("RAS")  # columns and rows flipped
+    written = canonical.dicom.to_dicom(tmp_path / "out")
+    first, template = pydicom.dcmread(written[0]), pydicom.dcmread(source["source_file"].values[0])
+    assert [float(v) for v in first.ImageOrientationPatient] == [-1, 0, 0, 0, -1, 0]
+    corner = np.array(template.ImagePositionPatient, float) + [63 * 3.6, 63 * 3.6, 0]
+    np.testing.assert_allclose([float(v) for v in first.ImagePositionPatient], corner, atol=1e-4)
+    assert float(first.SliceLocation) == float(template.SliceLocation)
+    # SimpleITK sees both series as one volume in the patient: flipped indices, same world
+    image, reference = sitk_series(tmp_path / "out"), sitk_series(folder)
+    step = float(first.RescaleSlope)
+    flipped = sitk.GetArrayFromImage(image)[:, ::-1, ::-1]
+    assert np.abs(flipped - sitk.GetArrayFromImage(reference)).max() <= step
+    np.testing.assert_allclose(image.GetDirection(), [-1, 0, 0, 0, -1, 0, 0, 0, 1], atol=1e-6)
+    np.testing.assert_allclose(
+        image.GetOrigin(), reference.TransformIndexToPhysicalPoint((63, 63, 0)), atol=1e-4
+    )
+
+
+def test_a_slice_plane_keeps_the_template_text_it_agrees_with_and_moves_the_location():
+    def template() -> pydicom.Dataset:
+        ds = pydicom.Dataset()
+        ds.ImagePositionPatient = ["-12.5", "-12.5", "30"]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.PixelSpacing = ["0.5", "0.5"]
+        ds.SliceLocation = "-30"  # measured the other way: only its change is the plane's
+        return ds
+
+    def plane(position, orientation=(1, 0, 0, 0, 1, 0)) -> SlicePlane:
+        return SlicePlane(position, orientation, (0.5, 0.5), normal=(0.0, 0.0, 1.0))
+
+    same = template()
+    plane((-12.5, -12.5 + 1e-6, 30.0)).set_on(same)
+    assert [str(v) for v in same.ImagePositionPatient] == ["-12.5", "-12.5", "30"]
+    assert same == template()
+    flipped = template()
+    plane((12.0, 12.0, 30.0), (-1, 0, 0, 0, -1, 0)).set_on(flipped)
+    assert [float(v) for v in flipped.ImagePositionPatient] == [12.0, 12.0, 30.0]
+    assert [float(v) for v in flipped.ImageOrientationPatient] == [-1, 0, 0, 0, -1, 0]
+    assert float(flipped.SliceLocation) == -30.0  # moved within its plane only
+    moved = template()
+    plane((-12.5, -12.5, 35.0)).set_on(moved)
+    assert float(moved.SliceLocation) == -25.0
 
 
 PAD_STORED = -2000  # (0028,0120) of the padded template; HU -3024 with the intercept -1024

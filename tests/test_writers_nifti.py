@@ -1,21 +1,25 @@
-"""The NIfTI export: values and the LPS to RAS affine, checked by nibabel and SimpleITK."""
+"""The NIfTI export: values, sform and qform, checked by nibabel, SimpleITK and dcm2niix."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import shutil
+import subprocess
 import warnings
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
 import dicomarray
 from dicomarray import GeometryWarning, WriteError
-from dicomarray.writers import nifti_affine
+from dicomarray.writers import nifti_affine, to_nifti
 
 from .export_helpers import (
+    GE_BLOCK_POSITIONS,
     PATIENT_TAGS,
     SERIES_KINDS,
     leaked,
@@ -25,10 +29,15 @@ from .export_helpers import (
 )
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+TILT = 18.5
+#: An oblique orientation, rows along L, columns rotated 20 degrees from P toward S; its
+#: normal (row x column), worked out by hand: (0, -sin 20, cos 20).
+OBLIQUE = (1.0, 0.0, 0.0, 0.0, np.cos(np.radians(20)), np.sin(np.radians(20)))
+OBLIQUE_NORMAL = (0.0, -np.sin(np.radians(20)), np.cos(np.radians(20)))
 
 
 def corners(shape):
-    """(z, y, x) index corners of a volume."""
+    """Index corners of a volume."""
     return list(itertools.product(*[(0, n - 1) for n in shape]))
 
 
@@ -38,11 +47,34 @@ def open_quietly(folder, **kwargs):
         return dicomarray.open_series(folder, **kwargs)
 
 
+def write_tilted(volume, path, **kwargs):
+    with pytest.warns(GeometryWarning, match="ITK-based readers .* use the qform"):
+        return volume.dicom.to_nifti(path, **kwargs)
+
+
+def voxels_at(image, ras):
+    """The NIfTI indices whose voxel centres lie at the (N, 3) RAS points, within 0.01 mm."""
+    ijk = np.rint(nib.affines.apply_affine(np.linalg.inv(image.affine), ras)).astype(int)
+    np.testing.assert_allclose(nib.affines.apply_affine(image.affine, ijk), ras, atol=0.01)
+    return tuple(ijk.T)
+
+
+def dicom_plane_corners(path):
+    """The stored values and RAS mm of the four corner pixels of a DICOM file, by pydicom."""
+    ds = pydicom.dcmread(path)
+    row, column = np.reshape(np.asarray(ds.ImageOrientationPatient, float), (2, 3))
+    dy, dx = (float(s) for s in ds.PixelSpacing)
+    rc = np.array(corners((ds.Rows, ds.Columns)))
+    lps = np.asarray(ds.ImagePositionPatient, float) + np.outer(rc[:, 0] * dy, column)
+    lps += np.outer(rc[:, 1] * dx, row)
+    return ds.pixel_array[rc[:, 0], rc[:, 1]], lps * [-1, -1, 1]
+
+
 @pytest.mark.parametrize("kind", ["axial", "sagittal", "per-slice-rescale"])
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
-def test_nibabel_reads_our_values_and_affine(make_series, tmp_path, kind, suffix):
+def test_nibabel_reads_our_values_and_affine_as_stored(make_series, tmp_path, kind, suffix):
     volume = open_quietly(make_series(**SERIES_KINDS[kind])[0].parent, chunks=5)
-    path = volume.dicom.to_nifti(tmp_path / f"ct{suffix}")
+    path = volume.dicom.to_nifti(tmp_path / f"ct{suffix}", orientation=None)
     image = nib.load(path)
     assert image.shape == (64, 64, 12)  # (i, j, k) = (x, y, z)
     np.testing.assert_array_equal(np.asarray(image.dataobj).transpose(2, 1, 0), volume.values)
@@ -53,36 +85,160 @@ def test_nibabel_reads_our_values_and_affine(make_series, tmp_path, kind, suffix
         np.testing.assert_allclose(ras, LPS_TO_RAS @ ours @ [z, y, x, 1], atol=1e-4)
     np.testing.assert_allclose(image.header.get_zooms(), (3.6, 3.6, 12.0), rtol=1e-6)
     assert image.header["sform_code"] == 1 and image.header["qform_code"] == 1
+    np.testing.assert_allclose(image.header.get_qform(), image.header.get_sform(), atol=1e-4)
     assert temporaries(tmp_path) == []
 
 
+@pytest.mark.parametrize("orientation", [None, "RAS", "LPS"])
 @pytest.mark.parametrize("kind", ["axial", "sagittal"])
-def test_simpleitk_places_the_nifti_where_it_places_the_dicom_series(make_series, tmp_path, kind):
+def test_simpleitk_finds_the_dicom_series_voxel_at_each_nifti_voxel(
+    make_series, tmp_path, kind, orientation
+):
     folder = make_series(**SERIES_KINDS[kind])[0].parent
-    volume = dicomarray.open_series(folder)
+    hu = dicomarray.open_series(folder).dicom.hu()  # SimpleITK reads modality values
     reference = sitk_series(folder)
-    image = sitk.ReadImage(str(volume.dicom.to_nifti(tmp_path / "ct.nii")))
-    np.testing.assert_allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-4)
-    np.testing.assert_allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-5)
-    np.testing.assert_allclose(image.GetDirection(), reference.GetDirection(), atol=1e-6)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), volume.values)
+    image = sitk.ReadImage(str(hu.dicom.to_nifti(tmp_path / "ct.nii", orientation=orientation)))
+    ours, theirs = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(reference)
+    for index in corners(image.GetSize()):
+        point = image.TransformIndexToPhysicalPoint(index)
+        found = reference.TransformPhysicalPointToIndex(point)
+        np.testing.assert_allclose(reference.TransformIndexToPhysicalPoint(found), point, atol=1e-3)
+        assert ours[index[::-1]] == theirs[found[::-1]]
+    np.testing.assert_allclose(sorted(image.GetSpacing()), sorted(reference.GetSpacing()), 1e-5)
+    if orientation is None:  # as stored: the same grid as the DICOM series
+        np.testing.assert_allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(image.GetDirection(), reference.GetDirection(), atol=1e-6)
 
 
-def test_a_tilted_stack_is_exact_in_the_sform(make_series, tmp_path):
-    volume = open_quietly(make_series(tilt_degrees=15.0)[0].parent)
-    image = nib.load(volume.dicom.to_nifti(tmp_path / "ct.nii"))
-    expected = nifti_affine(volume.dicom.affine)
-    np.testing.assert_allclose(image.header.get_sform(), expected, atol=1e-4)
-    assert abs(expected[1, 2]) > 1.0  # the slice step leans along y: a real shear
+@pytest.mark.parametrize(
+    ("orientation", "normal"), [((1, 0, 0, 0, 1, 0), (0, 0, 1)), (OBLIQUE, OBLIQUE_NORMAL)]
+)
+def test_simpleitk_reads_the_dicom_directions_of_a_tilted_stack(
+    make_series, tmp_path, orientation, normal
+):
+    paths = make_series(tilt_degrees=TILT, orientation=orientation)
+    volume = open_quietly(paths[0].parent)
+    image = sitk.ReadImage(str(write_tilted(volume, tmp_path / "ct.nii", orientation=None)))
+    row, column = np.reshape(orientation, (2, 3))
+    directions = np.stack([row, column, normal], axis=1)  # ITK: one column per (i, j, k)
+    np.testing.assert_allclose(np.reshape(image.GetDirection(), (3, 3)), directions, atol=1e-3)
+    reference = sitk_series(paths[0].parent)  # SimpleITK's reading of the DICOM files
+    np.testing.assert_allclose(image.GetDirection(), reference.GetDirection(), atol=1e-3)
+    first = pydicom.dcmread(paths[0]).ImagePositionPatient
+    np.testing.assert_allclose(image.GetOrigin(), first, atol=0.01)
+    # the planes are 12 mm apart along the tilted step: 12 cos(tilt) along the normal
+    plane_spacing = 12.0 * np.cos(np.radians(TILT))
+    np.testing.assert_allclose(image.GetSpacing(), (3.6, 3.6, plane_spacing), rtol=1e-5)
 
 
-def test_a_gap_is_reported_because_nifti_has_one_slice_step(make_series, tmp_path):
+@pytest.mark.parametrize("orientation", [None, "RAS"])
+def test_nibabel_finds_every_dicom_pixel_of_a_tilted_stack_through_the_sform(
+    make_series, tmp_path, orientation
+):
+    paths = make_series(tilt_degrees=TILT, orientation=OBLIQUE)
+    volume = open_quietly(paths[0].parent)
+    image = nib.load(write_tilted(volume, tmp_path / "ct.nii", orientation=orientation))
+    assert image.header["sform_code"] == 1
+    values = np.asarray(image.dataobj)
+    for path in paths:
+        expected, ras = dicom_plane_corners(path)
+        np.testing.assert_array_equal(values[voxels_at(image, ras)], expected)
+    sform = image.header.get_sform()
+    assert not np.allclose(sform, image.header.get_qform(), atol=0.5)  # only the sform shears
+    written = volume if orientation is None else volume.dicom.reorient(orientation)
+    np.testing.assert_allclose(sform, nifti_affine(written.dicom.affine), atol=1e-4)
+
+
+@pytest.mark.skipif(shutil.which("dcm2niix") is None, reason="dcm2niix is not installed")
+def test_every_voxel_lies_where_dcm2niix_puts_it_with_the_same_value(make_series, tmp_path):
+    # axial, as the tilted CTs dcm2niix is built for: for an oblique tilted stack its slice
+    # step (v1.0.20220720) misses the DICOM positions by mm, where ours meets them (above)
+    folder = make_series(tilt_degrees=TILT)[0].parent
+    ours = nib.load(write_tilted(open_quietly(folder), tmp_path / "ours.nii"))
+    out = tmp_path / "dcm2niix"
+    out.mkdir()
+    command = ["dcm2niix", "-z", "n", "-f", "out", "-o", str(out), str(folder)]
+    subprocess.run(command, check=True, capture_output=True)
+    theirs = nib.load(out / "out.nii")  # the uncorrected stack (out_Tilt_1.nii is resampled)
+    assert theirs.shape == ours.shape
+    ijk = np.indices(ours.shape).reshape(3, -1).T
+    found = voxels_at(theirs, nib.affines.apply_affine(ours.affine, ijk))
+    np.testing.assert_array_equal(
+        theirs.dataobj.get_unscaled()[found], np.asarray(ours.dataobj)[tuple(ijk.T)]
+    )
+    assert nib.aff2axcodes(ours.affine) == ("R", "A", "S")
+
+
+def test_head_first_and_feet_first_series_come_out_alike_in_ras(make_series, phantom, tmp_path):
+    head_first = make_series(hu=phantom, origin=(-113.4, -113.4, 0.0))
+    # the same anatomy stored feet first: rows toward the patient's right, slices downward
+    feet_first = make_series(
+        hu=phantom[::-1, :, ::-1],
+        orientation=(-1, 0, 0, 0, 1, 0),
+        origin=(113.4, -113.4, 132.0),
+        tags={"PatientPosition": "FFS"},
+    )
+    images = []
+    for paths, name in ((head_first, "hf.nii"), (feet_first, "ff.nii")):
+        volume = dicomarray.open_series(paths[0].parent)
+        images.append(nib.load(volume.dicom.to_nifti(tmp_path / name)))
+    assert [nib.aff2axcodes(image.affine) for image in images] == [("R", "A", "S")] * 2
+    np.testing.assert_allclose(images[0].affine, images[1].affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(images[0].dataobj), np.asarray(images[1].dataobj))
+
+
+@pytest.mark.parametrize("kind", ["axial", "sagittal"])
+def test_ras_is_what_nibabel_makes_canonical(make_series, tmp_path, kind):
+    volume = dicomarray.open_series(make_series(**SERIES_KINDS[kind])[0].parent)
+    stored = nib.load(volume.dicom.to_nifti(tmp_path / "stored.nii", orientation=None))
+    ras = nib.load(volume.dicom.to_nifti(tmp_path / "ras.nii"))
+    canonical = nib.as_closest_canonical(stored)
+    np.testing.assert_allclose(ras.affine, canonical.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(ras.dataobj), np.asarray(canonical.dataobj))
+
+
+def test_any_dim_order_is_written_with_its_last_dim_fastest(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series(**SERIES_KINDS["sagittal"])[0].parent)
+    turned = volume.transpose("y", "x", "z")
+    image = nib.load(turned.dicom.to_nifti(tmp_path / "ct.nii", orientation=None))
+    assert image.shape == (12, 64, 64)  # (i, j, k) = (z, x, y)
+    np.testing.assert_array_equal(np.asarray(image.dataobj).transpose(2, 1, 0), turned.values)
+    for y, x, z in corners(turned.shape):
+        ras = image.affine @ [z, x, y, 1]
+        np.testing.assert_allclose(ras, LPS_TO_RAS @ volume.dicom.affine @ [z, y, x, 1], atol=1e-4)
+
+
+def test_an_uneven_stack_is_refused_naming_the_series_and_its_steps(make_series, tmp_path):
+    hu = np.zeros((len(GE_BLOCK_POSITIONS), 8, 8))
+    paths = make_series(
+        hu=hu, positions=GE_BLOCK_POSITIONS, origin=(0, 0, 0), tags={"SeriesDescription": "GE"}
+    )
+    volume = open_quietly(paths[0].parent)
+    out = tmp_path / "out"
+    steps = r"two blocks: 14 slices at 4 mm, then 14 at 7 mm after slice 13 \(z = 52 mm\)"
+    with pytest.raises(WriteError, match=rf'NIfTI holds one slice step.*"GE".*{steps}'):
+        to_nifti(volume, out / "ct.nii", json_path=out / "ct.json")
+    assert not out.exists()
+
+
+def test_a_gap_is_refused_too(make_series, tmp_path):
     volume = open_quietly(make_series(**SERIES_KINDS["gap"])[0].parent)
-    with pytest.warns(GeometryWarning, match="NIfTI holds one slice step"):
+    with pytest.raises(WriteError, match="three blocks: 6 slices at 12 mm, then 1 at 24 mm"):
         volume.dicom.to_nifti(tmp_path / "ct.nii")
 
 
-def test_sidecar_beside_the_nifti_can_be_deidentified(make_series, tmp_path):
+def test_steps_regular_within_the_tolerance_warn_of_the_slice_they_misplace(make_series, tmp_path):
+    positions = [12.0 * i for i in range(12)]
+    positions[4] += 0.3  # within 5 % of the step: one step, but slice 4 is 0.3 mm off it
+    volume = open_quietly(make_series(positions=positions)[0].parent)
+    with pytest.warns(
+        GeometryWarning, match=r"slice 4 \(as written\) lies 0\.3 mm from its own position"
+    ):
+        image = nib.load(volume.dicom.to_nifti(tmp_path / "ct.nii", orientation=None))
+    np.testing.assert_allclose(image.header.get_zooms()[2], 12.0, rtol=1e-6)
+
+
+def test_sidecar_beside_the_nifti_describes_the_array_written(make_series, tmp_path):
     paths = make_series(tags=PATIENT_TAGS)
     volume = dicomarray.open_series(paths[0].parent)
     out = tmp_path / "out"
@@ -90,13 +246,16 @@ def test_sidecar_beside_the_nifti_can_be_deidentified(make_series, tmp_path):
     meta = json.loads((out / "ct.json").read_text())
     assert meta["Manufacturer"] == "DICOMARRAY" and "PatientName" not in meta
     assert leaked(out, series_uids(paths)) == []
+    assert meta["geometry"]["axis_codes"] == "SAR"  # slowest first: the RAS array
+    assert meta["array"]["attrs"]["dicomarray_orientation"] == {"code": "RAS", "source_code": "LPS"}
 
 
 def test_wrong_dims_names_and_existing_files_are_refused(make_series, tmp_path):
     volume = dicomarray.open_series(make_series()[0].parent)
     out = tmp_path / "out"
-    with pytest.raises(WriteError, match="dims"):
-        volume.transpose("x", "y", "z").dicom.to_nifti(out / "ct.nii")
+    for wrong in (volume.isel(z=0), volume.expand_dims("time")):
+        with pytest.raises(WriteError, match="three dims z, y and x"):
+            wrong.dicom.to_nifti(out / "ct.nii")
     with pytest.raises(WriteError, match=".nii"):
         volume.dicom.to_nifti(out / "ct.img")
     volume.dicom.to_nifti(out / "ct.nii")

@@ -10,15 +10,19 @@ import numpy as np
 import pytest
 
 import dicomarray
+import dicomarray.writers
 from dicomarray import WriteError
 
 from .export_helpers import (
+    PATIENT_FOLDER,
     PATIENT_TAGS,
     SERIES_KINDS,
+    head_and_feet_first,
     leaked,
     modality_values,
     series_uids,
     temporaries,
+    texts_holding,
 )
 
 #: Acquisition facts dcm2niix's BIDS sidecar carries, under their DICOM keywords.
@@ -123,6 +127,20 @@ def test_deidentify_leaves_out_identifying_tags_uids_and_paths(make_series, tmp_
     assert meta["dicomarray"]["deidentified"] is True
 
 
+def test_deidentify_leaves_out_the_paths_of_the_source_files(make_series, tmp_path):
+    folder = make_series(PATIENT_FOLDER)[0].parent
+    volume = dicomarray.open_series(folder)
+    name = PATIENT_FOLDER.encode()
+    volume.dicom.to_npy(tmp_path / "plain.npy")
+    assert leaked(tmp_path / "plain.json", [name]), "the search must find the folder"
+    assert texts_holding(dicomarray.writers.open_npy(tmp_path / "plain.npy"), PATIENT_FOLDER)
+    volume.dicom.to_npy(tmp_path / "anon.npy", deidentify=True)
+    assert leaked(tmp_path / "anon.json", [name, str(folder).encode()]) == []
+    back = dicomarray.writers.open_npy(tmp_path / "anon.npy")
+    assert texts_holding(back, PATIENT_FOLDER) == [] and "source_file" not in back.coords
+    assert back["frame"].values.tolist() == [0] * 12  # the frame numbers name nobody
+
+
 def test_existing_files_are_refused_unless_overwrite(make_series, tmp_path):
     volume = dicomarray.open_series(make_series()[0].parent)
     target = tmp_path / "ct.npy"
@@ -190,3 +208,54 @@ def test_open_npy_refuses_a_sidecar_of_another_array(make_series, tmp_path):
     (tmp_path / "junk.json").write_text("{not json")
     with pytest.raises(dicomarray.DicomArrayError, match="junk.json: not a readable JSON"):
         open_npy(tmp_path / "v.npy", json_path=tmp_path / "junk.json")
+
+
+def test_head_first_and_feet_first_series_export_alike_in_ras(make_series, tmp_path):
+    hu = np.random.default_rng(7).integers(-1000, 1000, (6, 8, 10)).astype(float)
+    written = {}
+    for position, folder in zip(("HFS", "FFS"), head_and_feet_first(make_series, hu), strict=True):
+        volume = dicomarray.open_series(folder)
+        volume.dicom.to_npy(tmp_path / f"{position}-stored.npy")
+        volume.dicom.to_npy(tmp_path / f"{position}.npy", orientation="RAS")
+        written[position] = np.load(tmp_path / f"{position}.npy")
+        meta = read_json(tmp_path / f"{position}.json")
+        assert meta["array"]["dims"] == ["z", "y", "x"]
+        assert meta["array"]["attrs"]["dicomarray_orientation"]["dims"] == ["z", "y", "x"]
+        assert meta["array"]["attrs"]["dicomarray_orientation"]["code"] == "RAS"
+    stored = [np.load(tmp_path / f"{p}-stored.npy") for p in ("HFS", "FFS")]
+    assert not np.array_equal(*stored), "as stored, the two series differ"
+    # RAS: columns toward the right and rows toward anterior, i.e. both flipped from LPS
+    np.testing.assert_array_equal(written["HFS"] - 1024, hu[:, ::-1, ::-1])  # stored values
+    np.testing.assert_array_equal(written["HFS"], written["FFS"])
+
+
+def test_a_reoriented_sagittal_export_reads_back_with_its_dims_in_their_order(
+    make_series, tmp_path
+):
+    volume = dicomarray.open_series(make_series(orientation=(0, 1, 0, 0, 0, -1))[0].parent)
+    volume.dicom.to_npy(tmp_path / "ras.npy", orientation="RAS")
+    back = dicomarray.writers.open_npy(tmp_path / "ras.npy")
+    # rows run inferior and columns posterior: both flipped, and the slices (toward the
+    # right) become the fastest axis
+    assert back.dims == ("y", "x", "z")
+    np.testing.assert_array_equal(back.values, volume.values[:, ::-1, ::-1].transpose(1, 2, 0))
+    np.testing.assert_array_equal(back["instance_number"], volume["instance_number"])
+    assert read_json(tmp_path / "ras.json")["array"]["attrs"]["dicomarray_orientation"] == {
+        "code": "RAS",
+        "source_code": "PIR",
+        "dims": ["y", "x", "z"],
+    }
+
+
+def test_a_reoriented_export_reads_each_slice_once(make_series, tmp_path, reads):
+    volume = dicomarray.open_series(make_series(orientation=(0, 1, 0, 0, 0, -1))[0].parent)
+    reads.clear()
+    volume.dicom.to_npy(tmp_path / "ras.npy", orientation="RAS")  # flips and a transpose
+    assert sorted(reads) == list(range(12))
+
+
+def test_an_orientation_that_is_no_code_is_refused_before_writing(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent)
+    with pytest.raises(WriteError, match=r"series 2 .*cannot reorient: orientation code 'RAA'"):
+        volume.dicom.to_npy(tmp_path / "out.npy", orientation="RAA")
+    assert list(tmp_path.glob("out*")) == [] and temporaries(tmp_path) == []

@@ -12,7 +12,16 @@ import xarray as xr
 import dicomarray
 from dicomarray import WriteError
 
-from .export_helpers import PATIENT_TAGS, SERIES_KINDS, leaked, series_uids, temporaries
+from .export_helpers import (
+    PATIENT_FOLDER,
+    PATIENT_TAGS,
+    SERIES_KINDS,
+    head_and_feet_first,
+    leaked,
+    series_uids,
+    temporaries,
+    texts_holding,
+)
 
 
 @pytest.mark.filterwarnings("ignore::dicomarray.GeometryWarning")
@@ -61,6 +70,19 @@ def test_deidentify_leaves_out_identifying_attrs_and_coordinates(make_series, tm
     assert back.attrs["Manufacturer"] == "DICOMARRAY" and back.attrs["dicomarray_deidentified"]
     np.testing.assert_array_equal(back["instance_number"].values, volume["instance_number"])
     np.testing.assert_array_equal(back.values, volume.values)
+
+
+def test_deidentify_leaves_out_the_paths_of_the_source_files(make_series, tmp_path):
+    folder = make_series(PATIENT_FOLDER)[0].parent
+    volume = dicomarray.open_series(folder)
+    volume.dicom.to_zarr(tmp_path / "plain.zarr")
+    plain = xr.open_zarr(tmp_path / "plain.zarr")["image"]
+    assert texts_holding(plain, PATIENT_FOLDER) == ["source_file", "dicomarray_assembly"]
+    volume.dicom.to_zarr(tmp_path / "anon.zarr", deidentify=True)
+    anon = xr.open_zarr(tmp_path / "anon.zarr")["image"]
+    assert texts_holding(anon, PATIENT_FOLDER) == [] and "source_file" not in anon.coords
+    assert leaked(tmp_path / "anon.zarr", [PATIENT_FOLDER.encode(), str(folder).encode()]) == []
+    assert anon["frame"].values.tolist() == [0] * 12
 
 
 def test_uneven_chunks_are_evened_out(make_series, tmp_path):
@@ -124,3 +146,30 @@ def test_existing_stores_and_other_folders_are_protected(make_series, tmp_path):
     with pytest.raises(WriteError, match="mode"):
         volume.dicom.to_zarr(tmp_path / "other.zarr", mode="a")
     assert temporaries(tmp_path) == []
+
+
+def test_head_first_and_feet_first_series_export_alike_in_ras(make_series, tmp_path):
+    hu = np.random.default_rng(7).integers(-1000, 1000, (6, 8, 10)).astype(float)
+    stored, canonical = [], []
+    for i, folder in enumerate(head_and_feet_first(make_series, hu)):
+        volume = dicomarray.open_series(folder)
+        volume.dicom.to_zarr(tmp_path / f"{i}-stored.zarr")
+        volume.dicom.to_zarr(tmp_path / f"{i}.zarr", orientation="RAS")
+        stored.append(xr.open_zarr(tmp_path / f"{i}-stored.zarr")["image"])
+        canonical.append(xr.open_zarr(tmp_path / f"{i}.zarr")["image"])
+    assert not np.array_equal(stored[0].values, stored[1].values)
+    np.testing.assert_array_equal(canonical[0].values - 1024, hu[:, ::-1, ::-1])  # stored values
+    np.testing.assert_array_equal(canonical[0].values, canonical[1].values)
+    for image in canonical:
+        assert image.attrs["dicomarray_orientation"]["dims"] == ["z", "y", "x"]
+        np.testing.assert_allclose(image.dicom.affine, canonical[0].dicom.affine)
+
+
+def test_a_reoriented_sagittal_store_keeps_its_dims_in_their_order(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series(orientation=(0, 1, 0, 0, 0, -1))[0].parent)
+    volume.dicom.to_zarr(tmp_path / "ras.zarr", orientation="RAS")
+    back = xr.open_zarr(tmp_path / "ras.zarr")["image"]
+    assert back.dims == ("y", "x", "z") and back.attrs["dicomarray_orientation"]["code"] == "RAS"
+    np.testing.assert_array_equal(back.values, volume.values[:, ::-1, ::-1].transpose(1, 2, 0))
+    assert back.dicom.orientation_code() == "RAS"
+    np.testing.assert_array_equal(back["source_file"], volume["source_file"])

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from ..errors import DicomArrayError, WriteError
+from ..labels import series_label
 from ..staging import Stage, discarding, os_errors
 from ..volume import CHUNK_BYTES
 
@@ -82,6 +84,48 @@ def finish(
     for output in stages:
         output.publish()
     return result if result is not None or not stages else stages[0].final
+
+
+# --------------------------------------------------------------------------------------------
+# The volume an export writes
+# --------------------------------------------------------------------------------------------
+
+#: The attr recording a reorientation: the code asked, the source's code and the dims written.
+ORIENTATION_ATTR = "dicomarray_orientation"
+
+
+def oriented(volume: xr.DataArray, orientation: str | None) -> xr.DataArray:
+    """The volume as an export writes it: as stored, or reoriented to an orientation code.
+
+    Reorienting is lazy (flips and a transpose, :func:`dicomarray.reorient.reorient`), so
+    the export still reads each chunk once; series stored head first and feet first come
+    out alike. The record in ``attrs["dicomarray_orientation"]`` adds the dims in the
+    order written (slowest first), which after a transpose need not be ``z, y, x``.
+
+    Parameters
+    ----------
+    volume : xarray.DataArray
+        The volume to export.
+    orientation : str or None
+        None: as stored. Otherwise a code such as ``"RAS"`` or ``"LPS"``, fastest axis
+        first, as :func:`dicomarray.reorient.reorient` takes it.
+
+    Raises
+    ------
+    WriteError
+        For a code that names no orientation, or a volume without geometry; the message
+        names the series.
+    """
+    if orientation is None:
+        return volume
+    from ..reorient import reorient
+
+    try:
+        turned = reorient(volume, orientation)
+    except DicomArrayError as exc:
+        raise WriteError(f"{series_label(volume.attrs)}: cannot reorient: {exc}") from exc
+    record = {**turned.attrs[ORIENTATION_ATTR], "dims": [str(d) for d in turned.dims]}
+    return turned.assign_attrs({ORIENTATION_ATTR: record})
 
 
 # --------------------------------------------------------------------------------------------

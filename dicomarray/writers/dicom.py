@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pydicom
 import xarray as xr
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -27,14 +26,13 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 from pydicom.valuerep import format_number_as_ds
 
 from ..errors import DicomArrayError, WriteError
-from ..geometry import positions_along_normal, slice_normal
+from ..geometry import POSITION_COORDS, VolumeGeometry, positions_along_normal
 from ..header import read_dataset
-from ..index import as_index
 from ..labels import series_label
 from ..staging import Stage, discarding, os_errors, stage
 from ..transforms import VALUES_ATTR, fold_bits, modality_values
-from ..volume import ASSEMBLY_ATTR, open_series
-from .common import compute_and_wait, dask_data, store_into
+from ..volume import open_series
+from .common import ORIENTATION_ATTR, compute_and_wait, dask_data, store_into
 
 #: Template attributes that would be untrue once the pixel data is replaced: removed, and
 #: the ones the new pixels define (window, smallest and largest values) are written anew.
@@ -87,11 +85,19 @@ def to_dicom(
 
     Slice ``i`` of the volume is written over slice ``i`` of the template: of a folder or
     files, in the order of :func:`dicomarray.open_series` (ascending along the slice
-    normal); of a DataArray, in its own order, so a reordered volume (``sortby``, ``isel``)
-    is its own template. Each slice keeps every tag of its template file, including its
-    geometry: (0020,0032) *Image Position (Patient)*, (0020,0037) *Image Orientation
-    (Patient)*, (0028,0030) *Pixel Spacing*, (0018,0050) *Slice Thickness* and (0020,0052)
-    *Frame of Reference UID*. What changes:
+    normal); of a DataArray, in its own order, each slice over the file its provenance
+    coordinates ``source_file`` and ``frame`` name. So any selection of a series
+    (``isel``, ``sortby``, slices dropped by ``where``) is its own template and is written
+    over exactly its own files: no file is read again to find or sort them.
+
+    Each slice keeps every tag of its template file, such as (0018,0050) *Slice
+    Thickness* and (0020,0052) *Frame of Reference UID*. Where it lies, (0020,0032) *Image
+    Position (Patient)*, (0020,0037) *Image Orientation (Patient)*, (0028,0030) *Pixel
+    Spacing* and (0020,1041) *Slice Location*, is the volume's own geometry
+    (:class:`~dicomarray.geometry.VolumeGeometry`) when it is a DataArray that carries one
+    (its ``z``, ``y``, ``x`` and ``image_position_*`` coordinates and the orientation in
+    its attrs), so flipped rows or columns (``reorient``) are written as they lie; else
+    the template file's. What else changes:
 
     - the pixel data, in the template's stored type ((0028,0100) *Bits Allocated*,
       (0028,0101) *Bits Stored*, (0028,0103) *Pixel Representation*), with one (0028,1053)
@@ -122,8 +128,9 @@ def to_dicom(
         DataArray with dims ``z``, ``y``, ``x`` is put in that order. Streamed one dask chunk
         at a time; it is read twice: for its value range, then to write.
     template : str, os.PathLike, sequence of paths, or xarray.DataArray
-        A series folder, its files, or a volume opened by :func:`dicomarray.open_series`
-        (its ``attrs["dicomarray_assembly"]["files"]``). Single-frame images only.
+        A series folder, its files, or a volume opened by :func:`dicomarray.open_series`,
+        whole or any selection of its slices (its ``source_file`` and ``frame``
+        coordinates name the files). Single-frame images only.
     out_dir : str or os.PathLike
         The folder to create.
     series_description : str, optional
@@ -163,9 +170,11 @@ def to_dicom(
         ``z`` coordinate differs from its template files' positions (by more than
         0.001 mm), its ``sop_instance_uid`` coordinate names instances other than its
         template files' (it comes from another series: drop the coordinate to write it
-        over this template anyway), the template is multi-frame or a selection of its
-        series, the volume holds infinite values, or NaN where a template file declares no
-        (0028,0120) *Pixel Padding Value*, or ``out_dir`` exists.
+        over this template anyway), the template has no ``source_file`` coordinate (a
+        de-identified export read back, a volume built from numpy), holds one file twice,
+        names a file that is gone or is multi-frame, the volume holds infinite values, or
+        NaN where a template file declares no (0028,0120) *Pixel Padding Value*, or
+        ``out_dir`` exists.
 
     See Also
     --------
@@ -310,6 +319,7 @@ class _SeriesValues:
 class _Export:
     data: Any  # (z, y, x) numpy or dask array
     files: list[Path]
+    planes: tuple[SlicePlane, ...] | None  # None: each file's own geometry is kept
     stored_type: StoredType
     template_rescale: Rescale | None
     series: _SeriesValues
@@ -336,6 +346,7 @@ class _Export:
             writer = _SliceWriter(
                 folder=self.output.partial,
                 files=tuple(self.files),
+                planes=self.planes,
                 stored_type=self.stored_type,
                 rescale=rescale,
                 window=self.series.window or (low, high),
@@ -357,6 +368,7 @@ class _SliceWriter:
 
     folder: Path
     files: tuple[Path, ...]
+    planes: tuple[SlicePlane, ...] | None
     stored_type: StoredType
     rescale: Rescale
     window: tuple[float, float]
@@ -376,6 +388,8 @@ class _SliceWriter:
             )
             if pad is not None:
                 _set_padding_value(ds, pad, self.stored_type)
+            if self.planes is not None:
+                self.planes[index].set_on(ds)
             with os_errors(self.folder / self.name(index)):
                 pydicom.dcmwrite(self.folder / self.name(index), ds, enforce_file_format=True)
 
@@ -410,13 +424,19 @@ def _prepare(
     values: str | None,
     overwrite: bool,
 ) -> _Export:
-    opened, files, template_z = _template_files(template)
+    opened, files = _template_files(template)
     first = read_dataset(files[0], stop_before_pixels=True)
+    if int(first.get("NumberOfFrames") or 1) > 1:
+        raise WriteError(f"{files[0]}: multi-frame templates are not supported")
     shape = (len(files), int(first.Rows), int(first.Columns))
     _volume_data(volume, shape, files[0].parent)  # shape and type, before any conversion
+    planes = None
     if isinstance(volume, xr.DataArray):
-        _check_positions(volume, template_z, files)
+        _check_positions(volume, opened, files)
         _check_instances(volume, opened, files)
+        planes = slice_planes(volume)
+        if planes is None:
+            _check_not_reoriented(volume)
     volume = _modality_volume(volume, _values_kind(volume, values), opened)
     data = _volume_data(volume, shape, files[0].parent)
     output = stage(
@@ -440,6 +460,7 @@ def _prepare(
     return _Export(
         data=data,
         files=files,
+        planes=planes,
         stored_type=StoredType.of(first, files[0]),
         template_rescale=_template_rescale(first),
         series=series,
@@ -448,73 +469,35 @@ def _prepare(
     )
 
 
-def _template_files(template: Template) -> tuple[xr.DataArray, list[Path], np.ndarray]:
-    """The opened template, its files in its own slice order, and their positions.
+def _template_files(template: Template) -> tuple[xr.DataArray, list[Path]]:
+    """The opened template and, for each of its slices in its own order, the file it came from.
 
-    A template DataArray may be a reordered series (``sortby``, ``isel``), while its file
-    list stays in the source's order: the files are put in the DataArray's order, matched
-    on ``sop_instance_uid`` (or else on ``z``), so that each slice goes over its own file.
+    The files are the template's provenance coordinates ``source_file`` and ``frame``, which
+    any ``isel``, ``sortby`` or ``where`` keeps right: no header is read and nothing is
+    sorted again, so a selection of a series is written over exactly its own files.
     """
     opened = template if isinstance(template, xr.DataArray) else open_series(template)
-    report = opened.attrs.get(ASSEMBLY_ATTR) or {}
-    names = [str(p) for p in report.get("files", [])]
-    if not names:
-        raise WriteError("the template DataArray has no file list (attrs['dicomarray_assembly'])")
-    if "frame" in opened.coords and (opened["frame"].values > 0).any():
-        raise WriteError(f"{names[0]}: multi-frame templates are not supported")
-    if len(names) != opened.sizes.get("z", 0):
+    label = series_label(opened.attrs)
+    if "z" not in opened.dims or "source_file" not in opened.coords:
         raise WriteError(
-            f"the template DataArray holds {opened.sizes.get('z', 0)} of its series' "
-            f"{len(names)} slices; pass the whole series as the template"
+            f"the template ({label}) has no source_file coordinate along z, so the file each "
+            "slice came from is unknown (a de-identified export read back, or a volume built "
+            "from numpy); pass the series folder or the volume dicomarray.open_series returned"
         )
-    headers = _file_headers(names)
-    positions = _file_positions(headers, report.get("sorted_by", "ImagePositionPatient"))
-    order = _slice_order(opened, headers, positions)
-    return opened, [Path(names[i]) for i in order], positions[order]
-
-
-def _file_headers(names: list[str]) -> pd.DataFrame:
-    """The index rows of the template's files, in the order given."""
-    rows = as_index(names).set_index("path").reindex(names)
-    unreadable = rows.index[rows["Rows"].isna()]
-    if len(unreadable):
-        raise WriteError(f"{unreadable[0]}: the template file is no longer a readable image")
-    return rows
-
-
-def _file_positions(headers: pd.DataFrame, sorted_by: str) -> np.ndarray:
-    """Each file's ``z`` as :func:`dicomarray.open_series` computes it, from its own header."""
-    if sorted_by in ("SliceLocation", "InstanceNumber"):
-        return headers[sorted_by].to_numpy(dtype=float)
-    if sorted_by != "ImagePositionPatient":  # ordered by path: z is the rank
-        return np.arange(len(headers), dtype=float)
-    try:
-        stacked = np.array(headers["ImagePositionPatient"].tolist(), dtype=float)
-        normal = slice_normal(headers["ImageOrientationPatient"].iloc[0])
-        return positions_along_normal(stacked.reshape(len(headers), 3), normal)
-    except (TypeError, ValueError) as exc:
-        raise WriteError(f"{headers.index[0]}: the template files' positions: {exc}") from exc
-
-
-def _slice_order(opened: xr.DataArray, headers: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
-    """For each slice of the template DataArray, the index of its file."""
-    if "sop_instance_uid" in opened.coords:
-        where = {str(uid): i for i, uid in enumerate(headers["SOPInstanceUID"])}
-        wanted = [str(uid) for uid in opened["sop_instance_uid"].values]
-        if unknown := [uid for uid in wanted if uid not in where]:
-            raise WriteError(
-                f"the template DataArray's slice with SOPInstanceUID {unknown[0]} is none of "
-                f"its files ({headers.index[0]} ...)"
-            )
-        order = np.array([where[uid] for uid in wanted], dtype=np.intp)
-    else:
-        # the DataArray holds the whole series, so its k-th lowest z is the k-th lowest file;
-        # the position check then confirms each pairing
-        order = np.empty(len(positions), dtype=np.intp)
-        order[np.argsort(opened["z"].values, kind="stable")] = np.argsort(positions, kind="stable")
-    if len(np.unique(order)) != len(order):
-        raise WriteError(f"{headers.index[0]}: the template's files repeat a SOPInstanceUID")
-    return order
+    frames = opened["frame"].values if "frame" in opened.coords else np.zeros(0, dtype=int)
+    files = [Path(str(name)) for name in opened["source_file"].values]
+    if (np.asarray(frames) > 0).any():
+        raise WriteError(f"{files[0]}: multi-frame templates are not supported ({label})")
+    seen: set[Path] = set()
+    for path in files:
+        if path in seen:
+            raise WriteError(f"{path}: the template ({label}) holds this file's slice twice")
+        seen.add(path)
+    if missing := [f for f in files if not f.is_file()]:
+        raise WriteError(
+            f"{missing[0]}: the template's file is gone ({len(missing)} of {len(files)}, {label})"
+        )
+    return opened, files
 
 
 def _volume_data(
@@ -537,15 +520,16 @@ def _volume_data(
     return data.astype(np.uint8) if kind == "b" else data
 
 
-def _check_positions(volume: xr.DataArray, template_z: np.ndarray, files: list[Path]) -> None:
-    """Refuse to write a slice over a template file at another position.
+def _check_positions(volume: xr.DataArray, template: xr.DataArray, files: list[Path]) -> None:
+    """Refuse to write a slice over a template slice at another position.
 
-    The file's geometry is what gets written, so a volume slice whose ``z`` is not its
-    template file's position would silently land elsewhere.
+    Every other tag of the slice comes from its template file, so a volume slice whose
+    ``z`` is not its template slice's would carry another slice's tags.
     """
-    if "z" not in volume.coords:
+    if "z" not in volume.coords or "z" not in template.coords:
         return
     z = np.asarray(volume["z"].values, dtype=float)
+    template_z = np.asarray(template["z"].values, dtype=float)
     wrong = np.flatnonzero(~np.isclose(z, template_z, rtol=0, atol=_Z_TOLERANCE_MM))
     if wrong.size:
         first = wrong[0]
@@ -715,6 +699,125 @@ def _padding_values(files: list[Path], stored_type: StoredType, label: str) -> t
         folded = fold_bits(np.array(value), stored_type.bits_stored, signed=stored_type.signed)
         values.append(int(folded))
     return tuple(values)
+
+
+# --------------------------------------------------------------------------------------------
+# Where each written slice lies: the volume's own geometry
+# --------------------------------------------------------------------------------------------
+
+#: Differences below these are the same value written twice (mm; direction cosines): the
+#: template file's own text is then kept.
+_PLANE_TOLERANCES = {
+    "ImagePositionPatient": _Z_TOLERANCE_MM,
+    "ImageOrientationPatient": 1e-6,
+    "PixelSpacing": 1e-6,
+}
+
+
+@dataclass(frozen=True)
+class SlicePlane:
+    """Where one slice of the volume lies, as its file states it.
+
+    ``position`` is (0020,0032) *Image Position (Patient)* (LPS mm of the first voxel),
+    ``orientation`` (0020,0037) *Image Orientation (Patient)* (the directions of
+    increasing column, then row), ``pixel_spacing`` (0028,0030) *Pixel Spacing* (between
+    rows, between columns) and ``normal`` the direction along which (0020,1041) *Slice
+    Location* is measured.
+    """
+
+    position: tuple[float, ...]
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, float]
+    normal: tuple[float, ...]
+
+    def set_on(self, ds: Dataset) -> None:
+        """Write this plane into a template slice's data set.
+
+        A tag keeps the template's own text where it agrees with the plane (within
+        :data:`_PLANE_TOLERANCES`), so an unmoved slice keeps it byte for byte. The Slice
+        Location moves with the plane along the normal, keeping the template's origin.
+        """
+        before = _numbers(ds.get("ImagePositionPatient"), 3)
+        for keyword, values in (
+            ("ImagePositionPatient", self.position),
+            ("ImageOrientationPatient", self.orientation),
+            ("PixelSpacing", self.pixel_spacing),
+        ):
+            kept = _numbers(ds.get(keyword), len(values))
+            if kept is None or not np.allclose(
+                kept, values, rtol=0, atol=_PLANE_TOLERANCES[keyword]
+            ):
+                setattr(ds, keyword, [_ds_text(v) for v in values])
+        location = _numbers(ds.get("SliceLocation"), 1)
+        if before is not None and location is not None:
+            moved = positions_along_normal(
+                np.subtract([self.position], before), np.asarray(self.normal)
+            )
+            if abs(moved[0]) > _Z_TOLERANCE_MM:
+                ds.SliceLocation = _ds_text(location[0] + moved[0])
+
+
+def slice_planes(volume: xr.DataArray) -> tuple[SlicePlane, ...] | None:
+    """Each slice's plane from the volume's own geometry (:class:`VolumeGeometry`), or None.
+
+    A volume carries geometry when it has the coordinates ``z``, ``y``, ``x`` and the
+    per-slice :data:`~dicomarray.geometry.POSITION_COORDS`, and its attrs hold (0020,0037)
+    *Image Orientation (Patient)*; flipped rows or columns (after ``reorient``) or rows
+    and columns moved in their plane are then written where they lie. Without (a numpy
+    array made into a DataArray, attrs dropped by arithmetic, where the orientation would
+    have to be guessed), None: each file keeps its template's geometry.
+
+    Raises
+    ------
+    WriteError
+        If the volume has those coordinates but no geometry can be built from them.
+    """
+    needed = ("z", "y", "x", *POSITION_COORDS)
+    if not all(n in volume.coords for n in needed) or "ImageOrientationPatient" not in volume.attrs:
+        return None
+    try:
+        geometry = VolumeGeometry.of(volume)
+    except DicomArrayError as exc:
+        raise WriteError(f"the volume's geometry ({series_label(volume.attrs)}): {exc}") from exc
+    # (0020,0037) names the directions of increasing column (x), then row (y)
+    orientation = tuple(float(v) for v in (*geometry.direction("x"), *geometry.direction("y")))
+    return tuple(
+        SlicePlane(
+            position=tuple(float(v) for v in position),
+            orientation=orientation,
+            pixel_spacing=(abs(geometry.row_step), abs(geometry.column_step)),
+            normal=tuple(float(v) for v in geometry.normal),
+        )
+        for position in geometry.slice_positions
+    )
+
+
+def _check_not_reoriented(volume: xr.DataArray) -> None:
+    """Refuse a reoriented volume that carries no geometry of its own to write.
+
+    Its rows or columns may be flipped (an ``orientation=`` export read back by
+    :func:`~dicomarray.writers.npy.open_npy` keeps no ``y`` and ``x`` coordinates), so
+    the template files' planes would put every pixel at its mirror image.
+    """
+    record = volume.attrs.get(ORIENTATION_ATTR)
+    if isinstance(record, dict) and record.get("code") != record.get("source_code"):
+        raise WriteError(
+            f"the volume ({series_label(volume.attrs)}) was reoriented from "
+            f"{record.get('source_code')} to {record.get('code')}, and carries no geometry "
+            "(y, x and image_position coordinates, the orientation attr) to write its "
+            "flipped rows and columns where they lie; write it as dicomarray opened it, "
+            "or export it again without orientation="
+        )
+
+
+def _numbers(value: Any, count: int) -> np.ndarray | None:
+    """A tag's value as ``count`` floats, or None when it holds something else."""
+    items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    try:
+        numbers = np.array([float(v) for v in items], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return numbers if numbers.shape == (count,) and np.isfinite(numbers).all() else None
 
 
 # --------------------------------------------------------------------------------------------

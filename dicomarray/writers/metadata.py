@@ -20,7 +20,7 @@ from pydicom.datadict import DicomDictionary
 
 from ..attrs import PATH_COORDS, json_safe, snake_case
 from ..errors import DicomArrayError
-from ..geometry import POSITION_COORDS, slice_normal
+from ..geometry import POSITION_COORDS, SPATIAL_DIMS, VolumeGeometry
 from ..staging import staged
 from ..volume import ASSEMBLY_ATTR
 
@@ -143,8 +143,6 @@ DEIDENTIFY_KEYWORDS: frozenset[str] = frozenset(
 
 #: Sidecar sections; lower-case, so they never collide with a DICOM keyword.
 SIDECAR_SECTIONS = ("array", "varying", "geometry", "assembly", "dicomarray")
-_PLANE_COORDS = ("z", "y", "x")
-_AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,9 +221,14 @@ def series_metadata(volume: xr.DataArray, *, deidentify: bool = False) -> dict[s
         Tags that differ between slices, by DICOM keyword, as lists in slice order
         (``ImagePositionPatient`` as ``[L, P, S]`` triples).
     ``geometry``
-        ``spacing`` (z, y, x) in mm, ``origin`` (LPS mm of voxel 0), ``orientation``
-        ((0020,0037) *Image Orientation (Patient)*), ``slice_normal``, ``affine`` (4 x 4,
-        ``(z, y, x, 1)`` indices to LPS mm) and ``z`` (each slice's position along the normal).
+        From :meth:`dicomarray.geometry.VolumeGeometry.summary`, in the array's own dim
+        order (``dims``): ``spacing`` in mm per dim (the slice step None for a stack
+        without one step), ``regular``, ``slice_steps`` (each run of one step: ``steps``,
+        ``mm``, ``first_slice``, ``last_slice``) and ``slice_steps_text`` (the runs in one
+        sentence), ``origin`` (LPS mm of voxel 0), ``orientation`` ((0020,0037) *Image
+        Orientation (Patient)*), ``slice_normal``, ``axis_codes`` (the LPS letter each dim
+        runs toward), ``tilt_degrees``, ``affine`` (4 x 4, indices in ``dims`` order to
+        LPS mm) and ``z`` (each slice's position along the normal); None without geometry.
     ``assembly``
         The assembly report (files used, left out and why, warnings); without the series
         UID and file paths when de-identified.
@@ -274,7 +277,7 @@ def varying_tags(volume: xr.DataArray, *, deidentify: bool = False) -> dict[str,
         positions = np.stack([volume[name].values for name in POSITION_COORDS], axis=1)
         varying["ImagePositionPatient"] = positions.tolist()
     for name, coord in volume.coords.items():
-        if name in _PLANE_COORDS or name in POSITION_COORDS or coord.dims != ("z",):
+        if name in SPATIAL_DIMS or name in POSITION_COORDS or coord.dims != ("z",):
             continue
         if deidentify and is_identifying_coord(str(name)):
             continue
@@ -283,33 +286,32 @@ def varying_tags(volume: xr.DataArray, *, deidentify: bool = False) -> dict[str,
 
 
 def volume_geometry(volume: xr.DataArray) -> dict[str, Any] | None:
-    """Spacing, origin, orientation, normal, affine and z positions; None without geometry."""
-    if tuple(volume.dims) != _PLANE_COORDS or not all(d in volume.coords for d in _PLANE_COORDS):
+    """The sidecar's ``geometry`` section: :meth:`VolumeGeometry.summary` and each ``z``.
+
+    Everything comes from :class:`~dicomarray.geometry.VolumeGeometry`, so the sidecar
+    says what every other part of the package says: spacing per dim in the array's order,
+    with the slice step None when the stack has no one step (never a median), and the runs
+    of one step with the slices each spans. None for an array without the coordinates
+    ``z``, ``y`` and ``x`` (a geometry would be invented) or whose geometry is malformed.
+    """
+    if not all(dim in volume.coords and volume[dim].ndim == 1 for dim in SPATIAL_DIMS):
         return None
     try:
-        affine = volume.dicom.affine
-    except (DicomArrayError, ValueError):
+        summary = VolumeGeometry.of(volume).summary()
+    except DicomArrayError:
         return None
-    orientation = [
-        float(v) for v in volume.attrs.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])
-    ]
-    return {
-        "coordinate_system": "LPS",
-        "affine_dims": list(_PLANE_COORDS),
-        "spacing": [_step(volume, dim) for dim in _PLANE_COORDS],
-        "origin": affine[:3, 3].tolist(),
-        "orientation": orientation,
-        "slice_normal": slice_normal(orientation).tolist(),
-        "affine": affine.tolist(),
-        "z": volume["z"].values.tolist(),
-    }
+    summary["slice_steps"] = _with_slice_ranges(summary["slice_steps"])
+    return {"coordinate_system": "LPS", **summary, "z": volume["z"].values.tolist()}
 
 
-def _step(volume: xr.DataArray, dim: str) -> float | None:
-    values = np.asarray(volume[dim].values, dtype=float)
-    if values.size < 2:
-        return None
-    return float(np.median(np.diff(values)))
+def _with_slice_ranges(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run of one slice step with the first and last slice (array index) it spans:
+    a run of ``n`` steps starting at slice ``a`` ends at slice ``a + n``."""
+    ranged, first = [], 0
+    for run in runs:
+        ranged.append({**run, "first_slice": first, "last_slice": first + run["steps"]})
+        first += run["steps"]
+    return ranged
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

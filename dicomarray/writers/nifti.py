@@ -1,9 +1,17 @@
 """The NIfTI-1 export: the volume with its affine, DICOM LPS turned into NIfTI RAS.
 
-NIfTI voxel indices are ``(i, j, k) = (x, y, z)`` with ``i`` varying fastest on disk, which is
-exactly the byte order of a C-ordered ``(z, y, x)`` array. So the header is written by
-nibabel and the chunks go straight after it into a memory-mapped file, in parallel, never
-holding the volume. A ``.nii.gz`` is then compressed from that file as a stream.
+NIfTI voxel indices ``(i, j, k)`` vary ``i`` fastest on disk, which is exactly the byte
+order of a C-ordered array whose last dim is ``i``: so ``(i, j, k)`` are the array's last,
+middle and first dims, whatever their order (``(x, y, z)`` for a ``(z, y, x)`` volume). The
+header is written by nibabel and the chunks go straight after it into a memory-mapped
+file, in parallel, never holding the volume. A ``.nii.gz`` is then compressed from that
+file as a stream.
+
+Every figure of the header comes from :class:`~dicomarray.geometry.VolumeGeometry`: the
+sform is its exact affine (with the shear of a tilted gantry), the qform its rotation
+(the row, column and slice-normal directions) with the true voxel sizes, because a qform
+cannot shear and ITK-based readers (SimpleITK, ITK-SNAP, ANTs) use the qform whenever
+the sform is not a rotation.
 """
 
 from __future__ import annotations
@@ -19,55 +27,69 @@ import numpy as np
 import xarray as xr
 
 from ..errors import WriteError, warn_data_problem
-from ..geometry import POSITION_COORDS
+from ..geometry import SPATIAL_DIMS, VolumeGeometry
+from ..labels import series_label
+from ..reorient import reorient
 from ..staging import discarding, os_errors, partial_path, stage
 from .common import MemmapTarget, dask_data, delayed_finish, run_or_delay, store_into
 from .metadata import series_metadata, write_json
 
-#: Largest distance (mm) between a slice's ImagePositionPatient and where the affine puts it
-#: before the export warns that NIfTI's single slice step misplaces slices.
+#: Largest distance (mm) between a slice's own position and where the affine's one slice
+#: step puts it before the export warns (steps that vary within the regularity tolerance).
 POSITION_TOLERANCE_MM = 0.01
 _SINGLE_FILE_OFFSET = 352  # 348-byte header + 4 bytes of extension flags
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_ZYX_TO_IJK = [2, 1, 0, 3]
+_REVERSED_AXES = [2, 1, 0, 3]  # array dims (a, b, c) -> NIfTI (i, j, k) = (c, b, a)
 
 
 def nifti_affine(affine: np.ndarray) -> np.ndarray:
-    """The NIfTI affine, ``(i, j, k, 1) = (x, y, z, 1)`` to RAS mm, of a dicomarray affine.
+    """The NIfTI affine, ``(i, j, k, 1)`` to RAS mm, of a dicomarray affine.
 
     Parameters
     ----------
     affine : numpy.ndarray
-        4 x 4, ``(z, y, x, 1)`` indices to LPS mm, as :attr:`DicomAccessor.affine`.
+        4 x 4, indices in the array's dim order ``(a, b, c, 1)`` to LPS mm, as
+        :meth:`VolumeGeometry.affine` (``(z, y, x, 1)`` for a volume as opened). NIfTI's
+        ``(i, j, k)`` are ``(c, b, a)``: the fastest varying dim on disk first.
     """
-    return _LPS_TO_RAS @ np.asarray(affine, dtype=float)[:, _ZYX_TO_IJK]
+    return _LPS_TO_RAS @ np.asarray(affine, dtype=float)[:, _REVERSED_AXES]
 
 
 def to_nifti(
     volume: xr.DataArray,
     path: str | os.PathLike,
     *,
+    orientation: str | None = "RAS",
     json_path: str | os.PathLike | None = None,
     deidentify: bool = False,
     overwrite: bool = False,
     compute: bool = True,
 ) -> Any:
-    """Write a ``(z, y, x)`` volume as a NIfTI-1 file (``.nii`` or ``.nii.gz``).
+    """Write a volume as a NIfTI-1 file (``.nii`` or ``.nii.gz``).
 
-    The values are written as they are held (no ``scl_slope``). Both the sform and the
-    qform (code 1, scanner anatomical) hold the affine built from (0020,0032) *Image
-    Position (Patient)*, (0020,0037) *Image Orientation (Patient)* and (0028,0030) *Pixel
-    Spacing*, flipped from LPS to RAS; a tilted (sheared) stack is exact in the sform only,
-    as a qform cannot shear.
+    The values are written as they are held (no ``scl_slope``), by default reoriented to
+    RAS as dcm2niix writes (lazy flips and a transpose, see
+    :func:`dicomarray.reorient.reorient`). The sform (code 1, scanner anatomical) is the
+    exact affine of :meth:`VolumeGeometry.affine`, flipped from LPS to RAS; the qform
+    (code 1) is its rotation, :meth:`VolumeGeometry.rotation`, with the true voxel sizes
+    (the slice spacing measured along the normal) and the same origin. The two agree
+    except for a tilted (sheared) stack, which only the sform can hold: nibabel reads the
+    sform, ITK-based readers the qform (the DICOM directions, each slice without its
+    in-plane offset).
 
     Parameters
     ----------
     volume : xarray.DataArray
-        A volume with dims ``("z", "y", "x")``, typically from :func:`dicomarray.open_series`.
+        A volume with the three dims ``z``, ``y`` and ``x`` in any order, typically from
+        :func:`dicomarray.open_series`.
     path : str or os.PathLike
         The file to write; ``.nii.gz`` is compressed.
+    orientation : str or None, default "RAS"
+        The orientation code to write, fastest axis first (``"RAS"``: nibabel's canonical
+        and dcm2niix's; ``"LPS"``: ITK's); None writes the array as it is held.
     json_path : str or os.PathLike, optional
-        Also write the JSON sidecar of :func:`dicomarray.writers.npy.to_npy` there.
+        Also write the JSON sidecar of :func:`dicomarray.writers.npy.to_npy` there, of the
+        array as written (after reorienting).
     deidentify : bool, default False
         De-identify the sidecar, as for :func:`dicomarray.writers.npy.to_npy`. The NIfTI
         header itself holds no tags.
@@ -81,26 +103,34 @@ def to_nifti(
     pathlib.Path or dask.delayed.Delayed
         The path written, or the Delayed that returns it.
 
+    Raises
+    ------
+    WriteError
+        For other dims than ``z``, ``y`` and ``x``, a name without ``.nii`` or
+        ``.nii.gz``, or a stack without one slice step (a gap, blocks of different
+        spacing: NIfTI holds one step), naming the series and its steps.
+    DicomArrayError
+        For a malformed geometry or orientation code.
+
     Warns
     -----
     GeometryWarning
-        A slice lies more than :data:`POSITION_TOLERANCE_MM` from where the affine's single
-        slice step puts it (a gap or uneven spacing).
+        For a tilted (sheared) stack, which ITK-based readers place without its shear;
+        and for a slice more than :data:`POSITION_TOLERANCE_MM` from where the affine's
+        one slice step puts it.
     """
     nib = _nibabel()
-    if tuple(volume.dims) != ("z", "y", "x"):
-        raise WriteError(f"to_nifti needs dims ('z', 'y', 'x'), not {volume.dims}")
-    affine = volume.dicom.affine
-    _warn_if_misplaced(volume, affine)
     if not str(path).endswith((".nii", ".nii.gz")):
         raise WriteError(f"{path}: a NIfTI file name ends in .nii or .nii.gz")
+    volume = _oriented(volume, orientation)
+    geometry = _checked_geometry(volume)
     stages = [stage(path, overwrite=overwrite)]
     if json_path is not None:
         stages.append(stage(json_path, overwrite=overwrite))
     image = stages[0]
     data = dask_data(volume)
     dtype = _nifti_dtype(data.dtype)
-    header = _header(nib, data.shape, dtype, nifti_affine(affine))
+    header = _header(nib, data.shape, dtype, geometry)
     # a .nii.gz is compressed at the end from an uncompressed partial of its own
     compressed = image.final.name.endswith(".gz")
     raw = partial_path(image.final) if compressed else image.partial
@@ -113,6 +143,59 @@ def to_nifti(
     stored = store_into(data.astype(dtype, copy=False), target)
     done = delayed_finish(stored, stages, then=then)
     return run_or_delay(done, partials, compute=compute)
+
+
+def _oriented(volume: xr.DataArray, orientation: str | None) -> xr.DataArray:
+    """The volume as it will be written: three spatial dims, reoriented as asked (lazy)."""
+    if volume.ndim != 3 or sorted(map(str, volume.dims)) != sorted(SPATIAL_DIMS):
+        raise WriteError(
+            f"to_nifti needs the three dims z, y and x (in any order), not {volume.dims}; "
+            f"in {series_label(volume.attrs)}"
+        )
+    return volume if orientation is None else reorient(volume, orientation)
+
+
+def _checked_geometry(volume: xr.DataArray) -> VolumeGeometry:
+    """The volume's geometry, refused without one slice step, warned about when sheared."""
+    geometry = VolumeGeometry.of(volume)
+    label = series_label(volume.attrs)
+    if not geometry.is_regular:
+        raise WriteError(f"NIfTI holds one slice step, and {label} has none: {_steps_of(geometry)}")
+    if geometry.is_sheared:
+        warn_data_problem(
+            f"{label}: the gantry tilt of {geometry.tilt_degrees:.3g} degrees shears the "
+            "stack; the NIfTI sform holds the shear, but ITK-based readers (SimpleITK, "
+            "ITK-SNAP, ANTs) use the qform, the DICOM directions without the shear, and "
+            "place every slice but the first off its true position in the plane"
+        )
+    _warn_if_misplaced(geometry, label)
+    return geometry
+
+
+def _steps_of(geometry: VolumeGeometry) -> str:
+    if not geometry.positions_known:
+        return (
+            "its slices have no positions, and neither (0018,0088) Spacing Between Slices "
+            "nor (0018,0050) Slice Thickness spaces them"
+        )
+    return geometry.describe_steps()
+
+
+def _warn_if_misplaced(geometry: VolumeGeometry, label: str) -> None:
+    """Warn when steps that count as regular still put a slice off the affine's grid."""
+    if geometry.n_slices < 3 or not geometry.positions_known:
+        return
+    indices = np.zeros((geometry.n_slices, 3))
+    indices[:, geometry.dims.index("z")] = np.arange(geometry.n_slices)
+    homogeneous = np.concatenate([indices, np.ones((len(indices), 1))], axis=1)
+    predicted = (homogeneous @ geometry.affine().T)[:, :3]
+    distances = np.linalg.norm(geometry.world(indices) - predicted, axis=1)
+    worst = int(np.argmax(distances))
+    if distances[worst] > POSITION_TOLERANCE_MM:
+        warn_data_problem(
+            f"{label}: NIfTI holds one slice step, so slice {worst} (as written) lies "
+            f"{distances[worst]:.3g} mm from its own position ({geometry.describe_steps()})"
+        )
 
 
 def _nibabel() -> Any:
@@ -131,16 +214,16 @@ def _nifti_dtype(dtype: np.dtype) -> np.dtype:
     return dtype.newbyteorder("<")
 
 
-def _header(nib: Any, shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray) -> Any:
+def _header(nib: Any, shape: tuple[int, ...], dtype: np.dtype, geometry: VolumeGeometry) -> Any:
     header = nib.Nifti1Header(endianness="<")
     try:
         header.set_data_dtype(dtype)
     except nib.spatialimages.HeaderDataError as exc:
         raise WriteError(f"NIfTI cannot hold values of type {dtype}") from exc
     header.set_data_shape(shape[::-1])
-    header.set_qform(affine, code=1)
-    header.set_sform(affine, code=1)
-    header.set_zooms(tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)))
+    # set_qform also sets pixdim to the qform's zooms: the true voxel sizes
+    header.set_qform(nifti_affine(geometry.rotation_affine()), code=1)
+    header.set_sform(nifti_affine(geometry.affine()), code=1)
     header.set_xyzt_units("mm")
     header.set_data_offset(_SINGLE_FILE_OFFSET)
     header["descrip"] = b"dicomarray export"
@@ -164,18 +247,3 @@ def _compress(raw: Path, compressed: Path) -> None:
     ):
         shutil.copyfileobj(source, target, length=2**20)
     raw.unlink()
-
-
-def _warn_if_misplaced(volume: xr.DataArray, affine: np.ndarray) -> None:
-    if volume.sizes["z"] < 3 or not all(name in volume.coords for name in POSITION_COORDS):
-        return
-    positions = np.stack([volume[name].values for name in POSITION_COORDS], axis=1)
-    predicted = np.arange(len(positions))[:, None] * affine[:3, 0]
-    distances = np.linalg.norm(positions - positions[0] - predicted, axis=1)
-    worst = int(np.nanargmax(distances))
-    if distances[worst] > POSITION_TOLERANCE_MM:
-        warn_data_problem(
-            f"NIfTI holds one slice step ({np.linalg.norm(affine[:3, 0]):.4g} mm): slice "
-            f"{worst} is written {distances[worst]:.3g} mm from its ImagePositionPatient "
-            "(a gap or uneven spacing)"
-        )

@@ -16,7 +16,14 @@ from ..attrs import snake_case
 from ..errors import DicomArrayError
 from ..geometry import POSITION_COORDS
 from ..staging import discarding, os_errors, stage
-from .common import MemmapTarget, dask_data, delayed_finish, run_or_delay, store_into
+from .common import (
+    MemmapTarget,
+    dask_data,
+    delayed_finish,
+    oriented,
+    run_or_delay,
+    store_into,
+)
 from .metadata import SIDECAR_SECTIONS, series_metadata, write_json
 
 #: Slices per dask chunk of :func:`open_npy`: streaming writers hold a few chunks.
@@ -28,6 +35,7 @@ def to_npy(
     path: str | os.PathLike,
     *,
     json_path: str | os.PathLike | None = None,
+    orientation: str | None = None,
     deidentify: bool = False,
     overwrite: bool = False,
     compute: bool = True,
@@ -36,6 +44,8 @@ def to_npy(
 
     The values are written as they are held (stored values, or HU after a transform), one
     dask chunk at a time into a memory-mapped ``.npy``, so peak memory is a few chunks.
+    The array's axes are the volume's dims, as stored or in a chosen ``orientation``; the
+    sidecar's ``array.dims`` names them in order.
 
     Parameters
     ----------
@@ -46,11 +56,20 @@ def to_npy(
     json_path : str or os.PathLike, optional
         The sidecar; default: ``path`` with the suffix ``.json``. See
         :func:`dicomarray.writers.metadata.series_metadata` for its fields.
+    orientation : str, optional
+        None (default): the axes as stored. Otherwise an orientation code, fastest axis
+        first, such as ``"RAS"`` (nibabel's canonical) or ``"LPS"``: the volume is
+        reoriented lazily (:func:`dicomarray.reorient.reorient`), so series stored head
+        first and feet first give the same array. The axes may then come in another order
+        (a sagittal series in ``"RAS"`` is ``("y", "x", "z")``); the sidecar's
+        ``array.dims`` and ``array.attrs.dicomarray_orientation`` record what was written.
     deidentify : bool, default False
         Leave out the attributes of the DICOM PS3.15 Basic Application Level
         Confidentiality Profile, e.g. (0010,0010) *Patient's Name*, (0010,0020) *Patient ID*,
-        (0010,0030) *Patient's Birth Date*, (0008,0080) *Institution Name*, and the series
-        UID and file paths of the assembly report. Nothing else is changed or shifted.
+        (0010,0030) *Patient's Birth Date*, (0008,0080) *Institution Name*, the series
+        UID and file paths of the assembly report, and the ``source_file`` coordinate (the
+        path each slice was read from: folder names often hold patient names). Nothing else
+        is changed or shifted.
     overwrite : bool, default False
         Replace existing files; otherwise an existing file is a
         :class:`~dicomarray.errors.WriteError`.
@@ -62,7 +81,14 @@ def to_npy(
     -------
     pathlib.Path or dask.delayed.Delayed
         The ``.npy`` path, or the Delayed that returns it.
+
+    Raises
+    ------
+    WriteError
+        An existing file (without ``overwrite``), an I/O error, or an ``orientation`` that
+        is no code or a volume without the geometry to reorient.
     """
+    volume = oriented(volume, orientation)
     array = stage(path, overwrite=overwrite)
     sidecar = stage(
         array.final.with_suffix(".json") if json_path is None else json_path, overwrite=overwrite
@@ -104,7 +130,8 @@ def open_npy(
     Returns
     -------
     xarray.DataArray
-        Dims as written (``z``, ``y``, ``x`` for a volume), dask-backed.
+        Dims as written, in the order written (``z``, ``y``, ``x`` for a volume as stored;
+        after an ``orientation`` perhaps ``y``, ``x``, ``z``), dask-backed.
 
     Raises
     ------
@@ -158,10 +185,11 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
 def _sidecar_coords(
     sidecar: dict[str, Any], dims: tuple[str, ...], shape: tuple[int, ...]
 ) -> dict[str, Any]:
-    """``z`` and the per-slice tags of a sidecar, as coordinates along ``z``."""
-    if dims[:1] != ("z",):
+    """``z`` and the per-slice tags of a sidecar, as coordinates along ``z``, wherever the
+    ``z`` axis is (a reoriented export may put it last)."""
+    if "z" not in dims:
         return {}
-    count = shape[0]
+    count = shape[dims.index("z")]
     geometry = sidecar.get("geometry") or {}
     coords: dict[str, Any] = {}
     if len(geometry.get("z") or []) == count:

@@ -18,7 +18,7 @@ import xarray as xr
 from ..errors import DicomArrayError, WriteError
 from ..staging import Stage, discarding, stage
 from ..volume import VARIABLE_NAME
-from .common import dask_data, delayed_finish, run_or_delay, store_into
+from .common import dask_data, delayed_finish, oriented, run_or_delay, store_into
 from .metadata import export_attrs, is_identifying_coord
 
 _Mode = Literal["w", "w-"]
@@ -32,6 +32,7 @@ def to_zarr(
     volume: xr.DataArray,
     store: Any,
     *,
+    orientation: str | None = None,
     deidentify: bool = False,
     overwrite: bool = False,
     compute: bool = True,
@@ -52,10 +53,18 @@ def to_zarr(
         Anything :meth:`xarray.Dataset.to_zarr` accepts. A local path is written under a
         partial name and renamed when complete (:mod:`dicomarray.staging`); URLs and
         store objects are written in place (``mode="w-"``, or ``"w"`` with ``overwrite``).
+    orientation : str, optional
+        None (default): the dims as stored. Otherwise an orientation code, fastest axis
+        first, such as ``"RAS"`` or ``"LPS"``: the volume is reoriented lazily
+        (:func:`dicomarray.reorient.reorient`), so series stored head first and feet first
+        give the same array. The dims may then come in another order (a sagittal series in
+        ``"RAS"`` is ``("y", "x", "z")``); the store keeps them by name, and the attr
+        ``dicomarray_orientation`` records the code and the dims written.
     deidentify : bool, default False
         Leave out the attrs and per-slice coordinates of the DICOM PS3.15 Basic Application
         Level Confidentiality Profile (names, IDs, birth dates, institution, physicians,
-        UIDs, dates ...) and the report's series UID and file paths.
+        UIDs, dates ...), the report's series UID and file paths, and the ``source_file``
+        coordinate (folder names often hold patient names).
     overwrite : bool, default False
         Replace an existing store (a local folder only if it is a zarr store).
     compute : bool, default True
@@ -77,13 +86,14 @@ def to_zarr(
     WriteError
         The store exists (without ``overwrite``), or cannot be opened or written: an
         unknown protocol, a missing filesystem package (``s3fs`` for ``s3://``), an I/O
-        error. The message names the store.
+        error. The message names the store. Or an ``orientation`` that is no code, or a
+        volume without the geometry to reorient.
     """
     if "mode" in kwargs:
         raise WriteError("to_zarr sets mode itself; pass overwrite=True to replace a store")
     kwargs.setdefault("zarr_format", 3)
     consolidated = kwargs.pop("consolidated", None) is not False
-    dataset = zarr_dataset(volume, deidentify=deidentify)
+    dataset = zarr_dataset(oriented(volume, orientation), deidentify=deidentify)
     stages: list[Stage] = []
     target, mode = store, cast(_Mode, "w" if overwrite else "w-")
     if _is_local_path(store):
