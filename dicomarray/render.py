@@ -40,7 +40,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -635,16 +635,19 @@ def _sample_slices(
     volume: xr.DataArray, dim: str, where: np.ndarray
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Values at fractional ``(y, x)`` indices ``where[k]`` of each slice ``k``, reading only
-    the band of rows (``dim`` "y") or columns ("x") they fall in; NaN outside the slices."""
+    a band of rows (``dim`` "y") or columns ("x") around them; NaN outside the slices.
+
+    Consecutive slices are read together while their bands fit in :data:`BAND_ROWS` (a
+    stack without tilt is one read of one row a file)."""
     where = np.where(np.abs(where - np.rint(where)) < _WHOLE, np.rint(where), where)
     axis = 0 if dim == "y" else 1
     bands = [_band(cuts, volume.sizes[dim]) for cuts in where[..., axis]]
-    blocks, attrs = _read_bands(volume, dim, bands)
     lines = np.full(where.shape[:2], np.nan, dtype=np.float32)
-    for k, (band, block) in enumerate(zip(bands, blocks, strict=True)):
-        if band is not None and block is not None:
-            local = where[k] - np.eye(2)[axis] * band[0]
-            lines[k] = _bilinear(block, local[:, 0], local[:, 1])
+    attrs: dict[str, Any] = {}
+    for first, stop, (low, high) in _runs(bands):
+        block, attrs = _read(volume, {"z": slice(first, stop), dim: slice(low, high)})
+        local = where[first:stop] - np.eye(2)[axis] * low
+        lines[first:stop] = _bilinear(block, local[..., 0], local[..., 1])
     return lines, attrs
 
 
@@ -654,23 +657,6 @@ def _band(at: np.ndarray, size: int) -> tuple[int, int] | None:
     if high < 0 or low > size - 1:
         return None
     return max(low, 0), min(high, size - 1) + 1
-
-
-def _read_bands(
-    volume: xr.DataArray, dim: str, bands: list[tuple[int, int] | None]
-) -> tuple[list[np.ndarray | None], dict[str, Any]]:
-    """Each slice's rows (``dim`` "y") or columns ("x") ``[start, stop)``, as one block per
-    slice starting at ``start``: consecutive slices are read together while their bands
-    fit in :data:`BAND_ROWS` (a stack without tilt is one read of one row a file)."""
-    blocks: list[np.ndarray | None] = [None] * len(bands)
-    attrs: dict[str, Any] = {}
-    for first, stop, (low, high) in _runs(bands):
-        values, attrs = _read(volume, {"z": slice(first, stop), dim: slice(low, high)})
-        for k in range(first, stop):
-            start, end = cast(tuple[int, int], bands[k])
-            band = slice(start - low, end - low)
-            blocks[k] = values[k - first, band] if dim == "y" else values[k - first, :, band]
-    return blocks, attrs
 
 
 def _runs(bands: list[tuple[int, int] | None]) -> list[tuple[int, int, tuple[int, int]]]:
@@ -691,16 +677,18 @@ def _runs(bands: list[tuple[int, int] | None]) -> list[tuple[int, int, tuple[int
 
 
 def _bilinear(block: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Values of a 2-D block at fractional indices; NaN outside it. Whole indices give the
-    stored values exactly, and a neighbour with no weight (padding, NaN) does not enter."""
-    height, width = block.shape
+    """Values of a ``(slices, rows, columns)`` block at fractional indices, ``rows[k]`` and
+    ``columns[k]`` in slice ``k``; NaN outside it. Whole indices give the stored values
+    exactly, and a neighbour with no weight (padding, NaN) does not enter."""
+    _, height, width = block.shape
     inside = (rows >= 0) & (rows <= height - 1) & (columns >= 0) & (columns <= width - 1)
     rows, columns = np.clip(rows, 0, height - 1), np.clip(columns, 0, width - 1)
     r0, c0 = np.floor(rows).astype(int), np.floor(columns).astype(int)
     r1, c1 = np.minimum(r0 + 1, height - 1), np.minimum(c0 + 1, width - 1)
     fr, fc = rows - r0, columns - c0
-    upper = _lerp(block[r0, c0], block[r0, c1], fc)
-    lower = _lerp(block[r1, c0], block[r1, c1], fc)
+    k = np.arange(block.shape[0])[:, None]
+    upper = _lerp(block[k, r0, c0], block[k, r0, c1], fc)
+    lower = _lerp(block[k, r1, c0], block[k, r1, c1], fc)
     return np.where(inside, _lerp(upper, lower, fr), np.nan).astype(np.float32)
 
 
