@@ -641,7 +641,8 @@ def _sample_slices(
     stack without tilt is one read of one row a file)."""
     where = np.where(np.abs(where - np.rint(where)) < _WHOLE, np.rint(where), where)
     axis = 0 if dim == "y" else 1
-    bands = [_band(cuts, volume.sizes[dim]) for cuts in where[..., axis]]
+    size = volume.sizes[dim]
+    bands = [_band(cuts, size) for cuts in where[..., axis]]
     lines = np.full(where.shape[:2], np.nan, dtype=np.float32)
     attrs: dict[str, Any] = {}
     for first, stop, (low, high) in _runs(bands):
@@ -683,10 +684,13 @@ def _bilinear(block: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.nd
     _, height, width = block.shape
     inside = (rows >= 0) & (rows <= height - 1) & (columns >= 0) & (columns <= width - 1)
     rows, columns = np.clip(rows, 0, height - 1), np.clip(columns, 0, width - 1)
+    k = np.arange(block.shape[0])[:, None]
+    if (rows == np.rint(rows)).all() and (columns == np.rint(columns)).all():  # no tilt
+        whole = block[k, rows.astype(int), columns.astype(int)]
+        return np.where(inside, whole, np.nan).astype(np.float32)
     r0, c0 = np.floor(rows).astype(int), np.floor(columns).astype(int)
     r1, c1 = np.minimum(r0 + 1, height - 1), np.minimum(c0 + 1, width - 1)
     fr, fc = rows - r0, columns - c0
-    k = np.arange(block.shape[0])[:, None]
     upper = _lerp(block[k, r0, c0], block[k, r0, c1], fc)
     lower = _lerp(block[k, r1, c0], block[k, r1, c1], fc)
     return np.where(inside, _lerp(upper, lower, fr), np.nan).astype(np.float32)
