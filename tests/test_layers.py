@@ -53,17 +53,6 @@ ALLOWED: dict[str, dict[str, str]] = {
     "sample.py": {"call cross": "the step direction of the slices it writes"},
 }
 
-#: Modules that still offend on main while their owners move them onto VolumeGeometry
-#: (issue 12). The lead empties this as their branches merge: a module listed here that no
-#: longer offends fails :func:`test_known_offenders_still_offend`, so the list only shrinks.
-KNOWN: dict[str, str] = {
-    "render.py": "superior direction by np.cross, slice step from attrs (pictures helper)",
-    "writers/metadata.py": "sidecar geometry: accessor affine, IOP from attrs, slice_normal",
-    "writers/nifti.py": "accessor affine and positions (nifti helper)",
-    "writers/dicom.py": "re-sorts the template files along slice_normal (to_dicom helper)",
-}
-
-
 class Finding(NamedTuple):
     module: str  # relative to the package, posix
     line: int
@@ -140,51 +129,5 @@ def _allowed(finding: Finding) -> bool:
 
 
 def test_only_geometry_computes_geometry_and_writers_do_not_call_the_accessor():
-    offending = [str(f) for f in package_findings() if not _allowed(f) and f.module not in KNOWN]
+    offending = [str(f) for f in package_findings() if not _allowed(f)]
     assert not offending, "ask VolumeGeometry.of(volume) instead:\n" + "\n".join(offending)
-
-
-def test_known_offenders_still_offend():
-    offenders = {f.module for f in package_findings() if not _allowed(f)}
-    fixed = sorted(set(KNOWN) - offenders)
-    assert not fixed, f"no longer offending: remove {fixed} from KNOWN in tests/test_layers.py"
-
-
-def test_every_allowance_is_still_needed():
-    used = {(f.module, f.kind) for f in package_findings() if _allowed(f)}
-    unused = [(m, k) for m, kinds in ALLOWED.items() for k in kinds if (m, k) not in used]
-    assert not unused, f"remove these allowances from ALLOWED: {unused}"
-
-
-def test_the_lint_finds_each_primitive():
-    source = """
-import numpy as np
-normal = np.cross(row, column)
-a = affine_from(o, p, s)
-n = geometry.slice_normal(o)
-spacing = volume.attrs.get("PixelSpacing")
-iop = volume.attrs["ImageOrientationPatient"]
-step = attrs.get("SpacingBetweenSlices") or attrs.get("SliceThickness")
-z = report["slice_spacing"]
-affine = volume.dicom.affine
-"""
-    kinds = [f.kind for f in findings_in(source, "writers/x.py")]
-    assert kinds == [
-        "call cross",
-        "call affine_from",
-        "call slice_normal",
-        "read PixelSpacing",
-        "read ImageOrientationPatient",
-        "read SpacingBetweenSlices",
-        "read SliceThickness",
-        "read slice_spacing",
-        "accessor",
-    ]
-    # not geometry: index rows and tag tables, writing attrs, the accessor outside writers
-    quiet = """
-rows["PixelSpacing"]
-tag.get("SliceThickness")
-volume.attrs["PixelSpacing"] = [1, 1]
-volume.dicom.hu()
-"""
-    assert list(findings_in(quiet, "batch.py")) == []
