@@ -504,15 +504,13 @@ def _plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
 def _axial_plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
     """One stored slice: rows along the column direction, columns along the row direction."""
     values, attrs = _read(volume, {"z": cut.voxel[0]})
-    (rows, row_step), (columns, column_step) = (
-        (np.arange(volume.sizes[dim]) * step, step)
-        for dim, step in (("y", geometry.row_step), ("x", geometry.column_step))
-    )
+    rows = np.arange(volume.sizes["y"]) * geometry.row_step
+    columns = np.arange(volume.sizes["x"]) * geometry.column_step
     return _Plane(
         values,
         (rows, columns),
         _plane_directions(geometry, "z"),
-        (abs(row_step), abs(column_step)),
+        (abs(geometry.row_step), abs(geometry.column_step)),
         attrs,
     )
 
@@ -573,15 +571,9 @@ def _screen_directions(geometry: VolumeGeometry, dim: str) -> tuple[np.ndarray, 
     the cut's axes goes where the closest anatomical view (:data:`_VIEWS`) wants it."""
     normal = geometry.normal if dim == "z" else _in_plane(geometry, dim)[0]
     right, down = _VIEWS[int(np.argmax(np.abs(normal)))]
-    first, second = _plane_directions(geometry, dim)
-    across, upright = (
-        (first, second)
-        if abs(first @ right) > abs(second @ right)
-        else (
-            second,
-            first,
-        )
-    )
+    across, upright = _plane_directions(geometry, dim)
+    if abs(across @ right) <= abs(upright @ right):
+        across, upright = upright, across
     return _toward(across, right), _toward(upright, down)
 
 
@@ -599,8 +591,8 @@ def _on_screen(
     (a, b), (da, db), (sa, sb) = plane.positions, plane.directions, plane.steps
     if abs(da @ right) > abs(db @ right):  # the first axis runs across the picture
         values, a, b, da, db, sa, sb = values.T, b, a, db, da, sb, sa
-    values, rows = _ordered(values, a * np.sign(da @ down), axis=0)
-    values, columns = _ordered(values, b * np.sign(db @ right), axis=1)
+    values, rows = _ordered(values, a if da @ down >= 0 else -a, axis=0)
+    values, columns = _ordered(values, b if db @ right >= 0 else -b, axis=1)
     return values, _axis(rows, sa), _axis(columns, sb)
 
 
