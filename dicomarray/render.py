@@ -689,7 +689,8 @@ def _bilinear(block: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.nd
 
 
 def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    return np.where(t == 0, a, a + (b - a) * t)
+    """``a`` to ``b`` by ``t``; exactly ``a`` (``b``) at 0 (1), whatever the other (NaN)."""
+    return np.where(t == 0, a, np.where(t == 1, b, a + (b - a) * t))
 
 
 # --------------------------------------------------------------------------------------------
@@ -777,9 +778,7 @@ def _resample(values: np.ndarray, along: _Axis, size: float, *, axis: int) -> np
     gaps = np.maximum(distance[lower + 1] - distance[lower], 1e-9)
     weight = np.clip((targets - distance[lower]) / gaps, 0.0, 1.0).astype(np.float32)
     weight = weight.reshape((count, 1) if axis == 0 else (1, count))
-    below = np.take(values, lower, axis=axis)
-    above = np.take(values, lower + 1, axis=axis)
-    return below * (np.float32(1.0) - weight) + above * weight
+    return _lerp(np.take(values, lower, axis=axis), np.take(values, lower + 1, axis=axis), weight)
 
 
 # --------------------------------------------------------------------------------------------
