@@ -581,3 +581,16 @@ def test_the_position_label_is_the_patient_coordinate_of_the_plane(orientation, 
     from dicomarray.render import _Cut, _position_text
 
     assert _position_text(_geometry(orientation), _Cut(dim, (1, 2, 3))) == expected
+
+
+def test_in_slice_indices_invert_world_in_each_slice_of_a_tilted_stack(tilted):
+    geometry = tilted[0].dicom.geometry
+    rng = np.random.default_rng(0)
+    yx = rng.uniform(0, 63, size=(geometry.n_slices, 5, 2))
+    k = np.broadcast_to(np.arange(geometry.n_slices)[:, None, None], (geometry.n_slices, 5, 1))
+    points = geometry.world(np.concatenate([k, yx], axis=-1))
+    np.testing.assert_allclose(geometry.in_slice_indices(points), yx, atol=1e-9)
+    # a point off its slice's plane is projected along the normal onto it
+    lifted = points + 7.0 * geometry.normal
+    np.testing.assert_allclose(geometry.in_slice_indices(lifted), yx, atol=1e-9)
+    assert geometry.superior_normal @ [0, 0, 1] > 0.9
