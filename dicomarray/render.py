@@ -257,14 +257,13 @@ def write_orthogonal(
     quality: int = 95,
     overwrite: bool = False,
 ) -> Path:
-    """Write axial, coronal and sagittal planes side by side through one voxel, at one scale
-    and window.
+    """Write axial, coronal and sagittal planes through one voxel side by side.
 
-    ``z``, ``y`` and ``x`` are the indices of the voxel (default the middle of each axis);
-    the coronal and sagittal planes are orthogonal to the slices (see
-    :func:`slice_picture`). The axial plane reads one file; the coronal and sagittal ones
-    read the rows (columns) of each file they cross. ``annotate`` labels each panel as
-    :func:`slice_picture` does; ``quality`` and ``overwrite`` are those of
+    One scale and one window for the three. ``z``, ``y`` and ``x`` are the indices of the
+    voxel (default the middle of each axis); the coronal and sagittal planes are orthogonal
+    to the slices (see :func:`slice_picture`). The axial plane reads one file; the coronal
+    and sagittal ones read the rows (columns) of each file they cross. ``annotate`` labels
+    each panel as :func:`slice_picture` does; ``quality`` and ``overwrite`` are those of
     :func:`save_image`.
     """
     path = _check_target(path, quality, overwrite)
