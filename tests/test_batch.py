@@ -410,7 +410,10 @@ def test_report_rows_name_their_folder(tree, tmp_path):
         assert manifest["SeriesInstanceUID"] == row.SeriesInstanceUID
     cut = report[report["PatientID"] == "CUT"].iloc[0]
     assert cut["folder"] and not (out / cut["folder"]).exists()  # where it would have gone
-    columns = "SeriesInstanceUID PatientID status error folder outputs slices spacing_mm seconds"
+    columns = (
+        "SeriesInstanceUID PatientID status error folder outputs slices spacing_mm slice_steps "
+        "seconds"
+    )
     assert list(pd.read_csv(out / "report.csv").columns) == [*columns.split(), "warnings"]
 
 

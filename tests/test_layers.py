@@ -53,6 +53,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "sample.py": {"call cross": "the step direction of the slices it writes"},
 }
 
+
 class Finding(NamedTuple):
     module: str  # relative to the package, posix
     line: int
