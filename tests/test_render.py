@@ -1,4 +1,5 @@
-"""Pictures: physical aspect, orientation, layout, what is read, and clear errors."""
+"""Pictures: physical aspect, orientation, tilted stacks in patient space, montage order,
+annotation, layout, what is read, and clear errors."""
 
 from __future__ import annotations
 
