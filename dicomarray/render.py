@@ -40,7 +40,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -155,7 +155,8 @@ def slice_picture(
     ------
     RenderError
         For an unknown axis, an index out of range, dims other than ``z``, ``y``, ``x``,
-        or a single row (column) of a tilted stack, which holds no coronal (sagittal) plane.
+        a single row (column) of a tilted stack, which holds no coronal (sagittal) plane,
+        or ``annotate=True`` with a Pillow built without FreeType.
     DicomArrayError
         For malformed geometry (see :meth:`VolumeGeometry.of`).
     """
@@ -256,14 +257,13 @@ def write_orthogonal(
     quality: int = 95,
     overwrite: bool = False,
 ) -> Path:
-    """Write axial, coronal and sagittal planes side by side through one voxel, at one scale
-    and window.
+    """Write axial, coronal and sagittal planes through one voxel side by side.
 
-    ``z``, ``y`` and ``x`` are the indices of the voxel (default the middle of each axis);
-    the coronal and sagittal planes are orthogonal to the slices (see
-    :func:`slice_picture`). The axial plane reads one file; the coronal and sagittal ones
-    read the rows (columns) of each file they cross. ``annotate`` labels each panel as
-    :func:`slice_picture` does; ``quality`` and ``overwrite`` are those of
+    One scale and one window for the three. ``z``, ``y`` and ``x`` are the indices of the
+    voxel (default the middle of each axis); the coronal and sagittal planes are orthogonal
+    to the slices (see :func:`slice_picture`). The axial plane reads one file; the coronal
+    and sagittal ones read the rows (columns) of each file they cross. ``annotate`` labels
+    each panel as :func:`slice_picture` does; ``quality`` and ``overwrite`` are those of
     :func:`save_image`.
     """
     path = _check_target(path, quality, overwrite)
@@ -503,15 +503,13 @@ def _plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
 def _axial_plane(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> _Plane:
     """One stored slice: rows along the column direction, columns along the row direction."""
     values, attrs = _read(volume, {"z": cut.voxel[0]})
-    (rows, row_step), (columns, column_step) = (
-        (np.arange(volume.sizes[dim]) * step, step)
-        for dim, step in (("y", geometry.row_step), ("x", geometry.column_step))
-    )
+    rows = np.arange(volume.sizes["y"]) * geometry.row_step
+    columns = np.arange(volume.sizes["x"]) * geometry.column_step
     return _Plane(
         values,
         (rows, columns),
         _plane_directions(geometry, "z"),
-        (abs(row_step), abs(column_step)),
+        (abs(geometry.row_step), abs(geometry.column_step)),
         attrs,
     )
 
@@ -572,15 +570,9 @@ def _screen_directions(geometry: VolumeGeometry, dim: str) -> tuple[np.ndarray, 
     the cut's axes goes where the closest anatomical view (:data:`_VIEWS`) wants it."""
     normal = geometry.normal if dim == "z" else _in_plane(geometry, dim)[0]
     right, down = _VIEWS[int(np.argmax(np.abs(normal)))]
-    first, second = _plane_directions(geometry, dim)
-    across, upright = (
-        (first, second)
-        if abs(first @ right) > abs(second @ right)
-        else (
-            second,
-            first,
-        )
-    )
+    across, upright = _plane_directions(geometry, dim)
+    if abs(across @ right) <= abs(upright @ right):
+        across, upright = upright, across
     return _toward(across, right), _toward(upright, down)
 
 
@@ -598,8 +590,8 @@ def _on_screen(
     (a, b), (da, db), (sa, sb) = plane.positions, plane.directions, plane.steps
     if abs(da @ right) > abs(db @ right):  # the first axis runs across the picture
         values, a, b, da, db, sa, sb = values.T, b, a, db, da, sb, sa
-    values, rows = _ordered(values, a * np.sign(da @ down), axis=0)
-    values, columns = _ordered(values, b * np.sign(db @ right), axis=1)
+    values, rows = _ordered(values, a if da @ down >= 0 else -a, axis=0)
+    values, columns = _ordered(values, b if db @ right >= 0 else -b, axis=1)
     return values, _axis(rows, sa), _axis(columns, sb)
 
 
@@ -634,16 +626,20 @@ def _sample_slices(
     volume: xr.DataArray, dim: str, where: np.ndarray
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Values at fractional ``(y, x)`` indices ``where[k]`` of each slice ``k``, reading only
-    the band of rows (``dim`` "y") or columns ("x") they fall in; NaN outside the slices."""
+    a band of rows (``dim`` "y") or columns ("x") around them; NaN outside the slices.
+
+    Consecutive slices are read together while their bands fit in :data:`BAND_ROWS` (a
+    stack without tilt is one read of one row a file)."""
     where = np.where(np.abs(where - np.rint(where)) < _WHOLE, np.rint(where), where)
     axis = 0 if dim == "y" else 1
-    bands = [_band(cuts, volume.sizes[dim]) for cuts in where[..., axis]]
-    blocks, attrs = _read_bands(volume, dim, bands)
+    size = volume.sizes[dim]
+    bands = [_band(cuts, size) for cuts in where[..., axis]]
     lines = np.full(where.shape[:2], np.nan, dtype=np.float32)
-    for k, (band, block) in enumerate(zip(bands, blocks, strict=True)):
-        if band is not None and block is not None:
-            local = where[k] - np.eye(2)[axis] * band[0]
-            lines[k] = _bilinear(block, local[:, 0], local[:, 1])
+    attrs: dict[str, Any] = {}
+    for first, stop, (low, high) in _runs(bands):
+        block, attrs = _read(volume, {"z": slice(first, stop), dim: slice(low, high)})
+        local = where[first:stop] - np.eye(2)[axis] * low
+        lines[first:stop] = _bilinear(block, local[..., 0], local[..., 1])
     return lines, attrs
 
 
@@ -653,23 +649,6 @@ def _band(at: np.ndarray, size: int) -> tuple[int, int] | None:
     if high < 0 or low > size - 1:
         return None
     return max(low, 0), min(high, size - 1) + 1
-
-
-def _read_bands(
-    volume: xr.DataArray, dim: str, bands: list[tuple[int, int] | None]
-) -> tuple[list[np.ndarray | None], dict[str, Any]]:
-    """Each slice's rows (``dim`` "y") or columns ("x") ``[start, stop)``, as one block per
-    slice starting at ``start``: consecutive slices are read together while their bands
-    fit in :data:`BAND_ROWS` (a stack without tilt is one read of one row a file)."""
-    blocks: list[np.ndarray | None] = [None] * len(bands)
-    attrs: dict[str, Any] = {}
-    for first, stop, (low, high) in _runs(bands):
-        values, attrs = _read(volume, {"z": slice(first, stop), dim: slice(low, high)})
-        for k in range(first, stop):
-            start, end = cast(tuple[int, int], bands[k])
-            band = slice(start - low, end - low)
-            blocks[k] = values[k - first, band] if dim == "y" else values[k - first, :, band]
-    return blocks, attrs
 
 
 def _runs(bands: list[tuple[int, int] | None]) -> list[tuple[int, int, tuple[int, int]]]:
@@ -690,21 +669,27 @@ def _runs(bands: list[tuple[int, int] | None]) -> list[tuple[int, int, tuple[int
 
 
 def _bilinear(block: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Values of a 2-D block at fractional indices; NaN outside it. Whole indices give the
-    stored values exactly, and a neighbour with no weight (padding, NaN) does not enter."""
-    height, width = block.shape
+    """Values of a ``(slices, rows, columns)`` block at fractional indices, ``rows[k]`` and
+    ``columns[k]`` in slice ``k``; NaN outside it. Whole indices give the stored values
+    exactly, and a neighbour with no weight (padding, NaN) does not enter."""
+    _, height, width = block.shape
     inside = (rows >= 0) & (rows <= height - 1) & (columns >= 0) & (columns <= width - 1)
     rows, columns = np.clip(rows, 0, height - 1), np.clip(columns, 0, width - 1)
+    k = np.arange(block.shape[0])[:, None]
+    if (rows == np.rint(rows)).all() and (columns == np.rint(columns)).all():  # no tilt
+        whole = block[k, rows.astype(int), columns.astype(int)]
+        return np.where(inside, whole, np.nan).astype(np.float32)
     r0, c0 = np.floor(rows).astype(int), np.floor(columns).astype(int)
     r1, c1 = np.minimum(r0 + 1, height - 1), np.minimum(c0 + 1, width - 1)
     fr, fc = rows - r0, columns - c0
-    upper = _lerp(block[r0, c0], block[r0, c1], fc)
-    lower = _lerp(block[r1, c0], block[r1, c1], fc)
+    upper = _lerp(block[k, r0, c0], block[k, r0, c1], fc)
+    lower = _lerp(block[k, r1, c0], block[k, r1, c1], fc)
     return np.where(inside, _lerp(upper, lower, fr), np.nan).astype(np.float32)
 
 
 def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    return np.where(t == 0, a, a + (b - a) * t)
+    """``a`` to ``b`` by ``t``; exactly ``a`` (``b``) at 0 (1), whatever the other (NaN)."""
+    return np.where(t == 0, a, np.where(t == 1, b, a + (b - a) * t))
 
 
 # --------------------------------------------------------------------------------------------
@@ -730,6 +715,8 @@ def _annotated(picture: np.ndarray, labels: dict[str, str], position: str) -> np
     height, width = picture.shape
     size = int(np.clip(min(height, width) // 20, 8, 32))
     font = ImageFont.load_default(size=size)
+    if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow built without FreeType
+        raise RenderError("annotate=True needs Pillow with FreeType, for its built-in font")
     stroke = max(1, size // 8)
     texts = _placements(font, width, height, stroke + 1, labels, position)
     masks = []
@@ -790,9 +777,7 @@ def _resample(values: np.ndarray, along: _Axis, size: float, *, axis: int) -> np
     gaps = np.maximum(distance[lower + 1] - distance[lower], 1e-9)
     weight = np.clip((targets - distance[lower]) / gaps, 0.0, 1.0).astype(np.float32)
     weight = weight.reshape((count, 1) if axis == 0 else (1, count))
-    below = np.take(values, lower, axis=axis)
-    above = np.take(values, lower + 1, axis=axis)
-    return below * (np.float32(1.0) - weight) + above * weight
+    return _lerp(np.take(values, lower, axis=axis), np.take(values, lower + 1, axis=axis), weight)
 
 
 # --------------------------------------------------------------------------------------------

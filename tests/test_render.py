@@ -1,4 +1,5 @@
-"""Pictures: physical aspect, orientation, layout, what is read, and clear errors."""
+"""Pictures: physical aspect, orientation, tilted stacks in patient space, montage order,
+annotation, layout, what is read, and clear errors."""
 
 from __future__ import annotations
 
@@ -386,6 +387,33 @@ def test_a_coronal_picture_of_a_tilted_series_is_the_plane_through_the_voxel(til
     assert len(set(reads.rows)) > 1  # the band moves with the plane
 
 
+def test_a_tilted_series_is_sampled_at_true_positions_between_rows(tmp_path):
+    # values 10 HU per mm of the patient's P coordinate: in a sagittal plane (columns
+    # along P) each picture column holds one value; in index space each would change by
+    # 10 x 0.68 HU a slice, since each slice sits 0.68 mm (not a whole row) further anterior
+    n, size = 16, 64
+    first_p = -np.arange(n) * 2.0 * math.sin(math.radians(TILT))  # slice 0 at the origin
+    hu = np.round(10 * (first_p[:, None, None] + np.arange(size)[None, :, None]))
+    paths = write_series(
+        tmp_path / "s",
+        np.broadcast_to(hu, (n, size, size)).astype(np.int16),
+        pixel_spacing=(1.0, 1.0),
+        slice_spacing=2.0,
+        origin=(0.0, 0.0, 0.0),
+        tilt_degrees=TILT,
+    )
+    written = [float(pydicom.dcmread(path).ImagePositionPatient[1]) for path in paths]
+    np.testing.assert_allclose(written, first_p, atol=1e-4)
+    with pytest.warns(dicomarray.GeometryWarning, match="tilt"):
+        volume = dicomarray.open_series(tmp_path / "s")
+    picture = slice_picture(volume, axis="sagittal", center=0, width=1200)
+    hu_shown = (picture - 0.5) * 1199 - 0.5  # the LINEAR window (PS3.3 C.11.2.1.2) undone
+    columns = [c[np.isfinite(c)] for c in hu_shown.T if np.isfinite(c).sum() > 5]
+    assert len(columns) > size / 2
+    assert max(np.ptp(c) for c in columns) <= 1.5  # the stored values' rounding only
+    assert np.nanmax(hu_shown) - np.nanmin(hu_shown) > 500  # a real ramp across the picture
+
+
 def test_one_row_of_a_tilted_series_is_refused_as_a_plane(tilted):
     volume, rows = tilted
     with pytest.raises(RenderError, match="tilted by 20.0 degrees .* axis='coronal'"):
@@ -554,3 +582,16 @@ def test_the_position_label_is_the_patient_coordinate_of_the_plane(orientation, 
     from dicomarray.render import _Cut, _position_text
 
     assert _position_text(_geometry(orientation), _Cut(dim, (1, 2, 3))) == expected
+
+
+def test_in_slice_indices_invert_world_in_each_slice_of_a_tilted_stack(tilted):
+    geometry = tilted[0].dicom.geometry
+    rng = np.random.default_rng(0)
+    yx = rng.uniform(0, 63, size=(geometry.n_slices, 5, 2))
+    k = np.broadcast_to(np.arange(geometry.n_slices)[:, None, None], (geometry.n_slices, 5, 1))
+    points = geometry.world(np.concatenate([k, yx], axis=-1))
+    np.testing.assert_allclose(geometry.in_slice_indices(points), yx, atol=1e-9)
+    # a point off its slice's plane is projected along the normal onto it
+    lifted = points + 7.0 * geometry.normal
+    np.testing.assert_allclose(geometry.in_slice_indices(lifted), yx, atol=1e-9)
+    assert geometry.superior_normal @ [0, 0, 1] > 0.9
