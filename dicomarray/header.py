@@ -219,7 +219,7 @@ def read_header(
         When the header passes one of the ``limits``.
     """
     path = os.fspath(path)
-    with _open_regular(path) as file:
+    with open_regular(path) as file:
         walker = _Walker(file, path, limits or DEFAULT_LIMITS, wanted=_WANTED)
         walker.walk(through_pixels=False)
     values = walker.values
@@ -259,7 +259,7 @@ def checked_file(
         As :func:`read_header`.
     """
     path = os.fspath(path)
-    with _open_regular(path) as file:
+    with open_regular(path) as file:
         _Walker(file, path, limits or DEFAULT_LIMITS).walk(through_pixels=not stop_before_pixels)
         file.seek(0)
         yield file
@@ -389,7 +389,7 @@ def read_nested_values(
 
         return collect
 
-    with _open_regular(path) as file:
+    with open_regular(path) as file:
         walker = _Walker(
             file, path, limits or DEFAULT_LIMITS, nested={tag: decode(tag) for tag in keyword_of}
         )
@@ -423,7 +423,7 @@ def referenced_file_ids(
         if any(parts):
             found.append(parts)
 
-    with _open_regular(path) as file:
+    with open_regular(path) as file:
         walker = _Walker(
             file,
             path,
@@ -435,7 +435,7 @@ def referenced_file_ids(
     return found
 
 
-def _open_regular(path: str) -> BinaryIO:
+def open_regular(path: str) -> BinaryIO:
     """Open a regular file without blocking: FIFOs, devices and sockets are refused."""
 
     def opener(name: str, flags: int) -> int:
