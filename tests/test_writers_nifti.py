@@ -18,10 +18,11 @@ import dicomarray
 from dicomarray import GeometryWarning, WriteError
 from dicomarray.writers import nifti_affine, to_nifti
 
+from .conftest import UNEVEN_POSITIONS
 from .export_helpers import (
-    GE_BLOCK_POSITIONS,
     PATIENT_TAGS,
     SERIES_KINDS,
+    head_and_feet_first,
     leaked,
     series_uids,
     sitk_series,
@@ -170,18 +171,10 @@ def test_every_voxel_lies_where_dcm2niix_puts_it_with_the_same_value(make_series
 
 
 def test_head_first_and_feet_first_series_come_out_alike_in_ras(make_series, phantom, tmp_path):
-    head_first = make_series(hu=phantom, origin=(-113.4, -113.4, 0.0))
-    # the same anatomy stored feet first: rows toward the patient's right, slices downward
-    feet_first = make_series(
-        hu=phantom[::-1, :, ::-1],
-        orientation=(-1, 0, 0, 0, 1, 0),
-        origin=(113.4, -113.4, 132.0),
-        tags={"PatientPosition": "FFS"},
-    )
     images = []
-    for paths, name in ((head_first, "hf.nii"), (feet_first, "ff.nii")):
-        volume = dicomarray.open_series(paths[0].parent)
-        images.append(nib.load(volume.dicom.to_nifti(tmp_path / name)))
+    for folder in head_and_feet_first(make_series, phantom):
+        volume = dicomarray.open_series(folder)
+        images.append(nib.load(volume.dicom.to_nifti(tmp_path / f"{folder.name}.nii")))
     assert [nib.aff2axcodes(image.affine) for image in images] == [("R", "A", "S")] * 2
     np.testing.assert_allclose(images[0].affine, images[1].affine, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(images[0].dataobj), np.asarray(images[1].dataobj))
@@ -209,9 +202,9 @@ def test_any_dim_order_is_written_with_its_last_dim_fastest(make_series, tmp_pat
 
 
 def test_an_uneven_stack_is_refused_naming_the_series_and_its_steps(make_series, tmp_path):
-    hu = np.zeros((len(GE_BLOCK_POSITIONS), 8, 8))
+    hu = np.zeros((len(UNEVEN_POSITIONS), 8, 8))
     paths = make_series(
-        hu=hu, positions=GE_BLOCK_POSITIONS, origin=(0, 0, 0), tags={"SeriesDescription": "GE"}
+        hu=hu, positions=UNEVEN_POSITIONS, origin=(0, 0, 0), tags={"SeriesDescription": "GE"}
     )
     volume = open_quietly(paths[0].parent)
     out = tmp_path / "out"
@@ -223,8 +216,8 @@ def test_an_uneven_stack_is_refused_naming_the_series_and_its_steps(make_series,
 
 def test_equalize_writes_an_uneven_stack_on_its_finest_step(make_series, tmp_path):
     # HU = the slice's S position in mm: linear interpolation gives every new slice its own S
-    hu = np.broadcast_to(np.array(GE_BLOCK_POSITIONS)[:, None, None], (28, 8, 8))
-    paths = make_series(hu=hu, positions=GE_BLOCK_POSITIONS, origin=(0, 0, 0))
+    hu = np.broadcast_to(np.array(UNEVEN_POSITIONS)[:, None, None], (28, 8, 8))
+    paths = make_series(hu=hu, positions=UNEVEN_POSITIONS, origin=(0, 0, 0))
     volume = open_quietly(paths[0].parent)
     path = volume.dicom.to_nifti(tmp_path / "ct.nii", equalize=True, json_path=tmp_path / "c.json")
     image = nib.load(path)
