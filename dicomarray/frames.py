@@ -12,23 +12,35 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+from pydicom.datadict import tag_for_keyword
 
 from .attrs import as_count, plain_cell, plain_cells
 from .errors import InvalidDicomError, PixelDataError
-from .header import plain_value, read_dataset
+from .header import Location, read_nested_values
 
-# functional group sequence -> (item keyword, index column)
+# (functional group sequence, keyword in its item, index column): the functional group
+# macros of PS3.3 C.7.6.16.2 that hold an index column's value for one frame
 _GROUP_VALUES: tuple[tuple[str, str, str], ...] = (
     ("PlanePositionSequence", "ImagePositionPatient", "ImagePositionPatient"),
     ("PlaneOrientationSequence", "ImageOrientationPatient", "ImageOrientationPatient"),
     ("PixelMeasuresSequence", "PixelSpacing", "PixelSpacing"),
     ("PixelMeasuresSequence", "SliceThickness", "SliceThickness"),
+    ("PixelMeasuresSequence", "SpacingBetweenSlices", "SpacingBetweenSlices"),
     ("PixelValueTransformationSequence", "RescaleSlope", "RescaleSlope"),
     ("PixelValueTransformationSequence", "RescaleIntercept", "RescaleIntercept"),
+    ("PixelValueTransformationSequence", "RescaleType", "RescaleType"),
     ("FrameVOILUTSequence", "WindowCenter", "WindowCenter"),
     ("FrameVOILUTSequence", "WindowWidth", "WindowWidth"),
     ("FrameContentSequence", "TemporalPositionIndex", "TemporalPositionIdentifier"),
 )
+_KEYWORDS = sorted({keyword for _, keyword, _ in _GROUP_VALUES})
+# (functional group sequence tag, keyword) -> index column
+_COLUMNS = {
+    (int(tag_for_keyword(sequence) or 0), keyword): column
+    for sequence, keyword, column in _GROUP_VALUES
+}
+_SHARED = int(tag_for_keyword("SharedFunctionalGroupsSequence") or 0)
+_PER_FRAME = int(tag_for_keyword("PerFrameFunctionalGroupsSequence") or 0)
 
 
 #: More frames than this in one instance is refused as malformed, before any expansion.
@@ -84,41 +96,42 @@ def _frame_count(path: str, value: Any) -> int:
 
 def _frame_rows(row: pd.Series, n_frames: int) -> pd.DataFrame:
     path = row["path"]
-    try:
-        values = _functional_group_values(path, n_frames)
-    except InvalidDicomError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - pydicom parses sequences lazily: any failure
-        raise InvalidDicomError(
-            f"{path}: cannot read the functional groups: {type(exc).__name__}: {exc}"
-        ) from exc
+    values = _functional_group_values(path, n_frames)
     records = [{**row.to_dict(), "frame": frame, **own} for frame, own in enumerate(values)]
     return pd.DataFrame.from_records(records)
 
 
 def _functional_group_values(path: str, n_frames: int) -> list[dict[str, Any]]:
-    """Each frame's values from the functional groups: its own item over the shared one."""
-    ds = read_dataset(path, stop_before_pixels=True)
-    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
-    if per_frame and len(per_frame) != n_frames:
+    """Each frame's values from the functional groups: its own item over the shared one.
+
+    One walk of the header (the same that bounds it) reads every frame's values; pydicom
+    would build a data set of each frame's every item first, which takes most of the time
+    an enhanced series takes to open.
+    """
+    found = read_nested_values(path, _KEYWORDS)
+    n_items = found.top_items.get(_PER_FRAME, 0)
+    if n_items and n_items != n_frames:
         raise InvalidDicomError(
             f"{path}: NumberOfFrames is {n_frames} but the Per-Frame Functional Groups "
-            f"Sequence holds {len(per_frame)} items"
+            f"Sequence holds {n_items} items"
         )
-    return [_frame_values(shared, per_frame[i] if per_frame else None) for i in range(n_frames)]
+    shared: dict[str, Any] = {}
+    own: list[dict[str, Any]] = [{} for _ in range(n_frames)]
+    for where, keyword, value in found.values:
+        column = _column(where, keyword)
+        if column is None:
+            continue
+        (groups, item), _ = where
+        if groups == _SHARED and item == 0:
+            shared[column] = value
+        elif groups == _PER_FRAME and item < n_frames:
+            own[item][column] = value
+    return [{**shared, **mine} for mine in own]  # a frame's own value overrides the shared one
 
 
-def _frame_values(shared: Any, own: Any) -> dict[str, Any]:
-    values = {}
-    for sequence, keyword, column in _GROUP_VALUES:
-        for groups in (shared, own):  # a frame's own value overrides the shared one
-            item = _first_item(groups, sequence) if groups is not None else None
-            if item is not None and keyword in item:
-                values[column] = plain_value(item[keyword].value)
-    return values
-
-
-def _first_item(ds: Any, keyword: str) -> Any:
-    sequence = ds.get(keyword) if ds is not None else None
-    return sequence[0] if sequence else None
+def _column(where: Location, keyword: str) -> str | None:
+    """The index column of a value in the first item of a functional group, or None for a
+    value elsewhere (a private group, a nested sequence, a second item)."""
+    if len(where) != 2 or where[1][1] != 0:
+        return None
+    return _COLUMNS.get((where[1][0], keyword))

@@ -71,7 +71,7 @@ from pydicom.tag import BaseTag, Tag
 
 from .codestream import declared_size
 from .errors import DicomArrayError, MissingDecoderError, PixelDataError
-from .header import checked_file, read_dataset
+from .header import checked_file, open_regular, read_dataset
 
 #: Largest stored volume (bytes) a series may declare before it is refused unread.
 MAX_VOLUME_BYTES = 64 * 2**30
@@ -475,15 +475,58 @@ def _run_decoder(
 
     if syntax == _DEFLATED:  # the whole data set is compressed: decode it whole
         return _inflated_frames(path)[frame]
+    encapsulated = uid.UID(syntax).is_encapsulated
+    if encapsulated and offset is not None and n_frames > 1:
+        # a frame of a multi-frame file, decoded from its own bytes: no header is parsed
+        # (pydicom handed the file parses every per-frame group again for each frame), so
+        # only the items need checking
+        with open_regular(path) as file:
+            encoded = _checked_frame_bytes(file, path, frame, offset, n_frames)
+        if syntax in _CODESTREAM_SYNTAXES:
+            _check_codestream(path, frame, encoded, fmt)
+        return _decoded(encoded, syntax, fmt)
     with checked_file(path) as file:  # the header within bounds first
-        if uid.UID(syntax).is_encapsulated:
+        if encapsulated:
             if offset is None:  # an index made without offsets: find the pixel data
                 offset, n_frames = _encapsulated_start(file, path)
-            _check_item_lengths(file, path, offset)
-        if syntax in _CODESTREAM_SYNTAXES and offset is not None:
-            encoded = _encoded_frame(file, frame, offset, n_frames)
-            _check_codestream(path, frame, encoded, fmt)
+            encoded = _checked_frame_bytes(file, path, frame, offset, n_frames)
+            if syntax in _CODESTREAM_SYNTAXES:
+                _check_codestream(path, frame, encoded, fmt)
         return pixel_array(file, index=frame)  # pydicom reads from the file's start
+
+
+def _checked_frame_bytes(
+    file: BinaryIO, path: str, frame: int, offset: int, n_frames: int
+) -> bytes:
+    """The bytes of one encapsulated frame, once no item claims more than the file holds."""
+    _check_item_lengths(file, path, offset)
+    return _encoded_frame(file, frame, offset, n_frames)
+
+
+def _decoded(encoded: bytes, syntax: str, fmt: PixelFormat) -> np.ndarray:
+    """One encapsulated frame decoded from its own bytes, with the image format given.
+
+    For the frames of a multi-frame file: handing pydicom the file makes it parse every
+    per-frame functional group again for each frame (0.5 s a frame for 240 frames).
+    Only single-sample (grey) images reach here.
+    """
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder  # deferred: decoders load plugins on import
+
+    options: dict[str, Any] = {  # pydicom types its **kwargs as one TypedDict
+        "rows": fmt.rows,
+        "columns": fmt.columns,
+        "samples_per_pixel": 1,
+        "bits_allocated": fmt.bits_allocated,
+        "bits_stored": fmt.bits_stored,
+        "pixel_representation": fmt.pixel_representation,
+        "photometric_interpretation": "MONOCHROME2",
+        "number_of_frames": 1,
+        "planar_configuration": 0,
+    }
+    # pydicom decodes bytes as encapsulated pixel data: one frame, one fragment
+    array, _ = get_decoder(syntax).as_array(encapsulate([encoded]), **options)
+    return array
 
 
 def _encoded_frame(file: BinaryIO, frame: int, offset: int, n_frames: int) -> bytes:

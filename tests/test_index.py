@@ -194,8 +194,8 @@ def test_dicomdir_records_outside_the_tree_are_refused_and_never_read(tmp_path, 
     images[2].ReferencedFileID = [".", *images[2].ReferencedFileID]
     dicomdir.save_as(root / "DICOMDIR")
     opened = []
-    real_open = header._open_regular
-    monkeypatch.setattr(header, "_open_regular", lambda p: opened.append(p) or real_open(p))
+    real_open = header.open_regular
+    monkeypatch.setattr(header, "open_regular", lambda p: opened.append(p) or real_open(p))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dicomarray.DicomArrayWarning)
         index = dicomarray.scan(root)

@@ -475,3 +475,36 @@ def test_a_pixel_data_item_claiming_more_than_the_file_is_refused_unread(tmp_pat
     volume = dicomarray.open_series(path)
     with pytest.raises(PixelDataError, match=rf"{name}: a pixel data item at byte {fragment}"):
         _ = volume.values
+
+
+def test_frames_of_a_compressed_multi_frame_file_decode_from_their_own_bytes(monkeypatch):
+    """pydicom handed the file parses its whole header for every frame: 0.5 s a frame for
+    240 frames of functional groups. Each frame is decoded from its own bytes instead, and
+    equals pydicom's decoding of the whole file."""
+    import pydicom.pixels
+
+    from dicomarray.pixels import PixelFormat, decode_frame
+
+    from .conftest import pydicom_file
+
+    path = pydicom_file("rtdose_rle.dcm")
+    ds = pydicom.dcmread(path)
+    expected = ds.pixel_array
+    fmt = PixelFormat(ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, 0)
+    offset = int(dicomarray.scan(path)["pixel_data_offset"].iloc[0])
+    calls = []
+    original = pydicom.pixels.pixel_array
+    monkeypatch.setattr(
+        pydicom.pixels, "pixel_array", lambda *a, **k: calls.append(a) or original(*a, **k)
+    )
+    for frame in range(int(ds.NumberOfFrames)):
+        decoded = decode_frame(
+            str(path),
+            frame,
+            ds.file_meta.TransferSyntaxUID,
+            fmt,
+            offset=offset,
+            n_frames=int(ds.NumberOfFrames),
+        )
+        np.testing.assert_array_equal(decoded, expected[frame])
+    assert calls == []
