@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .errors import DicomArrayError, WriteError
+from .errors import DicomArrayError, WriteError, warn_data_problem
 from .geometry import VolumeGeometry
 from .paths import inside, series_folders, short_hash
 from .staging import Stage, check_replaceable, os_errors, remove_stale_partials, stage, staged
@@ -108,6 +108,8 @@ class SeriesJob:
     formats: tuple[str, ...]
     deidentify: bool
     overwrite: bool
+    #: orientation letters and slice positions on the pictures (see dicomarray.render)
+    annotate: bool = False
     #: dask scheduler for the series' own computations: "synchronous" (each series in
     #: its own thread or worker, so the warnings it raises are its own, and no nested
     #: tasks sent back to a cluster's scheduler); None keeps the current one.
@@ -140,6 +142,7 @@ def convert(
     deidentify: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    annotate: bool = False,
 ) -> pd.DataFrame:
     """Convert every selected series under ``root`` into ``out_dir/<patient>/<study>/<series>/``.
 
@@ -173,6 +176,12 @@ def convert(
         completed with the formats they lack.
     progress : bool, default True
         A progress line over series on stderr (and the dashboard link of a cluster).
+    annotate : bool, default False
+        Orientation letters and the slice position on the pictures (jpg, orthogonal,
+        montage), as :func:`dicomarray.render.write_slice` draws them.
+
+    A NIfTI of an unevenly spaced series is written on its finest regular slice step
+    (``to_nifti(equalize=True)``); its row's warnings say so.
 
     Returns
     -------
@@ -209,7 +218,7 @@ def convert(
     jobs: list[SeriesJob] = []
     rows: dict[int, dict[str, Any]] = {}
     try:
-        jobs = plan_jobs(root, out, config, tuple(formats), deidentify, overwrite)
+        jobs = plan_jobs(root, out, config, tuple(formats), deidentify, overwrite, annotate)
         _run(jobs, rows, client, workers, progress)
     finally:
         report = _report(jobs, rows)
@@ -243,6 +252,7 @@ def plan_jobs(
     formats: tuple[str, ...],
     deidentify: bool,
     overwrite: bool,
+    annotate: bool = False,
 ) -> list[SeriesJob]:
     """One job per selected series, each with its own safe output folder."""
     from .query import dicom_filter
@@ -262,6 +272,7 @@ def plan_jobs(
                 formats=formats,
                 deidentify=deidentify,
                 overwrite=overwrite,
+                annotate=annotate,
             )
         )
     return jobs
@@ -488,7 +499,7 @@ def _write_outputs(
         setting = dask.config.set(scheduler=job.scheduler) if job.scheduler else nullcontext()
         with setting:
             volume = job.series.open()
-            outputs = _write_formats(volume.dicom.hu(), output.partial, formats, job.deidentify)
+            outputs = _write_formats(volume.dicom.hu(), output.partial, formats, job)
         kept = _keep_outputs(previous, folder, output.partial, outputs) if previous else []
         all_formats = [*(previous or {}).get("formats", []), *formats]
         manifest = _manifest(job, all_formats, [*outputs, *kept], volume)
@@ -501,14 +512,12 @@ def _write_outputs(
     return manifest
 
 
-def _write_formats(
-    values: Any, folder: Path, formats: Iterable[str], deidentify: bool
-) -> list[str]:
+def _write_formats(values: Any, folder: Path, formats: Iterable[str], job: SeriesJob) -> list[str]:
     outputs = [SIDECAR]
     if "npy" not in formats:  # the npy writer writes the same sidecar
-        _WRITERS["sidecar"](values, folder / SIDECAR, deidentify)
+        _WRITERS["sidecar"](values, folder / SIDECAR, job)
     for name in formats:
-        _WRITERS[name](values, folder / FORMATS[name], deidentify)
+        _WRITERS[name](values, folder / FORMATS[name], job)
         outputs.append(FORMATS[name])
     return outputs
 
@@ -684,18 +693,31 @@ def _route(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> 
         _router[1](message, category, *args, **kwargs)
 
 
-def _sidecar(volume: Any, path: Path, deidentify: bool) -> None:
+def _sidecar(volume: Any, path: Path, job: SeriesJob) -> None:
     from .writers.metadata import write_sidecar
 
-    write_sidecar(volume, path, deidentify=deidentify)
+    write_sidecar(volume, path, deidentify=job.deidentify)
 
 
-_WRITERS: dict[str, Callable[[Any, Path, bool], Any]] = {
+def _nifti(volume: Any, path: Path, job: SeriesJob) -> None:
+    """NIfTI holds one slice step: an unevenly spaced series is written on its finest
+    regular step (dcm2niix's ``_Eq``), and the row's warnings say so."""
+    if not volume.dicom.geometry.is_regular:
+        warn_data_problem(
+            f"NIfTI written equalized onto the finest slice step: the slices have no one "
+            f"step ({volume.dicom.geometry.describe_steps()})"
+        )
+    volume.dicom.to_nifti(path, equalize=True)
+
+
+_WRITERS: dict[str, Callable[[Any, Path, SeriesJob], Any]] = {
     "sidecar": _sidecar,
-    "zarr": lambda v, p, d: v.dicom.to_zarr(p, deidentify=d),
-    "npy": lambda v, p, d: v.dicom.to_npy(p, json_path=p.parent / SIDECAR, deidentify=d),
-    "nifti": lambda v, p, d: v.dicom.to_nifti(p),
-    "jpg": lambda v, p, d: v.dicom.to_jpg(p),
-    "orthogonal": lambda v, p, d: v.dicom.orthogonal(p),
-    "montage": lambda v, p, d: v.dicom.montage(p),
+    "zarr": lambda v, p, job: v.dicom.to_zarr(p, deidentify=job.deidentify),
+    "npy": lambda v, p, job: v.dicom.to_npy(
+        p, json_path=p.parent / SIDECAR, deidentify=job.deidentify
+    ),
+    "nifti": _nifti,
+    "jpg": lambda v, p, job: v.dicom.to_jpg(p, annotate=job.annotate),
+    "orthogonal": lambda v, p, job: v.dicom.orthogonal(p, annotate=job.annotate),
+    "montage": lambda v, p, job: v.dicom.montage(p, annotate=job.annotate),
 }

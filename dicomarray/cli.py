@@ -315,12 +315,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--center", type=float, help="window center (HU)")
     render.add_argument("--width", type=float, help="window width (HU)")
     render.add_argument("--montage", action="store_true", help="a grid of axial slices")
-    render.add_argument(
-        "--annotate",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="patient directions on the edges and the slice position in mm (default: on)",
-    )
+    _annotate_flag(render, default=True)
     _series_uid_flag(render)
     _overwrite_flag(render, "replace an existing picture")
     render.set_defaults(run=_run_render)
@@ -328,6 +323,7 @@ def _parser() -> argparse.ArgumentParser:
     batch = command("batch", "convert every selected series under ROOT into OUT")
     batch.add_argument("root", type=Path)
     batch.add_argument("out", type=Path)
+    _annotate_flag(batch, default=False)
     batch.add_argument("--config", type=Path, help="JSON file of tag rules selecting series")
     batch.add_argument(
         "--format", default="zarr,npy,jpg", help="comma-separated: zarr,npy,nifti,jpg"
@@ -585,6 +581,16 @@ def _run_render(args: argparse.Namespace, console: _Console) -> int:
     return 0
 
 
+def _annotate_flag(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    parser.add_argument(
+        "--annotate",
+        action=argparse.BooleanOptionalAction,
+        default=default,
+        help="patient directions on the picture edges and the slice position in mm "
+        f"(default: {'on' if default else 'off'})",
+    )
+
+
 def _run_batch(args: argparse.Namespace, console: _Console) -> int:
     from .batch import convert
 
@@ -604,6 +610,7 @@ def _run_batch(args: argparse.Namespace, console: _Console) -> int:
             deidentify=args.deidentify,
             overwrite=args.overwrite,
             progress=sys.stderr.isatty(),
+            annotate=args.annotate,
         )
     finally:
         if client is not None:

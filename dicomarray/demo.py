@@ -69,6 +69,7 @@ def run_demo(
         workers=workers,
         progress=progress,
         overwrite=overwrite,
+        annotate=True,  # pictures for people: directions and slice positions on them
     )
 
 

@@ -138,8 +138,3 @@ def lazy_hu(volume: xr.DataArray) -> xr.DataArray:
     hu.attrs = {k: v for k, v in volume.attrs.items() if not k.startswith("Rescale")}
     hu.attrs["units"] = "HU"
     return hu
-
-
-#: Slice positions (mm along the normal from the first slice) of a GE-like uneven head CT:
-#: 14 slices 4 mm apart, then 14 more 7 mm apart.
-GE_BLOCK_POSITIONS = [4.0 * i for i in range(14)] + [52.0 + 7.0 * i for i in range(1, 15)]

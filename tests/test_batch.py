@@ -577,6 +577,38 @@ def test_an_uneven_series_reports_each_slice_step_and_no_single_one(tmp_path):
         assert rows.loc["6", "slice_steps"] == "regular: 6 slices at 5 mm"
 
 
+def test_an_uneven_series_goes_to_nifti_equalized_and_its_row_says_so(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    hu = np.zeros((28, 8, 8))
+    write_series(tmp_path / "in" / "ge", hu, pixel_spacing=(0.5, 0.5), positions=UNEVEN_POSITIONS)
+    report = convert(
+        tmp_path / "in", tmp_path / "out", formats=("nifti",), workers=0, progress=False
+    )
+    row = report.iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert "NIfTI written equalized onto the finest slice step" in row["warnings"]
+    image = nib.load(next((tmp_path / "out").rglob("*.nii*")))
+    # 13 steps of 4 mm and 14 of 7 mm, on 4 mm steps: (52 + 98) / 4 + 1 slices
+    assert sorted(image.header.get_zooms()) == pytest.approx([0.5, 0.5, 4.0])
+    assert 4.0 * (max(image.shape) - 1) == pytest.approx(150.0, abs=4.0)
+
+
+def test_batch_pictures_are_annotated_when_asked(tmp_path):
+    from PIL import Image
+
+    write_series(tmp_path / "in" / "a", np.zeros((6, 64, 64)), pixel_spacing=(1.0, 1.0))
+    pictures = {}
+    for annotate in (False, True):
+        out = tmp_path / f"out-{annotate}"
+        report = convert(
+            tmp_path / "in", out, formats=("jpg",), workers=0, progress=False, annotate=annotate
+        )
+        assert set(report["status"]) == {"ok"}
+        pictures[annotate] = np.asarray(Image.open(next(out.rglob("*.jpg"))).convert("L"))
+    assert pictures[False].max() < 30  # a blank series, drawn black
+    assert pictures[True].max() > 200  # white letters on it
+
+
 def test_a_failed_multiframe_series_reports_the_frames_it_selected(tmp_path):
     from .test_volume import write_multiframe
 

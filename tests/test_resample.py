@@ -460,13 +460,14 @@ def test_equalize_reads_only_the_slices_around_an_output_slice(tmp_path, reads):
     assert sorted(set(reads)) == [17]
 
 
-def test_all_three_pickle_and_compute_on_a_local_cluster(tmp_path):
+def test_the_four_grid_operations_pickle_and_compute_on_a_local_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
     source = _open_ramp(tmp_path / "s", n=28, positions=GE_POSITIONS, tilt_degrees=10.0, chunks=4)
     results = [
         source.dicom.resample((5.0, 2.5, 2.5)),
         source.dicom.equalize(),
         source.dicom.detilt(method="cubic"),
+        source.dicom.reorient("RAS"),
     ]
     expected = [result.values for result in results]
     for result, values in zip(results, expected, strict=True):

@@ -18,7 +18,8 @@ from dicomarray.writers.metadata import (
     write_sidecar,
 )
 
-from .export_helpers import GE_BLOCK_POSITIONS, PATIENT_TAGS, leaked, series_uids, temporaries
+from .conftest import UNEVEN_POSITIONS
+from .export_helpers import PATIENT_TAGS, leaked, series_uids, temporaries
 
 
 def test_every_deidentify_keyword_is_a_dicom_keyword():
@@ -76,8 +77,8 @@ def test_write_sidecar_alone_reads_no_pixels_and_is_atomic(make_series, tmp_path
 def test_an_uneven_stack_has_no_slice_spacing_and_its_two_blocks_in_the_sidecar(
     make_series, tmp_path
 ):
-    hu = np.zeros((len(GE_BLOCK_POSITIONS), 8, 8))
-    paths = make_series(hu=hu, positions=GE_BLOCK_POSITIONS, origin=(0.0, 0.0, 0.0))
+    hu = np.zeros((len(UNEVEN_POSITIONS), 8, 8))
+    paths = make_series(hu=hu, positions=UNEVEN_POSITIONS, origin=(0.0, 0.0, 0.0))
     with pytest.warns(GeometryWarning):
         volume = dicomarray.open_series(paths[0].parent)
     geometry = json.loads(write_sidecar(volume, tmp_path / "ct.json").read_text())["geometry"]
@@ -89,7 +90,7 @@ def test_an_uneven_stack_has_no_slice_spacing_and_its_two_blocks_in_the_sidecar(
         {"steps": 14, "mm": 7.0, "first_slice": 13, "last_slice": 27},
     ]
     assert geometry["slice_steps_text"].startswith("two blocks: 14 slices at 4 mm, then 14 at 7")
-    assert geometry["z"] == GE_BLOCK_POSITIONS
+    assert geometry["z"] == UNEVEN_POSITIONS
 
 
 def test_the_geometry_follows_the_arrays_dim_order(make_series, tmp_path):

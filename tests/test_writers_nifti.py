@@ -18,10 +18,11 @@ import dicomarray
 from dicomarray import GeometryWarning, WriteError
 from dicomarray.writers import nifti_affine, to_nifti
 
+from .conftest import UNEVEN_POSITIONS
 from .export_helpers import (
-    GE_BLOCK_POSITIONS,
     PATIENT_TAGS,
     SERIES_KINDS,
+    head_and_feet_first,
     leaked,
     series_uids,
     sitk_series,
@@ -48,7 +49,7 @@ def open_quietly(folder, **kwargs):
 
 
 def write_tilted(volume, path, **kwargs):
-    with pytest.warns(GeometryWarning, match="ITK-based readers .* use the qform"):
+    with pytest.warns(GeometryWarning, match="ITK-based readers .* use the qform.*detilt=True"):
         return volume.dicom.to_nifti(path, **kwargs)
 
 
@@ -170,18 +171,10 @@ def test_every_voxel_lies_where_dcm2niix_puts_it_with_the_same_value(make_series
 
 
 def test_head_first_and_feet_first_series_come_out_alike_in_ras(make_series, phantom, tmp_path):
-    head_first = make_series(hu=phantom, origin=(-113.4, -113.4, 0.0))
-    # the same anatomy stored feet first: rows toward the patient's right, slices downward
-    feet_first = make_series(
-        hu=phantom[::-1, :, ::-1],
-        orientation=(-1, 0, 0, 0, 1, 0),
-        origin=(113.4, -113.4, 132.0),
-        tags={"PatientPosition": "FFS"},
-    )
     images = []
-    for paths, name in ((head_first, "hf.nii"), (feet_first, "ff.nii")):
-        volume = dicomarray.open_series(paths[0].parent)
-        images.append(nib.load(volume.dicom.to_nifti(tmp_path / name)))
+    for folder in head_and_feet_first(make_series, phantom):
+        volume = dicomarray.open_series(folder)
+        images.append(nib.load(volume.dicom.to_nifti(tmp_path / f"{folder.name}.nii")))
     assert [nib.aff2axcodes(image.affine) for image in images] == [("R", "A", "S")] * 2
     np.testing.assert_allclose(images[0].affine, images[1].affine, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(images[0].dataobj), np.asarray(images[1].dataobj))
@@ -209,9 +202,9 @@ def test_any_dim_order_is_written_with_its_last_dim_fastest(make_series, tmp_pat
 
 
 def test_an_uneven_stack_is_refused_naming_the_series_and_its_steps(make_series, tmp_path):
-    hu = np.zeros((len(GE_BLOCK_POSITIONS), 8, 8))
+    hu = np.zeros((len(UNEVEN_POSITIONS), 8, 8))
     paths = make_series(
-        hu=hu, positions=GE_BLOCK_POSITIONS, origin=(0, 0, 0), tags={"SeriesDescription": "GE"}
+        hu=hu, positions=UNEVEN_POSITIONS, origin=(0, 0, 0), tags={"SeriesDescription": "GE"}
     )
     volume = open_quietly(paths[0].parent)
     out = tmp_path / "out"
@@ -221,9 +214,57 @@ def test_an_uneven_stack_is_refused_naming_the_series_and_its_steps(make_series,
     assert not out.exists()
 
 
+def test_equalize_writes_an_uneven_stack_on_its_finest_step(make_series, tmp_path):
+    # HU = the slice's S position in mm: linear interpolation gives every new slice its own S
+    hu = np.broadcast_to(np.array(UNEVEN_POSITIONS)[:, None, None], (28, 8, 8))
+    paths = make_series(hu=hu, positions=UNEVEN_POSITIONS, origin=(0, 0, 0))
+    volume = open_quietly(paths[0].parent)
+    path = volume.dicom.to_nifti(tmp_path / "ct.nii", equalize=True, json_path=tmp_path / "c.json")
+    image = nib.load(path)
+    assert image.header.get_zooms()[2] == pytest.approx(4.0)
+    ijk = np.indices(image.shape).reshape(3, -1).T
+    s = nib.affines.apply_affine(image.affine, ijk)[:, 2]
+    assert s.min() == pytest.approx(0.0) and s.max() == pytest.approx(150.0, abs=4.0)
+    stored = np.asarray(image.dataobj)[tuple(ijk.T)]
+    np.testing.assert_allclose(stored - 1024, s, atol=1e-3)  # intercept -1024
+    assert json.loads((tmp_path / "c.json").read_text())["geometry"]["spacing"][0] == 4.0
+
+
+def test_detilt_writes_one_grid_that_every_reader_places_alike(make_series, tmp_path):
+    probe = make_series(hu=np.zeros((12, 64, 64)), tilt_degrees=TILT)
+    first_rows = [pydicom.dcmread(p).ImagePositionPatient[1] for p in probe]  # P of row 0
+    # HU = the pixel's P position in mm, so any in-plane shift shows in the values
+    hu = np.array(first_rows)[:, None, None] + 3.6 * np.arange(64)[None, :, None]
+    paths = make_series(hu=np.broadcast_to(hu, (12, 64, 64)), tilt_degrees=TILT)
+    volume = open_quietly(paths[0].parent)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeometryWarning)  # no shear left to warn of
+        path = volume.dicom.to_nifti(tmp_path / "ct.nii", detilt=True)
+    image = nib.load(path)
+    np.testing.assert_allclose(image.header.get_qform(), image.header.get_sform(), atol=1e-4)
+    values = np.asarray(image.dataobj) - 1024.0  # stored values, intercept -1024
+    # the grid grows by the shear (NaN outside the field); leave out the field's edge rows,
+    # where a sample lies up to half a pixel beyond the last source row
+    finite = np.isfinite(values)
+    inside = finite & np.roll(finite, 1, axis=1) & np.roll(finite, -1, axis=1)
+    ijk = np.argwhere(inside)
+    assert len(ijk) >= 12 * 64 * 60  # of the 64 rows of each slice, all but the edges
+    ras = nib.affines.apply_affine(image.affine, ijk)
+    np.testing.assert_allclose(values[tuple(ijk.T)], -ras[:, 1], atol=0.51)  # P = -A
+    # each slice stays on its DICOM plane (S of the axial planes)
+    planes = sorted(float(pydicom.dcmread(p).ImagePositionPatient[2]) for p in paths)
+    s = [float((image.affine @ [0, 0, k, 1])[2]) for k in range(image.shape[2])]
+    np.testing.assert_allclose(s, planes, atol=0.01)
+    itk = sitk.ReadImage(str(path))
+    np.testing.assert_allclose(itk.GetOrigin(), LPS_TO_RAS[:3, :3] @ image.affine[:3, 3], 1e-4)
+
+
 def test_a_gap_is_refused_too(make_series, tmp_path):
     volume = open_quietly(make_series(**SERIES_KINDS["gap"])[0].parent)
-    with pytest.raises(WriteError, match="three blocks: 6 slices at 12 mm, then 1 at 24 mm"):
+    with pytest.raises(
+        WriteError,
+        match="three blocks: 6 slices at 12 mm, then 1 at 24 mm.*; equalize=True writes it",
+    ):
         volume.dicom.to_nifti(tmp_path / "ct.nii")
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import resample
 from ..errors import WriteError, warn_data_problem
 from ..geometry import SPATIAL_DIMS, VolumeGeometry
 from ..labels import series_label
@@ -60,6 +61,8 @@ def to_nifti(
     path: str | os.PathLike,
     *,
     orientation: str | None = "RAS",
+    equalize: bool = False,
+    detilt: bool = False,
     json_path: str | os.PathLike | None = None,
     deidentify: bool = False,
     overwrite: bool = False,
@@ -87,9 +90,18 @@ def to_nifti(
     orientation : str or None, default "RAS"
         The orientation code to write, fastest axis first (``"RAS"``: nibabel's canonical
         and dcm2niix's; ``"LPS"``: ITK's); None writes the array as it is held.
+    equalize : bool, default False
+        Write a stack without one slice step (a gap, blocks of different spacing) on its
+        finest regular step, interpolated lazily (:func:`dicomarray.resample.equalize`,
+        dcm2niix's ``_Eq``), instead of refusing it. A regular stack is written as it is.
+    detilt : bool, default False
+        Write a tilted (sheared) stack with each slice shifted in-plane onto one grid
+        (:func:`dicomarray.resample.detilt`, dcm2niix's ``_Tilt``), so sform and qform are
+        the same rotation and every reader places the voxels alike. A stack without tilt
+        is written as it is.
     json_path : str or os.PathLike, optional
         Also write the JSON sidecar of :func:`dicomarray.writers.npy.to_npy` there, of the
-        array as written (after reorienting).
+        array as written (after resampling and reorienting).
     deidentify : bool, default False
         De-identify the sidecar, as for :func:`dicomarray.writers.npy.to_npy`. The NIfTI
         header itself holds no tags.
@@ -108,21 +120,24 @@ def to_nifti(
     WriteError
         For other dims than ``z``, ``y`` and ``x``, a name without ``.nii`` or
         ``.nii.gz``, or a stack without one slice step (a gap, blocks of different
-        spacing: NIfTI holds one step), naming the series and its steps.
+        spacing: NIfTI holds one step) unless ``equalize``, naming the series and its steps.
     DicomArrayError
-        For a malformed geometry or orientation code.
+        For a malformed geometry or orientation code; a
+        :class:`~dicomarray.errors.ResampleError` when ``equalize`` or ``detilt`` cannot
+        resample the volume.
 
     Warns
     -----
     GeometryWarning
-        For a tilted (sheared) stack, which ITK-based readers place without its shear;
+        For a tilted (sheared) stack written without ``detilt``, which ITK-based readers
+        place without its shear;
         and for a slice more than :data:`POSITION_TOLERANCE_MM` from where the affine's
         one slice step puts it.
     """
     nib = _nibabel()
     if not str(path).endswith((".nii", ".nii.gz")):
         raise WriteError(f"{path}: a NIfTI file name ends in .nii or .nii.gz")
-    volume = _oriented(volume, orientation)
+    volume = _prepared(volume, orientation, equalize=equalize, detilt=detilt)
     geometry = _checked_geometry(volume)
     stages = [stage(path, overwrite=overwrite)]
     if json_path is not None:
@@ -145,13 +160,21 @@ def to_nifti(
     return run_or_delay(done, partials, compute=compute)
 
 
-def _oriented(volume: xr.DataArray, orientation: str | None) -> xr.DataArray:
-    """The volume as it will be written: three spatial dims, reoriented as asked (lazy)."""
+def _prepared(
+    volume: xr.DataArray, orientation: str | None, *, equalize: bool, detilt: bool
+) -> xr.DataArray:
+    """The volume as it will be written, lazily: three spatial dims, put on one slice step
+    and one in-plane grid if asked (before reorienting: both work on the stored stack),
+    then reoriented."""
     if volume.ndim != 3 or sorted(map(str, volume.dims)) != sorted(SPATIAL_DIMS):
         raise WriteError(
             f"to_nifti needs the three dims z, y and x (in any order), not {volume.dims}; "
             f"in {series_label(volume.attrs)}"
         )
+    if equalize:
+        volume = resample.equalize(volume)
+    if detilt:  # after equalize, which keeps the tilt
+        volume = resample.detilt(volume)
     return volume if orientation is None else reorient(volume, orientation)
 
 
@@ -160,13 +183,17 @@ def _checked_geometry(volume: xr.DataArray) -> VolumeGeometry:
     geometry = VolumeGeometry.of(volume)
     label = series_label(volume.attrs)
     if not geometry.is_regular:
-        raise WriteError(f"NIfTI holds one slice step, and {label} has none: {_steps_of(geometry)}")
+        raise WriteError(
+            f"NIfTI holds one slice step, and {label} has none: {_steps_of(geometry)}; "
+            "equalize=True writes it on its finest step"
+        )
     if geometry.is_sheared:
         warn_data_problem(
             f"{label}: the gantry tilt of {geometry.tilt_degrees:.3g} degrees shears the "
             "stack; the NIfTI sform holds the shear, but ITK-based readers (SimpleITK, "
             "ITK-SNAP, ANTs) use the qform, the DICOM directions without the shear, and "
-            "place every slice but the first off its true position in the plane"
+            "place every slice but the first off its true position in the plane; "
+            "detilt=True writes each slice shifted onto one grid"
         )
     _warn_if_misplaced(geometry, label)
     return geometry
