@@ -25,6 +25,10 @@ import xarray as xr
 from .errors import DicomArrayError
 from .geometry import VolumeGeometry
 
+#: The attr recording a reorientation: the code asked and the source's code (an export
+#: adds the dims written, :func:`dicomarray.writers.common.oriented`).
+ORIENTATION_ATTR = "dicomarray_orientation"
+
 #: Each direction letter and the LPS unit vector it names.
 DIRECTIONS: dict[str, tuple[int, int]] = {
     "L": (0, 1),
@@ -85,7 +89,7 @@ def reorient(volume: xr.DataArray, code: str = "RAS") -> xr.DataArray:
     reoriented = volume.isel({dim: slice(None, None, -1) for dim in flips})
     others = [d for d in volume.dims if d not in geometry.dims]
     reoriented = reoriented.transpose(*others, *reversed(dims))
-    reoriented.attrs["dicomarray_orientation"] = {
+    reoriented.attrs[ORIENTATION_ATTR] = {
         "code": wanted,
         "source_code": "".join(reversed(geometry.axis_codes())),
     }

@@ -29,10 +29,11 @@ from ..errors import DicomArrayError, WriteError
 from ..geometry import POSITION_COORDS, VolumeGeometry, positions_along_normal
 from ..header import read_dataset
 from ..labels import series_label
+from ..reorient import ORIENTATION_ATTR
 from ..staging import Stage, discarding, os_errors, stage
 from ..transforms import VALUES_ATTR, fold_bits, modality_values
 from ..volume import open_series
-from .common import ORIENTATION_ATTR, compute_and_wait, dask_data, store_into
+from .common import compute_and_wait, dask_data, store_into
 
 #: Template attributes that would be untrue once the pixel data is replaced: removed, and
 #: the ones the new pixels define (window, smallest and largest values) are written anew.
