@@ -335,6 +335,10 @@ class VolumeGeometry:
         The slice step the attrs give ((0018,0088) *Spacing Between Slices*, else
         (0018,0050) *Slice Thickness*), used only where positions cannot tell: one slice,
         or slices ordered without positions.
+    orientation_known : bool
+        Whether :attr:`orientation` is the volume's own (0020,0037) *Image Orientation
+        (Patient)*, not :data:`DEFAULT_ORIENTATION` assumed for attrs without it (a numpy
+        array made into a DataArray, attrs dropped by arithmetic).
     rtol : float
         Relative difference between slice steps above which the stack is irregular.
     """
@@ -347,6 +351,7 @@ class VolumeGeometry:
     column_step: float
     positions_known: bool
     fallback_step: float | None
+    orientation_known: bool = True
     rtol: float = SPACING_RTOL
 
     @classmethod
@@ -396,6 +401,7 @@ class VolumeGeometry:
             column_step=column_step,
             positions_known=known,
             fallback_step=fallback,
+            orientation_known=attrs.get("ImageOrientationPatient") is not None,
             rtol=rtol,
         )
 

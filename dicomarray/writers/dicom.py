@@ -773,13 +773,14 @@ def slice_planes(volume: xr.DataArray) -> tuple[SlicePlane, ...] | None:
     WriteError
         If the volume has those coordinates but no geometry can be built from them.
     """
-    needed = ("z", "y", "x", *POSITION_COORDS)
-    if not all(n in volume.coords for n in needed) or "ImageOrientationPatient" not in volume.attrs:
+    if not all(n in volume.coords for n in ("z", "y", "x", *POSITION_COORDS)):
         return None
     try:
         geometry = VolumeGeometry.of(volume)
     except DicomArrayError as exc:
         raise WriteError(f"the volume's geometry ({series_label(volume.attrs)}): {exc}") from exc
+    if not geometry.orientation_known:
+        return None
     # (0020,0037) names the directions of increasing column (x), then row (y)
     orientation = tuple(float(v) for v in (*geometry.direction("x"), *geometry.direction("y")))
     return tuple(
