@@ -139,6 +139,19 @@ def regular_step(z: np.ndarray, *, rtol: float = SPACING_RTOL) -> float | None:
     return float(steps.mean())
 
 
+def slice_spacing_report(z: np.ndarray, *, rtol: float = SPACING_RTOL) -> dict[str, Any]:
+    """The assembly report's ``slice_spacing`` and ``slice_steps`` of slice positions ``z``.
+
+    ``slice_spacing`` is the one step in mm (:func:`regular_step`, unsigned), None without
+    one; ``slice_steps`` the runs of one step (:func:`step_runs`), ``[{"steps", "mm"}]``.
+    """
+    step = regular_step(z, rtol=rtol)
+    return {
+        "slice_spacing": None if step is None else abs(step),
+        "slice_steps": [{"steps": n, "mm": round(abs(mm), 6)} for n, mm in step_runs(z, rtol=rtol)],
+    }
+
+
 def describe_steps(z: np.ndarray, *, rtol: float = SPACING_RTOL) -> str:
     """One sentence on the slice steps, naming where each new step starts.
 
@@ -494,6 +507,11 @@ class VolumeGeometry:
         """The slice steps in one sentence, as :func:`describe_steps`."""
         return describe_steps(self.along_normal, rtol=self.rtol)
 
+    def spacing_report(self) -> dict[str, Any]:
+        """``slice_spacing`` and ``slice_steps`` along the normal, as
+        :func:`slice_spacing_report` (the assembly report's figures)."""
+        return slice_spacing_report(self.along_normal, rtol=self.rtol)
+
     @property
     def spacing(self) -> dict[str, float | None]:
         """Voxel spacing in mm per spatial dim, in array order; ``z`` is None when the
@@ -590,12 +608,11 @@ class VolumeGeometry:
 
     def summary(self) -> dict[str, Any]:
         """The geometry as plain JSON values, for sidecars and reports."""
-        runs = self.step_runs()
         return {
             "dims": list(self.dims),
             "spacing": [self.spacing[d] for d in self.dims],
             "regular": self.is_regular,
-            "slice_steps": [{"steps": n, "mm": round(abs(s), 6)} for n, s in runs],
+            "slice_steps": self.spacing_report()["slice_steps"],
             "slice_steps_text": self.describe_steps(),
             "origin": self.slice_positions[0].tolist(),
             "orientation": self.orientation.tolist(),
