@@ -310,8 +310,9 @@ def affine_from(
 SPATIAL_DIMS = ("z", "y", "x")
 #: Coordinate names for the three components of (0020,0032) *Image Position (Patient)*.
 POSITION_COORDS = ("image_position_l", "image_position_p", "image_position_s")
-#: Patient directions of +L, +P, +S (LPS) and their opposites, for axis codes.
-_POSITIVE_CODES, _NEGATIVE_CODES = "LPS", "RAI"
+#: The letters of each LPS axis's direction and of its opposite: (+L, -L), (+P, -P),
+#: (+S, -S). Axis codes, orientation codes and the labels on pictures all use them.
+DIRECTION_LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
 
 
 @dataclass(frozen=True)
@@ -447,7 +448,7 @@ class VolumeGeometry:
         for dim in self.dims:
             vector = self.direction(dim)
             axis = int(np.argmax(np.abs(vector)))
-            codes.append((_POSITIVE_CODES if vector[axis] > 0 else _NEGATIVE_CODES)[axis])
+            codes.append(DIRECTION_LETTERS[axis][0 if vector[axis] > 0 else 1])
         return tuple(codes)
 
     def superior_is_ascending(self, dim: str = "z") -> bool:
