@@ -34,7 +34,7 @@ from .geometry import (
     positions_along_normal,
     regular_step,
     slice_normal,
-    step_runs,
+    slice_spacing_report,
     tilt_degrees,
 )
 
@@ -598,8 +598,4 @@ def _slice_spacing(z: np.ndarray, sorted_by: str, rtol: float) -> dict[str, Any]
     ``slice_steps`` (runs of one step), along the normal or SliceLocation."""
     if sorted_by not in ("ImagePositionPatient", "SliceLocation"):
         return {"slice_spacing": None, "slice_steps": []}
-    step = regular_step(z, rtol=rtol)
-    return {
-        "slice_spacing": None if step is None else abs(step),
-        "slice_steps": [{"steps": n, "mm": round(abs(mm), 6)} for n, mm in step_runs(z, rtol=rtol)],
-    }
+    return slice_spacing_report(z, rtol=rtol)

@@ -702,10 +702,11 @@ def _sidecar(volume: Any, path: Path, job: SeriesJob) -> None:
 def _nifti(volume: Any, path: Path, job: SeriesJob) -> None:
     """NIfTI holds one slice step: an unevenly spaced series is written on its finest
     regular step (dcm2niix's ``_Eq``), and the row's warnings say so."""
-    if not volume.dicom.geometry.is_regular:
+    geometry = volume.dicom.geometry
+    if not geometry.is_regular:
         warn_data_problem(
             f"NIfTI written equalized onto the finest slice step: the slices have no one "
-            f"step ({volume.dicom.geometry.describe_steps()})"
+            f"step ({geometry.describe_steps()})"
         )
     volume.dicom.to_nifti(path, equalize=True)
 

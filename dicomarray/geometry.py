@@ -139,6 +139,19 @@ def regular_step(z: np.ndarray, *, rtol: float = SPACING_RTOL) -> float | None:
     return float(steps.mean())
 
 
+def slice_spacing_report(z: np.ndarray, *, rtol: float = SPACING_RTOL) -> dict[str, Any]:
+    """The assembly report's ``slice_spacing`` and ``slice_steps`` of slice positions ``z``.
+
+    ``slice_spacing`` is the one step in mm (:func:`regular_step`, unsigned), None without
+    one; ``slice_steps`` the runs of one step (:func:`step_runs`), ``[{"steps", "mm"}]``.
+    """
+    step = regular_step(z, rtol=rtol)
+    return {
+        "slice_spacing": None if step is None else abs(step),
+        "slice_steps": [{"steps": n, "mm": round(abs(mm), 6)} for n, mm in step_runs(z, rtol=rtol)],
+    }
+
+
 def describe_steps(z: np.ndarray, *, rtol: float = SPACING_RTOL) -> str:
     """One sentence on the slice steps, naming where each new step starts.
 
@@ -336,8 +349,9 @@ def plane_coords(
 SPATIAL_DIMS = ("z", "y", "x")
 #: Coordinate names for the three components of (0020,0032) *Image Position (Patient)*.
 POSITION_COORDS = ("image_position_l", "image_position_p", "image_position_s")
-#: Patient directions of +L, +P, +S (LPS) and their opposites, for axis codes.
-_POSITIVE_CODES, _NEGATIVE_CODES = "LPS", "RAI"
+#: The letters of each LPS axis's direction and of its opposite: (+L, -L), (+P, -P),
+#: (+S, -S). Axis codes, orientation codes and the labels on pictures all use them.
+DIRECTION_LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
 
 
 @dataclass(frozen=True)
@@ -374,6 +388,10 @@ class VolumeGeometry:
         The slice step the attrs give ((0018,0088) *Spacing Between Slices*, else
         (0018,0050) *Slice Thickness*), used only where positions cannot tell: one slice,
         or slices ordered without positions.
+    orientation_known : bool
+        Whether :attr:`orientation` is the volume's own (0020,0037) *Image Orientation
+        (Patient)*, not :data:`DEFAULT_ORIENTATION` assumed for attrs without it (a numpy
+        array made into a DataArray, attrs dropped by arithmetic).
     rtol : float
         Relative difference between slice steps above which the stack is irregular.
     """
@@ -386,6 +404,7 @@ class VolumeGeometry:
     column_step: float
     positions_known: bool
     fallback_step: float | None
+    orientation_known: bool = True
     rtol: float = SPACING_RTOL
 
     @classmethod
@@ -435,6 +454,7 @@ class VolumeGeometry:
             column_step=column_step,
             positions_known=known,
             fallback_step=fallback,
+            orientation_known=attrs.get("ImageOrientationPatient") is not None,
             rtol=rtol,
         )
 
@@ -467,7 +487,7 @@ class VolumeGeometry:
         for dim in self.dims:
             vector = self.direction(dim)
             axis = int(np.argmax(np.abs(vector)))
-            codes.append((_POSITIVE_CODES if vector[axis] > 0 else _NEGATIVE_CODES)[axis])
+            codes.append(DIRECTION_LETTERS[axis][0 if vector[axis] > 0 else 1])
         return tuple(codes)
 
     def superior_is_ascending(self, dim: str = "z") -> bool:
@@ -526,6 +546,11 @@ class VolumeGeometry:
     def describe_steps(self) -> str:
         """The slice steps in one sentence, as :func:`describe_steps`."""
         return describe_steps(self.along_normal, rtol=self.rtol)
+
+    def spacing_report(self) -> dict[str, Any]:
+        """``slice_spacing`` and ``slice_steps`` along the normal, as
+        :func:`slice_spacing_report` (the assembly report's figures)."""
+        return slice_spacing_report(self.along_normal, rtol=self.rtol)
 
     @property
     def spacing(self) -> dict[str, float | None]:
@@ -623,12 +648,11 @@ class VolumeGeometry:
 
     def summary(self) -> dict[str, Any]:
         """The geometry as plain JSON values, for sidecars and reports."""
-        runs = self.step_runs()
         return {
             "dims": list(self.dims),
             "spacing": [self.spacing[d] for d in self.dims],
             "regular": self.is_regular,
-            "slice_steps": [{"steps": n, "mm": round(abs(s), 6)} for n, s in runs],
+            "slice_steps": self.spacing_report()["slice_steps"],
             "slice_steps_text": self.describe_steps(),
             "origin": self.slice_positions[0].tolist(),
             "orientation": self.orientation.tolist(),

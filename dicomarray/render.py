@@ -46,7 +46,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import RenderError
-from .geometry import VolumeGeometry, positions_along_normal
+from .geometry import DIRECTION_LETTERS, VolumeGeometry, positions_along_normal
 from .staging import check_replaceable, staged
 from .transforms import Window, apply_window, choose_window, modality_values
 
@@ -65,8 +65,6 @@ LABEL_COSINE = math.sin(math.radians(15.0))
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 # the in-plane dim a coronal (y) or sagittal (x) cut keeps as the picture's columns
 _KEPT = {"y": "x", "x": "y"}
-# letters of +L, +P, +S (LPS) and of their opposites
-_LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
 # below this (pixels) an index is taken as whole: positions in the files are rounded to
 # about 1e-5 mm, and the plane of a stack without tilt must read its own row, not two
 _WHOLE = 1e-3
@@ -316,7 +314,9 @@ def direction_letters(vector: np.ndarray) -> str:
     vector = vector / np.linalg.norm(vector)
     order = np.argsort(-np.abs(vector), kind="stable")
     return "".join(
-        _LETTERS[a][0 if vector[a] > 0 else 1] for a in order if abs(vector[a]) >= LABEL_COSINE
+        DIRECTION_LETTERS[a][0 if vector[a] > 0 else 1]
+        for a in order
+        if abs(vector[a]) >= LABEL_COSINE
     )
 
 
@@ -704,7 +704,7 @@ def _position_text(geometry: VolumeGeometry, cut: _Cut) -> str:
     main = int(np.argmax(np.abs(normal)))
     normal = _toward(normal, np.eye(3)[main])
     position = float(geometry.world(np.asarray(cut.voxel, dtype=float)) @ normal)
-    return f"{_LETTERS[main][0]} {position:.1f} mm"
+    return f"{DIRECTION_LETTERS[main][0]} {position:.1f} mm"
 
 
 def _annotated(picture: np.ndarray, labels: dict[str, str], position: str) -> np.ndarray:

@@ -23,16 +23,17 @@ import numpy as np
 import xarray as xr
 
 from .errors import DicomArrayError
-from .geometry import VolumeGeometry
+from .geometry import DIRECTION_LETTERS, VolumeGeometry
 
-#: Each direction letter and the LPS unit vector it names.
+#: The attr recording a reorientation: the code asked and the source's code (an export
+#: adds the dims written, :func:`dicomarray.writers.common.oriented`).
+ORIENTATION_ATTR = "dicomarray_orientation"
+
+#: Each direction letter and the LPS unit vector it names: (axis, sign).
 DIRECTIONS: dict[str, tuple[int, int]] = {
-    "L": (0, 1),
-    "R": (0, -1),
-    "P": (1, 1),
-    "A": (1, -1),
-    "S": (2, 1),
-    "I": (2, -1),
+    letter: (axis, sign)
+    for axis, pair in enumerate(DIRECTION_LETTERS)
+    for letter, sign in zip(pair, (1, -1), strict=True)
 }
 
 
@@ -85,7 +86,7 @@ def reorient(volume: xr.DataArray, code: str = "RAS") -> xr.DataArray:
     reoriented = volume.isel({dim: slice(None, None, -1) for dim in flips})
     others = [d for d in volume.dims if d not in geometry.dims]
     reoriented = reoriented.transpose(*others, *reversed(dims))
-    reoriented.attrs["dicomarray_orientation"] = {
+    reoriented.attrs[ORIENTATION_ATTR] = {
         "code": wanted,
         "source_code": "".join(reversed(geometry.axis_codes())),
     }

@@ -54,7 +54,7 @@ from .errors import ResampleError
 from .geometry import POSITION_COORDS, SPATIAL_DIMS, VolumeGeometry, positions_along_normal
 from .labels import series_label
 from .pixels import MAX_VOLUME_BYTES
-from .volume import CHUNK_BYTES
+from .volume import ASSEMBLY_ATTR, CHUNK_BYTES
 
 #: Interpolation methods and their spline orders.
 METHODS: dict[str, int] = {"nearest": 0, "linear": 1, "cubic": 3}
@@ -98,7 +98,8 @@ def resample(volume: xr.DataArray, spacing: Any, *, method: str = "linear") -> x
         Lazy values (float32 for linear and cubic; nearest keeps the dtype unless some
         voxels fall outside the source, which are NaN), dims in the source's order, new
         ``z``, ``y``, ``x`` and position coordinates, attrs kept where they still apply
-        (``PixelSpacing``, ``Rows``, ``Columns``, ``SpacingBetweenSlices`` updated) and
+        (``PixelSpacing``, ``Rows``, ``Columns``, ``SpacingBetweenSlices`` and the
+        assembly report's ``slice_spacing`` and ``slice_steps`` updated) and
         ``attrs["dicomarray_resampled"]``: the operation, method, spacing, shape, the
         values interpolated, the number of voxels outside the source and the source's
         geometry summary. See the module's docstring for values and coordinates.
@@ -676,6 +677,10 @@ def _grid_attrs(attrs: Mapping[str, Any], geometry: VolumeGeometry, grid: _Grid)
     attrs.pop("SpacingBetweenSlices", None)
     if step is not None:
         attrs["SpacingBetweenSlices"] = abs(float(step))
+    # the report's slice figures describe the volume it is on; the source's stay in the
+    # record's "source" summary, its files and warnings are still what was read and said
+    if isinstance(attrs.get(ASSEMBLY_ATTR), Mapping):
+        attrs[ASSEMBLY_ATTR] = {**attrs[ASSEMBLY_ATTR], **geometry.spacing_report()}
     return attrs
 
 

@@ -14,6 +14,7 @@ from dicomarray.geometry import (
     DEFAULT_ORIENTATION,
     DEFAULT_PIXEL_SPACING,
     POSITION_COORDS,
+    VolumeGeometry,
     affine_from,
     describe_steps,
     orientation_of,
@@ -221,6 +222,16 @@ def test_rotation_affine_is_the_affine_without_its_shear(make_series, tilt):
     # only the slice column differs, and only when the gantry was tilted
     assert np.allclose(rigid, affine) == (tilt == 0.0)
     np.testing.assert_allclose(rigid[:, [0, 2]], affine[:, [0, 2]])
+
+
+def test_an_orientation_assumed_for_dropped_attrs_is_known_as_assumed(make_series):
+    volume = dicomarray.open_series(make_series(orientation=(0, 1, 0, 0, 0, -1))[0].parent)
+    assert VolumeGeometry.of(volume).orientation_known
+    bare = volume.copy()
+    bare.attrs = {}  # as arithmetic leaves it
+    geometry = VolumeGeometry.of(bare)
+    assert not geometry.orientation_known
+    np.testing.assert_array_equal(geometry.orientation, DEFAULT_ORIENTATION)
 
 
 def test_a_volume_without_spatial_dims_or_with_picked_rows_has_no_geometry(make_series):

@@ -8,9 +8,10 @@ finds the primitives of geometry outside ``geometry.py``:
   ``positions_along_normal`` uses geometry, it does not rebuild it);
 - a geometry tag read from a volume's attrs or its assembly report (``attrs.get(
   "PixelSpacing")``, ``volume.attrs["ImageOrientationPatient"]``, ``SliceThickness``,
-  ``SpacingBetweenSlices``, ``report["slice_spacing"]``): after a volume is opened its
-  geometry is :class:`dicomarray.geometry.VolumeGeometry`'s to say, from coords and attrs,
-  whatever selection, flip or transpose made them;
+  ``SpacingBetweenSlices``, ``report["slice_spacing"]``, or only whether it is there:
+  ``"ImageOrientationPatient" in attrs``): after a volume is opened its geometry is
+  :class:`dicomarray.geometry.VolumeGeometry`'s to say, from coords and attrs, whatever
+  selection, flip or transpose made them;
 - in ``dicomarray/writers/``, any ``<x>.dicom.<y>``: a writer knows the layer below it
   (geometry, transforms), never the accessor above it.
 
@@ -24,6 +25,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
+
+import pytest
 
 import dicomarray
 
@@ -85,9 +88,11 @@ def _call_kind(node: ast.AST) -> str | None:
 
 
 def _read_kind(node: ast.AST) -> str | None:
-    """``<attrs>[key]`` or ``<attrs>.get(key, ...)`` for a geometry key."""
+    """``<attrs>[key]``, ``<attrs>.get(key, ...)`` or ``key in <attrs>`` for a geometry key."""
     if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
         receiver, key = node.value, node.slice
+    elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In | ast.NotIn):
+        receiver, key = node.comparators[0], node.left
     elif (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
@@ -132,3 +137,18 @@ def _allowed(finding: Finding) -> bool:
 def test_only_geometry_computes_geometry_and_writers_do_not_call_the_accessor():
     offending = [str(f) for f in package_findings() if not _allowed(f)]
     assert not offending, "ask VolumeGeometry.of(volume) instead:\n" + "\n".join(offending)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'volume.attrs["PixelSpacing"]',
+        'volume.attrs.get("SliceThickness")',
+        '"ImageOrientationPatient" not in volume.attrs',
+        'report["slice_spacing"]',
+        "np.cross(a, b)",
+        "volume.dicom.affine",
+    ],
+)
+def test_the_lint_finds_each_kind_of_geometry_outside_its_owner(source):
+    assert [f.kind for f in findings_in(source, "writers/x.py")]

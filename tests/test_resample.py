@@ -252,6 +252,12 @@ def test_equalize_puts_an_uneven_ge_like_stack_on_its_finest_step(tmp_path):
     assert record["source"]["slice_steps"] == [{"steps": 13, "mm": 4.0}, {"steps": 14, "mm": 7.0}]
     assert record["spacing"] == {"z": pytest.approx(4.0), "y": 2.0, "x": 3.0}
     assert result.dicom.geometry.voxel_volume() == pytest.approx(4.0 * 2.0 * 3.0)
+    # the assembly report's slice figures are the result's; its files still the source's
+    report, read = result.attrs["dicomarray_assembly"], source.attrs["dicomarray_assembly"]
+    assert report["slice_spacing"] == pytest.approx(4.0) and read["slice_spacing"] is None
+    assert [run["steps"] for run in report["slice_steps"]] == [37]
+    assert report["slice_steps"][0]["mm"] == pytest.approx(4.0)
+    assert report["files"] == read["files"]
 
 
 def test_equalize_mixes_per_slice_rescales_as_modality_values(tmp_path):

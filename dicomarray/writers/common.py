@@ -20,6 +20,7 @@ import xarray as xr
 
 from ..errors import DicomArrayError, WriteError
 from ..labels import series_label
+from ..reorient import ORIENTATION_ATTR, reorient
 from ..staging import Stage, discarding, os_errors
 from ..volume import CHUNK_BYTES
 
@@ -90,9 +91,6 @@ def finish(
 # The volume an export writes
 # --------------------------------------------------------------------------------------------
 
-#: The attr recording a reorientation: the code asked, the source's code and the dims written.
-ORIENTATION_ATTR = "dicomarray_orientation"
-
 
 def oriented(volume: xr.DataArray, orientation: str | None) -> xr.DataArray:
     """The volume as an export writes it: as stored, or reoriented to an orientation code.
@@ -118,8 +116,6 @@ def oriented(volume: xr.DataArray, orientation: str | None) -> xr.DataArray:
     """
     if orientation is None:
         return volume
-    from ..reorient import reorient
-
     try:
         turned = reorient(volume, orientation)
     except DicomArrayError as exc:

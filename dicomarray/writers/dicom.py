@@ -29,10 +29,11 @@ from ..errors import DicomArrayError, WriteError
 from ..geometry import POSITION_COORDS, VolumeGeometry, positions_along_normal
 from ..header import read_dataset
 from ..labels import series_label
+from ..reorient import ORIENTATION_ATTR
 from ..staging import Stage, discarding, os_errors, stage
 from ..transforms import VALUES_ATTR, fold_bits, modality_values
 from ..volume import open_series
-from .common import ORIENTATION_ATTR, compute_and_wait, dask_data, store_into
+from .common import compute_and_wait, dask_data, store_into
 
 #: Template attributes that would be untrue once the pixel data is replaced: removed, and
 #: the ones the new pixels define (window, smallest and largest values) are written anew.
@@ -773,13 +774,14 @@ def slice_planes(volume: xr.DataArray) -> tuple[SlicePlane, ...] | None:
     WriteError
         If the volume has those coordinates but no geometry can be built from them.
     """
-    needed = ("z", "y", "x", *POSITION_COORDS)
-    if not all(n in volume.coords for n in needed) or "ImageOrientationPatient" not in volume.attrs:
+    if not all(n in volume.coords for n in ("z", "y", "x", *POSITION_COORDS)):
         return None
     try:
         geometry = VolumeGeometry.of(volume)
     except DicomArrayError as exc:
         raise WriteError(f"the volume's geometry ({series_label(volume.attrs)}): {exc}") from exc
+    if not geometry.orientation_known:
+        return None
     # (0020,0037) names the directions of increasing column (x), then row (y)
     orientation = tuple(float(v) for v in (*geometry.direction("x"), *geometry.direction("y")))
     return tuple(
