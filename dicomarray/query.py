@@ -327,7 +327,8 @@ def list_series(source: Source | pd.DataFrame) -> pd.DataFrame:
         ``instances`` counts its indexed files, ``size_mb`` their size, ``folder`` is the
         deepest folder holding all of them. The
         :data:`SERIES_INT_COLUMNS` are nullable ``Int64``, so a missing SeriesNumber never
-        turns the others into floats.
+        turns the others into floats; ``slice_spacing`` is nullable ``Float64`` (``<NA>``
+        when the series has no one step), whatever the other series hold.
     """
     index = as_index(source)
     records = [
@@ -338,6 +339,7 @@ def list_series(source: Source | pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
     table = table.astype({column: "Int64" for column in SERIES_INT_COLUMNS})
+    table["slice_spacing"] = pd.to_numeric(table["slice_spacing"]).astype("Float64")
     order = sorted(range(len(table)), key=lambda i: _sort_key(table.iloc[i]))
     return table.iloc[order].reset_index(drop=True)
 

@@ -673,6 +673,8 @@ def _grid_attrs(attrs: Mapping[str, Any], geometry: VolumeGeometry, grid: _Grid)
     for keyword, n in zip(("Rows", "Columns"), grid.size, strict=True):
         if keyword in attrs:
             attrs[keyword] = int(n)
+    if "GantryDetectorTilt" in attrs and not geometry.is_sheared:
+        attrs["GantryDetectorTilt"] = 0.0  # a reader correcting tilt by the tag would shear it
     step = geometry.slice_step
     attrs.pop("SpacingBetweenSlices", None)
     if step is not None:

@@ -282,7 +282,12 @@ def test_list_series_shows_no_single_spacing_for_an_uneven_series(tmp_path):
         tmp_path / "ge", np.zeros((28, 8, 8)), slice_spacing=4.0, positions=UNEVEN_POSITIONS
     )
     (row,) = list_series(tmp_path).to_dict("records")
-    assert row["slice_spacing"] is None and row["instances"] == 28
+    assert pd.isna(row["slice_spacing"]) and row["instances"] == 28
+    # beside a regular series the column stays nullable: <NA>, never NaN or None
+    write_series(tmp_path / "even", np.zeros((4, 8, 8)), slice_spacing=5.0, seed=1)
+    table = list_series(tmp_path).set_index("instances")
+    assert str(table["slice_spacing"].dtype) == "Float64"
+    assert table.loc[28, "slice_spacing"] is pd.NA and table.loc[4, "slice_spacing"] == 5.0
 
 
 @pytest.mark.parametrize(

@@ -287,6 +287,9 @@ def test_detilt_keeps_each_dicom_slice_plane_and_removes_the_shear(tmp_path):
     # the slices step 4 mm at 15 degrees: each is 1.035 mm further along the columns,
     # so the rows grow by ceil(9 x 1.035 / 2) = 5 and no slice loses a pixel
     assert result.shape == (10, 12 + 5, 14)
+    # the tag says no tilt now: a reader correcting tilt by it would shear the result back
+    assert float(source.attrs["GantryDetectorTilt"]) == pytest.approx(15.0)
+    assert result.attrs["GantryDetectorTilt"] == 0.0
     _assert_rotation_only(result, (SLICE_SPACING * np.cos(np.radians(15)), *PIXEL_SPACING))
     # every voxel of output slice k lies on the plane of DICOM file k (pydicom's reading)
     world = _world(result)
