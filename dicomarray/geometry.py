@@ -282,30 +282,6 @@ class SeriesGeometry:
         return bool(np.isfinite(self.positions).all())
 
 
-def affine_from(
-    orientation: np.ndarray, positions: np.ndarray, pixel_spacing: tuple[float, float]
-) -> np.ndarray:
-    """4 x 4 matrix mapping (z, y, x, 1) array indices to LPS patient coordinates in mm.
-
-    The ``z`` column is the mean step between slices (first to last position), so for a
-    tilted (sheared) stack it maps the first slice's plane exactly and the others on
-    average. With one slice, the step is the normal times one millimetre.
-    """
-    orientation = np.asarray(orientation, dtype=float)
-    positions = np.asarray(positions, dtype=float).reshape(-1, 3)
-    row_dir, col_dir = orientation[:3], orientation[3:]
-    if len(positions) > 1:
-        step = (positions[-1] - positions[0]) / (len(positions) - 1)
-    else:
-        step = slice_normal(orientation)
-    affine = np.eye(4)
-    affine[:3, 0] = step
-    affine[:3, 1] = col_dir * pixel_spacing[0]
-    affine[:3, 2] = row_dir * pixel_spacing[1]
-    affine[:3, 3] = positions[0]
-    return affine
-
-
 #: The spatial dims of a volume: slices, rows, columns.
 SPATIAL_DIMS = ("z", "y", "x")
 #: Coordinate names for the three components of (0020,0032) *Image Position (Patient)*.
