@@ -427,6 +427,11 @@ class VolumeGeometry:
             codes.append(DIRECTION_LETTERS[axis][0 if vector[axis] > 0 else 1])
         return tuple(codes)
 
+    def orientation_code(self) -> str:
+        """The :meth:`axis_codes` fastest axis first, as ITK, nibabel and dcm2niix name an
+        orientation: ``"LPS"`` for a plain axial (see :mod:`dicomarray.reorient`)."""
+        return "".join(reversed(self.axis_codes()))
+
     def superior_is_ascending(self, dim: str = "z") -> bool:
         """Whether increasing index along ``dim`` moves toward the head (S component > 0)."""
         return bool(self.direction(dim)[2] > 0)
