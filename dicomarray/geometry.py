@@ -607,7 +607,11 @@ class VolumeGeometry:
 
 def _plane_axis(volume: Any, dim: str, pixel_spacing: float) -> tuple[float, float]:
     """The signed step along ``y`` or ``x`` and the selection's offset (mm) from the source's
-    first row or column (the coordinate's ``origin`` attr)."""
+    first row or column (the coordinate's ``origin`` attr). Without a coordinate (an npy
+    read back, an array built from numpy), the rows and columns are as stored, one pixel
+    spacing apart: xarray's stand-in for a missing coordinate is the index, not mm."""
+    if dim not in volume.coords:
+        return pixel_spacing, 0.0
     values = np.asarray(volume[dim].values, dtype=float).reshape(-1)
     offset = float(values[0] - volume[dim].attrs.get("origin", values[0])) if values.size else 0.0
     if values.size < 2:

@@ -53,6 +53,7 @@ from . import transforms
 from .errors import ResampleError
 from .geometry import POSITION_COORDS, SPATIAL_DIMS, VolumeGeometry, positions_along_normal
 from .labels import series_label
+from .pixels import MAX_VOLUME_BYTES
 from .volume import ASSEMBLY_ATTR, CHUNK_BYTES
 
 #: Interpolation methods and their spline orders.
@@ -106,8 +107,10 @@ def resample(volume: xr.DataArray, spacing: Any, *, method: str = "linear") -> x
     Raises
     ------
     ResampleError
-        For a spacing that is not three numbers above 0, an unknown method, extra dims,
-        slices without positions or not in position order; the message names the series.
+        For a spacing that is not three numbers above 0 or that gives a grid of more than
+        :data:`~dicomarray.pixels.MAX_VOLUME_BYTES` as float32, an unknown method, extra
+        dims, slices without positions or not in position order; the message names the
+        series.
 
     Notes
     -----
@@ -122,7 +125,8 @@ def resample(volume: xr.DataArray, spacing: Any, *, method: str = "linear") -> x
     {'z': 1.0, 'y': 1.0, 'x': 1.0}
     """
     wanted = _checked_spacing(spacing, volume)
-    return _onto(volume, "resample", method, partial(_covering_grid, spacing=wanted))
+    grid_for = partial(_covering_grid, spacing=wanted, label=series_label(volume.attrs))
+    return _onto(volume, "resample", method, grid_for)
 
 
 def equalize(volume: xr.DataArray, *, method: str = "linear") -> xr.DataArray:
@@ -272,12 +276,16 @@ class _Grid:
         return self.starts[:, axis, None] + steps[None, :]
 
 
-def _covering_grid(geometry: VolumeGeometry, frame: _Frame, *, spacing: np.ndarray) -> _Grid:
-    """A regular grid of ``spacing`` (z, y, x) over the box around every source voxel."""
-    planes = _evenly(frame.planes[-1], spacing[0])
+def _covering_grid(
+    geometry: VolumeGeometry, frame: _Frame, *, spacing: np.ndarray, label: str
+) -> _Grid:
+    """A regular grid of ``spacing`` (z, y, x) over the box around every source voxel;
+    a ResampleError for one larger than a volume may be, before anything is allocated."""
     low = frame.shifts.min(axis=0)
     high = frame.shifts.max(axis=0) + (np.asarray(frame.size) - 1) * frame.pitch
     size = np.floor((high - low) / spacing[1:] + _SNAP).astype(int) + 1
+    _check_grid_size([_count(frame.planes[-1], spacing[0]), *size], spacing, label)
+    planes = _evenly(frame.planes[-1], spacing[0])
     starts = np.tile(low, (len(planes), 1))
     return _Grid(planes, starts, np.asarray(spacing[1:], dtype=float), (int(size[0]), int(size[1])))
 
@@ -300,9 +308,27 @@ def _detilted_grid(geometry: VolumeGeometry, frame: _Frame) -> _Grid:
     return _Grid(frame.planes, starts, frame.pitch, (int(size[0]), int(size[1])))
 
 
+def _count(extent: float, step: float) -> int:
+    """How many of 0, step, 2 step, ... lie within ``extent`` (within rounding noise)."""
+    return int(np.floor(extent / step + _SNAP)) + 1
+
+
 def _evenly(extent: float, step: float) -> np.ndarray:
     """0, step, 2 step, ... up to ``extent`` (within rounding noise)."""
-    return np.arange(int(np.floor(extent / step + _SNAP)) + 1) * float(step)
+    return np.arange(_count(extent, step)) * float(step)
+
+
+def _check_grid_size(shape: list[int], spacing: np.ndarray, label: str) -> None:
+    """Refuse a grid of more float32 voxels than :data:`MAX_VOLUME_BYTES` (the bound
+    ``open_series`` puts on a source): its sampling plan alone is computed at once, so a
+    spacing far finer than the voxels would otherwise exhaust memory while building it."""
+    voxels = float(np.prod(np.asarray(shape, dtype=float)))
+    if voxels * np.dtype(np.float32).itemsize > MAX_VOLUME_BYTES:
+        raise ResampleError(
+            f"spacing {tuple(map(float, spacing))} mm gives a grid of "
+            f"{' x '.join(map(str, shape))} voxels, more than "
+            f"{MAX_VOLUME_BYTES / 2**30:.0f} GiB as float32: ask for a coarser spacing; in {label}"
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -495,6 +495,9 @@ def test_the_four_grid_operations_pickle_and_compute_on_a_local_cluster(tmp_path
         (lambda v: v.dicom.resample((1.0, -1.0, 1.0)), "three millimetres above 0"),
         (lambda v: v.dicom.resample({"z": 1.0, "y": 1.0, "t": 1.0}), "three millimetres"),
         (lambda v: v.dicom.resample((1.0, 1.0, 1.0), method="bicubic"), "is not one of"),
+        # a grid of 1e-4 mm voxels would take terabytes: refused before any allocation
+        (lambda v: v.dicom.resample((1e-4, 1e-4, 1e-4)), "ask for a coarser spacing"),
+        (lambda v: dicomarray.resample.resample(v, (1e-9, 1.0, 1.0)), "coarser spacing"),
         (lambda v: v.expand_dims(time=2).dicom.equalize(), r"also has dims \['time'\]"),
         (
             lambda v: (

@@ -411,6 +411,16 @@ def test_a_template_without_provenance_is_a_clear_error(make_series, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_resampled_volume_as_its_own_template_says_why_it_has_no_files(make_series, tmp_path):
+    # new slices between the source's planes come from no one file: the error says so,
+    # rather than pointing at de-identification the user never asked for
+    source = dicomarray.open_series(make_series()[0].parent)
+    resampled = source.dicom.resample((1.0, 1.0, 1.0))
+    with pytest.raises(WriteError, match=r"no source_file .* a resample\(\) or equalize\(\)"):
+        resampled.dicom.to_dicom(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_template_file_that_is_gone_or_repeated_is_named(make_series, tmp_path):
     paths = make_series()
     source = lazy_hu(dicomarray.open_series(paths[0].parent))

@@ -197,6 +197,22 @@ def test_open_npy_gives_back_the_values_positions_and_instances(make_series, tmp
     assert open_npy(tmp_path / "hu.npy").attrs["dicomarray_values"] == "modality"
 
 
+def test_an_npy_read_back_has_the_geometry_of_its_series(make_series, tmp_path):
+    # open_npy keeps no y and x coordinates: the geometry must use PixelSpacing (3.6 mm
+    # here), not xarray's integer stand-in index as if it were millimetres
+    from dicomarray.writers.npy import open_npy
+
+    volume = dicomarray.open_series(make_series(orientation=(0, 1, 0, 0, 0, -1))[0].parent)
+    volume.dicom.to_npy(tmp_path / "sagittal.npy")
+    back = open_npy(tmp_path / "sagittal.npy")
+    assert back.dicom.geometry.spacing == {"z": 12.0, "y": 3.6, "x": 3.6}
+    np.testing.assert_allclose(back.dicom.affine, volume.dicom.affine, atol=1e-9)
+    corner = [np.subtract(volume.shape, 1)]
+    np.testing.assert_allclose(
+        back.dicom.geometry.world(corner), volume.dicom.geometry.world(corner), atol=1e-9
+    )
+
+
 def test_open_npy_refuses_a_sidecar_of_another_array(make_series, tmp_path):
     from dicomarray.writers.npy import open_npy
 

@@ -482,8 +482,9 @@ def _template_files(template: Template) -> tuple[xr.DataArray, list[Path]]:
     if "z" not in opened.dims or "source_file" not in opened.coords:
         raise WriteError(
             f"the template ({label}) has no source_file coordinate along z, so the file each "
-            "slice came from is unknown (a de-identified export read back, or a volume built "
-            "from numpy); pass the series folder or the volume dicomarray.open_series returned"
+            "slice came from is unknown (a de-identified export read back, a volume built "
+            "from numpy, or a resample() or equalize() whose new slices mix source slices); "
+            "pass the series folder or the volume dicomarray.open_series returned"
         )
     frames = opened["frame"].values if "frame" in opened.coords else np.zeros(0, dtype=int)
     files = [Path(str(name)) for name in opened["source_file"].values]
