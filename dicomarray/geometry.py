@@ -10,7 +10,7 @@ coordinates are LPS millimetres.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,6 +280,45 @@ class SeriesGeometry:
     @property
     def has_positions(self) -> bool:
         return bool(np.isfinite(self.positions).all())
+
+
+def plane_coords(
+    affine: Any, orientation: Any, first_position: Any, dims: Sequence[str], shape: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """The ``y`` and ``x`` coordinates (mm, ``origin`` 0) that give back ``affine``.
+
+    The way back from :meth:`VolumeGeometry.affine` for an array stored without its
+    coordinates (an npy and its sidecar): the signed step of each of ``y`` and ``x`` along
+    its DICOM direction, and the first voxel's offset from its slice's (0020,0032)
+    ``first_position`` along it. A flipped axis (after ``reorient``) gets a negative step
+    and starts at its far end, so the array reads back where it lies.
+
+    Parameters
+    ----------
+    affine : array_like
+        4 x 4, indices in ``dims`` order to LPS mm.
+    orientation : array_like
+        (0020,0037) *Image Orientation (Patient)*: row, then column direction cosines.
+    first_position : array_like
+        (0020,0032) of the array's first slice.
+    dims, shape : sequence
+        The array's dims (``z``, ``y`` and ``x`` in any order) and their sizes.
+
+    Returns
+    -------
+    dict
+        ``{"y": values, "x": values}``, each as :meth:`VolumeGeometry.of` reads them with
+        an ``origin`` attr of 0.
+    """
+    affine = np.asarray(affine, dtype=float)
+    cosines = np.asarray(orientation, dtype=float)
+    offset = affine[:3, 3] - np.asarray(first_position, dtype=float)
+    coords = {}
+    for dim, direction in (("y", cosines[3:]), ("x", cosines[:3])):
+        axis = list(dims).index(dim)
+        step = float(affine[:3, axis] @ direction)
+        coords[dim] = float(offset @ direction) + step * np.arange(shape[axis])
+    return coords
 
 
 #: The spatial dims of a volume: slices, rows, columns.

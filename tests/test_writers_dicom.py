@@ -309,12 +309,28 @@ def test_dciodvfy_finds_no_errors(make_series, tmp_path, kind):
     assert "Error" not in report.stdout + report.stderr, report.stderr
 
 
-def test_a_reoriented_export_read_back_without_geometry_is_refused(make_series, tmp_path):
+def test_a_reoriented_export_read_back_is_written_where_it_lies(make_series, tmp_path):
     source = dicomarray.open_series(make_series()[0].parent)
     source.dicom.to_npy(tmp_path / "ras.npy", orientation="RAS")  # rows and columns flipped
-    read_back = dicomarray.writers.open_npy(tmp_path / "ras.npy")  # no y, x coordinates
+    read_back = dicomarray.writers.open_npy(tmp_path / "ras.npy")  # y, x from the sidecar
+    written = dicomarray.to_dicom(read_back, source, tmp_path / "out")
+    # the same planes as the reoriented volume in memory (checked against SimpleITK below)
+    in_memory = source.dicom.reorient("RAS").dicom.to_dicom(tmp_path / "in-memory")
+    for path, reference in zip(written, in_memory, strict=True):
+        ds, ref = pydicom.dcmread(path), pydicom.dcmread(reference)
+        for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            np.testing.assert_allclose(
+                [float(v) for v in ds[keyword].value], [float(v) for v in ref[keyword].value]
+            )
+        np.testing.assert_array_equal(ds.pixel_array, ref.pixel_array)
+
+
+def test_a_reoriented_volume_without_geometry_is_refused(make_series, tmp_path):
+    source = dicomarray.open_series(make_series()[0].parent)
+    source.dicom.to_npy(tmp_path / "ras.npy", orientation="RAS")  # rows and columns flipped
+    bare = dicomarray.writers.open_npy(tmp_path / "ras.npy").drop_vars(["y", "x"])
     with pytest.raises(WriteError, match="reoriented from LPS to RAS, and carries no geometry"):
-        dicomarray.to_dicom(read_back, source, tmp_path / "out")
+        dicomarray.to_dicom(bare, source, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     source.dicom.to_npy(tmp_path / "lps.npy", orientation="LPS")  # as stored: nothing flipped
     written = dicomarray.to_dicom(

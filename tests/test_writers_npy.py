@@ -205,12 +205,34 @@ def test_an_npy_read_back_has_the_geometry_of_its_series(make_series, tmp_path):
     volume = dicomarray.open_series(make_series(orientation=(0, 1, 0, 0, 0, -1))[0].parent)
     volume.dicom.to_npy(tmp_path / "sagittal.npy")
     back = open_npy(tmp_path / "sagittal.npy")
-    assert back.dicom.geometry.spacing == {"z": 12.0, "y": 3.6, "x": 3.6}
+    assert back.dicom.geometry.spacing == pytest.approx({"z": 12.0, "y": 3.6, "x": 3.6})
     np.testing.assert_allclose(back.dicom.affine, volume.dicom.affine, atol=1e-9)
     corner = [np.subtract(volume.shape, 1)]
     np.testing.assert_allclose(
         back.dicom.geometry.world(corner), volume.dicom.geometry.world(corner), atol=1e-9
     )
+    # without y and x coordinates (an array built from numpy): PixelSpacing, not the index
+    bare = back.drop_vars(["y", "x"])
+    assert bare.dicom.geometry.spacing == {"z": 12.0, "y": 3.6, "x": 3.6}
+    np.testing.assert_allclose(bare.dicom.affine, volume.dicom.affine, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::dicomarray.errors.GeometryWarning")  # the tilt
+@pytest.mark.parametrize("code", ["RAS", "PIR", "LPI"])
+def test_a_reoriented_npy_reads_back_where_it_lies(make_series, tmp_path, code):
+    # flipped rows and columns are in the sidecar's affine: the read-back array must not
+    # be mirrored (every voxel at the world position of the reoriented volume)
+    from dicomarray.writers.npy import open_npy
+
+    volume = dicomarray.open_series(make_series(tilt_degrees=15.0)[0].parent)
+    volume.dicom.to_npy(tmp_path / "r.npy", orientation=code)
+    back, expected = open_npy(tmp_path / "r.npy"), volume.dicom.reorient(code)
+    assert back.dims == expected.dims
+    every = np.argwhere(np.ones(expected.shape, bool))
+    np.testing.assert_allclose(
+        back.dicom.geometry.world(every), expected.dicom.geometry.world(every), atol=1e-6
+    )
+    np.testing.assert_array_equal(back.values, expected.values)
 
 
 def test_open_npy_refuses_a_sidecar_of_another_array(make_series, tmp_path):

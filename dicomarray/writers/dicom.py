@@ -798,9 +798,9 @@ def slice_planes(volume: xr.DataArray) -> tuple[SlicePlane, ...] | None:
 def _check_not_reoriented(volume: xr.DataArray) -> None:
     """Refuse a reoriented volume that carries no geometry of its own to write.
 
-    Its rows or columns may be flipped (an ``orientation=`` export read back by
-    :func:`~dicomarray.writers.npy.open_npy` keeps no ``y`` and ``x`` coordinates), so
-    the template files' planes would put every pixel at its mirror image.
+    Its rows or columns may be flipped (a reoriented volume whose ``y`` and ``x``
+    coordinates were dropped), so the template files' planes would put every pixel at its
+    mirror image.
     """
     record = volume.attrs.get(ORIENTATION_ATTR)
     if isinstance(record, dict) and record.get("code") != record.get("source_code"):

@@ -14,7 +14,7 @@ import xarray as xr
 
 from ..attrs import snake_case
 from ..errors import DicomArrayError
-from ..geometry import POSITION_COORDS
+from ..geometry import POSITION_COORDS, plane_coords
 from ..staging import discarding, os_errors, stage
 from .common import (
     MemmapTarget,
@@ -117,8 +117,10 @@ def open_npy(
     the tags common to the series as attrs (e.g. (0028,1053) *Rescale Slope* and
     (0028,1052) *Rescale Intercept* of stored values), the non-DICOM attrs
     (``dicomarray_values = "modality"`` after ``hu()``), the ``z`` position of every
-    slice, and the tags that vary by slice as coordinates along ``z`` (e.g.
-    ``sop_instance_uid``).
+    slice, the tags that vary by slice as coordinates along ``z`` (e.g.
+    ``sop_instance_uid``), and ``y`` and ``x`` in mm rebuilt from the sidecar's affine
+    (:func:`dicomarray.geometry.plane_coords`), so the array's geometry is the one it was
+    written with, rows and columns flipped by ``orientation=`` included.
 
     Parameters
     ----------
@@ -202,4 +204,21 @@ def _sidecar_coords(
             coords.update({n: ("z", positions[:, i]) for i, n in enumerate(POSITION_COORDS)})
         elif all(v is None or isinstance(v, str | int | float) for v in values):
             coords[snake_case(keyword)] = ("z", np.asarray(values))
-    return coords
+    return {**coords, **_sidecar_plane_coords(geometry, dims, shape, coords)}
+
+
+def _sidecar_plane_coords(
+    geometry: dict[str, Any], dims: tuple[str, ...], shape: tuple[int, ...], coords: dict
+) -> dict[str, Any]:
+    """``y`` and ``x`` in mm from the sidecar's affine, so that the array read back has the
+    geometry it was written with, rows and columns flipped by ``orientation=`` included."""
+    affine = np.asarray(geometry.get("affine") or [], dtype=float)
+    orientation = np.asarray(geometry.get("orientation") or [], dtype=float)
+    if affine.shape != (4, 4) or orientation.shape != (6,) or geometry.get("dims") != list(dims):
+        return {}
+    if not all(name in coords for name in POSITION_COORDS):
+        return {}
+    first = [coords[name][1][0] for name in POSITION_COORDS]
+    mm = {"units": "mm", "origin": 0.0}
+    planes = plane_coords(affine, orientation, first, dims, shape)
+    return {dim: (dim, values, mm) for dim, values in planes.items()}
