@@ -442,7 +442,6 @@ def _geometry_lines(volume: Any) -> list[str]:
     spacing per dim (``z none`` when the slices have no one step), the steps in a sentence,
     the orientation code, the tilt and the affine."""
     from .geometry import VolumeGeometry
-    from .reorient import orientation_code
 
     geometry = VolumeGeometry.of(volume)
     irregular = not geometry.is_regular  # else a missing step is unknown: one slice
@@ -450,7 +449,7 @@ def _geometry_lines(volume: Any) -> list[str]:
         f"{dim} none (no one step)" if mm is None and irregular else f"{dim} {_millimetres(mm)}"
         for dim, mm in geometry.spacing.items()
     )
-    code = orientation_code(volume)  # fastest axis (the last dim) first
+    code = geometry.orientation_code()  # fastest axis (the last dim) first
     toward = ", ".join(f"{d} toward {c}" for d, c in zip(geometry.dims[::-1], code, strict=True))
     sheared = " (sheared: each slice offset in-plane)" if geometry.is_sheared else ""
     exact = "" if geometry.is_regular else " (z column: the mean step, exact at the ends only)"

@@ -282,30 +282,6 @@ class SeriesGeometry:
         return bool(np.isfinite(self.positions).all())
 
 
-def affine_from(
-    orientation: np.ndarray, positions: np.ndarray, pixel_spacing: tuple[float, float]
-) -> np.ndarray:
-    """4 x 4 matrix mapping (z, y, x, 1) array indices to LPS patient coordinates in mm.
-
-    The ``z`` column is the mean step between slices (first to last position), so for a
-    tilted (sheared) stack it maps the first slice's plane exactly and the others on
-    average. With one slice, the step is the normal times one millimetre.
-    """
-    orientation = np.asarray(orientation, dtype=float)
-    positions = np.asarray(positions, dtype=float).reshape(-1, 3)
-    row_dir, col_dir = orientation[:3], orientation[3:]
-    if len(positions) > 1:
-        step = (positions[-1] - positions[0]) / (len(positions) - 1)
-    else:
-        step = slice_normal(orientation)
-    affine = np.eye(4)
-    affine[:3, 0] = step
-    affine[:3, 1] = col_dir * pixel_spacing[0]
-    affine[:3, 2] = row_dir * pixel_spacing[1]
-    affine[:3, 3] = positions[0]
-    return affine
-
-
 def plane_coords(
     affine: Any, orientation: Any, first_position: Any, dims: Sequence[str], shape: Sequence[int]
 ) -> dict[str, np.ndarray]:
@@ -489,6 +465,11 @@ class VolumeGeometry:
             axis = int(np.argmax(np.abs(vector)))
             codes.append(DIRECTION_LETTERS[axis][0 if vector[axis] > 0 else 1])
         return tuple(codes)
+
+    def orientation_code(self) -> str:
+        """The :meth:`axis_codes` fastest axis first, as ITK, nibabel and dcm2niix name an
+        orientation: ``"LPS"`` for a plain axial (see :mod:`dicomarray.reorient`)."""
+        return "".join(reversed(self.axis_codes()))
 
     def superior_is_ascending(self, dim: str = "z") -> bool:
         """Whether increasing index along ``dim`` moves toward the head (S component > 0)."""

@@ -45,7 +45,7 @@ def orientation_code(volume: xr.DataArray) -> str:
     DicomArrayError
         If the volume has no geometry (see :meth:`VolumeGeometry.of`).
     """
-    return "".join(reversed(VolumeGeometry.of(volume).axis_codes()))
+    return VolumeGeometry.of(volume).orientation_code()
 
 
 def reorient(volume: xr.DataArray, code: str = "RAS") -> xr.DataArray:
@@ -88,7 +88,7 @@ def reorient(volume: xr.DataArray, code: str = "RAS") -> xr.DataArray:
     reoriented = reoriented.transpose(*others, *reversed(dims))
     reoriented.attrs[ORIENTATION_ATTR] = {
         "code": wanted,
-        "source_code": "".join(reversed(geometry.axis_codes())),
+        "source_code": geometry.orientation_code(),
     }
     return reoriented
 

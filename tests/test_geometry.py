@@ -15,7 +15,6 @@ from dicomarray.geometry import (
     DEFAULT_PIXEL_SPACING,
     POSITION_COORDS,
     VolumeGeometry,
-    affine_from,
     describe_steps,
     orientation_of,
     pixel_spacing_of,
@@ -72,8 +71,17 @@ def test_tilt_angle_of_a_sheared_stack():
 
 
 def test_affine_columns_follow_dims_z_y_x():
-    positions = np.array([[-100, -120, 30], [-100, -120, 32.5]])
-    affine = affine_from(np.array([1, 0, 0, 0, 1, 0.0]), positions, (0.8, 0.5))
+    geometry = VolumeGeometry(
+        dims=("z", "y", "x"),
+        shape=(2, 4, 4),
+        orientation=np.array([1, 0, 0, 0, 1, 0.0]),
+        slice_positions=np.array([[-100, -120, 30], [-100, -120, 32.5]]),
+        row_step=0.8,
+        column_step=0.5,
+        positions_known=True,
+        fallback_step=None,
+    )
+    affine = geometry.affine()
     # index (z=1, y=2, x=3): second slice, row 2 down the column cosine, column 3 along the row
     np.testing.assert_allclose(affine @ [1, 2, 3, 1], [-100 + 3 * 0.5, -120 + 2 * 0.8, 32.5, 1])
 
