@@ -288,7 +288,11 @@ def test_sidecar_beside_the_nifti_describes_the_array_written(make_series, tmp_p
     assert meta["Manufacturer"] == "DICOMARRAY" and "PatientName" not in meta
     assert leaked(out, series_uids(paths)) == []
     assert meta["geometry"]["axis_codes"] == "SAR"  # slowest first: the RAS array
-    assert meta["array"]["attrs"]["dicomarray_orientation"] == {"code": "RAS", "source_code": "LPS"}
+    assert meta["array"]["attrs"]["dicomarray_orientation"] == {
+        "code": "RAS",
+        "source_code": "LPS",
+        "dims": ["z", "y", "x"],
+    }
 
 
 def test_wrong_dims_names_and_existing_files_are_refused(make_series, tmp_path):
@@ -303,3 +307,10 @@ def test_wrong_dims_names_and_existing_files_are_refused(make_series, tmp_path):
     with pytest.raises(WriteError, match="already exists"):
         volume.dicom.to_nifti(out / "ct.nii")
     assert sorted(p.name for p in out.iterdir()) == ["ct.nii"]
+
+
+def test_an_orientation_that_is_no_code_is_refused_naming_the_series(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent)
+    with pytest.raises(WriteError, match=r"series 2 .*cannot reorient: orientation code 'RAA'"):
+        to_nifti(volume, tmp_path / "out.nii.gz", orientation="RAA")
+    assert list(tmp_path.glob("out*")) == []

@@ -30,9 +30,15 @@ from .. import resample
 from ..errors import WriteError, warn_data_problem
 from ..geometry import SPATIAL_DIMS, VolumeGeometry
 from ..labels import series_label
-from ..reorient import reorient
 from ..staging import discarding, os_errors, partial_path, stage
-from .common import MemmapTarget, dask_data, delayed_finish, run_or_delay, store_into
+from .common import (
+    MemmapTarget,
+    dask_data,
+    delayed_finish,
+    oriented,
+    run_or_delay,
+    store_into,
+)
 from .metadata import series_metadata, write_json
 
 #: Largest distance (mm) between a slice's own position and where the affine's one slice
@@ -175,7 +181,7 @@ def _prepared(
         volume = resample.equalize(volume)
     if detilt:  # after equalize, which keeps the tilt
         volume = resample.detilt(volume)
-    return volume if orientation is None else reorient(volume, orientation)
+    return oriented(volume, orientation)
 
 
 def _checked_geometry(volume: xr.DataArray) -> VolumeGeometry:
