@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+#: The attr holding a volume's assembly report (files used and left out, warnings, steps).
+ASSEMBLY_ATTR = "dicomarray_assembly"
+
 
 def series_label(attrs: Mapping[str, Any]) -> str:
     """A short, never failing description of the series a volume's attrs come from.
@@ -24,7 +27,7 @@ def series_label(attrs: Mapping[str, Any]) -> str:
     uid = attrs.get("SeriesInstanceUID")
     if isinstance(uid, str) and uid:
         where.append(f"UID {uid}")
-    report = attrs.get("dicomarray_assembly")
+    report = attrs.get(ASSEMBLY_ATTR)
     files = report.get("files") if isinstance(report, Mapping) else None
     if isinstance(files, list) and files and isinstance(files[0], str):
         where.append(f"folder {Path(files[0]).parent}")

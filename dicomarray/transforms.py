@@ -29,7 +29,7 @@ import xarray as xr
 
 from .errors import DicomArrayWarning, TransformError, warn_data_problem
 from .header import read_dataset
-from .labels import series_label
+from .labels import ASSEMBLY_ATTR, series_label
 from .pixels import fill_padding, is_padding
 
 logger = logging.getLogger(__name__)
@@ -411,7 +411,7 @@ def _lut_dataset(obj: xr.DataArray) -> Any:
         dataset.ModalityLUTSequence = [lut]
         return dataset
     # LUT Data with VR OW is binary and not kept in the attrs: read the first file's header
-    files = obj.attrs.get("dicomarray_assembly", {}).get("files", [])
+    files = obj.attrs.get(ASSEMBLY_ATTR, {}).get("files", [])
     if not files:
         raise TransformError(
             "the attrs declare a Modality LUT Sequence, but its LUT Data is not in the attrs "

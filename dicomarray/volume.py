@@ -26,6 +26,7 @@ from .errors import DicomArrayError, InvalidDicomError, SeriesNotFoundError
 from .geometry import POSITION_COORDS, SPACING_RTOL
 from .header import INDEX_KEYWORDS, read_dataset
 from .index import Source, as_index
+from .labels import ASSEMBLY_ATTR
 from .paths import series_folders
 from .pixels import MAX_VOLUME_BYTES, FrameStack, PixelFormat, check_readable
 
@@ -33,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: Name of the DataArray (and of its variable in a Dataset).
 VARIABLE_NAME = "image"
-#: Attribute holding the assembly report.
-ASSEMBLY_ATTR = "dicomarray_assembly"
 #: Default bytes per dask chunk, as decoded (a bit-packed pixel is one byte in memory);
 #: chunks always hold whole slices.
 CHUNK_BYTES = 16 * 2**20
