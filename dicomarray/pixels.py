@@ -481,26 +481,28 @@ def _run_decoder(
         # (pydicom handed the file parses every per-frame group again for each frame), so
         # only the items need checking
         with open_regular(path) as file:
-            encoded = _checked_frame_bytes(file, path, frame, offset, n_frames)
-        if syntax in _CODESTREAM_SYNTAXES:
-            _check_codestream(path, frame, encoded, fmt)
+            _check_item_lengths(file, path, offset)
+            encoded = _checked_frame_bytes(file, path, frame, offset, n_frames, syntax, fmt)
         return _decoded(encoded, syntax, fmt)
     with checked_file(path) as file:  # the header within bounds first
         if encapsulated:
             if offset is None:  # an index made without offsets: find the pixel data
                 offset, n_frames = _encapsulated_start(file, path)
-            encoded = _checked_frame_bytes(file, path, frame, offset, n_frames)
-            if syntax in _CODESTREAM_SYNTAXES:
-                _check_codestream(path, frame, encoded, fmt)
+            _check_item_lengths(file, path, offset)
+            if syntax in _CODESTREAM_SYNTAXES:  # checked only: pydicom reads them itself
+                _checked_frame_bytes(file, path, frame, offset, n_frames, syntax, fmt)
         return pixel_array(file, index=frame)  # pydicom reads from the file's start
 
 
 def _checked_frame_bytes(
-    file: BinaryIO, path: str, frame: int, offset: int, n_frames: int
+    file: BinaryIO, path: str, frame: int, offset: int, n_frames: int, syntax: str, fmt: PixelFormat
 ) -> bytes:
-    """The bytes of one encapsulated frame, once no item claims more than the file holds."""
-    _check_item_lengths(file, path, offset)
-    return _encoded_frame(file, frame, offset, n_frames)
+    """The bytes of one encapsulated frame; a JPEG, JPEG-LS or JPEG 2000 codestream is
+    checked against the header first (see :func:`_check_codestream`)."""
+    encoded = _encoded_frame(file, frame, offset, n_frames)
+    if syntax in _CODESTREAM_SYNTAXES:
+        _check_codestream(path, frame, encoded, fmt)
+    return encoded
 
 
 def _decoded(encoded: bytes, syntax: str, fmt: PixelFormat) -> np.ndarray:
