@@ -190,6 +190,8 @@ def _functional_group_values(
     own: list[dict[str, Any]] = [{} for _ in range(n_frames)]
     pointers: list[list[Any]] = []
     for where, keyword, value in found.values:
+        if not where:
+            continue  # a top-level element: the index read it already
         (top, item), *_ = where
         if top == _DIMENSIONS:
             _add_pointer(pointers, where, keyword, value)

@@ -952,7 +952,9 @@ class _Walker:
     def _decode(self, raw: bytes, vr: str) -> Any:
         if vr == "AT":  # attribute tags: (group, element) pairs, each in the file's endian
             halves = struct.unpack_from(f"{self.endian}{len(raw) // 4 * 2}H", raw)
-            return _single_or_list(g << 16 | e for g, e in zip(halves[::2], halves[1::2], strict=True))
+            return _single_or_list(
+                g << 16 | e for g, e in zip(halves[::2], halves[1::2], strict=True)
+            )
         if vr in _NUMBER_FORMATS:
             fmt = _NUMBER_FORMATS[vr]
             count = len(raw) // struct.calcsize(fmt)
