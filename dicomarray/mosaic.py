@@ -164,25 +164,27 @@ def _layout(group: pd.DataFrame, warnings_out: list[str]) -> MosaicLayout | None
 
 def _csa_image_header(ds: Any, path: str, warnings_out: list[str]) -> dict[str, Any] | None:
     """The parsed CSA image header (0029,xx10) of a Siemens file, or None."""
-    with warnings.catch_warnings():
-        # nibabel.nicom warns on import that its DICOM *readers* are experimental; only
-        # its CSA parser is used here
-        warnings.simplefilter("ignore", UserWarning)
-        from nibabel.nicom import csareader
-
     try:
-        return csareader.get_csa_header(ds, "image")
+        return _csareader().get_csa_header(ds, "image")
     except Exception as exc:  # noqa: BLE001 - bytes the parser trips on (struct, asserts)
         _warn(warnings_out, f"{path}: unreadable CSA image header ({exc}); not used")
         return None
 
 
+def _csareader() -> Any:
+    """nibabel's CSA header parser, imported when a mosaic needs it (0.3 s)."""
+    with warnings.catch_warnings():
+        # nibabel.nicom warns on import that its DICOM *readers* are experimental; only
+        # its CSA parser is used here
+        warnings.simplefilter("ignore", UserWarning)
+        from nibabel.nicom import csareader
+    return csareader
+
+
 def _number_of_images(ds: Any, csa: dict[str, Any] | None) -> int | None:
     """*NumberOfImagesInMosaic*: the CSA image header's, else the private (0019,100A)."""
     if csa is not None:
-        from nibabel.nicom import csareader  # imported by _csa_image_header already
-
-        n = _number(csareader.get_n_mosaic(csa))
+        n = _number(_csareader().get_n_mosaic(csa))
         if n is not None and n.is_integer():
             return int(n)
     try:
@@ -226,9 +228,10 @@ def _direction(
     cosines = finite_numbers(orientation, 6)
     vector = None
     if csa is not None:
-        from nibabel.nicom import csareader
-
-        found = csareader.get_slice_normal(csa)  # a numpy array, or None
+        try:
+            found = _csareader().get_slice_normal(csa)  # a numpy array, or None
+        except ValueError:  # not 3 values
+            found = None
         vector = None if found is None else finite_numbers(list(found), 3)
     if vector is not None and cosines is not None and np.linalg.norm(vector) > 0:
         try:
