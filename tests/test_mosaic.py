@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import nibabel
 import numpy as np
 import pydicom
 import pytest
@@ -123,6 +124,7 @@ def write_mosaic(
     ds.Modality, ds.Manufacturer = "MR", "SIEMENS"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
     ds.SeriesNumber, ds.AcquisitionNumber, ds.InstanceNumber = 5, acquisition, acquisition
+    ds.AcquisitionTime = f"1200{2 * acquisition:02d}.000000"  # a volume every 2 s
     ds.SliceThickness, ds.SpacingBetweenSlices = 3.0, SPACING
     ds.AcquisitionMatrix = [tile_rows, 0, 0, tile_columns]
     ds.ImageOrientationPatient = ORIENTATION
@@ -211,6 +213,7 @@ def test_a_csa_header_without_slice_normal_is_taken_as_foot_to_head(tmp_path):
     np.testing.assert_array_equal(volume.values, tiles)
 
 
+@pytest.mark.filterwarnings("ignore:.*no CSA SliceNormalVector")
 def test_without_a_count_the_acquisition_matrix_gives_the_tiles(tmp_path):
     tiles = tile_values(4, 3, 5)  # a full 2 x 2 grid: every tile is a slice
     write_mosaic(tmp_path / "m.dcm", tiles, count="none")
@@ -242,15 +245,30 @@ def test_a_count_whose_grid_does_not_divide_the_image_stays_one_image(tmp_path):
     assert volume.shape == (1, 6, 10)
 
 
+@pytest.mark.parametrize("direction", [1, -1], ids=["F>>H", "H>>F"])
+def test_a_series_of_mosaics_opens_as_volumes_over_time(tmp_path, direction):
+    tiles = tile_values(5, 4, 4)
+    for a in (1, 2, 3):
+        write_mosaic(tmp_path / f"m{a}.dcm", tiles + a, acquisition=a, direction=direction)
+    volume = dicomarray.open_series(tmp_path)
+    order = slice(None) if direction == 1 else slice(None, None, -1)
+    assert volume.dims == ("t", "z", "y", "x") and volume.shape == (3, 5, 4, 4)
+    np.testing.assert_array_equal(volume["t"].values, [0.0, 2.0, 4.0])
+    np.testing.assert_array_equal(volume.values, np.stack([tiles[order] + a for a in (1, 2, 3)]))
+    np.testing.assert_array_equal(volume.isel(t=2, z=1).values, tiles[order][1] + 3)
+    assert_positions(volume, tile_positions(5, direction)[order])
+    assert_affine_matches_positions(volume)
+
+
 @pytest.mark.parametrize("syntax", [RLELossless, DeflatedExplicitVRLittleEndian])
 def test_compressed_mosaics_cut_the_same_tiles(tmp_path, syntax):
     tiles = tile_values(6, 4, 4)
     for a in (1, 2):
         write_mosaic(tmp_path / f"m{a}.dcm", tiles + a, acquisition=a, syntax=syntax)
-    volume = open_quietly(tmp_path)  # the second mosaic repeats the positions
+    volume = dicomarray.open_series(tmp_path)
     assert pydicom.dcmread(tmp_path / "m1.dcm").file_meta.TransferSyntaxUID == syntax
-    np.testing.assert_array_equal(volume.values, tiles + 1)
-    np.testing.assert_array_equal(volume.isel(z=[1, 4], x=2).values, tiles[[1, 4], :, 2] + 1)
+    np.testing.assert_array_equal(volume.values, np.stack([tiles + 1, tiles + 2]))
+    np.testing.assert_array_equal(volume.isel(t=1, z=[1, 4], x=2).values, tiles[[1, 4], :, 2] + 2)
 
 
 def test_slices_agree_with_nibabels_mosaic_reader(tmp_path):
@@ -341,16 +359,17 @@ def compared(volume: Any, output: cmp.NiftiOutput) -> cmp.Comparison:
 
 @needs_realdata
 @pytest.mark.parametrize("series", MOSAIC_SERIES)
-def test_real_mosaic_series_match_dcm2niix(tmp_path, series):
+def test_real_mosaic_series_match_dcm2niix_volume_by_volume(tmp_path, series):
     folder = Path(REALDATA) / series
     if not folder.is_dir():
         pytest.skip(f"{series} absent")
     output = dcm2niix_of(folder, tmp_path / "out")
-    volume = open_quietly(folder)
-    row = compared(volume, output)
-    n_volumes = int(np.prod(row.nifti_shape[3:])) if row.nifti_shape else 1
-    if volume.ndim == 3 and n_volumes > 1:  # one of the volumes, until n-D series open
-        assert row.nifti_volume is not None
+    volume = dicomarray.open_series(folder)  # no warning: every slice where its file says
+    shape = nibabel.load(output.path).shape  # (x, y, z, t) as dcm2niix writes them
+    assert volume.dims == ("t", "z", "y", "x") and volume.shape == shape[::-1]
+    for t in range(shape[3]):
+        row = compared(volume.isel(t=t), output)
+        assert row.nifti_volume == t, row
     assert_affine_matches_positions(volume)
 
 
