@@ -113,8 +113,13 @@ def expand_mosaics(frames: pd.DataFrame, warnings_out: list[str]) -> pd.DataFram
             records.append({**row, "tile": None, "mosaic_rows": None, "mosaic_columns": None})
         else:
             records.extend(_slice_rows(row, layout))
-    expanded = pd.DataFrame.from_records(records, columns=[*frames.columns, *MOSAIC_COLUMNS])
-    expanded = expanded.astype(object).where(expanded.notna(), None)  # plain cells again
+    columns = [*frames.columns, *MOSAIC_COLUMNS]
+    # object columns built from the cells: plain cells stay plain (None, not NaN)
+    expanded = pd.DataFrame(
+        {column: [record[column] for record in records] for column in columns},
+        columns=columns,
+        dtype=object,
+    )
     expanded.attrs = dict(frames.attrs)
     return expanded
 
