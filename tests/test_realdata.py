@@ -68,11 +68,13 @@ def stored_sha256(values: np.ndarray) -> str:
 
 def test_real_jpegls_file_decodes_to_the_raw_files_values(tmp_path: Path) -> None:
     (path,) = gunzip([JPEGLS_FILE], tmp_path)
-    volume = dicomarray.open_series(path)
+    volume = dicomarray.open_series(path)  # a mosaic of 35 slices, 6 x 6 tiles of 64 x 64
     values = volume.values
-    assert volume.shape == (1, 384, 384)
-    assert stored_sha256(values[0]) == RAW_TS_SHA256
-    np.testing.assert_array_equal(values[0], pydicom.dcmread(path).pixel_array)
+    assert volume.shape == (35, 64, 64)
+    mosaic = pydicom.dcmread(path).pixel_array
+    assert stored_sha256(mosaic) == RAW_TS_SHA256
+    tiles = mosaic.reshape(6, 64, 6, 64).transpose(0, 2, 1, 3).reshape(36, 64, 64)
+    np.testing.assert_array_equal(values, tiles[:35])  # numbered F>>H: tile order is z order
 
 
 def test_real_enhanced_multiframe_opens_its_first_time_point_with_a_warning(
