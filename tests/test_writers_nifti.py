@@ -26,6 +26,7 @@ from .export_helpers import (
     leaked,
     series_uids,
     sitk_series,
+    stacked,
     temporaries,
 )
 
@@ -320,15 +321,6 @@ def test_an_orientation_that_is_no_code_is_refused_naming_the_series(make_series
 # n-D volumes: one dim beyond z, y and x is NIfTI's 4th (built as the assembly will build
 # them: 3-D volumes concatenated along the contract's dims, with its coords)
 # --------------------------------------------------------------------------------------------
-
-
-def stacked(volume, dim, values, **coords):
-    """``volume``, ``volume + 1`` ... concatenated along ``dim`` with coordinate ``values``."""
-    parts = [volume + i for i in range(len(values))]
-    for part in parts:
-        part.attrs = volume.attrs
-    stack = __import__("xarray").concat(parts, dim=dim).assign_coords({dim: (dim, values)})
-    return stack.assign_coords({k: (dim, v) for k, v in coords.items()})
 
 
 def test_a_time_series_is_written_4d_with_its_repetition_time(make_series, tmp_path):
