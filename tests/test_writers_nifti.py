@@ -502,3 +502,38 @@ def test_the_sidecar_has_bids_fields_in_seconds_and_slice_timing(make_series, tm
     ]
     np.testing.assert_allclose(meta["SliceTiming"], np.subtract(seconds, min(seconds)), atol=1e-6)
     assert meta["array"]["coords"]["t"]["values"] == [0.0, 2.0]
+
+
+def slice_timing_by_height(image, timing):
+    """{S mm of slice k: its SliceTiming}, through the image's affine (readers' k differ)."""
+    heights = [nib.affines.apply_affine(image.affine, [0, 0, k])[2] for k in range(len(timing))]
+    return {round(float(h), 3): t for h, t in zip(heights, timing, strict=True)}
+
+
+@pytest.mark.skipif(shutil.which("dcm2niix") is None, reason="dcm2niix is not installed")
+def test_slice_timing_is_what_dcm2niix_finds_in_the_acquisition_times(make_series, tmp_path):
+    tags = {"Modality": "MR", "Manufacturer": "SIEMENS", "RepetitionTime": "3000"}
+    tags.update(EchoTime="30", FlipAngle="90", MagneticFieldStrength="3")
+    paths = make_series(tags=tags)
+    # interleaved, odd slices first (by height): 0, 2, 4 ... then 1, 3, 5 ... 0.25 s apart
+    by_height = sorted(paths, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    order = [*range(0, 12, 2), *range(1, 12, 2)]
+    for rank, index in enumerate(order):
+        ds = pydicom.dcmread(by_height[index])
+        ds.AcquisitionTime = f"1200{10 + 0.25 * rank:09.6f}"
+        ds.save_as(by_height[index])
+    volume = open_quietly(paths[0].parent)
+    ours = volume.dicom.to_nifti(tmp_path / "ours.nii", json_path=tmp_path / "ours.json")
+    out = tmp_path / "dcm2niix"
+    out.mkdir()
+    command = ["dcm2niix", "-z", "n", "-b", "y", "-ba", "n", "-f", "out", "-o", str(out)]
+    subprocess.run([*command, str(paths[0].parent)], check=True, capture_output=True)
+    theirs = json.loads((out / "out.json").read_text())
+    mine = json.loads((tmp_path / "ours.json").read_text())
+    assert sorted(theirs["SliceTiming"]) == [0.25 * r for r in range(12)]
+    assert slice_timing_by_height(nib.load(ours), mine["SliceTiming"]) == slice_timing_by_height(
+        nib.load(out / "out.nii"), theirs["SliceTiming"]
+    )
+    # (Manufacturer is the DICOM text; dcm2niix writes its own spelling, "Siemens")
+    for field in ("RepetitionTime", "EchoTime", "FlipAngle", "MagneticFieldStrength", "Modality"):
+        assert mine[field] == theirs[field], field
