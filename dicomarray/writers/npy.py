@@ -45,7 +45,9 @@ def to_npy(
     The values are written as they are held (stored values, or HU after a transform), one
     dask chunk at a time into a memory-mapped ``.npy``, so peak memory is a few chunks.
     The array's axes are the volume's dims, as stored or in a chosen ``orientation``; the
-    sidecar's ``array.dims`` names them in order.
+    sidecar's ``array.dims`` names them in order. An n-D volume (``t``, ``echo``,
+    ``diffusion`` ... before ``z``) is written whole, its extra-dim and per-frame
+    coordinates in the sidecar's ``array.coords``, which :func:`open_npy` reads back.
 
     Parameters
     ----------
