@@ -212,10 +212,11 @@ def _prepared(
             f"dim (not a colour channel), not {volume.dims}; in {series_label(volume.attrs)}"
         )
     if len(extra) > 1:
+        split = "echo" if "echo" in extra else extra[0]  # dcm2niix splits echoes first
         raise WriteError(
             f"NIfTI holds one dim beyond z, y and x, and {series_label(volume.attrs)} has "
-            f"{len(extra)}: {', '.join(extra)}; write one file per {extra[0]} as dcm2niix "
-            f"does, e.g. volume.isel({extra[0]}=0), or select the others away"
+            f"{len(extra)}: {', '.join(extra)}; write one file per {split} as dcm2niix "
+            f"does, e.g. volume.isel({split}=0), or select the others away"
         )
     # the 4th NIfTI dim is the slowest on disk: the extra dim first, as reorient puts it
     volume = volume.transpose(*extra, ...)
