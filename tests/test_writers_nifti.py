@@ -363,6 +363,15 @@ def test_an_echo_dim_is_the_4th_without_a_time_unit_and_the_sidecar_names_it(mak
     assert array["coords"]["echo_number"]["values"] == [1, 2]
 
 
+def test_equalize_and_detilt_leave_a_regular_nd_series_as_it_is(make_series, tmp_path):
+    # batch writes every NIfTI with equalize=True: an n-D series needing neither is written
+    volume = open_quietly(make_series()[0].parent)
+    series = stacked(volume, "t", [0.0, 1.0])
+    path = series.dicom.to_nifti(tmp_path / "t.nii", equalize=True, detilt=True)
+    values = np.asarray(nib.load(path).dataobj)
+    np.testing.assert_array_equal(values.transpose(3, 2, 1, 0), series.dicom.reorient().values)
+
+
 def test_an_extra_dim_anywhere_is_written_as_the_4th(make_series, tmp_path):
     volume = open_quietly(make_series()[0].parent)
     series = stacked(volume, "volume", [0, 1]).transpose("z", "volume", "y", "x")

@@ -220,9 +220,11 @@ def _prepared(
         )
     # the 4th NIfTI dim is the slowest on disk: the extra dim first, as reorient puts it
     volume = volume.transpose(*extra, ...)
-    if equalize:
+    # only a stack that needs it goes through resampling, which takes 3-D volumes alone:
+    # an n-D series on one regular grid is written as it is (batch asks equalize always)
+    if equalize and not VolumeGeometry.of(volume).is_regular:
         volume = resample.equalize(volume)
-    if detilt:  # after equalize, which keeps the tilt
+    if detilt and VolumeGeometry.of(volume).is_sheared:  # after equalize, which keeps it
         volume = resample.detilt(volume)
     return oriented(volume, orientation)
 
