@@ -156,3 +156,18 @@ def stacked(volume: xr.DataArray, dim: str, values, **coords) -> xr.DataArray:
         if name in stack.coords and dim not in stack[name].dims
     }
     return stack.assign_coords(per_frame).assign_coords({k: (dim, v) for k, v in coords.items()})
+
+
+def two_echo_folder(make_series, phantom, folder: Path, tags=None) -> Path:
+    """One folder of two echoes (EchoTime 10 and 20 ms) of one series, the second + 5: the
+    n-D assembly opens it with dims ``("echo", "z", "y", "x")``. Files are copied: shutil."""
+    import shutil
+
+    folder.mkdir(parents=True)
+    for index, echo_time in enumerate((10.0, 20.0)):
+        echo_tags = {**(tags or {}), "SeriesInstanceUID": "1.2.3.9", "EchoNumbers": index + 1}
+        echo_tags["EchoTime"] = echo_time
+        paths = make_series(f"echo{index}", hu=phantom + 5 * index, seed=index, tags=echo_tags)
+        for path in paths:
+            shutil.copy(path, folder / f"e{index}_{path.name}")
+    return folder

@@ -29,6 +29,7 @@ from .export_helpers import (
     sitk_series,
     stacked,
     temporaries,
+    two_echo_folder,
 )
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -379,6 +380,18 @@ def test_an_extra_dim_anywhere_is_written_as_the_4th(make_series, tmp_path):
     np.testing.assert_array_equal(
         np.asarray(image.dataobj).transpose(3, 2, 1, 0), series.transpose("volume", ...).values
     )
+
+
+def test_an_opened_echo_series_is_written_4d(make_series, phantom, tmp_path):
+    volume = open_quietly(two_echo_folder(make_series, phantom, tmp_path / "echoes"))
+    path = volume.dicom.to_nifti(tmp_path / "me.nii.gz", json_path=tmp_path / "me.json")
+    image = nib.load(path)
+    assert image.shape == (64, 64, 12, 2) and image.header.get_zooms()[3] == 1.0
+    values = np.asarray(image.dataobj)
+    np.testing.assert_array_equal(values[..., 1] - values[..., 0], np.full((64, 64, 12), 5))
+    coords = json.loads((tmp_path / "me.json").read_text())["array"]["coords"]
+    assert coords["echo_time"]["values"] == [10.0, 20.0]
+    assert coords["source_file"]["dims"] == ["echo", "z"]
 
 
 def test_two_extra_dims_are_refused_naming_them_and_the_way_out(make_series, tmp_path):

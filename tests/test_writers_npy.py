@@ -24,6 +24,7 @@ from .export_helpers import (
     stacked,
     temporaries,
     texts_holding,
+    two_echo_folder,
 )
 
 #: Acquisition facts dcm2niix's BIDS sidecar carries, under their DICOM keywords.
@@ -360,3 +361,24 @@ def test_deidentify_leaves_out_per_frame_paths_and_uids_whatever_their_dims(make
     back = dicomarray.writers.open_npy(tmp_path / "anon.npy")
     assert "source_file" not in back.coords and "sop_instance_uid" not in back.coords
     assert back["b_value"].values.tolist() == [0.0, 1000.0, 1000.0]
+
+
+def test_an_opened_echo_series_round_trips_and_deidentifies_every_frame(
+    make_series, phantom, tmp_path
+):
+    folder = two_echo_folder(make_series, phantom, tmp_path / PATIENT_FOLDER, PATIENT_TAGS)
+    volume = dicomarray.open_series(folder)
+    assert volume.dims == ("echo", "z", "y", "x")
+    volume.dicom.to_npy(tmp_path / "plain.npy")
+    back = dicomarray.writers.open_npy(tmp_path / "plain.npy")
+    np.testing.assert_array_equal(back.values, volume.values)
+    for name in ("echo", "echo_time", "echo_number", "source_file", "sop_instance_uid"):
+        assert back[name].dims == volume[name].dims, name
+        np.testing.assert_array_equal(back[name].values, volume[name].values)
+    uids = series_uids(sorted(folder.iterdir()))
+    assert leaked(tmp_path / "plain.json", [PATIENT_FOLDER.encode()])
+    volume.dicom.to_npy(tmp_path / "anon.npy", deidentify=True)
+    assert leaked(tmp_path / "anon.json", [PATIENT_FOLDER.encode(), *uids]) == []
+    anon = dicomarray.writers.open_npy(tmp_path / "anon.npy")
+    assert texts_holding(anon, PATIENT_FOLDER) == []
+    assert anon["echo_time"].values.tolist() == [10.0, 20.0]

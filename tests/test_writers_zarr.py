@@ -22,6 +22,7 @@ from .export_helpers import (
     stacked,
     temporaries,
     texts_holding,
+    two_echo_folder,
 )
 
 
@@ -203,3 +204,20 @@ def test_deidentify_leaves_out_per_frame_paths_whatever_their_dims(make_series, 
     assert "source_file" not in anon.coords and "sop_instance_uid" not in anon.coords
     assert leaked(tmp_path / "anon.zarr", [PATIENT_FOLDER.encode(), str(folder).encode()]) == []
     assert anon["echo_number"].values.tolist() == [1, 2]
+
+
+def test_an_opened_echo_series_deidentifies_every_frame(make_series, phantom, tmp_path):
+    folder = two_echo_folder(make_series, phantom, tmp_path / PATIENT_FOLDER, PATIENT_TAGS)
+    volume = dicomarray.open_series(folder)
+    assert volume["study_instance_uid"].dims == ("echo",)  # each echo's own study UID
+    volume.dicom.to_zarr(tmp_path / "anon.zarr", deidentify=True)
+    anon = xr.open_zarr(tmp_path / "anon.zarr")["image"]
+    assert anon.dims == ("echo", "z", "y", "x")
+    uids = series_uids(sorted(folder.iterdir()))
+    assert leaked(tmp_path / "anon.zarr", [PATIENT_FOLDER.encode(), *uids]) == []
+    assert texts_holding(anon, PATIENT_FOLDER) == []
+    for name in ("source_file", "sop_instance_uid", "study_instance_uid", "study_date"):
+        assert name not in anon.coords, name
+    assert "PatientName" in volume.attrs and "PatientName" not in anon.attrs
+    assert anon["echo_time"].values.tolist() == [10.0, 20.0]
+    np.testing.assert_array_equal(anon.values, volume.values)
