@@ -162,15 +162,19 @@ class DicomAccessor:
         *,
         method: str = "bounds",
         percentiles: tuple[float, float] = (1.0, 99.0),
+        per: str = "global",
     ) -> xr.DataArray:
         """Clip to bounds and scale to [0, 1] (or percentile bounds, or z-scores).
 
         By default the bounds follow the data: (-1000, 400) for CT in HU, the range of the
         values otherwise; ``attrs["dicomarray_normalize"]`` says what was done. ``method``
-        is "bounds", "percentile" or "zscore"; see :func:`dicomarray.transforms.normalize`.
+        is "bounds", "percentile" or "zscore". For a volume with dims beyond ``(z, y, x)``
+        (``t``, ``echo``, ...), ``per="global"`` (the default) takes the statistics over
+        all volumes alike, ``per="volume"`` over each volume alone. See
+        :func:`dicomarray.transforms.normalize`.
         """
         return transforms.normalize(
-            self._obj, min_bound, max_bound, method=method, percentiles=percentiles
+            self._obj, min_bound, max_bound, method=method, percentiles=percentiles, per=per
         )
 
     # -- orientation: thin doors onto dicomarray.reorient ------------------------------------
