@@ -747,3 +747,20 @@ def test_colour_montages_orthogonal_views_and_labels(tmp_path):
     labels, position = edge_labels(big.dicom.geometry, "axial"), "S 1.0 mm"
     for c in range(3):
         np.testing.assert_array_equal(labelled[..., c], _annotated(plain[..., c], labels, position))
+
+
+def test_a_montage_over_time_of_an_opened_4d_series_reads_one_frame_a_tile(tmp_path, reads):
+    from .test_split import grid_of, write_frames
+
+    write_frames(tmp_path / "s", grid_of(3, 4, lambda v, s: {"TemporalPositionIdentifier": v + 1}))
+    volume = dicomarray.open_series(tmp_path / "s")
+    assert volume.dims == ("t", "z", "y", "x")
+    path = volume.dicom.montage(tmp_path / "t.png", over="t", z=2, columns=3, center=150, width=300)
+    assert sorted(reads) == [2, 6, 10]  # frame (t, z=2) of each volume: flat index 4 t + 2
+    tiles = png_values(path)[:, :: 6 + GAP][0]  # the first pixel of each 6 x 6 tile
+    np.testing.assert_allclose(
+        tiles, linear_window(np.array([2.0, 102.0, 202.0]), 150, 300), atol=1 / 255
+    )
+    reads.clear()
+    volume.dicom.to_jpg(tmp_path / "one.png", 1, select={"t": 2})
+    assert reads == [9]

@@ -727,3 +727,30 @@ def test_normalize_per_volume_of_a_3d_volume_is_the_global_one(series):
 def test_normalize_refuses_an_unknown_per(series):
     with pytest.raises(TransformError, match="per='slice'.*global.*volume"):
         series.dicom.normalize(per="slice")
+
+
+@pytest.mark.parametrize("per_slice", [False, True])
+def test_hu_of_an_opened_4d_series_rescales_each_frame_as_it_is_read(tmp_path, reads, per_slice):
+    """Slope per volume (a coord on t), intercept per slice too (on t and z) when asked:
+    the frame reader gets each frame's own pair, in the grid's order."""
+    from .test_split import grid_of, write_frames
+
+    def tags(v, s):
+        intercept = -10.0 * s if per_slice else -5.0
+        return {
+            "TemporalPositionIdentifier": v + 1,
+            "RescaleSlope": 1.0 + v,
+            "RescaleIntercept": intercept,
+        }
+
+    write_frames(tmp_path / "s", grid_of(3, 4, tags))
+    volume = dicomarray.open_series(tmp_path / "s")
+    assert volume.dims[:2] == ("t", "z")
+    assert volume["rescale_slope"].dims == ("t",)
+    hu = volume.dicom.hu()
+    assert hu.data.name.startswith("dicom-rescaled-")  # rescaled as the frames are read
+    values = hu.values
+    assert sorted(reads) == sorted(list(range(12)))  # every frame read once, into one array
+    v, s = np.meshgrid(range(3), range(4), indexing="ij")
+    intercept = -10.0 * s if per_slice else -5.0
+    np.testing.assert_array_equal(values[..., 0, 0], (100 * v + s) * (1.0 + v) + intercept)
