@@ -764,3 +764,14 @@ def test_a_montage_over_time_of_an_opened_4d_series_reads_one_frame_a_tile(tmp_p
     reads.clear()
     volume.dicom.to_jpg(tmp_path / "one.png", 1, select={"t": 2})
     assert reads == [9]
+
+
+def test_the_readme_n_d_and_colour_example_runs(tmp_path, monkeypatch):
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### n-D and colour volumes in values and pictures", 1)[1]
+    (block,) = re.findall(r"```python\n(.*?)```", section.split("\n### ", 1)[0], flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    assert picture_size(tmp_path / "time.png")[1] > 2 * SMALL
