@@ -754,3 +754,22 @@ def test_hu_of_an_opened_4d_series_rescales_each_frame_as_it_is_read(tmp_path, r
     v, s = np.meshgrid(range(3), range(4), indexing="ij")
     intercept = -10.0 * s if per_slice else -5.0
     np.testing.assert_array_equal(values[..., 0, 0], (100 * v + s) * (1.0 + v) + intercept)
+
+
+def test_hu_of_an_opened_4d_series_masks_each_volumes_own_padding(tmp_path):
+    """PixelPaddingValue differs per volume (a coord on t): in volume v it is the stored
+    value of slice 1, 100 v + 1, so exactly those frames become NaN as they are read."""
+    from .test_split import grid_of, write_frames
+
+    def tags(v, s):
+        return {"TemporalPositionIdentifier": v + 1, "PixelPaddingValue": 100 * v + 1}
+
+    write_frames(tmp_path / "s", grid_of(3, 4, tags))
+    volume = dicomarray.open_series(tmp_path / "s")
+    assert volume["pixel_padding_value"].dims == ("t",)
+    hu = volume.dicom.hu()
+    assert hu.data.name.startswith("dicom-rescaled-")
+    corner = hu.values[..., 0, 0]
+    v, s = np.meshgrid(range(3), range(4), indexing="ij")
+    np.testing.assert_array_equal(corner, np.where(s == 1, np.nan, 100 * v + s))
+    assert hu.attrs["dicomarray_padding"]["stored_values"] == [[1, 1], [101, 101], [201, 201]]
