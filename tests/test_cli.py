@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -14,8 +15,10 @@ from PIL import Image
 
 import dicomarray
 from dicomarray.cli import main
+from dicomarray.sample import write_series
 
 from .conftest import XA10_FILES, gunzip, pydicom_file
+from .nd_series import open_time_series, write_time_series
 
 
 @pytest.fixture(scope="module")
@@ -644,3 +647,95 @@ def test_info_shows_the_spacing_orientation_and_tilt_of_a_series(make_series, tm
     assert lines["spacing"] == "z 12 mm, y 3.6 mm, x 3.6 mm"
     assert lines["orientation"] == "LIP (x toward L, y toward I, z toward P)"
     assert lines["tilt"] == "0.00 degrees"
+
+
+# --------------------------------------------------------------------------------------------
+# n-D series: info shows the extra dims; --split-by and --dims reach open_series
+# --------------------------------------------------------------------------------------------
+
+#: open_series assembles n-D series (issue 13's core has landed).
+ASSEMBLES_ND = "split_by" in inspect.signature(dicomarray.open_series).parameters
+
+
+@pytest.fixture
+def time_series(tmp_path):
+    """Three volumes of 4 slices, 2 s apart: the folder and each volume's files."""
+    hu = np.zeros((4, 16, 16)) + np.arange(4)[:, None, None]
+    folder = tmp_path / "perfusion"
+    return folder, write_time_series(folder, hu, 3, pixel_spacing=(2.0, 2.0), slice_spacing=5.0)
+
+
+def test_info_shows_each_extra_dim_its_range_and_its_split(time_series, monkeypatch, capsys):
+    volume = open_time_series(*time_series)
+    report = volume.attrs["dicomarray_assembly"]
+    dims = [{"dim": "t", "size": 3, "split_by": ["AcquisitionTime"]}]
+    volume.attrs["dicomarray_assembly"] = {**report, "dims": dims}
+    monkeypatch.setattr(dicomarray.volume, "open_series", lambda *args, **kwargs: volume)
+    assert main(["info", str(time_series[0])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "shape       {'t': 3, 'z': 4, 'y': 16, 'x': 16}  dtype int16"
+    assert lines[2] == "t           3 volumes, 0 .. 4 s, split by AcquisitionTime"
+    assert lines[3].startswith("spacing     z 5 mm")
+
+
+def test_info_of_a_3d_series_has_no_extra_dim_lines(time_series, capsys):
+    assert main(["info", str(time_series[1][0][0])]) == 0  # one file: one slice
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("spacing ")
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {}),
+        (["--split-by", "EchoNumbers, ImageType"], {"split_by": ("EchoNumbers", "ImageType")}),
+        (
+            ["--dims", "t", "--split-by", "AcquisitionTime"],
+            {"dims": ("t",), "split_by": ("AcquisitionTime",)},
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["info", "to-npy", "to-zarr", "render"])
+def test_split_by_and_dims_reach_open_series(tmp_path, monkeypatch, command, flags, expected):
+    seen = []
+    real = dicomarray.open_series
+
+    def spy(source, series_uid=None, **kwargs):
+        seen.append(kwargs)
+        return real(source, series_uid)
+
+    monkeypatch.setattr(dicomarray.volume, "open_series", spy)
+    folder = str(write_series(tmp_path / "plain", np.zeros((3, 8, 8)))[0].parent)
+    outputs = {
+        "info": [folder],
+        "to-npy": ["-i", folder, "-n", str(tmp_path / "v.npy"), "-j", str(tmp_path / "v.json")],
+        "to-zarr": ["-i", folder, "-o", str(tmp_path / "v.zarr")],
+        "render": ["-i", folder, "-o", str(tmp_path / "v.jpg")],
+    }
+    assert main([command, *outputs[command], *flags]) == 0
+    assert seen == [expected]
+
+
+def test_split_by_is_refused_where_open_series_cannot_split(time_series, monkeypatch, capsys):
+    def before_nd(source, series_uid=None, *, chunks=None):  # open_series before issue 13
+        raise AssertionError("not to be called")
+
+    monkeypatch.setattr(dicomarray.volume, "open_series", before_nd)
+    assert main(["info", str(time_series[0]), "--dims", "t"]) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("--dims: this dicomarray does not assemble n-D series yet")
+    )
+
+
+def test_cli_info_of_a_4d_series_in_a_subprocess(time_series):
+    result = run_cli("info", str(time_series[0]), "--split-by", "TemporalPositionIdentifier")
+    if not ASSEMBLES_ND:
+        assert result.returncode == 1
+        assert "--split-by: this dicomarray does not assemble n-D series yet" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "shape       {'t': 3, 'z': 4, 'y': 16, 'x': 16}  dtype int16" in lines
+    assert any(line.startswith("t           3 volumes, 0 .. 4 s") for line in lines), lines
