@@ -382,22 +382,10 @@ def _comma_separated(text: str) -> tuple[str, ...]:
 ASSEMBLY_OPTIONS = ("split_by", "dims")
 
 
-def _assembly_options(args: argparse.Namespace, open_series: Any) -> dict[str, Any]:
-    """The assembly keywords given on the command line, for ``open_series``.
-
-    Only the flags given are passed, so a series opens as it would without them; a
-    dicomarray whose ``open_series`` lacks the keyword (before n-D assembly) refuses it.
-    """
-    import inspect
-
-    given = {name: getattr(args, name) for name in ASSEMBLY_OPTIONS if getattr(args, name, None)}
-    accepted = inspect.signature(open_series).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        return given
-    if unknown := [name for name in given if name not in accepted]:
-        flag = "--" + unknown[0].replace("_", "-")
-        raise DicomArrayError(f"{flag}: this dicomarray does not assemble n-D series yet")
-    return given
+def _assembly_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The assembly keywords given on the command line, for ``open_series``: only the
+    flags given, so that without them a series opens as the data decides."""
+    return {name: getattr(args, name) for name in ASSEMBLY_OPTIONS if getattr(args, name, None)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,7 +569,7 @@ def _open(args: argparse.Namespace, path: Path, console: _Console) -> Any:
     from .volume import open_series
 
     console.about(str(path))
-    volume = open_series(path, args.series_uid, **_assembly_options(args, open_series))
+    volume = open_series(path, args.series_uid, **_assembly_options(args))
     console.about(_series_label(volume))
     return volume
 

@@ -2,10 +2,8 @@
 
 :func:`write_time_series` writes ``n_t`` volumes of one series into one folder, told apart by
 (0020,0100) *Temporal Position Identifier* and (0008,0032) *Acquisition Time*, volume ``k``
-holding ``hu + OFFSET_HU * k``. :func:`open_time_series` opens it as the n-D data model
-has it (dims ``("t", "z", "y", "x")``, ``t`` in seconds, provenance coordinates on
-``("t", "z")``): with :func:`dicomarray.open_series` once it assembles n-D series, else
-by concatenating the volumes opened one by one, as the assembly will.
+holding ``hu + OFFSET_HU * k``; :func:`dicomarray.open_series` opens it as dims
+``("t", "z", "y", "x")``, ``t`` in seconds (0, 2, 4), provenance coordinates on ``("t", "z")``.
 """
 
 from __future__ import annotations
@@ -33,6 +31,11 @@ SHARED_TAGS = {
     "PatientID": "PERFUSION01",
     "SeriesNumber": 7,
     "SeriesDescription": "PERFUSION",
+    "StudyDate": "20240514",
+    "SeriesDate": "20240514",
+    "AcquisitionDate": "20240514",
+    "StudyTime": "095500",
+    "SeriesTime": "095500",
 }
 
 
@@ -57,37 +60,12 @@ def expected_values(hu: np.ndarray, n_t: int) -> np.ndarray:
     return np.stack([hu + OFFSET_HU * k for k in range(n_t)])
 
 
-def open_time_series(folder: Path, volumes: list[list[Path]]) -> xr.DataArray:
-    """The series as ``(t, z, y, x)``: opened by the assembly when it can, else concatenated."""
+def open_time_series(folder: Path) -> xr.DataArray:
+    """The series as ``(t, z, y, x)``, checked to be so."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GeometryWarning)
         opened = dicomarray.open_series(folder)
-        if "t" in opened.dims:
-            return opened
-        return concat_volumes([dicomarray.open_series(files) for files in volumes])
-
-
-def concat_volumes(volumes: list[xr.DataArray]) -> xr.DataArray:
-    """3-D volumes as one ``(t, z, y, x)`` array with the contract's coordinates."""
-    stacked = xr.concat(
-        [v.drop_attrs(deep=False) for v in volumes],
-        dim="t",
-        coords="different",
-        compat="equals",
-        join="exact",
-    )
-    stacked.attrs = {
-        k: v
-        for k, v in volumes[0].attrs.items()
-        if k not in ("AcquisitionTime", "TemporalPositionIdentifier")
-    }
-    seconds = STEP_SECONDS * np.arange(len(volumes), dtype=np.float64)
-    t = xr.Variable("t", seconds, attrs={"units": "s"})
-    stacked = stacked.assign_coords(
-        t=t,
-        temporal_position=("t", np.arange(1, len(volumes) + 1)),
-        frame=stacked["frame"].broadcast_like(stacked["source_file"]),
-    )
+    assert opened.dims == ("t", "z", "y", "x"), opened.dims
     for name in ("source_file", "frame", "sop_instance_uid"):
-        assert stacked[name].dims == ("t", "z"), (name, stacked[name].dims)
-    return stacked
+        assert opened[name].dims == ("t", "z"), (name, opened[name].dims)
+    return opened

@@ -21,7 +21,6 @@ import xarray as xr
 import dicomarray
 import dicomarray.batch
 from dicomarray.batch import MANIFEST, convert
-from dicomarray.query import Series
 from dicomarray.sample import head_phantom, write_series
 
 from .conftest import UNEVEN_POSITIONS, patient_series
@@ -704,19 +703,16 @@ def test_the_dicom_format_cannot_be_deidentified(tmp_path):
 
 
 @pytest.fixture
-def time_series(tmp_path, monkeypatch) -> tuple[Path, np.ndarray]:
-    """Three volumes of 6 slices, 2 s apart, opened by every job as (t, z, y, x)."""
+def time_series(tmp_path) -> tuple[Path, np.ndarray]:
+    """Three volumes of 6 slices, 2 s apart, (t, z, y, x)."""
     hu = head_phantom(6, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
     folder = tmp_path / "in" / "perfusion"
-    volumes = write_time_series(folder, hu, 3, pixel_spacing=(7.2, 7.2), slice_spacing=20.0)
-    # as the assembly opens it once it assembles n-D series (issue 13's core); until then
-    # concatenated from its volumes
-    monkeypatch.setattr(Series, "open", lambda self, **kwargs: open_time_series(folder, volumes))
+    write_time_series(folder, hu, 3, pixel_spacing=(7.2, 7.2), slice_spacing=20.0)
     return folder.parent, expected_values(hu, 3)
 
 
 def nifti_writes_4d(tmp_path) -> bool:
-    volume = open_time_series(*_tiny_time_series(tmp_path)).dicom.hu()
+    volume = open_time_series(_tiny_time_series(tmp_path)).dicom.hu()
     try:
         volume.dicom.to_nifti(tmp_path / "probe.nii.gz")
     except dicomarray.WriteError as exc:
@@ -728,8 +724,8 @@ def nifti_writes_4d(tmp_path) -> bool:
 
 def _tiny_time_series(tmp_path):
     folder = tmp_path / "tiny"
-    hu = np.zeros((2, 4, 4))
-    return folder, write_time_series(folder, hu, 2, pixel_spacing=(1.0, 1.0), slice_spacing=1.0)
+    write_time_series(folder, np.zeros((2, 4, 4)), 2, pixel_spacing=(1.0, 1.0), slice_spacing=1.0)
+    return folder
 
 
 def test_a_4d_series_goes_through_every_format_reading_each_file_once(time_series, tmp_path, reads):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import json
 import subprocess
 import sys
@@ -14,11 +13,11 @@ import pytest
 from PIL import Image
 
 import dicomarray
-from dicomarray.cli import main
+from dicomarray.cli import _left_out, main
 from dicomarray.sample import write_series
 
 from .conftest import XA10_FILES, gunzip, pydicom_file
-from .nd_series import open_time_series, write_time_series
+from .nd_series import write_time_series
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +112,16 @@ def test_info_describes_geometry_and_tags(demo_output):
 
 
 def test_info_shows_spacing_and_left_out_frames_for_people(tmp_path, capsys):
-    # real Siemens XA10 enhanced files: two time points of 6 frames, one file each
+    # real Siemens XA10 enhanced files: two time points of 6 frames, one file each, open
+    # as one (t, z, y, x) series; the times are the files' FrameAcquisitionDateTime
     gunzip(XA10_FILES, tmp_path)
     assert main(["info", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "spacing     z 2.4 mm, y 3.375 mm, x 3.375 mm" in lines
-    assert "left out    6 frame(s) of 1 file(s)" in lines
+    assert "t           2 volumes, 0 .. 0.361 s, split by TemporalPositionIdentifier" in lines
+    assert "left out    0 file(s)" in lines
+    frames = [{"path": "a.dcm"}] * 6 + [{"path": "b.dcm"}]
+    assert _left_out(frames) == "7 frame(s) of 2 file(s)"  # multi-frame files: by frame
     assert main(["info", str(pydicom_file("CT_small.dcm"))]) == 0  # one slice: no z step
     assert "spacing     z unknown, y 0.661468 mm, x 0.661468 mm" in capsys.readouterr().out
 
@@ -653,9 +656,6 @@ def test_info_shows_the_spacing_orientation_and_tilt_of_a_series(make_series, tm
 # n-D series: info shows the extra dims; --split-by and --dims reach open_series
 # --------------------------------------------------------------------------------------------
 
-#: open_series assembles n-D series (issue 13's core has landed).
-ASSEMBLES_ND = "split_by" in inspect.signature(dicomarray.open_series).parameters
-
 
 @pytest.fixture
 def time_series(tmp_path):
@@ -665,16 +665,11 @@ def time_series(tmp_path):
     return folder, write_time_series(folder, hu, 3, pixel_spacing=(2.0, 2.0), slice_spacing=5.0)
 
 
-def test_info_shows_each_extra_dim_its_range_and_its_split(time_series, monkeypatch, capsys):
-    volume = open_time_series(*time_series)
-    report = volume.attrs["dicomarray_assembly"]
-    dims = [{"dim": "t", "size": 3, "split_by": ["AcquisitionTime"]}]
-    volume.attrs["dicomarray_assembly"] = {**report, "dims": dims}
-    monkeypatch.setattr(dicomarray.volume, "open_series", lambda *args, **kwargs: volume)
+def test_info_shows_each_extra_dim_its_range_and_its_split(time_series, capsys):
     assert main(["info", str(time_series[0])]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == "shape       {'t': 3, 'z': 4, 'y': 16, 'x': 16}  dtype int16"
-    assert lines[2] == "t           3 volumes, 0 .. 4 s, split by AcquisitionTime"
+    assert lines[2] == "t           3 volumes, 0 .. 4 s, split by TemporalPositionIdentifier"
     assert lines[3].startswith("spacing     z 5 mm")
 
 
@@ -716,26 +711,12 @@ def test_split_by_and_dims_reach_open_series(tmp_path, monkeypatch, command, fla
     assert seen == [expected]
 
 
-def test_split_by_is_refused_where_open_series_cannot_split(time_series, monkeypatch, capsys):
-    def before_nd(source, series_uid=None, *, chunks=None):  # open_series before issue 13
-        raise AssertionError("not to be called")
-
-    monkeypatch.setattr(dicomarray.volume, "open_series", before_nd)
-    assert main(["info", str(time_series[0]), "--dims", "t"]) == 1
-    assert (
-        capsys.readouterr()
-        .err.strip()
-        .endswith("--dims: this dicomarray does not assemble n-D series yet")
-    )
-
-
-def test_cli_info_of_a_4d_series_in_a_subprocess(time_series):
-    result = run_cli("info", str(time_series[0]), "--split-by", "TemporalPositionIdentifier")
-    if not ASSEMBLES_ND:
-        assert result.returncode == 1
-        assert "--split-by: this dicomarray does not assemble n-D series yet" in result.stderr
-        return
+def test_cli_info_of_a_4d_series_split_as_asked_in_a_subprocess(time_series):
+    result = run_cli("info", str(time_series[0]), "--split-by", "AcquisitionTime")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "shape       {'t': 3, 'z': 4, 'y': 16, 'x': 16}  dtype int16" in lines
-    assert any(line.startswith("t           3 volumes, 0 .. 4 s") for line in lines), lines
+    assert "t           3 volumes, 0 .. 4 s, split by AcquisitionTime" in lines
+    wrong = run_cli("info", str(time_series[0]), "--split-by", "EchoTime")
+    assert wrong.returncode == 1 and len(wrong.stderr.strip().splitlines()) == 1
+    assert "EchoTime" in wrong.stderr
