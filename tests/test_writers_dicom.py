@@ -692,3 +692,14 @@ def test_a_multi_frame_template_is_refused_naming_its_file(tmp_path, how):
     with pytest.raises(WriteError, match=rf"{path.name}: multi-frame templates are not supported"):
         dicomarray.to_dicom(np.zeros(template.shape), template, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_4d_series_of_an_open_study_tree_is_written_from_its_node(time_series, phantom, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeometryWarning)
+        tree = dicomarray.open_study(time_series[0])
+    (node,) = [n for n in tree.subtree if "image" in n.data_vars]
+    image = node["image"]
+    assert image.dims == ("t", "z", "y", "x")
+    written = image.dicom.hu().dicom.to_dicom(tmp_path / "out")
+    check_written_over(written, image, expected_values(phantom, 3).reshape(36, 64, 64))
