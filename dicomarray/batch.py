@@ -569,13 +569,18 @@ def _read_once(values: Any) -> Any:
     return values.persist()
 
 
-#: Dims of one volume: a picture of an n-D series takes index 0 along every other dim.
-_VOLUME_DIMS = ("z", "y", "x", "channel")
+#: Dims of one volume (``channel``: colour); an n-D series has extra dims before them.
+VOLUME_DIMS = ("z", "y", "x", "channel")
+
+
+def extra_dims(volume: Any) -> list[str]:
+    """The dims of an n-D series before its volumes' (``t``, ``echo`` ...); none for 3-D."""
+    return [str(d) for d in volume.dims if d not in VOLUME_DIMS]
 
 
 def first_volume(values: Any) -> Any:
     """The first volume of an n-D series (index 0 along each extra dim); a 3-D one as it is."""
-    return values.isel({d: 0 for d in values.dims if d not in _VOLUME_DIMS})
+    return values.isel({d: 0 for d in extra_dims(values)})
 
 
 def _keep_outputs(

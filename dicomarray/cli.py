@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .batch import FORMATS
+from .batch import FORMATS, extra_dims
 from .errors import DicomArrayError, DicomArrayWarning, WriteError
 
 if TYPE_CHECKING:
@@ -473,10 +473,6 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
     return 0
 
 
-#: Dims of one volume, which ``info`` describes with its geometry, not as extra dims.
-_VOLUME_DIMS = ("z", "y", "x", "channel")
-
-
 def _extra_dim_lines(volume: Any, report: dict[str, Any]) -> list[str]:
     """One line per extra dim of an n-D series, for ``info``: its size, its coordinate's
     first and last values with their units, and the tags that split the frames along it
@@ -487,7 +483,7 @@ def _extra_dim_lines(volume: Any, report: dict[str, Any]) -> list[str]:
         if isinstance(entry, dict)
     }
     lines = []
-    for dim in (str(d) for d in volume.dims if d not in _VOLUME_DIMS):
+    for dim in extra_dims(volume):
         parts = [f"{volume.sizes[dim]} volumes"]
         if dim in volume.coords:
             parts.append(_coordinate_range(volume[dim]))
