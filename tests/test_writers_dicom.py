@@ -658,9 +658,11 @@ def test_a_4d_volume_whose_frames_come_from_other_instances_is_refused(time_seri
         dicomarray.to_dicom(swapped, template, tmp_path / "out")
 
 
-def test_a_4d_series_round_trips_through_open_series(time_series, phantom, tmp_path):
+@pytest.mark.parametrize("values", ["modality", "stored"])
+def test_a_4d_series_round_trips_through_open_series(time_series, phantom, tmp_path, values):
     template = open_time_series(time_series[0])
-    dicomarray.to_dicom(lazy_hu(template), template, tmp_path / "out")
+    volume = lazy_hu(template) if values == "modality" else template  # stored: via its rescale
+    dicomarray.to_dicom(volume, template, tmp_path / "out")
     back = open_quietly(tmp_path / "out")
     assert back.dims == template.dims == ("t", "z", "y", "x")
     np.testing.assert_array_equal(lazy_hu(back).values, expected_values(phantom, 3))
