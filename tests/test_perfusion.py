@@ -11,7 +11,13 @@ import subprocess
 import numpy as np
 import pydicom
 import pytest
+import xarray as xr
+from PIL import Image
 
+from dicomarray.batch import convert
+from dicomarray.curves import COLOURS, region_curve, write_curves_picture
+from dicomarray.demo import DEMO_CONFIG, _open_time_series, write_sample_curves
+from dicomarray.errors import RenderError, WriteError
 from dicomarray.sample import make_study
 from dicomarray.sample_perfusion import (
     PERFUSION_CURVES,
@@ -203,3 +209,83 @@ def test_sample_study_holds_the_perfusion_series_only_when_asked(tmp_path: pathl
     assert ds.StudyInstanceUID == head.StudyInstanceUID and ds.PatientID == head.PatientID
     assert ds.SeriesInstanceUID != head.SeriesInstanceUID
     assert _seconds(ds.SeriesTime) > _seconds(head.SeriesTime)
+
+
+# --------------------------------------------------------------------------------------------
+# Curves of regions, and their picture
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def volume(series: list[pydicom.Dataset]) -> xr.DataArray:
+    """The module's series opened as (t, z, y, x)."""
+    return _open_time_series(pathlib.Path(series[0].filename).parent)
+
+
+def test_region_curve_is_the_mean_pydicom_reads(
+    series: list[pydicom.Dataset], volume: xr.DataArray
+) -> None:
+    region = PERFUSION_REGIONS["artery"]
+    curve = region_curve(volume, x=region.x, y=region.y, half_width=region.half_width)
+    assert curve.dims == ("t",) and curve.chunks is not None  # lazy until asked
+    assert np.allclose(curve["t"], np.arange(N_TIMES) * 2.0)
+    assert np.allclose(curve.values, _region_means(series, "artery"), atol=1e-4)
+
+
+def test_region_curve_outside_the_volume_names_the_series(volume: xr.DataArray) -> None:
+    with pytest.raises(RenderError, match=volume.attrs["SeriesInstanceUID"]):
+        region_curve(volume, x=500.0, y=0.0, half_width=2.0)
+    with pytest.raises(RenderError, match="'echo'"):
+        region_curve(volume, x=0.0, y=0.0, half_width=2.0, dim="echo")
+
+
+def _documented_curve(name: str) -> xr.DataArray:
+    t = np.arange(N_TIMES) * 2.0
+    return xr.DataArray(30.0 + _expected(name, t), dims=("t",), coords={"t": t})
+
+
+def test_curves_picture_draws_each_curve_in_its_colour(tmp_path: pathlib.Path) -> None:
+    curves = {"artery": _documented_curve("artery"), "white": _documented_curve("white matter")}
+    path = write_curves_picture(curves, tmp_path / "curves.png", title="CTP")
+    picture = np.asarray(Image.open(path))
+    assert Image.open(path).format == "PNG" and picture.shape[2] == 3
+    red = np.argwhere(np.all(picture == COLOURS[0], axis=2))
+    blue = np.argwhere(np.all(picture == COLOURS[1], axis=2))
+    assert len(red) and len(blue)
+    # The plot box is the black frame; the artery's highest point lies at 12 of 0-50 s.
+    middle_row = picture[picture.shape[0] // 2]
+    frame = np.flatnonzero(np.all(middle_row == 0, axis=1))
+    left, right = frame.min(), frame.max()
+    top_red = red[red[:, 0] < red[:, 0].min() + 2]  # the marker at the peak, minus legend
+    peak_column = np.median(top_red[top_red[:, 1] < right - 180][:, 1])
+    assert abs((peak_column - left) / (right - left) * 50.0 - 12.0) < 1.0
+    assert red[:, 0].min() < blue[blue[:, 1] < right - 180][:, 0].min()  # artery higher
+
+
+def test_curves_picture_refuses_bad_requests(tmp_path: pathlib.Path) -> None:
+    curve = _documented_curve("artery")
+    with pytest.raises(RenderError, match=r"\.png"):
+        write_curves_picture({"a": curve}, tmp_path / "curves.jpg")
+    with pytest.raises(RenderError, match="not 1-D"):
+        write_curves_picture({"a": curve.expand_dims(z=2)}, tmp_path / "curves.png")
+    (tmp_path / "mine.png").write_bytes(b"mine")
+    with pytest.raises(WriteError, match="overwrite"):
+        write_curves_picture({"a": curve}, tmp_path / "mine.png")
+    assert (tmp_path / "mine.png").read_bytes() == b"mine"
+
+
+def test_demo_draws_the_sample_curves_beside_the_exports(tmp_path: pathlib.Path) -> None:
+    study = make_study(tmp_path / "study", n_patients=1, rows=32, columns=32, perfusion=True)
+    out = tmp_path / "out"
+    report = convert(study, out, config=DEMO_CONFIG, formats=("jpg",), workers=0)
+    assert list(report["status"]) == ["ok", "ok"]
+    path = write_sample_curves(study, out, report)
+    assert path is not None and path.parent.name.startswith("3_PERFUSION")
+    assert (path.parent / "middle.jpg").is_file()
+    before = path.stat().st_mtime_ns
+    assert write_sample_curves(study, out, report) == path  # kept
+    assert path.stat().st_mtime_ns == before
+    assert (
+        write_sample_curves(make_study(tmp_path / "plain", 1, rows=32, columns=32), out, report)
+        is None
+    )
