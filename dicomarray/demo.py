@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import xarray as xr
 
 from .errors import WriteError
 from .staging import staged
@@ -97,11 +96,12 @@ def write_sample_curves(
     """
     from .curves import region_curve, write_curves_picture
     from .sample_perfusion import PERFUSION_REGIONS
+    from .volume import open_series
 
     folder = next(study.glob("*/*/3_PERFUSION"), None)
     if folder is None:
         return None
-    volume = _open_time_series(folder)
+    volume = open_series(folder)  # dims (t, z, y, x)
     row = report[report["SeriesInstanceUID"] == volume.attrs["SeriesInstanceUID"]]
     if row.empty or row["status"].iloc[0] == "failed":
         return None
@@ -114,24 +114,6 @@ def write_sample_curves(
     }
     title = f"{volume.attrs.get('SeriesDescription', '')}: time-attenuation curves"
     return write_curves_picture(curves, target, title=title, overwrite=overwrite)
-
-
-def _open_time_series(folder: Path) -> xr.DataArray:
-    """The series as dims (t, z, y, x): one 3-D open per time point, joined along t."""
-    from . import open_series, scan
-
-    index = scan(folder)
-    volumes = [open_series(rows) for _, rows in index.groupby("TemporalPositionIdentifier")]
-    seconds = [_tm_seconds(str(v.attrs["AcquisitionTime"])) for v in volumes]
-    joined = xr.concat(
-        volumes, dim="t", coords="different", compat="equals", combine_attrs="drop_conflicts"
-    )
-    t = xr.Variable("t", [s - seconds[0] for s in seconds], attrs={"units": "s"})
-    return joined.assign_coords(t=t)
-
-
-def _tm_seconds(tm: str) -> float:
-    return int(tm[:2]) * 3600 + int(tm[2:4]) * 60 + float(tm[4:] or 0)
 
 
 def sample_cache_dir() -> Path:

@@ -14,9 +14,10 @@ import pytest
 import xarray as xr
 from PIL import Image
 
+from dicomarray import open_series
 from dicomarray.batch import convert
 from dicomarray.curves import COLOURS, region_curve, write_curves_picture
-from dicomarray.demo import DEMO_CONFIG, _open_time_series, write_sample_curves
+from dicomarray.demo import DEMO_CONFIG, write_sample_curves
 from dicomarray.errors import RenderError, WriteError
 from dicomarray.sample import make_study
 from dicomarray.sample_perfusion import (
@@ -218,8 +219,24 @@ def test_sample_study_holds_the_perfusion_series_only_when_asked(tmp_path: pathl
 
 @pytest.fixture(scope="module")
 def volume(series: list[pydicom.Dataset]) -> xr.DataArray:
-    """The module's series opened as (t, z, y, x)."""
-    return _open_time_series(pathlib.Path(series[0].filename).parent)
+    """The module's series opened by dicomarray."""
+    return open_series(pathlib.Path(series[0].filename).parent)
+
+
+def test_open_series_gives_t_z_y_x_with_t_the_acquisition_seconds(
+    series: list[pydicom.Dataset], volume: xr.DataArray
+) -> None:
+    assert volume.dims == ("t", "z", "y", "x")
+    assert volume.shape == (N_TIMES, N_SLICES, 128, 128)
+    first = {int(ds.TemporalPositionIdentifier): ds for ds in reversed(series)}
+    acquired = [_seconds(first[i].AcquisitionTime) for i in sorted(first)]
+    assert np.array_equal(volume["t"].values, np.asarray(acquired) - acquired[0])
+    assert volume["t"].attrs["units"] == "s"
+    assert volume["temporal_position"].values.tolist() == list(range(1, N_TIMES + 1))
+    # each (t, z) frame is the file of that time point and slice, as pydicom reads it
+    ds = series[9 * N_SLICES + 1]
+    assert volume["source_file"][9, 1].item() == ds.filename
+    assert np.array_equal(volume[9, 1].values, ds.pixel_array)
 
 
 def test_region_curve_is_the_mean_pydicom_reads(
@@ -277,11 +294,12 @@ def test_curves_picture_refuses_bad_requests(tmp_path: pathlib.Path) -> None:
 def test_demo_draws_the_sample_curves_beside_the_exports(tmp_path: pathlib.Path) -> None:
     study = make_study(tmp_path / "study", n_patients=1, rows=32, columns=32, perfusion=True)
     out = tmp_path / "out"
-    report = convert(study, out, config=DEMO_CONFIG, formats=("jpg",), workers=0)
+    report = convert(study, out, config=DEMO_CONFIG, formats=("npy",), workers=0)
     assert list(report["status"]) == ["ok", "ok"]
     path = write_sample_curves(study, out, report)
     assert path is not None and path.parent.name.startswith("3_PERFUSION")
-    assert (path.parent / "middle.jpg").is_file()
+    assert (path.parent / "image.npy").is_file()
+    assert np.load(path.parent / "image.npy", mmap_mode="r").shape == (24, 8, 128, 128)
     before = path.stat().st_mtime_ns
     assert write_sample_curves(study, out, report) == path  # kept
     assert path.stat().st_mtime_ns == before
