@@ -113,13 +113,14 @@ def test_info_describes_geometry_and_tags(demo_output):
     assert "PatientID" in result.stdout and "affine" in result.stdout
 
 
-def test_info_shows_spacing_and_left_out_frames_for_people(tmp_path, capsys):
+def test_info_shows_spacing_and_the_time_dim_for_people(tmp_path, capsys):
     # real Siemens XA10 enhanced files: two time points of 6 frames, one file each
     gunzip(XA10_FILES, tmp_path)
     assert main(["info", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "spacing     z 2.4 mm, y 3.375 mm, x 3.375 mm" in lines
-    assert "left out    6 frame(s) of 1 file(s)" in lines
+    assert "shape       {'t': 2, 'z': 6, 'y': 64, 'x': 64}" in lines
+    assert not any(line.startswith("left out") for line in lines)  # both time points kept
     assert main(["info", str(pydicom_file("CT_small.dcm"))]) == 0  # one slice: no z step
     assert "spacing     z unknown, y 0.661468 mm, x 0.661468 mm" in capsys.readouterr().out
 
