@@ -101,7 +101,9 @@ def write_sample_curves(
     folder = next(study.glob("*/*/3_PERFUSION"), None)
     if folder is None:
         return None
-    volume = open_series(folder)  # dims (t, z, y, x)
+    # dims (t, z, y, x); one time point per chunk, so that a region's voxels are read
+    # holding one volume at a time, not the whole series
+    volume = open_series(folder, chunks={"t": 1})
     row = report[report["SeriesInstanceUID"] == volume.attrs["SeriesInstanceUID"]]
     if row.empty or row["status"].iloc[0] == "failed":
         return None
