@@ -28,6 +28,7 @@ from dicomarray.sample_perfusion import (
     perfusion_phantom,
     perfusion_times,
 )
+from dicomarray.writers import open_npy
 
 N_TIMES, N_SLICES = 24, 3
 
@@ -307,3 +308,21 @@ def test_demo_draws_the_sample_curves_beside_the_exports(tmp_path: pathlib.Path)
         write_sample_curves(make_study(tmp_path / "plain", 1, rows=32, columns=32), out, report)
         is None
     )
+
+
+@pytest.mark.parametrize("writer", ["npy", "zarr"])
+def test_series_round_trips_through_the_writers(
+    series: list[pydicom.Dataset], volume: xr.DataArray, tmp_path: pathlib.Path, writer: str
+) -> None:
+    """HU written and read back: every (t, z) frame equals the file's HU by pydicom."""
+    hu = volume.dicom.hu()
+    if writer == "npy":
+        hu.dicom.to_npy(tmp_path / "v.npy")
+        back = open_npy(tmp_path / "v.npy")
+    else:
+        hu.dicom.to_zarr(tmp_path / "v.zarr")
+        back = xr.open_zarr(tmp_path / "v.zarr")[hu.name or "image"]
+    assert back.dims == ("t", "z", "y", "x")
+    assert np.array_equal(back["t"].values, volume["t"].values)
+    expected = np.stack([_hu(ds) for ds in series]).reshape(back.shape)
+    assert np.array_equal(back.values, expected)
