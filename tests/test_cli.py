@@ -33,8 +33,12 @@ def demo_output(tmp_path_factory):
 
 def test_demo_converts_each_head_series(demo_output, capsys):
     folders = sorted(p.parent for p in demo_output.rglob("manifest.json"))
-    assert [f.relative_to(demo_output).parts[0] for f in folders] == ["PAT041", "PAT042"]
-    for folder in folders:
+    heads = [f for f in folders if f.name.startswith("2_HEAD")]
+    assert [f.relative_to(demo_output).parts[0] for f in heads] == ["PAT041", "PAT042"]
+    # and the first patient's perfusion series, with its curves (tests/test_perfusion.py)
+    (perfusion,) = set(folders) - set(heads)
+    assert (perfusion / "time_curves.png").is_file() and (perfusion / "image.npy").is_file()
+    for folder in heads:
         names = {p.name for p in folder.iterdir()}
         assert {"image.zarr", "image.npy", "image.json", "middle.jpg"} <= names
         assert {"orthogonal.jpg", "montage.jpg"} <= names
@@ -53,7 +57,7 @@ def test_demo_prints_a_summary_and_reuses_the_sample(demo_output, capsys, monkey
     assert main(["demo", "--out", str(demo_output), "--patients", "2"]) == 0
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
     printed = capsys.readouterr().out
-    assert "PAT041" in printed and "2 series of 2 patients" in printed and "0 failed" in printed
+    assert "PAT041" in printed and "3 series of 2 patients" in printed and "0 failed" in printed
 
 
 def test_demo_on_a_given_tree(demo_output, tmp_path):
@@ -61,7 +65,7 @@ def test_demo_on_a_given_tree(demo_output, tmp_path):
         ["demo", "--data", str(demo_output / "sample_study"), "--out", str(tmp_path)]
     )
     assert report_rows == 0
-    assert len(list(tmp_path.rglob("manifest.json"))) == 2
+    assert len(list(tmp_path.rglob("manifest.json"))) == 3  # two heads and a perfusion
 
 
 def test_scan_writes_the_index(demo_output, tmp_path, capsys):
@@ -100,7 +104,7 @@ def test_series_table(demo_output):
     result = run_cli("series", str(demo_output / "sample_study"))
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 1 + 4 and "AXIAL" in result.stdout and "SAGITTAL" in result.stdout
+    assert len(lines) == 1 + 5 and "AXIAL" in result.stdout and "SAGITTAL" in result.stdout
 
 
 def test_info_describes_geometry_and_tags(demo_output):
@@ -130,12 +134,12 @@ def test_filter_prints_matches_and_json(demo_output, tmp_path):
     config = tmp_path / "config.json"
     config.write_text('{"is_localizer": false, "Modality": "CT"}')
     plain = run_cli("filter", str(demo_output / "sample_study"), "--config", str(config))
-    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 2
+    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 3
     as_json = run_cli(
         "filter", str(demo_output / "sample_study"), "--config", str(config), "--json"
     )
     records = json.loads(as_json.stdout)
-    assert [r["meta"]["PatientID"] for r in records] == ["PAT041", "PAT042"]
+    assert [r["meta"]["PatientID"] for r in records] == ["PAT041", "PAT041", "PAT042"]
 
 
 def test_filter_with_a_bad_config_is_bad_usage(demo_output, tmp_path):
