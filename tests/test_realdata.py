@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import xarray as xr
 
 import dicomarray
 from benchmarks import compare_dcm2niix as cmp
@@ -143,6 +144,73 @@ def _index_change(shape: tuple[int, int, int]) -> np.ndarray:
     change[0, 2] = 1  # k -> z
     change[3, 3] = 1
     return change
+
+
+def _volume_set(make_series) -> xr.DataArray:
+    """A (t, z, y, x) set of 3 volumes as the n-D core builds it, each with its own values."""
+    volume = dicomarray.open_series(make_series()[0].parent)
+    volumes = [volume.copy(data=volume.data + 7 * t) for t in range(3)]
+    return xr.concat(volumes, dim="t")
+
+
+def _write_nifti(volume_set: xr.DataArray, order: list[int], path: Path, shift_mm: float = 0):
+    """The volumes ``order`` of ``volume_set`` as dcm2niix stores them: (x, y, z, t), RAS,
+    float32 modality values; the affine ``shift_mm`` off along x."""
+    import nibabel
+
+    slope = float(volume_set.attrs["RescaleSlope"])
+    intercept = float(volume_set.attrs["RescaleIntercept"])
+    data = volume_set.values[order] * slope + intercept
+    # NIfTI index (i, j, k) = dicomarray's (x, y, z)
+    to_ours = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+    affine = cmp.LPS_FROM_RAS @ volume_set.dicom.affine @ to_ours
+    affine[0, 3] += shift_mm
+    stored = data.transpose(3, 2, 1, 0).astype(np.float32)
+    nibabel.Nifti1Image(stored if len(order) > 1 else stored[..., 0], affine).to_filename(path)
+    return cmp.NiftiOutput(path, "uid", 1)
+
+
+def test_volume_set_matches_a_4d_nifti_in_another_order(make_series, tmp_path) -> None:
+    volume_set = _volume_set(make_series)
+    output = _write_nifti(volume_set, [2, 0, 1], tmp_path / "a.nii")
+    row = cmp.compare_volume_set(cmp.Comparison("s", cmp.DICOMARRAY_ERROR), volume_set, [output])
+    assert row.category == cmp.MATCH, row
+    assert (row.volumes, row.nifti_volumes, row.nifti_shapes) == (3, 3, [[64, 64, 12, 3]])
+    assert row.volume_order == [1, 2, 0]
+    assert row.differing_voxels == 0 and row.geometry_mm < 1e-4
+
+
+def test_volume_set_matches_volumes_split_over_files(make_series, tmp_path) -> None:
+    # dcm2niix writes one file per echo or image type (_e2, _ph): one 4-D, one 3-D here
+    volume_set = _volume_set(make_series)
+    outputs = [
+        _write_nifti(volume_set, [0, 1], tmp_path / "a.nii"),
+        _write_nifti(volume_set, [2], tmp_path / "a_e2.nii"),
+    ]
+    row = cmp.compare_volume_set(cmp.Comparison("s", cmp.DICOMARRAY_ERROR), volume_set, outputs)
+    assert row.category == cmp.MATCH, row
+    assert row.nifti == "a.nii, a_e2.nii" and row.volume_order == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("order", "shift_mm", "category"),
+    [
+        ([0, 1], 0.0, cmp.SHAPE_DIFFERS),  # a volume missing
+        ([0, 1, 2, 2], 0.0, cmp.SHAPE_DIFFERS),  # one too many
+        ([0, 1, 2], 0.05, cmp.GEOMETRY_OFF),
+        ([0, 1, 1], 0.0, cmp.VALUES_DIFFER),  # volume 2 has other values
+    ],
+)
+def test_volume_set_differences_are_found(make_series, tmp_path, order, shift_mm, category):
+    volume_set = _volume_set(make_series)
+    output = _write_nifti(volume_set, order, tmp_path / "a.nii", shift_mm)
+    row = cmp.compare_volume_set(cmp.Comparison("s", cmp.DICOMARRAY_ERROR), volume_set, [output])
+    assert row.category == category, row
+    if category == cmp.GEOMETRY_OFF:
+        assert row.geometry_mm == pytest.approx(0.05, abs=1e-4)
+    if category == cmp.VALUES_DIFFER:
+        assert row.differing_voxels == 12 * 64 * 64  # every voxel of volume 2, by 7
+        assert row.max_abs_diff == pytest.approx(7.0)
 
 
 class _Panic(BaseException):
