@@ -84,6 +84,10 @@ CATEGORIES = (
     NOT_AN_IMAGE,
     COMPARISON_FAILED,
 )
+#: Sets holding one session exported twice (classic and enhanced multi-frame): the two
+#: exports share Series Instance UIDs and dcm2niix converts both, so each export is
+#: compared on its own, as a user would open it.
+EXPORTS = {"dcm_qa_philips_enh": ("In/cl", "In/enh")}
 #: The README block ``--readme`` rewrites with the counts.
 README = REPO / "README.md"
 README_START = "<!-- compare_dcm2niix: start (python -m benchmarks.compare_dcm2niix --readme) -->"
@@ -161,6 +165,16 @@ def realdata_sets(root: Path, names: Sequence[str] = ()) -> list[Path]:
     """The set folders under ``root`` (all of them, or those named), sorted by name."""
     sets = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return [p for p in sets if not names or p.name in names]
+
+
+def comparison_units(sets: Sequence[Path]) -> list[tuple[Path, str]]:
+    """(folder, name) of each unit compared on its own: a set, or each export of a set in
+    :data:`EXPORTS` (``dcm_qa_philips_enh/cl``)."""
+    units = []
+    for folder in sets:
+        exports = [folder / sub for sub in EXPORTS.get(folder.name, ()) if (folder / sub).is_dir()]
+        units += [(e, f"{folder.name}/{e.name}") for e in exports] or [(folder, folder.name)]
+    return units
 
 
 def gzipped_dicom_files(folder: Path) -> list[Path]:
@@ -680,15 +694,18 @@ def _text(value: Any) -> str | None:
     return None if _missing(value) else str(value)
 
 
-def compare_set(folder: Path, work: Path) -> tuple[list[Comparison], dict[str, Any]]:
+def compare_set(
+    folder: Path, work: Path, name: str | None = None
+) -> tuple[list[Comparison], dict[str, Any]]:
     """Every series of one realdata set compared with dcm2niix's conversion of the set.
 
-    Returns the rows and a summary of the set (files, what dicomarray skipped, dcm2niix's
-    log tail).
+    ``name`` names the set in the rows (default: the folder's name). Returns the rows and
+    a summary of the set (files, what dicomarray skipped, dcm2niix's log tail).
     """
     import dicomarray
 
-    summary: dict[str, Any] = {"set": folder.name}
+    name = name or folder.name
+    summary: dict[str, Any] = {"set": name}
     zipped = gzipped_dicom_files(folder)
     readable = gunzipped_copy(folder, zipped, work / "gunzipped")
     summary["gunzipped"] = len(zipped)
@@ -710,14 +727,14 @@ def compare_set(folder: Path, work: Path) -> tuple[list[Comparison], dict[str, A
     except BaseException as exc:  # noqa: BLE001 - the set fails, the run goes on
         error = describe_error(exc)
         summary["error"] = error
-        rows = [Comparison(folder.name, DICOMARRAY_ERROR, error=f"scan/list_series: {error}")]
-        return rows + _unpaired(folder.name, outputs, set()), summary
+        rows = [Comparison(name, DICOMARRAY_ERROR, error=f"scan/list_series: {error}")]
+        return rows + _unpaired(name, outputs, set()), summary
     rows, paired = [], set()
     for _, series in table.iterrows():
-        row, names = compare_series(folder.name, index, series, outputs)
+        row, names = compare_series(name, index, series, outputs)
         rows.append(row)
         paired |= names
-    return rows + _unpaired(folder.name, outputs, paired), summary
+    return rows + _unpaired(name, outputs, paired), summary
 
 
 def _dicomarray_source(
@@ -935,14 +952,14 @@ def run(
     rows: list[Comparison] = []
     summaries = []
     with tempfile.TemporaryDirectory(prefix="compare_dcm2niix_") as tmp:
-        for folder in realdata_sets(root, names):
-            print(f"{folder.name} ...", file=sys.stderr, flush=True)
+        for folder, name in comparison_units(realdata_sets(root, names)):
+            print(f"{name} ...", file=sys.stderr, flush=True)
             try:
-                set_rows, summary = compare_set(folder, Path(tmp) / folder.name)
+                set_rows, summary = compare_set(folder, Path(tmp) / name, name)
             except Exception as exc:  # noqa: BLE001 - a fault of this script: record, go on
                 error = f"comparison failed: {describe_error(exc)}"
-                set_rows = [Comparison(folder.name, COMPARISON_FAILED, error=error)]
-                summary = {"set": folder.name, "error": error}
+                set_rows = [Comparison(name, COMPARISON_FAILED, error=error)]
+                summary = {"set": name, "error": error}
             rows.extend(set_rows)
             summaries.append(summary)
     write_results(rows, summaries, out, readme)
