@@ -847,14 +847,16 @@ def counts_table(rows: list[Comparison]) -> list[str]:
     """Markdown lines: each category's count and its series (``set #number``)."""
     lines = ["| category | series | which |", "|---|--:|---|"]
     for category in CATEGORIES:
-        which = [_series_name(row) for row in rows if row.category == category]
+        which = [_series_name(row, described=True) for row in rows if row.category == category]
         lines.append(f"| {category} | {len(which)} | {', '.join(which)} |")
     return lines
 
 
-def _series_name(row: Comparison) -> str:
+def _series_name(row: Comparison, described: bool = False) -> str:
+    """``set #number``, and the description (shortened) when ``described``."""
     number = "" if row.series_number is None else f" #{row.series_number}"
-    return f"{row.set.removeprefix('dcm_qa_')}{number}"
+    name = f"{row.set.removeprefix('dcm_qa_')}{number}"
+    return f"{name} ({row.description[:24]})" if described and row.description else name
 
 
 def text_table(rows: list[Comparison]) -> str:

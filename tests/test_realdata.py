@@ -245,9 +245,25 @@ def test_comparison_matches_written_series_and_survives_a_failing_one(
         assert by_number[number].differing_voxels == 0
     assert by_number[4].category == cmp.DICOMARRAY_ERROR
     assert "_Panic: decoder panicked" in by_number[4].error
-    counts = cmp.write_results(rows, [summary], tmp_path / "out")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{cmp.README_START}\nold counts\n{cmp.README_END}\n\nafter\n")
+    counts = cmp.write_results(rows, [summary], tmp_path / "out", readme)
     assert counts[cmp.MATCH] == 2
     assert "| match | 2 |" in (tmp_path / "out" / "dcm2niix_comparison.md").read_text()
+    text = readme.read_text()
+    assert "old counts" not in text and text.endswith("\n\nafter\n")
+    lines = {line.split(" | ")[0]: line for line in text.splitlines()}
+    assert lines["| match"].startswith("| match | 2 | set #2 (") and "set #3 (" in lines["| match"]
+    assert lines["| dicomarray error"].startswith("| dicomarray error | 1 | set #4 (")
+    assert "set #2" in cmp.text_table(rows) and "verdict" in cmp.text_table(rows)
+
+
+def test_readme_without_the_markers_is_left_alone(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("no block here\n")
+    with pytest.raises(ValueError, match="no .* block"):
+        cmp.update_readme(readme, "counts")
+    assert readme.read_text() == "no block here\n"
 
 
 # -- the whole sets, when present --------------------------------------------------------
