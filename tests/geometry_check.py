@@ -2,8 +2,12 @@
 
 Issue 13 asks that, whatever the layout (classic slices, enhanced frames, mosaics, n-D),
 the affine reproduce every frame's (0020,0032) *Image Position (Patient)* within
-0.01 mm. Two checks, for any test that opens a series:
+0.01 mm. The checks:
 
+* :class:`GeometryGuard` (:func:`affine_disagreement`), run by ``tests/conftest.py`` on
+  every volume any test opens: the affine against the ``image_position_*`` coordinates
+  and against every frame's position as the index read it (every volume of an n-D
+  series), from coords and the assembly's frames, reading no pixels;
 * :func:`assert_affine_matches_positions` from the volume alone: its ``image_position_*``
   coordinates are the positions assembly read for each slice;
 * :func:`assert_affine_matches_files` against the files themselves, read again by pydicom
