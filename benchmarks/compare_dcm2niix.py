@@ -325,7 +325,7 @@ class ValueDiff:
 
 
 def compare_values(volume: Any, data: Any, mapping: AxisMap) -> ValueDiff:
-    """Compare one of dicomarray's 3-D volumes with one NIfTI volume, a slice at a time.
+    """Compare one of dicomarray's 3-D volumes with one NIfTI volume, slice by slice.
 
     dcm2niix may write the rescaled values, or the stored ones with the rescale in
     ``scl_slope``/``scl_inter``; nibabel's array proxy applies the latter, so modality
@@ -335,14 +335,16 @@ def compare_values(volume: Any, data: Any, mapping: AxisMap) -> ValueDiff:
     """
     slopes, intercepts = slice_rescale(volume)
     slope, inter = _scl(data)
-    # the NIfTI volume is read once: a proxy sliced across its first axis would read
-    # the whole file again for every slice (51 s for a 170-slice sagittal MPRAGE)
-    values = np.asarray(data[(slice(None),) * 3], dtype=np.float64)
+    # each side is read once, one 3-D volume: a NIfTI proxy sliced across its first axis
+    # reads the whole file again for every slice (51 s for a 170-slice sagittal MPRAGE),
+    # and a slice of a chunk of several volumes may read the chunk
+    values = np.asarray(data[(slice(None),) * 3])
+    mine = np.asarray(volume.values)
     result = ValueDiff()
     for k in range(volume.shape[0]):
-        stored = np.asarray(volume.isel(z=k).values, dtype=np.float64)
+        stored = mine[k].astype(np.float64)
         ours = stored * slopes[k] + intercepts[k]
-        theirs = mapping.nifti_slice(values, k, volume.shape)
+        theirs = mapping.nifti_slice(values, k, volume.shape).astype(np.float64)
         theirs_stored = np.rint((theirs - inter) / slope)
         close = _close(ours, theirs)
         result.max_abs_diff = max(result.max_abs_diff, float(np.abs(ours - theirs).max()))
