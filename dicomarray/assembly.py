@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from .errors import (
 )
 from .frames import expand_frames
 from .geometry import (
+    POSITION_TOLERANCE_MM,
     SPACING_RTOL,
     TILT_TOLERANCE_DEGREES,
     SeriesGeometry,
@@ -37,21 +39,12 @@ from .geometry import (
     slice_spacing_report,
     tilt_degrees,
 )
+from .split import Grid, split_volumes
 
 logger = logging.getLogger(__name__)
 
-#: Tags that may tell apart stacks sharing slice positions (echoes, phases, repeats).
-REPEAT_KEYS: tuple[str, ...] = (
-    "EchoNumbers",
-    "TemporalPositionIdentifier",
-    "AcquisitionNumber",
-    "SeriesNumber",
-    "ImageType",
-)
 #: Pixel spacings within this relative difference belong to one stack.
 SPACING_MATCH_RTOL = 1e-4
-#: Two slices closer than this along the normal (mm) are at the same position.
-SAME_POSITION_TOLERANCE = 1e-3
 _PIXEL_FORMAT = ("SamplesPerPixel", "BitsAllocated", "PixelRepresentation")
 
 
@@ -64,19 +57,29 @@ class Assembly:
     series_uid : str
         (0020,000E) *Series Instance UID* of the stack.
     frames : pandas.DataFrame
-        One row per 2-D frame in volume order: the index columns plus ``frame``
-        (0-based frame number within its file).
+        One row per 2-D frame in C order over :attr:`shape` (volumes, each along the
+        normal): the index columns plus ``frame`` (0-based frame number within its file).
     geometry : SeriesGeometry
-        Orientation, positions, ``z`` values, pixel spacing and shape.
+        Orientation, positions, ``z`` values, pixel spacing and shape of one volume
+        (every volume of a grid has the same slice positions).
+    grid : Grid
+        The extra dims and their coordinates (none for one 3-D volume).
     report : dict
-        ``sorted_by``, ``slice_spacing``, ``left_out`` (list of ``{"path", "reason"}``)
-        and ``warnings`` (list of str). JSON-safe.
+        ``sorted_by``, ``dims`` (the extra dims: ``{"dim", "size", "split_by"}``),
+        ``split_candidates``, ``slice_spacing``, ``left_out`` (list of
+        ``{"path", "reason"}``) and ``warnings`` (list of str). JSON-safe.
     """
 
     series_uid: str
     frames: pd.DataFrame
     geometry: SeriesGeometry
+    grid: Grid
     report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Sizes of the frame grid: the extra dims, then ``z``."""
+        return self.grid.shape
 
 
 def assemble(
@@ -85,6 +88,8 @@ def assemble(
     *,
     rtol: float = SPACING_RTOL,
     tilt_tolerance: float = TILT_TOLERANCE_DEGREES,
+    split_by: Sequence[str] | None = None,
+    dims: Sequence[str] | None = None,
 ) -> Assembly:
     """Choose, order and check the frames of one series from an index.
 
@@ -99,6 +104,9 @@ def assemble(
         Relative deviation from the median slice step that counts as uneven spacing.
     tilt_tolerance : float, default 0.05
         Angle in degrees between the slice step and the normal that counts as a tilt.
+    split_by, dims
+        How frames that repeat slice positions make extra dims; see
+        :func:`dicomarray.split.split_volumes`. Default: decided from the data.
 
     Raises
     ------
@@ -108,8 +116,9 @@ def assemble(
         No ``series_uid`` and several series share the largest number of instances; the
         message lists them (UID, number, description, folder).
     AssemblyError
-        Frames that cannot form one volume (mixed pixel formats, repeated positions no tag
-        tells apart, an ImageOrientationPatient, ImagePositionPatient or PixelSpacing that
+        Frames that cannot form one volume or grid of volumes (mixed pixel formats,
+        repeated positions no rule arranges as a full grid, volumes whose slice positions
+        differ, an ImageOrientationPatient, ImagePositionPatient or PixelSpacing that
         is not 6, 3 or 2 finite numbers), naming the file.
     PixelDataError
         A (0028,0008) *Number of Frames* that is not a count.
@@ -125,21 +134,24 @@ def assemble(
     _check_mosaic(frames, warnings)
     _check_geometry_values(frames)
     frames = _largest_stack(frames, left_out, warnings)
-    frames = _separate_repeats(frames, left_out, warnings)
     _check_pixel_format(frames)
-    frames, z, sorted_by = _order(frames, warnings)
+    frames, z, sorted_by, grid = _order(frames, warnings, split_by, dims)
     _check_pixel_spacing(frames, warnings)
-    geometry = _geometry(frames, z)
+    first_volume = frames.iloc[: grid.n_slices]
+    _check_same_positions(frames, grid)
+    geometry = _geometry(first_volume, z[: grid.n_slices])
     _check_spacing(geometry, sorted_by, rtol, tilt_tolerance, warnings)
     report = {
         "series_uid": uid,
         "sorted_by": sorted_by,
         "n_frames": len(frames),
+        "dims": [dim.report() for dim in grid.dims],
+        "split_candidates": grid.candidates,
         **_slice_spacing(geometry.z, sorted_by, rtol),
         "left_out": left_out,
         "warnings": warnings,
     }
-    return Assembly(uid, frames, geometry, report)
+    return Assembly(uid, frames, geometry, grid, report)
 
 
 def _choose_series(
@@ -407,68 +419,9 @@ def _shown_values(values: np.ndarray | None) -> list[float] | None:
     return None if values is None else [round(float(v), 3) + 0.0 for v in values]
 
 
-def _separate_repeats(
-    frames: pd.DataFrame, left_out: list[dict[str, str]], warnings: list[str]
-) -> pd.DataFrame:
-    """Frames at the same position: split by the first tag that tells them apart."""
-    z = _normal_positions(frames)
-    if z is None or not _has_repeats(z):
-        return frames
-    for key in REPEAT_KEYS:
-        labels = frames[key].map(_hashable)
-        groups = labels.value_counts(sort=True)
-        if len(groups) < 2:
-            continue
-        if all(not _has_repeats(z[(labels == g).to_numpy()]) for g in groups.index):
-            chosen = groups.index[0]
-            keep = (labels == chosen).to_numpy()
-            for path, value in zip(frames["path"][~keep], labels[~keep], strict=True):
-                left_out.append({"path": path, "reason": f"{key} {value} (repeated positions)"})
-            message = (
-                f"series repeats slice positions in {len(groups)} stacks told apart by {key}; "
-                f"using {key} = {chosen} ({groups.iloc[0]} frames)"
-            )
-            warnings.append(message)
-            warn_data_problem(message)
-            return frames[keep]
-    repeated = _repeated(z)
-    where = np.unique(np.round(z[repeated], 3))[:5]
-    files = list(dict.fromkeys(frames["path"][repeated]))
-    shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
-    raise AssemblyError(
-        f"{shown}: {int(repeated.sum())} frames share slice positions "
-        f"(z = {', '.join(map(str, where))} mm) and none of {', '.join(REPEAT_KEYS)} tells "
-        f"them apart{_looks_4d(z)}; filter the index rows before opening"
-    )
-
-
-def _looks_4d(z: np.ndarray) -> str:
-    """A hint when every position holds the same number of frames: volumes in one series."""
-    _positions, counts = np.unique(np.round(z / SAME_POSITION_TOLERANCE), return_counts=True)
-    if len(counts) > 1 and counts.min() == counts.max() > 1:
-        return (
-            f" (each of {len(counts)} positions holds {counts[0]} frames: {counts[0]} volumes "
-            "in one series, e.g. told apart by InstanceNumber or AcquisitionTime)"
-        )
-    return ""
-
-
 def _hashable(value: Any) -> Any:
     value = plain_cell(value)
     return "\\".join(map(str, value)) if isinstance(value, list) else value
-
-
-def _repeated(z: np.ndarray) -> np.ndarray:
-    order = np.argsort(z, kind="stable")
-    close = np.abs(np.diff(z[order])) < SAME_POSITION_TOLERANCE
-    flags = np.zeros(len(z), dtype=bool)
-    flags[order[1:][close]] = True
-    flags[order[:-1][close]] = True
-    return flags
-
-
-def _has_repeats(z: np.ndarray) -> bool:
-    return bool(_repeated(z).any())
 
 
 def _normal_positions(frames: pd.DataFrame) -> np.ndarray | None:
@@ -497,15 +450,46 @@ def _check_pixel_format(frames: pd.DataFrame) -> None:
             )
 
 
-def _order(frames: pd.DataFrame, warnings: list[str]) -> tuple[pd.DataFrame, np.ndarray, str]:
-    """Sort along the normal; SliceLocation, then InstanceNumber, only without positions."""
+def _order(
+    frames: pd.DataFrame,
+    warnings: list[str],
+    split_by: Sequence[str] | None,
+    dims: Sequence[str] | None,
+) -> tuple[pd.DataFrame, np.ndarray, str, Grid]:
+    """Frames in grid order (volumes, each along the normal), their z and the grid.
+
+    Slices are sorted along the normal; by SliceLocation, then InstanceNumber, only
+    without positions.
+    """
     z, sorted_by = _sort_positions(frames)
     if sorted_by != "ImagePositionPatient" and len(frames) > 1:
         message = f"no usable ImagePositionPatient; slices ordered by {sorted_by}"
         warnings.append(message)
         warn_data_problem(message)
-    order = _slice_order(frames, z)
-    return frames.iloc[order].reset_index(drop=True), z[order], sorted_by
+    grid = split_volumes(frames, z, _slice_order(frames, z), split_by=split_by, dims=dims)
+    if grid.dims:
+        shape = " x ".join(f"{d.name} {d.size}" for d in grid.dims)
+        logger.info("%d frames as %s x z %d", len(frames), shape, grid.n_slices)
+    order = grid.order
+    return frames.iloc[order].reset_index(drop=True), z[order], sorted_by, grid
+
+
+def _check_same_positions(frames: pd.DataFrame, grid: Grid) -> None:
+    """Every volume of a grid lies where the first does: one geometry serves them all."""
+    if not grid.dims or frames["ImagePositionPatient"].isna().any():
+        return
+    positions = np.array(frames["ImagePositionPatient"].tolist(), dtype=float)
+    volumes = positions.reshape(-1, grid.n_slices, 3)
+    off = np.linalg.norm(volumes - volumes[:1], axis=-1)
+    if off.max() > POSITION_TOLERANCE_MM:
+        volume, slice_index = np.unravel_index(int(off.argmax()), off.shape)
+        path = frames["path"].iloc[volume * grid.n_slices + slice_index]
+        raise AssemblyError(
+            f"{path}: slice {slice_index} of volume {volume} lies {off.max():.3g} mm from "
+            "the same slice of the first volume: the volumes of this series do not share "
+            "their slice positions, so no one geometry describes them; filter the index "
+            "rows to one volume"
+        )
 
 
 def _sort_positions(frames: pd.DataFrame) -> tuple[np.ndarray, str]:
@@ -579,10 +563,18 @@ def _check_spacing(
 ) -> None:
     messages = []
     positioned = sorted_by in ("ImagePositionPatient", "SliceLocation")
+    off = _affine_miss(geometry) if sorted_by == "ImagePositionPatient" else None
     if positioned and len(geometry.z) > 1 and regular_step(geometry.z, rtol=rtol) is None:
         messages.append(
             f"uneven spacing, {describe_steps(geometry.z, rtol=rtol)}: no one slice spacing "
             "(see the slice_steps of the assembly report)"
+            + (f"; the affine misses slice {off[0]} by {off[1]:.3g} mm" if off else "")
+        )
+    elif off:
+        messages.append(
+            f"the affine (first slice plus the mean slice step) misses slice {off[0]}'s "
+            f"ImagePositionPatient by {off[1]:.3g} mm (more than {POSITION_TOLERANCE_MM} mm): "
+            "the slices are not evenly spaced; .dicom.world() places every slice exactly"
         )
     if sorted_by == "ImagePositionPatient":
         angle = tilt_degrees(geometry.positions, geometry.normal)
@@ -591,6 +583,23 @@ def _check_spacing(
     for message in messages:
         warnings.append(message)
         warn_data_problem(message)
+
+
+def _affine_miss(geometry: SeriesGeometry) -> tuple[int, float] | None:
+    """The slice whose position the affine misses most, and by how much (mm), when that is
+    more than :data:`~dicomarray.geometry.POSITION_TOLERANCE_MM`.
+
+    The affine puts slice ``k`` at the first position plus ``k`` mean steps (see
+    :meth:`~dicomarray.geometry.VolumeGeometry.affine`).
+    """
+    positions = geometry.positions
+    n = len(positions)
+    if n < 3 or not np.isfinite(positions).all():
+        return None
+    line = positions[0] + np.outer(np.arange(n), (positions[-1] - positions[0]) / (n - 1))
+    off = np.linalg.norm(positions - line, axis=1)
+    worst = int(off.argmax())
+    return (worst, float(off[worst])) if off[worst] > POSITION_TOLERANCE_MM else None
 
 
 def _slice_spacing(z: np.ndarray, sorted_by: str, rtol: float) -> dict[str, Any]:

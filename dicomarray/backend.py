@@ -16,7 +16,8 @@ class DicomBackendEntrypoint(BackendEntrypoint):
     """Open a DICOM series (a folder, a file or a list of files) as a Dataset.
 
     The Dataset holds one variable, ``image``, exactly as :func:`dicomarray.open_series`
-    returns it; keyword arguments (``series_uid``, ``rtol``, ``max_bytes``) are passed on.
+    returns it; keyword arguments (``series_uid``, ``chunks``, ``rtol``, ``max_bytes``,
+    ``split_by``, ``dims``) are passed on.
     """
 
     description = "Open DICOM series as lazy (z, y, x) volumes with dicomarray"
@@ -27,6 +28,8 @@ class DicomBackendEntrypoint(BackendEntrypoint):
         "series_uid",
         "rtol",
         "max_bytes",
+        "split_by",
+        "dims",
     )
 
     def open_dataset(  # type: ignore[override]

@@ -22,6 +22,9 @@ from .errors import DicomArrayError
 SPACING_RTOL = 0.05
 #: Angle (degrees) between the slice step and the normal above which a stack is tilted.
 TILT_TOLERANCE_DEGREES = 0.05
+#: Largest distance (mm) between a frame's (0020,0032) *Image Position (Patient)* and
+#: where the volume's affine puts it before the series is flagged.
+POSITION_TOLERANCE_MM = 0.01
 #: (0020,0037) *Image Orientation (Patient)* assumed when a volume has none: axial.
 DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 #: (0028,0030) *Pixel Spacing* assumed when a volume has none, in mm.

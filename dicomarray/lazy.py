@@ -31,16 +31,20 @@ class FrameStackArray(dask.array.Array):
         return stack if stack is not None and self.shape == stack.shape else None
 
     def __getitem__(self, key: Any) -> Any:
-        """Selecting slices (along ``z`` only) keeps reading straight from the files."""
+        """Selecting frames (along ``z`` and the extra dims only) keeps reading straight
+        from the files."""
         stack = self.frame_stack
-        z_key = _z_only(key, self.ndim) if stack is not None and self.ndim == 3 else None
-        if stack is None or z_key is None:
+        grid_key = _grid_only(key, self.ndim, len(stack.grid)) if stack is not None else None
+        if stack is None or grid_key is None:
             return super().__getitem__(key)
-        picked = np.arange(self.shape[0])[z_key]
-        subset = stack.subset(np.atleast_1d(picked).tolist(), squeeze=np.ndim(picked) == 0)
-        per_chunk = min(self.chunks[0][0], max(1, subset.frames_shape[0]))
-        chunks = subset.shape if subset.ndim == 2 else (per_chunk, *subset.shape[1:])
-        return lazy_frames(subset, chunks)
+        subset = stack.take(stack.positions(grid_key))
+        kept = [i for i, k in enumerate(grid_key) if not _is_index(k)]
+        kept += list(range(len(grid_key), len(stack.grid)))
+        chunks = tuple(
+            min(self.chunks[axis][0], max(1, size))
+            for axis, size in zip(kept, subset.grid, strict=True)
+        )
+        return lazy_frames(subset, (*chunks, *subset.shape[len(subset.grid) :]))
 
     def __array__(self, dtype: Any = None, copy: Any = None, **kwargs: Any) -> np.ndarray:
         stack = self.frame_stack
@@ -54,6 +58,7 @@ def lazy_frames(stack: FrameStack, chunks: Any) -> FrameStackArray:
     """A dask array over ``stack`` whose name depends on the files' paths, sizes and times."""
     token = tokenize(
         file_signature(stack.paths),
+        stack.grid,
         stack.frame_numbers,
         stack.slopes,
         stack.intercepts,
@@ -89,23 +94,33 @@ def rescaled_frames(
     return lazy_frames(stack.rescaled(slope, intercept, padding), data.chunks)
 
 
-def _z_only(key: Any, ndim: int) -> Any:
-    """The ``z`` part of a key that selects slices and nothing else, else None.
+def _grid_only(key: Any, ndim: int, n_grid: int) -> tuple[Any, ...] | None:
+    """The grid part of a key that selects frames and nothing else, else None.
 
-    Slices, single indices and 1-D lists or arrays of indices qualify.
+    Slices, single indices and at most one 1-D list or array of indices qualify (where
+    numpy's and dask's fancy indexing agree); rows and columns must be untouched.
     """
     key = key if isinstance(key, tuple) else (key,)
-    if len(key) > ndim or not key:
+    if len(key) > ndim or not key or any(k is None or k is Ellipsis for k in key):
         return None
-    z_key, rest = key[0], key[1:]
+    grid_key, rest = key[:n_grid], key[n_grid:]
     if any(not (isinstance(k, slice) and k == slice(None)) for k in rest):
         return None
-    if isinstance(z_key, slice) or (
-        isinstance(z_key, int | np.integer) and not isinstance(z_key, bool)
-    ):
-        return z_key
-    if isinstance(z_key, list | np.ndarray):
-        indices = np.asarray(z_key)
-        if indices.ndim == 1 and indices.dtype.kind in "iu":
-            return indices
-    return None
+    parts = []
+    for k in grid_key:
+        if isinstance(k, slice) or _is_index(k):
+            parts.append(k)
+        elif isinstance(k, list | np.ndarray):
+            indices = np.asarray(k)
+            if indices.ndim != 1 or indices.dtype.kind not in "iu":
+                return None
+            parts.append(indices)
+        else:
+            return None
+    if sum(isinstance(p, np.ndarray) for p in parts) > 1:
+        return None
+    return tuple(parts)
+
+
+def _is_index(key: Any) -> bool:
+    return isinstance(key, int | np.integer) and not isinstance(key, bool)

@@ -173,33 +173,47 @@ class PixelFormat:
 
 
 class FrameStack:
-    """A lazy 3-D array of stored values, one frame per file (or per frame of a file).
+    """A lazy array of stored values over a grid of frames: ``(*grid, rows, columns)``.
 
+    The frames are one flat list (one frame per file, or per frame of a file) in C order
+    over ``grid``: ``(slices,)`` for one volume, ``(volumes, slices)`` for a 4-D series.
     Indexing reads only the frames asked for, each straight into the result. Instances
     hold paths and offsets only (no open files), so they pickle.
     """
 
-    def __init__(self, frames: pd.DataFrame, fmt: PixelFormat) -> None:
+    def __init__(
+        self, frames: pd.DataFrame, fmt: PixelFormat, grid: tuple[int, ...] | None = None
+    ) -> None:
         self.paths = [str(p) for p in frames["path"]]
         self.frame_numbers = [int(f) for f in frames["frame"]]
         #: (0028,0008) *Number of Frames* of each frame's file
         self.file_frames = [_optional_int(n) or 1 for n in frames["NumberOfFrames"]]
         self.offsets = [_optional_int(v) for v in frames["pixel_data_offset"]]
         self.syntaxes = [_syntax(s) for s in frames["TransferSyntaxUID"]]
-        #: each frame's slice index in the whole series (subsets keep them)
+        #: each frame's place in the whole series' flat frame list (subsets keep them)
         self.slice_indices = list(range(len(self.paths)))
         self.format = fmt
-        #: (frames, rows, columns); ``shape`` drops the frames axis of a one-frame subset
+        #: (frames, rows, columns): the flat frame list, whatever the grid
         self.frames_shape = (len(self.paths), fmt.rows, fmt.columns)
-        self.shape: tuple[int, ...] = self.frames_shape
+        self.grid: tuple[int, ...] = (len(self.paths),) if grid is None else tuple(grid)
+        if int(np.prod(self.grid)) != len(self.paths):
+            raise ValueError(f"a grid of {self.grid} does not hold {len(self.paths)} frames")
         self.stored_dtype = fmt.dtype.newbyteorder("=")
         self.dtype = self.stored_dtype
-        self.ndim = 3
         self.slopes: np.ndarray | None = None
         self.intercepts: np.ndarray | None = None
         #: (low, high, fill) of :meth:`rescaled`: per-frame stored padding ranges, a fill
         self.padding: tuple[np.ndarray, np.ndarray, float] | None = None
         self._fast = _LITTLE_ENDIAN_HOST and fmt.byte_aligned
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(*grid, rows, columns)``; a single frame taken alone is 2-D."""
+        return (*self.grid, *self.frames_shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
     def rescaled(
         self, slopes: Any, intercepts: Any, padding: tuple[Any, Any, float] | None = None
@@ -207,9 +221,10 @@ class FrameStack:
         """The same frames as float32 ``stored * slope + intercept``, one pair per frame.
 
         (0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept*: scalars or one
-        value per frame. Each frame is rescaled as it is read, into the float32 result.
-        ``padding`` is ``(low, high, fill)``: stored values from ``low`` to ``high``
-        (scalars or one per frame, NaN for none) become ``fill`` (see :func:`fill_padding`).
+        value per frame (in the flat frame order: C order over the grid). Each frame is
+        rescaled as it is read, into the float32 result. ``padding`` is
+        ``(low, high, fill)``: stored values from ``low`` to ``high`` (scalars or one per
+        frame, NaN for none) become ``fill`` (see :func:`fill_padding`).
         """
         other = copy.copy(self)
         n = self.frames_shape[0]
@@ -221,8 +236,11 @@ class FrameStack:
         other.dtype = np.dtype(np.float32)
         return other
 
-    def subset(self, indices: list[int], *, squeeze: bool = False) -> FrameStack:
-        """Some of the frames, in the given order; ``squeeze`` makes one frame 2-D."""
+    def take(self, picked: np.ndarray) -> FrameStack:
+        """The frames at flat positions ``picked``, arranged as its shape (a 0-d array
+        gives one 2-D frame)."""
+        picked = np.asarray(picked, dtype=np.int64)
+        indices = picked.ravel().tolist()
         other = copy.copy(self)
         names = ("paths", "frame_numbers", "file_frames", "offsets", "syntaxes", "slice_indices")
         for name in names:
@@ -234,22 +252,24 @@ class FrameStack:
             low, high, fill = self.padding
             other.padding = (low[indices], high[indices], fill)
         other.frames_shape = (len(indices), *self.frames_shape[1:])
-        other.shape = other.frames_shape[1:] if squeeze else other.frames_shape
-        other.ndim = len(other.shape)
+        other.grid = picked.shape
         return other
+
+    def positions(self, key: tuple[Any, ...]) -> np.ndarray:
+        """Flat frame positions selected by a key over the grid dims (numpy semantics)."""
+        return np.arange(self.frames_shape[0]).reshape(self.grid)[key]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
-        if len(self.shape) == 2:  # a squeezed single frame
-            key = (0, *key)
-        key = key + (slice(None),) * (3 - len(key))
-        picked = np.arange(self.frames_shape[0])[key[0]]
-        indices = [int(i) for i in np.atleast_1d(picked)]
-        first, last, within = _rows_to_read(key[1], self.frames_shape[1])
+        key = key + (slice(None),) * (self.ndim - len(key))
+        n_grid = len(self.grid)
+        picked = np.asarray(self.positions(key[:n_grid]))
+        indices = [int(i) for i in picked.ravel()]
+        first, last, within = _rows_to_read(key[n_grid], self.frames_shape[1])
         out = self._allocate((len(indices), last - first, self.frames_shape[2]), indices)
         self._read_frames(indices, out, (first, last))
-        result = out[(slice(None), within, key[2])]
-        return result[0] if np.ndim(picked) == 0 else result
+        result = out[(slice(None), within, key[n_grid + 1])]
+        return result.reshape(picked.shape + result.shape[1:])
 
     def _allocate(self, shape: tuple[int, int, int], indices: list[int]) -> np.ndarray:
         """The result array, or a PixelDataError naming the files when memory runs out."""

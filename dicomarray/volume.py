@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +52,12 @@ def open_series(
     chunks: Chunks = None,
     rtol: float = SPACING_RTOL,
     max_bytes: int = MAX_VOLUME_BYTES,
+    split_by: Sequence[str] | None = None,
+    dims: Sequence[str] | None = None,
 ) -> xr.DataArray:
-    """Open one series as a lazy ``(z, y, x)`` volume of stored pixel values.
+    """Open one series as a lazy ``(z, y, x)`` volume of stored pixel values, with extra
+    dims before them (``t``, ``echo``, ``diffusion``, ...) when its frames repeat slice
+    positions.
 
     Parameters
     ----------
@@ -63,21 +68,36 @@ def open_series(
         instances (a :class:`~dicomarray.errors.SeriesSelectionWarning` names the others;
         a tie for the most is refused).
     chunks : int, dict, tuple or "auto", optional
-        Dask chunks. An int is slices per chunk; the default holds about 16 MiB of whole
-        slices per chunk.
+        Dask chunks. An int is slices per chunk; a dict may name any dim; the default
+        holds about 16 MiB of whole slices per chunk (``z`` first, then whole volumes
+        along the last extra dim).
     rtol : float, default 0.05
         Relative deviation from the median slice step that counts as uneven spacing.
     max_bytes : int, default 64 GiB
         Refuse, before reading anything, a series that declares more stored bytes.
+    split_by : sequence of str, optional
+        Tags that tell apart volumes over the same slices, each making one extra dim
+        (``("EchoNumbers", "ImageType")``; a b-value and its gradient make one
+        ``diffusion`` dim; ``"acquisition order"`` for the k-th frame at each position).
+        Default: decided from the data (:mod:`dicomarray.split`), and recorded in
+        ``attrs["dicomarray_assembly"]["dims"]``.
+    dims : sequence of str, optional
+        The extra dims wanted, e.g. ``("t",)`` or ``("echo", "t")``: only rules that make
+        them are tried.
 
     Returns
     -------
     xarray.DataArray
-        Dask-backed stored values (no rescale applied) with dims ``("z", "y", "x")``.
-        ``z`` is each slice's position along the slice normal in mm (ascending), ``y`` and
-        ``x`` positions along the column and row directions in mm. Tags that vary between
-        slices (compared in every slice's header) are coordinates along ``z`` in
-        snake_case, never attrs; tags common to the series are attrs by DICOM keyword;
+        Dask-backed stored values (no rescale applied) with dims ``(*extra, "z", "y",
+        "x")``. ``z`` is each slice's position along the slice normal in mm (ascending),
+        ``y`` and ``x`` positions along the column and row directions in mm; every volume
+        of an n-D series has the same slice positions. Extra dims: ``t`` (seconds from
+        the first volume's first acquisition), ``echo`` (EchoTime, ms), ``diffusion``
+        (with ``b_value`` and ``gradient_l/p/s`` coordinates), ``volume`` (only an order
+        is known) or a tag's snake_case name (``image_type``). Tags that vary between
+        frames (compared in every frame's header) are coordinates in snake_case over the
+        dims they vary along, never attrs; ``source_file`` and ``frame`` name each frame's
+        origin; tags common to the series are attrs by DICOM keyword;
         ``attrs["dicomarray_assembly"]`` is the assembly report, with ``varying_tags``.
 
     Raises
@@ -87,7 +107,9 @@ def open_series(
         message lists each one's UID, number, description and folder.
     DicomArrayError
         A subclass naming the file and the problem: no series, a volume that cannot be
-        assembled, pixel data that is truncated, too large or needs a missing decoder.
+        assembled (frames repeating positions that no rule arranges as a full grid: the
+        message lists the rules tried and what each gave), pixel data that is truncated,
+        too large or needs a missing decoder.
 
     Warns
     -----
@@ -95,7 +117,15 @@ def open_series(
         Uneven spacing, gantry tilt, frames left out (localizers, other orientations).
     """
     try:
-        return _open_series(source, series_uid, chunks=chunks, rtol=rtol, max_bytes=max_bytes)
+        return _open_series(
+            source,
+            series_uid,
+            chunks=chunks,
+            rtol=rtol,
+            max_bytes=max_bytes,
+            split_by=split_by,
+            dims=dims,
+        )
     except DicomArrayError:
         raise
     except _DATA_ERRORS as exc:
@@ -124,6 +154,8 @@ def _open_series(
     chunks: Chunks,
     rtol: float,
     max_bytes: int,
+    split_by: Sequence[str] | None,
+    dims: Sequence[str] | None,
 ) -> xr.DataArray:
     index = as_index(source)
     if not (index["Rows"].notna() & index["Columns"].notna()).any():
@@ -131,9 +163,8 @@ def _open_series(
             f"{_describe(source)}: no DICOM image instances ({len(index)} other DICOM "
             f"instances{_skipped_summary(index.attrs.get('skipped', []))})"
         )
-    return volume_from_assembly(
-        assemble(index, series_uid, rtol=rtol), chunks=chunks, max_bytes=max_bytes
-    )
+    assembly = assemble(index, series_uid, rtol=rtol, split_by=split_by, dims=dims)
+    return volume_from_assembly(assembly, chunks=chunks, max_bytes=max_bytes)
 
 
 def _skipped_summary(skipped: list[tuple[str, str]]) -> str:
@@ -166,15 +197,21 @@ def volume_from_assembly(
     frames = assembly.frames
     fmt = PixelFormat.from_row(frames.iloc[0])
     check_readable(frames, fmt, max_bytes=max_bytes)
-    stack = FrameStack(frames, fmt)
+    stack = FrameStack(frames, fmt, grid=assembly.shape)
     tags = _SeriesTags.of(frames)
+    dims = _grid_dims(assembly)
     return xr.DataArray(
-        lazy_frames(stack, _chunking(chunks, fmt, len(frames))),
-        dims=("z", "y", "x"),
+        lazy_frames(stack, _chunking(chunks, fmt, assembly.shape, dims)),
+        dims=(*dims, "y", "x"),
         coords=_coords(assembly, tags),
         attrs=_attrs(assembly, tags),
         name=VARIABLE_NAME,
     )
+
+
+def _grid_dims(assembly: Assembly) -> tuple[str, ...]:
+    """The dims of the frame grid: the extra dims, then ``z``."""
+    return (*(dim.name for dim in assembly.grid.dims), "z")
 
 
 @dataclass(frozen=True)
@@ -238,20 +275,37 @@ def _is_sequence_value(values: pd.Series) -> bool:
     )
 
 
-def _chunking(chunks: Chunks, fmt: PixelFormat, n_slices: int) -> Any:
+def _chunking(
+    chunks: Chunks, fmt: PixelFormat, grid: tuple[int, ...], dims: tuple[str, ...]
+) -> Any:
+    """Dask chunks over ``(*grid, rows, columns)``: whole slices, ``z`` filled first."""
     if chunks is None:
-        per_chunk = max(1, min(n_slices, CHUNK_BYTES // fmt.array_frame_bytes))
-        return (per_chunk, fmt.rows, fmt.columns)
+        return _default_chunks(fmt, grid)
     if isinstance(chunks, int):
         if chunks < 1:
             raise DicomArrayError(f"chunks must be a positive number of slices, got {chunks}")
-        return (chunks, fmt.rows, fmt.columns)
+        return (*(1,) * (len(grid) - 1), chunks, fmt.rows, fmt.columns)
     if isinstance(chunks, dict):
-        unknown = set(chunks) - {"z", "y", "x"}
+        names = (*dims, "y", "x")
+        unknown = set(chunks) - set(names)
         if unknown:
-            raise DicomArrayError(f"chunks names unknown dims {sorted(unknown)}; dims are z, y, x")
-        return tuple(chunks.get(dim, -1) for dim in ("z", "y", "x"))
+            raise DicomArrayError(
+                f"chunks names unknown dims {sorted(unknown)}; dims are {', '.join(names)}"
+            )
+        default = dict(zip(names, _default_chunks(fmt, grid), strict=True))
+        return tuple(chunks.get(dim, default[dim]) for dim in names)
     return chunks
+
+
+def _default_chunks(fmt: PixelFormat, grid: tuple[int, ...]) -> tuple[int, ...]:
+    """About :data:`CHUNK_BYTES` of whole slices: ``z`` first, then whole volumes along
+    the last extra dim."""
+    n_slices = grid[-1]
+    per_chunk = max(1, min(n_slices, CHUNK_BYTES // fmt.array_frame_bytes))
+    outer = [1] * (len(grid) - 1)
+    if outer and per_chunk == n_slices:
+        outer[-1] = max(1, min(grid[-2], CHUNK_BYTES // (n_slices * fmt.array_frame_bytes)))
+    return (*outer, per_chunk, fmt.rows, fmt.columns)
 
 
 _SOURCE = {"long_name": "file the slice was read from"}
@@ -285,17 +339,43 @@ def _coords(assembly: Assembly, tags: _SeriesTags) -> dict[str, Any]:
     if geometry.has_positions:
         for axis, name in enumerate(POSITION_COORDS):
             coords[name] = ("z", geometry.positions[:, axis], mm)
-    for keyword in tags.varying_index:
-        if keyword not in GEOMETRY_KEYWORDS:
-            coords[snake_case(keyword)] = ("z", slice_coordinate(frames[keyword]))
-    for keyword, values in tags.varying_headers.items():
-        # a varying sequence is no coordinate: it is left out of attrs and named in the report
-        if not _is_sequence_value(values):
-            coords[snake_case(keyword)] = ("z", slice_coordinate(values))
-    # provenance: where each slice came from, kept right by any isel, sortby or where
-    coords["source_file"] = ("z", frames["path"].astype(str).to_numpy(dtype=object), _SOURCE)
-    coords["frame"] = ("z", frames["frame"].to_numpy(dtype=np.int64), _FRAME)
+    grid = _grid_dims(assembly)
+    for dim in assembly.grid.dims:
+        for name, (values, attrs) in dim.coords.items():
+            coords[name] = (dim.name, values, attrs)
+    split = {key: dim.name for dim in assembly.grid.dims for key in dim.split_by}
+    varying = {k: frames[k] for k in tags.varying_index if k not in GEOMETRY_KEYWORDS}
+    # a varying sequence is no coordinate: it is left out of attrs and named in the report
+    varying |= {k: v for k, v in tags.varying_headers.items() if not _is_sequence_value(v)}
+    for keyword, values in varying.items():
+        dims, array = _over_grid(slice_coordinate(values), assembly.shape, grid)
+        if dims != (split.get(keyword),):  # else the extra dim's own coords say it
+            coords[snake_case(keyword)] = (dims, array)
+    # provenance: where each frame came from, kept right by any isel, sortby or where
+    paths = frames["path"].astype(str).to_numpy(dtype=object)
+    coords["source_file"] = (grid, paths.reshape(assembly.shape), _SOURCE)
+    numbers = frames["frame"].to_numpy(dtype=np.int64)
+    coords["frame"] = (grid, numbers.reshape(assembly.shape), _FRAME)
     return coords
+
+
+def _over_grid(
+    values: np.ndarray, shape: tuple[int, ...], dims: tuple[str, ...]
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """Per-frame values as a coordinate over only the grid dims they vary along."""
+    array = values.reshape(shape)
+    kept = []
+    for axis in range(len(shape)):
+        first = np.take(array, [0], axis=axis)
+        same = np.array_equal(
+            np.broadcast_to(first, array.shape), array, equal_nan=array.dtype.kind == "f"
+        )
+        if same:
+            array = first
+        else:
+            kept.append(axis)
+    array = array.reshape([shape[axis] for axis in kept])
+    return tuple(dims[axis] for axis in kept), array
 
 
 def _attrs(assembly: Assembly, tags: _SeriesTags) -> dict[str, Any]:

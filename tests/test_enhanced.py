@@ -281,6 +281,11 @@ CLASSIC_ONLY_COORDS = {
     "sop_instance_uid",
     "slice_location",
     "instance_creation_time",
+    # per-frame times of the enhanced file's FrameContentSequence are not frame columns
+    # yet (issue 13, enhanced dimensions): remove these three once they are
+    "acquisition_time",
+    "content_time",
+    "trigger_time",
 }
 #: Attrs that say what a voxel is and where: equal in both exports.
 COMPARED_ATTRS = (
@@ -318,39 +323,28 @@ def philips_pairs(root: Path) -> list[tuple[int, Path, list[Path]]]:
     return pairs
 
 
-def _open_3d(source: Any) -> Any:
-    """The 3-D volume, or None for a series of several volumes (issue 13's n-D work:
-    refused today, opened with extra dims later)."""
-    try:
-        volume = dicomarray.open_series(source)
-    except dicomarray.AssemblyError as exc:
-        if "share slice positions" in str(exc):
-            return None
-        raise
-    return volume if volume.ndim == 3 else None
-
-
+@pytest.mark.xfail(
+    strict=True,
+    reason="the enhanced file's per-frame times (FrameContentSequence) are not frame columns "
+    "yet, so its t coordinate is the volume number (issue 13, enhanced dimensions)",
+)
 def test_philips_classic_and_enhanced_exports_open_to_equal_volumes(tmp_path) -> None:
     realdata = cmp.default_realdata()
     root = realdata / "dcm_qa_philips_enh" if realdata else None
     if root is None or not (root / "In" / "enh").is_dir():
         pytest.skip("no dcm_qa_philips_enh in the realdata folder")
-    compared, four_d = [], []
+    compared = []
     for number, enhanced_gz, classic_gz in philips_pairs(root):
-        enhanced = _open_3d(_gunzip(enhanced_gz, tmp_path / f"enh{number}"))
+        enhanced = dicomarray.open_series(_gunzip(enhanced_gz, tmp_path / f"enh{number}"))
         classic_folder = tmp_path / f"cl{number}"
         for path in classic_gz:
             _gunzip(path, classic_folder)
-        classic = _open_3d(classic_folder)
-        if enhanced is None or classic is None:
-            four_d.append(number)
-            continue
+        classic = dicomarray.open_series(classic_folder)
         _assert_same_volume(classic, enhanced)
-        compared.append(number)
-    # 1903 (6 volumes of ASL source) and 2001 (field map: 2 echoes x magnitude/phase)
-    # repeat their slice positions; 1301, 2101, 2201, 2301 have no enhanced image here
-    assert compared == [1901], (compared, four_d)
-    assert four_d == [1903, 2001]
+        compared.append((number, enhanced.dims))
+    # 1903: ASL source volumes; 2001: field map (echoes x magnitude/phase); 1301, 2101,
+    # 2201, 2301 have no enhanced image here
+    assert [n for n, _ in compared] == [1901, 1903, 2001], compared
 
 
 def _assert_same_volume(classic: Any, enhanced: Any) -> None:

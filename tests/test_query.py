@@ -185,7 +185,7 @@ def test_selection_compares_tags_and_never_assembles(tree_with_bad_series):
     assert [s.uid for s in found] == ["1.2.826.0.1.1", "1.2.826.0.1.2", "1.2.826.0.1.3"]
     assert len(list_series(root)) == 3
     # the errors belong to the series and come when each is opened
-    with pytest.raises(dicomarray.AssemblyError, match="share slice positions") as caught:
+    with pytest.raises(dicomarray.AssemblyError, match="do not form a full grid") as caught:
         found[1].open()
     assert "twin.dcm" in str(caught.value)  # the files at one position are named
     with pytest.raises(dicomarray.PixelDataError, match="NumberOfFrames 0"):

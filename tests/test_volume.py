@@ -205,21 +205,50 @@ def test_repeated_positions_split_by_echo(make_series, tmp_path, phantom):
     )
     both = tmp_path / "echoes"
     copy_files(first, both)
+    copy_files(second, both)
+    volume = dicomarray.open_series(both)
+    assert volume.dims == ("echo", "z", "y", "x")
+    assert volume.attrs["dicomarray_assembly"]["dims"] == [
+        {"dim": "echo", "size": 2, "split_by": ["EchoNumbers"]}
+    ]
+    np.testing.assert_array_equal(volume["echo_number"], [1, 2])
+    np.testing.assert_array_equal(stored_to_hu(volume.isel(echo=0)), phantom)
+    np.testing.assert_array_equal(stored_to_hu(volume.isel(echo=1)), phantom + 5)
+
+
+def test_a_volume_with_missing_slices_is_refused_with_the_candidates(
+    make_series, tmp_path, phantom
+):
+    first = make_series("e1", tags={"SeriesInstanceUID": "1.2.3.9", "EchoNumbers": 1})
+    second = make_series(
+        "e2", hu=phantom + 5, seed=1, tags={"SeriesInstanceUID": "1.2.3.9", "EchoNumbers": 2}
+    )
+    both = tmp_path / "echoes"
+    copy_files(first, both)
     copy_files(second[:6], both)
-    with pytest.warns(GeometryWarning, match="EchoNumbers"):
-        volume = dicomarray.open_series(both)
-    np.testing.assert_array_equal(stored_to_hu(volume), phantom)
+    with pytest.raises(dicomarray.AssemblyError, match="do not form a full grid") as caught:
+        dicomarray.open_series(both)
+    message = str(caught.value)
+    assert "18 frames at 12 slice positions (each holds 1 to 2)" in message
+    assert "split_by=('EchoNumbers',): 2 volumes of 6 to 12 frames for 12 positions" in message
 
 
-def test_repeated_positions_nothing_tells_apart_is_an_error(make_series, tmp_path, phantom):
+def test_repeated_positions_no_tag_tells_apart_open_in_acquisition_order(
+    make_series, tmp_path, phantom
+):
     first = make_series("r1", tags={"SeriesInstanceUID": "1.2.3.8"})
-    second = make_series("r2", seed=1, tags={"SeriesInstanceUID": "1.2.3.8"})
+    second = make_series("r2", hu=phantom + 7, seed=1, tags={"SeriesInstanceUID": "1.2.3.8"})
     both = tmp_path / "repeats"
     copy_files(first, both)
     copy_files(second, both)
-    with pytest.raises(dicomarray.AssemblyError, match="share slice positions") as caught:
-        dicomarray.open_series(both)
-    assert "each of 12 positions holds 2 frames: 2 volumes" in str(caught.value)
+    volume = dicomarray.open_series(both)
+    # the two acquisitions hold different AcquisitionTimes: a time dim, in their order
+    assert volume.dims == ("t", "z", "y", "x")
+    assert volume.attrs["dicomarray_assembly"]["dims"][0]["split_by"] == ["acquisition order"]
+    assert volume["t"].values[0] == 0 and volume["t"].values[1] > 0
+    assert volume["t"].attrs["units"] == "s"
+    values = [int(stored_to_hu(volume.isel(t=k))[0, 0, 0]) for k in range(2)]
+    assert sorted(values) == [int(phantom[0, 0, 0]), int(phantom[0, 0, 0]) + 7]
 
 
 @pytest.mark.parametrize(
