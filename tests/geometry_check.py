@@ -18,6 +18,7 @@ the affine reproduce every frame's (0020,0032) *Image Position (Patient)* within
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,19 @@ def _slice_indices(geometry: VolumeGeometry) -> np.ndarray:
     indices = np.zeros((geometry.n_slices, len(geometry.dims)))
     indices[:, geometry.dims.index("z")] = np.arange(geometry.n_slices)
     return indices
+
+
+#: The assembly's warning that the affine misses a slice's position, with the figure.
+_MISS_WARNING = re.compile(
+    r"the affine .*misses slice \d+\S* (?:ImagePositionPatient )?by ([0-9.e+-]+) mm"
+)
+
+
+def warned_miss_mm(volume: xr.DataArray) -> float | None:
+    """How far (mm) the assembly report warns that the affine misses a slice, or None."""
+    warnings = volume.attrs.get("dicomarray_assembly", {}).get("warnings", [])
+    found = [float(m.group(1)) for w in warnings if (m := _MISS_WARNING.search(w))]
+    return max(found) if found else None
 
 
 def flagged_irregular(volume: xr.DataArray) -> bool:
@@ -134,7 +148,8 @@ def _is_position(value: object) -> bool:
 
 def affine_disagreement(volume: xr.DataArray, frames: pd.DataFrame) -> str | None:
     """Why the affine of a freshly opened volume disagrees with its frames' positions,
-    or None when it agrees within :data:`POSITION_TOL_MM` (or offers no affine).
+    or None when it agrees within :data:`POSITION_TOL_MM`, when the assembly warned that
+    it misses them by as much (:func:`warned_miss_mm`), or when it offers no affine.
 
     Reads no pixels: the coords, the attrs and the assembly's frames only. A volume
     without ``image_position_*`` coords has no positions to reproduce, and one whose
@@ -149,12 +164,14 @@ def affine_disagreement(volume: xr.DataArray, frames: pd.DataFrame) -> str | Non
     except DicomArrayError:
         return None
     off = errors > POSITION_TOL_MM
-    if not off.any():
+    warned = warned_miss_mm(volume)
+    # the warning's figure is rounded to 3 digits
+    if not off.any() or (warned is not None and errors.max() <= warned * 1.001 + POSITION_TOL_MM):
         return None
     return (
         f"affine misses ImagePositionPatient by up to {errors.max():.4g} mm "
         f"({int(off.sum())} of {errors.size} slice and frame positions off by more than "
-        f"{POSITION_TOL_MM} mm), with no uneven-spacing warning; assembly warnings: "
+        f"{POSITION_TOL_MM} mm), with no warning saying so; assembly warnings: "
         f"{volume.attrs.get('dicomarray_assembly', {}).get('warnings', [])}"
     )
 

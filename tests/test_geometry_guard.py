@@ -18,7 +18,12 @@ import dicomarray
 from dicomarray.geometry import POSITION_COORDS, VolumeGeometry
 
 from .conftest import UNEVEN_POSITIONS
-from .geometry_check import POSITION_TOL_MM, GeometryGuard, affine_disagreement
+from .geometry_check import (
+    POSITION_TOL_MM,
+    GeometryGuard,
+    affine_disagreement,
+    warned_miss_mm,
+)
 
 
 def test_guard_checks_every_opened_volume_without_reading_pixels(
@@ -64,11 +69,29 @@ def test_guard_fails_on_an_unflagged_uneven_stack(make_series) -> None:
     moved = volume["image_position_s"].values + np.where(np.arange(12) >= 6, 0.3, 0.0)
     uneven = volume.assign_coords(image_position_s=("z", moved), z=("z", moved))
     assert volume.attrs["dicomarray_assembly"]["warnings"] == []
-    message = affine_disagreement(
-        uneven, pd.DataFrame(columns=["path", "frame", "ImagePositionPatient"])
-    )
+    message = affine_disagreement(uneven, _no_frames())
     assert message is not None and "by up to 0.1364 mm" in message
-    assert "with no uneven-spacing warning" in message
+    assert "with no warning saying so" in message
+
+
+def test_guard_passes_a_stack_whose_assembly_warns_the_affine_misses(
+    make_series, geometry_guard
+) -> None:
+    # one step 0.3 mm longer: even within 5 %, but the affine misses by 0.14 mm, and says so
+    positions = [12.0 * k for k in range(6)] + [12.0 * k + 0.3 for k in range(6, 12)]
+    with pytest.warns(dicomarray.GeometryWarning, match="the affine .* misses slice"):
+        volume = dicomarray.open_series(make_series(positions=positions)[0].parent)
+    assert warned_miss_mm(volume) == pytest.approx(0.136, abs=1e-3)
+    assert geometry_guard.checked == 1
+    assert geometry_guard.failures == []
+    # the same stack with the warning gone is a failure
+    del volume.attrs["dicomarray_assembly"]["warnings"][:]
+    message = affine_disagreement(volume, _no_frames())
+    assert message is not None and "by up to 0.1364 mm" in message
+
+
+def _no_frames() -> pd.DataFrame:
+    return pd.DataFrame(columns=["path", "frame", "ImagePositionPatient"])
 
 
 def test_guard_passes_a_stack_flagged_unevenly_spaced(make_series, geometry_guard) -> None:
