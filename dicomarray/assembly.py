@@ -567,7 +567,8 @@ def _check_spacing(
         messages.append(
             f"the affine (first slice plus the mean slice step) misses slice {off[0]}'s "
             f"ImagePositionPatient by {off[1]:.3g} mm (more than {POSITION_TOLERANCE_MM} mm): "
-            "the slices are not evenly spaced; .dicom.world() places every slice exactly"
+            "the slices are not evenly spaced; .dicom.geometry.world(indices) places every "
+            "slice exactly"
         )
     if sorted_by == "ImagePositionPatient":
         angle = tilt_degrees(geometry.positions, geometry.normal)

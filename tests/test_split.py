@@ -208,7 +208,11 @@ def test_an_affine_that_misses_a_slice_position_warns_by_how_much(tmp_path):
     frames = [{"z": z, "value": i} for i, z in enumerate([0.0, 3.0, 6.03, 9.0])]
     write_frames(tmp_path / "s", frames)
     with pytest.warns(GeometryWarning, match=r"misses slice 2's ImagePositionPatient by 0.03 mm"):
-        dicomarray.open_series(tmp_path / "s")
+        opened = dicomarray.open_series(tmp_path / "s")
+    # the remedy the message names exists and places slice 2 where its file says
+    message = opened.attrs["dicomarray_assembly"]["warnings"][-1]
+    assert ".dicom.geometry.world(indices)" in message
+    assert opened.dicom.geometry.world(np.array([2.0, 0.0, 0.0]))[2] == pytest.approx(6.03)
     regular = [{"z": 3.0 * i, "value": i} for i in range(4)]
     write_frames(tmp_path / "r", regular)
     with warnings.catch_warnings():
