@@ -390,12 +390,12 @@ def _extra_dim(
 
     Named and given coordinates from what differs between its steps; steps follow the
     tag's values (acquisition order for the order rule and for diffusion directions, as
-    dcm2niix writes them).
+    dcm2niix writes them, and for frame times, whose text does not sort across midnight).
     """
     n = int(labels.max()) + 1
     per_label = [np.flatnonzero(labels == k) for k in range(n)]
     name = _name(frames, rule, per_label)
-    if name == "diffusion" or rule.keys == (ORDER_RULE,):
+    if name == "diffusion" or rule.keys == (ORDER_RULE,) or rule.keys[0] in _TIME_KEYS:
         order = np.lexsort(_first_acquired(frames, per_label)[::-1])
     else:
         order = np.arange(n)

@@ -311,3 +311,13 @@ def test_one_volume_is_no_grid():
     frames, z = frame_table(1, 5, AcquisitionTime=lambda v, s: f"10000{s}")
     grid = split(frames, z)
     assert grid.dims == () and grid.shape == (5,)
+
+
+def test_volumes_told_apart_by_times_of_day_follow_them_across_midnight():
+    """Split by AcquisitionTime alone: the volume at 00:00:01 comes after the one at 23:59:59."""
+    frames, z = frame_table(2, 2, AcquisitionTime=lambda v, s: ["235959.5", "000001.5"][v])
+    grid = split(frames, z)
+    (dim,) = grid.dims
+    assert dim.split_by == ("AcquisitionTime",)
+    np.testing.assert_allclose(dim.coords["t"][0], [0.0, 2.0])
+    assert list(frames.iloc[grid.order]["path"]) == ["v0s0.dcm", "v0s1.dcm", "v1s0.dcm", "v1s1.dcm"]
