@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .attrs import plain_cell, snake_case
+from .attrs import plain_cell, slice_coordinate, snake_case
 from .errors import AssemblyError
 from .geometry import POSITION_TOLERANCE_MM
 
@@ -481,8 +481,6 @@ def _step_values(frames: pd.DataFrame, key: str, per_step: list[np.ndarray]) -> 
     """One value per step of a tag that is the same on every frame of each step, else None."""
     if key not in frames:
         return None
-    from .attrs import slice_coordinate  # one value model for coordinates
-
     column = frames[key]
     firsts = []
     for rows in per_step:
