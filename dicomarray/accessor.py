@@ -57,7 +57,7 @@ def _naming_the_series(method: _Method) -> _Method:
 
 @xr.register_dataarray_accessor("dicom")
 class DicomAccessor:
-    """DICOM-aware views of a ``(z, y, x)`` volume opened by :func:`dicomarray.open_series`."""
+    """DICOM-aware views of a ``(*extra, z, y, x)`` volume from :func:`dicomarray.open_series`."""
 
     def __init__(self, obj: xr.DataArray) -> None:
         self._obj = obj
@@ -70,13 +70,15 @@ class DicomAccessor:
     @property
     @_naming_the_series
     def affine(self) -> np.ndarray:
-        """4 x 4 matrix from indices in the array's dim order (plus 1) to LPS mm.
+        """4 x 4 matrix from indices of the spatial dims, in the array's order (plus 1), to
+        LPS mm.
 
         For the ``(z, y, x)`` volume :func:`~dicomarray.open_series` gives, ``(z, y, x, 1)``
-        indices. Built by :attr:`geometry` from (0020,0037) *Image Orientation (Patient)*,
-        (0028,0030) *Pixel Spacing* and the per-slice position coordinates, so it follows
-        any selection, flip or transpose. For a tilted (sheared) stack it maps the first
-        slice's plane and the mean step between slices.
+        indices; extra dims (``t``, ``echo``, ...) are left out, as every volume of an
+        n-D series lies at the same positions. Built by :attr:`geometry` from (0020,0037)
+        *Image Orientation (Patient)*, (0028,0030) *Pixel Spacing* and the per-slice
+        position coordinates, so it follows any selection, flip or transpose. For a tilted
+        (sheared) stack it maps the first slice's plane and the mean step between slices.
 
         Raises
         ------

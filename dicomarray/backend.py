@@ -20,7 +20,7 @@ class DicomBackendEntrypoint(BackendEntrypoint):
     ``split_by``, ``dims``) are passed on.
     """
 
-    description = "Open DICOM series as lazy (z, y, x) volumes with dicomarray"
+    description = "Open DICOM series as lazy (z, y, x) or n-D volumes with dicomarray"
     url = "https://github.com/dicomarray/dicomarray"
     open_dataset_parameters = (
         "filename_or_obj",
