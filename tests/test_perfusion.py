@@ -250,6 +250,15 @@ def test_region_curve_is_the_mean_pydicom_reads(
     assert np.allclose(curve.values, _region_means(series, "artery"), atol=1e-4)
 
 
+def test_region_curve_reads_only_the_rows_of_its_region(volume: xr.DataArray, reads) -> None:
+    region = PERFUSION_REGIONS["artery"]
+    curve = region_curve(volume, x=region.x, y=region.y, half_width=region.half_width)
+    curve.compute()
+    inside = np.flatnonzero(np.abs(volume["y"].values - region.y) <= region.half_width)
+    assert len(reads) == N_TIMES * N_SLICES  # every frame once
+    assert set(reads.rows) == {(int(inside[0]), int(inside[-1]) + 1)}  # only its rows
+
+
 def test_region_curve_outside_the_volume_names_the_series(volume: xr.DataArray) -> None:
     with pytest.raises(RenderError, match=volume.attrs["SeriesInstanceUID"]):
         region_curve(volume, x=500.0, y=0.0, half_width=2.0)
