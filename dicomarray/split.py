@@ -191,7 +191,9 @@ def _rules_asked(
     """The combinations of rules to try, in order."""
     if split_by is not None:
         return [_explicit_rules(frames, split_by)]
-    tags = [r for r in _enhanced_rules(frames) + _tag_rules(frames) if _varies(frames, r)]
+    # a rule the Dimension Index Sequence names is also a tag rule: tried once, first
+    named = dict.fromkeys(_enhanced_rules(frames) + _tag_rules(frames))
+    tags = [r for r in named if _varies(frames, r)]
     order = _Rule("volume", (ORDER_RULE,))
     # tags before the order rule: a tag that tells volumes apart names them; the order of
     # acquisition comes next within the groups of one tag, and alone as the last resort

@@ -321,3 +321,19 @@ def test_volumes_told_apart_by_times_of_day_follow_them_across_midnight():
     assert dim.split_by == ("AcquisitionTime",)
     np.testing.assert_allclose(dim.coords["t"][0], [0.0, 2.0])
     assert list(frames.iloc[grid.order]["path"]) == ["v0s0.dcm", "v0s1.dcm", "v1s0.dcm", "v1s1.dcm"]
+
+
+def test_a_rule_named_by_the_dimension_index_and_the_tag_rules_is_tried_once():
+    frames, z = frame_table(
+        4,
+        3,
+        EchoTime=lambda v, s: [2.3, 4.6][v // 2],
+        ImageType=lambda v, s: ["ORIGINAL", "PRIMARY", ["M", "P"][v % 2]],
+        DimensionIndexPointers=lambda v, s: ["InStackPositionNumber", "EffectiveEchoTime"],
+    )
+    grid = split(frames, z)
+    assert [d.name for d in grid.dims] == ["echo", "image_type"]
+    assert grid.candidates == [
+        "split_by=('EchoTime',): 2 volumes of 6 frames for 3 positions",
+        "split_by=('ImageType',): 2 volumes of 6 frames for 3 positions",
+    ]
