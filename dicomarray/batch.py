@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import DicomArrayError, WriteError, warn_data_problem
-from .geometry import VolumeGeometry
+from .geometry import VolumeGeometry, extra_dims
 from .paths import inside, series_folders, short_hash
 from .staging import Stage, check_replaceable, os_errors, remove_stale_partials, stage, staged
 
@@ -567,15 +567,6 @@ def _read_once(values: Any) -> Any:
     if values.nbytes > IN_MEMORY_BYTES or not hasattr(values.data, "dask"):
         return values
     return values.persist()
-
-
-#: Dims of one volume (``channel``: colour); an n-D series has extra dims before them.
-VOLUME_DIMS = ("z", "y", "x", "channel")
-
-
-def extra_dims(volume: Any) -> list[str]:
-    """The dims of an n-D series before its volumes' (``t``, ``echo`` ...); none for 3-D."""
-    return [str(d) for d in volume.dims if d not in VOLUME_DIMS]
 
 
 def first_volume(values: Any) -> Any:

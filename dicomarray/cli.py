@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .batch import FORMATS, extra_dims
+from .batch import FORMATS
 from .errors import DicomArrayError, DicomArrayWarning, WriteError
+from .geometry import extra_dims
 
 if TYPE_CHECKING:
     import pandas as pd

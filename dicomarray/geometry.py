@@ -326,6 +326,15 @@ def plane_coords(
 
 #: The spatial dims of a volume: slices, rows, columns.
 SPATIAL_DIMS = ("z", "y", "x")
+#: The dims one volume spans: the spatial ones and a colour series' ``channel`` (RGB).
+VOLUME_DIMS = (*SPATIAL_DIMS, "channel")
+
+
+def extra_dims(volume: Any) -> list[str]:
+    """The dims of an n-D series before its volumes' (``t``, ``echo`` ...); none for 3-D."""
+    return [str(d) for d in volume.dims if d not in VOLUME_DIMS]
+
+
 #: Coordinate names for the three components of (0020,0032) *Image Position (Patient)*.
 POSITION_COORDS = ("image_position_l", "image_position_p", "image_position_s")
 #: The letters of each LPS axis's direction and of its opposite: (+L, -L), (+P, -P),

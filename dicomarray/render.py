@@ -63,7 +63,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import DicomArrayWarning, RenderError, warn_data_problem
-from .geometry import DIRECTION_LETTERS, VolumeGeometry, positions_along_normal
+from .geometry import DIRECTION_LETTERS, VolumeGeometry, extra_dims, positions_along_normal
 from .staging import check_replaceable, staged
 from .transforms import WINDOW_FUNCTIONS, Window, apply_window, choose_window, modality_values
 
@@ -471,13 +471,8 @@ def _as_volume(
     elif len(spatial) != 3:
         need = "('z', 'y', 'x')" if need_volume else "('z', 'y', 'x') or two of them"
         raise RenderError(f"a picture needs dims {need}, got {obj.dims}")
-    extra = _extra_dims(obj)
+    extra = extra_dims(obj)
     return obj.transpose(*extra, *_SPATIAL, *colour), axis or "axial"
-
-
-def _extra_dims(volume: xr.DataArray) -> list[str]:
-    """The dims beyond the spatial ones and the colour channel: ``t``, ``echo``, ..."""
-    return [str(d) for d in volume.dims if d not in (*_SPATIAL, CHANNEL)]
 
 
 def _selection(
@@ -487,7 +482,7 @@ def _selection(
 
     An extra dim ``select`` does not name shows index 0, with a warning naming it.
     """
-    extra = _extra_dims(volume)
+    extra = extra_dims(volume)
     given = dict(select or {})
     unknown = sorted(set(given) - set(extra))
     if unknown:
@@ -524,10 +519,10 @@ def _montage_cuts(
 ) -> list[_Cut]:
     """The tiles of a montage: slices of one volume (``over="z"``), inferior to superior,
     or slice ``z`` of each volume along an extra dim, in index order."""
-    if over != "z" and over not in _extra_dims(volume):
+    if over != "z" and over not in extra_dims(volume):
         raise RenderError(
             f"a montage runs over 'z' or an extra dim of the volume, not {over!r}; its extra "
-            f"dims: {_dims_text(volume, _extra_dims(volume)) or 'none'}"
+            f"dims: {_dims_text(volume, extra_dims(volume)) or 'none'}"
         )
     if over == "z" and z is not None:
         raise RenderError("z= picks the slice of a montage over an extra dim (over='t', ...)")

@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import DicomArrayWarning, TransformError, warn_data_problem
+from .geometry import VOLUME_DIMS
 from .header import read_dataset
 from .labels import ASSEMBLY_ATTR, series_label
 from .pixels import fill_padding, is_padding
@@ -963,8 +964,6 @@ def normalize(
 
 #: The choices of ``normalize(per=...)``.
 NORMALIZE_PER = ("global", "volume")
-#: The dims one volume spans; statistics ``per="volume"`` are taken over these.
-VOLUME_DIMS = ("z", "y", "x", "channel")
 
 
 def _volume_axes(obj: xr.DataArray) -> tuple[int, ...] | None:
