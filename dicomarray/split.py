@@ -115,6 +115,8 @@ class Grid:
 class _Rule:
     dim: str
     keys: tuple[str, ...]
+    #: the dim name was asked for (``dims=``): the order rule keeps it
+    asked: bool = False
 
     def describe(self) -> str:
         return ORDER_RULE if self.keys == (ORDER_RULE,) else "+".join(self.keys)
@@ -207,7 +209,7 @@ def _rules_asked(
     if dims is not None:
         wanted = tuple(dims)
         combinations = [
-            tuple(_Rule(w, r.keys) for r, w in zip(c, wanted, strict=True))
+            tuple(_Rule(w, r.keys, asked=True) for r, w in zip(c, wanted, strict=True))
             for c in combinations
             if _dims_match(c, wanted)
         ]
@@ -418,7 +420,7 @@ def _extra_dim(
 
 def _name(frames: pd.DataFrame, rule: _Rule, per_step: list[np.ndarray]) -> str:
     """The order rule's dim: diffusion or t when the volumes differ in those, else volume."""
-    if rule.keys != (ORDER_RULE,) or rule.dim != "volume":  # a tag's dim, or the one asked
+    if rule.keys != (ORDER_RULE,) or rule.asked:  # a tag's dim, or the one asked for
         return rule.dim
     diffusion = _step_values(frames, "DiffusionBValue", per_step)
     if diffusion is not None and len(set(diffusion.tolist())) > 1:

@@ -147,6 +147,8 @@ def test_split_by_and_dims_override_the_decision(tmp_path):
     # the order of acquisition takes the name asked for
     by_order = dicomarray.open_series(tmp_path / "s", dims=("echo",))
     assert by_order.dims[0] == "echo" and by_order.sizes["echo"] == 2
+    # a t dim by its tags, unless a volume dim is asked for
+    assert dicomarray.open_series(tmp_path / "s", dims=("volume",)).dims[0] == "volume"
     with pytest.raises(AssemblyError, match=r"with dims=\('echo', 'diffusion'\)"):
         dicomarray.open_series(tmp_path / "s", dims=("echo", "diffusion"))
 
