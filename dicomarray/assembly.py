@@ -39,6 +39,7 @@ from .geometry import (
     slice_spacing_report,
     tilt_degrees,
 )
+from .mosaic import expand_mosaics
 from .split import Grid, split_volumes
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def assemble(
     uid = str(rows["SeriesInstanceUID"].iloc[0])
     rows = _drop_copies(rows, left_out, warnings)
     frames = expand_frames(rows)  # plain cells from here on, whatever the index's types
-    _check_mosaic(frames, warnings)
+    frames = expand_mosaics(frames, warnings)  # a Siemens mosaic: one row per slice
     _check_geometry_values(frames)
     frames = _largest_stack(frames, left_out, warnings)
     _check_pixel_format(frames)
@@ -266,18 +267,6 @@ def _copy_key(uid: Any, position: Any, length: Any, size: Any) -> tuple[Any, ...
         return None
     length = plain_cell(length)
     return (str(uid), _hashable(position), plain_cell(size) if length is None else length)
-
-
-def _check_mosaic(frames: pd.DataFrame, warnings: list[str]) -> None:
-    """A Siemens mosaic tiles many slices in one image; it opens as that one image."""
-    mosaics = frames["path"][frames["ImageType"].map(_has_value("MOSAIC"))]
-    if len(mosaics):
-        message = (
-            f"{mosaics.iloc[0]}: ImageType MOSAIC ({len(mosaics)} frame(s)): each image tiles "
-            "several slices, which open as one tiled image, not cut into slices"
-        )
-        warnings.append(message)
-        warn_data_problem(message)
 
 
 def _has_value(wanted: str) -> Any:
@@ -497,7 +486,11 @@ def _sort_positions(frames: pd.DataFrame) -> tuple[np.ndarray, str]:
     z = _normal_positions(frames)
     if z is not None:
         return z, "ImagePositionPatient"
-    for key in ("SliceLocation", "InstanceNumber"):
+    # InStackPositionNumber (enhanced frames) places frames of several volumes at their
+    # slice, where InstanceNumber would make one stack of them all
+    for key in ("SliceLocation", "InStackPositionNumber", "InstanceNumber"):
+        if key not in frames:
+            continue
         values = frames[key].map(plain_cell)
         if values.notna().all():
             try:

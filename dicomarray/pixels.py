@@ -64,7 +64,7 @@ import struct
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, cast
 
 import numpy as np
@@ -228,6 +228,9 @@ class FrameStack:
         self.padding: tuple[np.ndarray, np.ndarray, float] | None = None
         # colour goes through pydicom, which handles planar configuration and YBR
         self._fast = _LITTLE_ENDIAN_HOST and fmt.byte_aligned and fmt.samples == 1
+        # Siemens mosaics (dicomarray.mosaic): a frame with a tile number is that tile of
+        # its stored frame; ``format`` is then the stored frame's, for offsets and decoding
+        self.tiles, self.format = mosaic_tiles(frames, fmt)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -269,6 +272,7 @@ class FrameStack:
         names = ("paths", "frame_numbers", "file_frames", "offsets", "syntaxes", "slice_indices")
         for name in names:
             setattr(other, name, [getattr(self, name)[i] for i in indices])
+        other.tiles = [self.tiles[i] for i in indices]
         for name in ("slopes", "intercepts"):
             values = getattr(self, name)
             setattr(other, name, None if values is None else values[indices])
@@ -355,10 +359,11 @@ class FrameStack:
                     f"{path}: frame {number}: the file decodes to {len(decoded)} frame(s)"
                 )
             frame = self._checked_shape(path, number, decoded[number])
-            self._store(index, frame[rows[0] : rows[1]], slot)
+            (first, last), columns = self._stored_rows(index, rows)
+            self._store(index, frame[first:last, columns], slot)
 
     def read_into(self, index: int, out: np.ndarray, rows: tuple[int, int] | None = None) -> None:
-        """Read frame ``index`` (or its rows ``first:last``) into the 2-D array ``out``.
+        """Read frame ``index`` (or its rows ``first:last``) into the frame array ``out``.
 
         Rescaled, if this stack is. Uncompressed frames read only the rows asked for.
         """
@@ -382,6 +387,27 @@ class FrameStack:
             fill_padding(stored, out, low[index], high[index], fill)
 
     def _read_stored(self, index: int, out: np.ndarray, rows: tuple[int, int]) -> None:
+        if self.tiles[index] is None:
+            self._read_frame_rows(index, out, rows)
+            return
+        stored_rows, columns = self._stored_rows(index, rows)
+        # a mosaic tile: its rows of the stored frame, all columns, then the tile's columns
+        band = np.empty((stored_rows[1] - stored_rows[0], self.format.columns), out.dtype)
+        self._read_frame_rows(index, band, stored_rows)
+        out[...] = band[:, columns]
+
+    def _stored_rows(self, index: int, rows: tuple[int, int]) -> tuple[tuple[int, int], slice]:
+        """Rows ``first:last`` of frame ``index`` as rows and columns of its stored frame."""
+        tile = self.tiles[index]
+        if tile is None:
+            return rows, slice(None)
+        tile_rows, tile_columns = self.frames_shape[1:]
+        across = self.format.columns // tile_columns
+        top, left = (tile // across) * tile_rows, (tile % across) * tile_columns
+        return (top + rows[0], top + rows[1]), slice(left, left + tile_columns)
+
+    def _read_frame_rows(self, index: int, out: np.ndarray, rows: tuple[int, int]) -> None:
+        """Rows ``first:last`` of the stored frame of frame ``index`` into ``out``."""
         path, syntax = self.paths[index], self.syntaxes[index]
         offset = self.offsets[index]
         native = syntax in _NATIVE_SYNTAXES and offset is not None
@@ -389,7 +415,7 @@ class FrameStack:
             self._read_bits(path, cast(int, offset), self.frame_numbers[index], out, rows)
             return
         if native and self._fast:
-            row_bytes = self.frames_shape[2] * self.stored_dtype.itemsize
+            row_bytes = self.format.columns * self.stored_dtype.itemsize
             start = cast(int, offset) + self.frame_numbers[index] * self.format.frame_bytes
             self._read_raw(path, start + rows[0] * row_bytes, out)
             return
@@ -400,10 +426,11 @@ class FrameStack:
         out[...] = self._checked_shape(path, number, frame)[rows[0] : rows[1]]
 
     def _checked_shape(self, path: str, number: int, frame: np.ndarray) -> np.ndarray:
-        if frame.shape != self.frames_shape[1:]:
+        expected = self.format.frame_shape
+        if frame.shape != expected:
             raise PixelDataError(
-                f"{path}: frame {number}: decoded frame has shape "
-                f"{frame.shape}, expected {self.frames_shape[1:]}"
+                f"{path}: frame {number}: decoded frame has shape {frame.shape}, expected "
+                f"{expected}"
             )
         return frame
 
@@ -418,8 +445,8 @@ class FrameStack:
 
         (pydicom 3.0 cannot pick a frame that starts inside a byte.)
         """
-        columns = self.frames_shape[2]
-        first_bit = (frame * self.frames_shape[1] + rows[0]) * columns
+        columns = self.format.columns
+        first_bit = (frame * self.format.rows + rows[0]) * columns
         n_bits = (rows[1] - rows[0]) * columns
         skip = first_bit % 8
         packed = bytearray((skip + n_bits + 7) // 8)
@@ -508,8 +535,11 @@ def _inflated_frames(path: str) -> np.ndarray:
     from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
     # read_dataset bounds the inflated size by the header limit and the pixel data
-    array = pixel_array(read_dataset(path, stop_before_pixels=False))
-    return array if array.ndim == 3 else array[np.newaxis]
+    dataset = read_dataset(path, stop_before_pixels=False)
+    array = pixel_array(dataset)
+    # one frame comes without a frames axis (a colour one is 3-D all the same)
+    n_frames = _optional_int(dataset.get("NumberOfFrames")) or 1
+    return array if n_frames > 1 else array[np.newaxis]
 
 
 def _run_decoder(
@@ -755,6 +785,43 @@ def _fix_unused_bits(out: np.ndarray, fmt: PixelFormat) -> None:
         np.bitwise_and(out, (1 << fmt.bits_stored) - 1, out=out)
 
 
+def mosaic_tiles(frames: pd.DataFrame, fmt: PixelFormat) -> tuple[list[int | None], PixelFormat]:
+    """Each frame's Siemens mosaic tile (None for a whole frame), and the stored format.
+
+    ``fmt`` is the format of the frames as they are read (a tile's size for a mosaic,
+    :mod:`dicomarray.mosaic`); the stored format has the size of the image the file
+    holds, the ``mosaic_rows`` and ``mosaic_columns`` columns.
+
+    Raises
+    ------
+    PixelDataError
+        Tiles of mosaics of different stored sizes, or beside whole frames, in one stack;
+        or a stored size that is not a whole grid of tiles.
+    """
+    if "tile" not in frames:
+        return [None] * len(frames), fmt
+    tiles = [_optional_int(t) for t in frames["tile"]]
+    if all(t is None for t in tiles):
+        return tiles, fmt
+    sizes = {
+        (_optional_int(r), _optional_int(c))
+        for r, c in zip(frames["mosaic_rows"], frames["mosaic_columns"], strict=True)
+    }
+    path = frames["path"].iloc[0]
+    if len(sizes) > 1 or None in tiles:
+        shown = ", ".join(f"{r} x {c}" for r, c in sorted(sizes, key=str))
+        raise PixelDataError(
+            f"{path}: a stack mixes frames of stored sizes {shown} (mosaic tiles and whole "
+            "frames): they cannot share one array"
+        )
+    ((rows, columns),) = sizes
+    if not rows or not columns or rows % fmt.rows or columns % fmt.columns:
+        raise PixelDataError(
+            f"{path}: a mosaic of {rows} x {columns} is no grid of {fmt.rows} x {fmt.columns} tiles"
+        )
+    return tiles, replace(fmt, rows=rows, columns=columns)
+
+
 def _whole_number(value: Any, default: int | None) -> int:
     """An index value as an int, whatever its column's type (object, float, Int64).
 
@@ -800,8 +867,9 @@ def check_readable(
     for syntax, path in frames.groupby("TransferSyntaxUID", dropna=False)["path"].first().items():
         _check_decoder(_syntax(syntax), path)
     files = frames.drop_duplicates("path")
-    _check_lengths(files, fmt)
-    _check_expansion(files, fmt)
+    _tiles, stored = mosaic_tiles(frames, fmt)  # a mosaic's files hold whole mosaics
+    _check_lengths(files, stored)
+    _check_expansion(files, stored)
 
 
 def _check_lengths(files: pd.DataFrame, fmt: PixelFormat) -> None:

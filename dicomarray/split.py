@@ -200,7 +200,11 @@ def _rules_asked(
     combinations += [(r, order) for r in tags] + [(order,)]
     if dims is not None:
         wanted = tuple(dims)
-        combinations = [c for c in combinations if _dims_match(c, wanted)]
+        combinations = [
+            tuple(_Rule(w, r.keys) for r, w in zip(c, wanted, strict=True))
+            for c in combinations
+            if _dims_match(c, wanted)
+        ]
     return combinations
 
 
@@ -404,7 +408,7 @@ def _extra_dim(
 
 def _name(frames: pd.DataFrame, rule: _Rule, per_step: list[np.ndarray]) -> str:
     """The order rule's dim: diffusion or t when the volumes differ in those, else volume."""
-    if rule.keys != (ORDER_RULE,):
+    if rule.keys != (ORDER_RULE,) or rule.dim != "volume":  # a tag's dim, or the one asked
         return rule.dim
     diffusion = _step_values(frames, "DiffusionBValue", per_step)
     if diffusion is not None and len(set(diffusion.tolist())) > 1:

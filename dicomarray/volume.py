@@ -402,6 +402,8 @@ def _attrs(assembly: Assembly, tags: _SeriesTags) -> dict[str, Any]:
         if keyword not in (*attrs, *tags.varying_index, *GEOMETRY_KEYWORDS) and value is not None:
             attrs[keyword] = value
     attrs["TransferSyntaxUID"] = frames["TransferSyntaxUID"].iloc[0]
+    if "tile" in frames:  # a Siemens mosaic: the size of its slices, not of the stored image
+        attrs.update(Rows=int(frames["Rows"].iloc[0]), Columns=int(frames["Columns"].iloc[0]))
     if not frames["ImageOrientationPatient"].notna().all():
         attrs.pop("ImageOrientationPatient", None)
     attrs[ASSEMBLY_ATTR] = {
