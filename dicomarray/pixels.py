@@ -3,8 +3,8 @@
 Uncompressed little-endian grey pixel data is read straight from the file at the offset
 the index recorded, into the caller's array, without parsing the header again; so are
 1-bit frames, unpacked as they are read. Colour (3 samples) and every other transfer
-syntax go through :func:`pydicom.pixels.pixel_array`, whose decoders for JPEG, JPEG-LS, JPEG 2000 and RLE
-come from the ``codecs`` extra (pylibjpeg). Colour comes out as RGB
+syntax go through :func:`pydicom.pixels.pixel_array`, whose decoders for JPEG, JPEG-LS,
+JPEG 2000 and RLE come from the ``codecs`` extra (pylibjpeg). Colour comes out as RGB
 ``(rows, columns, 3)``: pydicom undoes either planar configuration and converts YBR to
 RGB once (not again after a decoder that converts itself, as JPEG baseline's usually
 does); palette colour is refused. A deflated data set is one zlib stream: the

@@ -93,9 +93,10 @@ def open_series(
     xarray.DataArray
         Dask-backed stored values (no rescale applied) with dims ``(*extra, "z", "y",
         "x")``, plus a trailing ``channel`` (``R``, ``G``, ``B``) for a colour series
-        (RGB or YBR, converted to RGB). ``z`` is each slice's position along the slice normal in mm (ascending),
-        ``y`` and ``x`` positions along the column and row directions in mm; every volume
-        of an n-D series has the same slice positions. Extra dims: ``t`` (seconds from
+        (RGB or YBR, converted to RGB). ``z`` is each slice's position along the slice
+        normal in mm (ascending), ``y`` and ``x`` positions along the column and row
+        directions in mm; every volume of an n-D series has the same slice positions.
+        Extra dims: ``t`` (seconds from
         the first volume's first acquisition), ``echo`` (EchoTime, ms), ``diffusion``
         (with ``b_value`` and ``gradient_l/p/s`` coordinates), ``volume`` (only an order
         is known) or a tag's snake_case name (``image_type``). Tags that vary between
