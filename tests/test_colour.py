@@ -188,3 +188,30 @@ def test_nifti_and_dicom_writers_refuse_colour(tmp_path, rgb):
     with pytest.raises(WriteError, match="colour"):
         volume.dicom.to_dicom(tmp_path / "out")
     assert not (tmp_path / "rgb.nii.gz").exists() and not (tmp_path / "out").exists()
+
+
+def test_frames_of_a_multi_frame_jpeg_baseline_ybr_file_are_converted_once(tmp_path):
+    from pydicom.encaps import encapsulate, generate_frames
+
+    source = _test_file("SC_rgb_dcmtk_+eb+cy+np.dcm")  # JPEG baseline YBR_FULL_422
+    ds = pydicom.dcmread(source)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData, ds.NumberOfFrames = encapsulate([frame, frame]), 2
+    ds["PixelData"].is_undefined_length = True
+    ds.save_as(tmp_path / "two.dcm")
+    # each frame decoded from its own bytes, with the header's format given
+    values = dicomarray.open_series(tmp_path / "two.dcm").values.reshape(2, 100, 100, 3)
+    expected = pixel_array(source)
+    np.testing.assert_array_equal(values[0], expected)
+    np.testing.assert_array_equal(values[1], expected)
+
+
+def test_a_deflated_colour_file_opens_as_rgb(tmp_path, rgb):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    folder = write_colour_series(tmp_path / "rgb", rgb[:1], planar=1)
+    path = next(folder.iterdir())
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    np.testing.assert_array_equal(dicomarray.open_series(folder).values, rgb[:1])
