@@ -1,24 +1,35 @@
 """Compare dicomarray with dcm2niix, the field's reference converter, on real scanner data.
 
-``python -m benchmarks.compare_dcm2niix [--realdata DIR] [--out DIR] [--sets NAME ...]``
+``python -m benchmarks.compare_dcm2niix [--realdata DIR] [--out DIR] [--sets NAME ...]
+[--readme]``
 
 For every set under the realdata folder (the ``neurolabusc/dcm_qa_*`` validation sets),
 dcm2niix converts the whole set once (``dcm2niix -z n -b y -ba n -f %s_%d``; gzipped
 files are gunzipped into a temporary copy first) and every series that
 :func:`dicomarray.list_series` finds is opened with :func:`dicomarray.open_series` and
 paired with the dcm2niix outputs of the same (0020,000E) *Series Instance UID* and
-(0020,0011) *Series Number* (both are in dcm2niix's BIDS sidecar). Each pair is compared:
+(0020,0011) *Series Number* (both are in dcm2niix's BIDS sidecar; the number is left
+out when dicomarray split the volumes by it). dicomarray's volume set (dims
+``(*extra, z, y, x)``) is compared with all those outputs together:
 
-* shape: the three spatial sizes (dcm2niix adds a 4th dimension for several volumes);
+* shape, up to axis order: every output has the three spatial sizes (matched through
+  the affines), and the outputs hold as many 3-D volumes (dcm2niix's 4th dim, and its
+  files per echo, per image type, ``_e2``, ``_ph``) as dicomarray's extra dims;
 * geometry: the world position (LPS mm) of the 8 corner voxels through dicomarray's
-  ``.dicom.affine`` ((z, y, x) index to LPS) and the NIfTI affine (index to RAS, turned
-  into LPS); the voxel axes of the two arrays are matched through the affines;
-* values: stored values, slice by slice (dcm2niix keeps the stored integers and puts the
-  rescale into ``scl_slope``/``scl_inter``, compared separately).
+  ``.dicom.affine`` ((z, y, x) index to LPS) and through each output's NIfTI affine
+  (index to RAS, turned into LPS);
+* values: each of dicomarray's volumes is paired with one dcm2niix volume (by the
+  stored values of the middle slice; dcm2niix orders and splits volumes its own way)
+  and every pair is compared voxel by voxel, one slice at a time: modality values
+  (stored x rescale; dcm2niix keeps the stored integers and puts the rescale into
+  ``scl_slope``/``scl_inter``) and stored values.
 
 Each series gets one category (:data:`CATEGORIES`). One series never stops the others:
 every failure is recorded with its type and message. Results go to
-``OUT/dcm2niix_comparison.json`` and ``.md`` (default ``benchmarks/results``).
+``OUT/dcm2niix_comparison.json`` and ``.md`` (default ``benchmarks/results``); the run
+prints the table (series, dcm2niix shape, dicomarray's, verdict) and the counts, and
+``--readme`` rewrites the counts in the README between :data:`README_START` and
+:data:`README_END`.
 """
 
 from __future__ import annotations
@@ -73,6 +84,14 @@ CATEGORIES = (
     NOT_AN_IMAGE,
     COMPARISON_FAILED,
 )
+#: Sets holding one session exported twice (classic and enhanced multi-frame): the two
+#: exports share Series Instance UIDs and dcm2niix converts both, so each export is
+#: compared on its own, as a user would open it.
+EXPORTS = {"dcm_qa_philips_enh": ("In/cl", "In/enh")}
+#: The README block ``--readme`` rewrites with the counts.
+README = REPO / "README.md"
+README_START = "<!-- compare_dcm2niix: start (python -m benchmarks.compare_dcm2niix --readme) -->"
+README_END = "<!-- compare_dcm2niix: end -->"
 #: dicomarray's LPS patient axes from NIfTI's RAS: flip x and y.
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -87,9 +106,15 @@ class Comparison:
     series_number: int | None = None
     description: str | None = None
     dicomarray_shape: list[int] | None = None
+    dicomarray_dims: list[str] | None = None
+    #: dcm2niix's files of the series, comma-separated, and their shapes
     nifti: str | None = None
-    nifti_shape: list[int] | None = None
-    nifti_volume: int | None = None
+    nifti_shapes: list[list[int]] | None = None
+    #: 3-D volumes on each side (dicomarray's extra dims, dcm2niix's 4th dims and files)
+    volumes: int | None = None
+    nifti_volumes: int | None = None
+    #: the dcm2niix volume (flat over its files, in name order) paired with each of ours
+    volume_order: list[int] | None = None
     geometry_mm: float | None = None
     max_abs_diff: float | None = None
     differing_voxels: int | None = None
@@ -140,6 +165,16 @@ def realdata_sets(root: Path, names: Sequence[str] = ()) -> list[Path]:
     """The set folders under ``root`` (all of them, or those named), sorted by name."""
     sets = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return [p for p in sets if not names or p.name in names]
+
+
+def comparison_units(sets: Sequence[Path]) -> list[tuple[Path, str]]:
+    """(folder, name) of each unit compared on its own: a set, or each export of a set in
+    :data:`EXPORTS` (``dcm_qa_philips_enh/cl``)."""
+    units = []
+    for folder in sets:
+        exports = [folder / sub for sub in EXPORTS.get(folder.name, ()) if (folder / sub).is_dir()]
+        units += [(e, f"{folder.name}/{e.name}") for e in exports] or [(folder, folder.name)]
+    return units
 
 
 def gzipped_dicom_files(folder: Path) -> list[Path]:
@@ -289,48 +324,56 @@ class ValueDiff:
     stored_differing: int = 0
 
 
-def compare_values(volume: Any, volumes: Sequence[Any], mapping: AxisMap) -> list[ValueDiff]:
-    """Compare dicomarray's values with each NIfTI volume, one dicomarray slice at a time.
+def compare_values(volume: Any, data: Any, mapping: AxisMap) -> ValueDiff:
+    """Compare one of dicomarray's 3-D volumes with one NIfTI volume, slice by slice.
 
     dcm2niix may write the rescaled values, or the stored ones with the rescale in
     ``scl_slope``/``scl_inter``; nibabel's array proxy applies the latter, so modality
     values are compared (dicomarray's stored values times each slice's rescale), and the
-    stored values too (the NIfTI's values with its scl_* undone). ``volumes`` are NIfTI
-    array proxies (or arrays) of dicomarray's shape; a 4-D NIfTI is searched for the volume
-    dicomarray opened in one pass.
+    stored values too (the NIfTI's values with its scl_* undone). ``data`` is a NIfTI
+    array proxy (or array) of dicomarray's shape, up to axis order.
     """
     slopes, intercepts = slice_rescale(volume)
-    results = [ValueDiff() for _ in volumes]
-    shape = volume.shape
-    for k in range(shape[0]):
-        stored = np.asarray(volume.isel(z=k).values, dtype=np.float64)
+    slope, inter = _scl(data)
+    # each side is read once, one 3-D volume: a NIfTI proxy sliced across its first axis
+    # reads the whole file again for every slice (51 s for a 170-slice sagittal MPRAGE),
+    # and a slice of a chunk of several volumes may read the chunk
+    values = np.asarray(data[(slice(None),) * 3])
+    mine = np.asarray(volume.values)
+    result = ValueDiff()
+    for k in range(volume.shape[0]):
+        stored = mine[k].astype(np.float64)
         ours = stored * slopes[k] + intercepts[k]
-        for data, result in zip(volumes, results, strict=True):
-            theirs = np.asarray(mapping.nifti_slice(data, k, shape), dtype=np.float64)
-            close = np.isclose(ours, theirs, rtol=1e-5, atol=1e-3)
-            result.max_abs_diff = max(result.max_abs_diff, float(np.abs(ours - theirs).max()))
-            result.differing += int(close.size - np.count_nonzero(close))
-            slope, inter = _scl(data)
-            theirs_stored = np.rint((theirs - inter) / slope)
-            result.stored_differing += int(np.count_nonzero(theirs_stored != stored))
-    return results
+        theirs = mapping.nifti_slice(values, k, volume.shape).astype(np.float64)
+        theirs_stored = np.rint((theirs - inter) / slope)
+        close = _close(ours, theirs)
+        result.max_abs_diff = max(result.max_abs_diff, float(np.abs(ours - theirs).max()))
+        result.differing += int(close.size - np.count_nonzero(close))
+        result.stored_differing += int(np.count_nonzero(theirs_stored != stored))
+    return result
+
+
+#: (keyword, coord, default) of the rescale: attrs when constant, coords when varying.
+_RESCALE = (
+    ("RescaleSlope", "rescale_slope", 1.0),
+    ("RescaleIntercept", "rescale_intercept", 0.0),
+)
 
 
 def slice_rescale(volume: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Each slice's (0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept*.
+    """Each slice's (0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept*, for a
+    3-D volume (or a slice of each of a volume set's volumes: then one value each).
 
     From the per-slice coordinates when they vary, else the attrs (default 1 and 0).
     """
-    n = volume.shape[0]
+    shape = volume.isel(y=0, x=0, drop=True)
     found = []
-    for keyword, coord, default in (
-        ("RescaleSlope", "rescale_slope", 1.0),
-        ("RescaleIntercept", "rescale_intercept", 0.0),
-    ):
+    for keyword, coord, default in _RESCALE:
         if coord in volume.coords:
-            found.append(np.asarray(volume[coord].values, dtype=np.float64))
+            values = volume[coord].broadcast_like(shape).transpose(*shape.dims).values
         else:
-            found.append(np.full(n, float(volume.attrs.get(keyword, default))))
+            values = np.full(shape.shape, float(volume.attrs.get(keyword, default)))
+        found.append(np.asarray(values, dtype=np.float64).reshape(-1))
     return found[0], found[1]
 
 
@@ -368,66 +411,197 @@ def rescale_note(volume: Any, proxy: Any) -> str:
     return f"dicomarray {ours[0]:g}, {ours[1]:g}; NIfTI {theirs[0]:g}, {theirs[1]:g}"
 
 
-def compare_pair(row: Comparison, volume: Any, output: NiftiOutput) -> Comparison:
-    """Fill ``row`` (shape, geometry, values, category) for one volume and one NIfTI.
+@dataclass
+class NiftiFile:
+    """One dcm2niix output opened lazily by nibabel, its voxel axes matched to dicomarray's.
 
-    A 4-D NIfTI whose volumes have dicomarray's shape is "shape differs" (dicomarray
-    opened one of its volumes), but geometry and values are still compared, against the
-    NIfTI volume most like dicomarray's.
+    ``mapping`` is None when the file's three spatial sizes are not dicomarray's, or its
+    affine does not put the voxel axes in the directions of dicomarray's (``problem``
+    says which).
     """
-    import nibabel
 
-    image: Any = nibabel.load(output.path)
-    row.nifti = output.name
-    row.nifti_shape = [int(n) for n in image.shape]
-    spatial = [int(n) for n in image.shape[:3]] + [1] * (3 - len(image.shape[:3]))
-    extra = [int(n) for n in image.shape[3:]]
-    if len([n for n in extra if n != 1]) > 1 or sorted(spatial) != sorted(volume.shape):
-        row.category = SHAPE_DIFFERS
-        if "MOSAIC" in volume.attrs.get("ImageType", ()):
-            row.notes.append("a Siemens mosaic: dicomarray keeps the tiles as one image")
-        return row
+    output: NiftiOutput
+    image: Any
+    mapping: AxisMap | None
+    #: the category the file alone would give, when it is not matched
+    problem: str = ""
+
+    @classmethod
+    def open(cls, output: NiftiOutput, ours: np.ndarray, shape: Sequence[int]) -> NiftiFile:
+        """Open ``output`` and match its axes to dicomarray's affine ``ours`` and (z, y, x)
+        ``shape``."""
+        import nibabel
+
+        image: Any = nibabel.load(output.path)
+        spatial = cls.spatial_of(image.shape)
+        if sorted(spatial) != sorted(shape):
+            return cls(output, image, None, SHAPE_DIFFERS)
+        mapping = axis_map(ours, np.asarray(image.affine, dtype=np.float64))
+        if mapping is None or [spatial[a] for a in mapping.axes] != list(shape):
+            return cls(output, image, None, GEOMETRY_OFF)
+        return cls(output, image, mapping)
+
+    @staticmethod
+    def spatial_of(shape: Sequence[int]) -> list[int]:
+        """The three spatial sizes of a NIfTI shape (a 2-D image has one slice)."""
+        return [int(n) for n in shape[:3]] + [1] * (3 - len(shape[:3]))
+
+    @property
+    def n_volumes(self) -> int:
+        """The volumes the file holds: the product of its 4th and later sizes."""
+        return int(np.prod(self.image.shape[3:], dtype=np.int64))
+
+    def volume(self, t: int) -> Any:
+        """Volume ``t``, lazily (a 3-D array proxy, or one volume of a 4-D one)."""
+        proxy = self.image.dataobj
+        if len(self.image.shape) <= 3:
+            return proxy
+        return _VolumeOf(proxy.reshape((*self.spatial_of(self.image.shape), -1)), t)
+
+
+def ours_slices(volume: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(volumes, y, x) stored and modality values of slice ``k`` of each of dicomarray's
+    volumes."""
+    plane = volume.isel(z=k).transpose(..., "y", "x")
+    stored = np.asarray(plane.values, dtype=np.float64).reshape(-1, *plane.shape[-2:])
+    slopes, intercepts = slice_rescale(plane)
+    return stored, stored * slopes[:, None, None] + intercepts[:, None, None]
+
+
+def theirs_slice(
+    data: Any, mapping: AxisMap, k: int, shape: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """dicomarray's slice ``k`` of one NIfTI volume: stored (scl_slope/scl_inter undone)
+    and modality values (as nibabel scales them)."""
+    slope, inter = _scl(data)
+    values = np.asarray(mapping.nifti_slice(data, k, shape), dtype=np.float64)
+    return np.rint((values - inter) / slope), values
+
+
+def pair_volumes(volume: Any, theirs: list[tuple[NiftiFile, int]]) -> list[tuple[int, int]]:
+    """Pair each of dicomarray's volumes with one NIfTI volume: (ours, theirs) flat indices.
+
+    dcm2niix splits a volume set its own way (a 4th dim, files per echo or per image
+    type), so the volumes are paired by their values on the middle slice: the one-to-one
+    assignment with fewest differing voxels, counted in modality or in stored values,
+    whichever differ less (dcm2niix may keep either, and scale them its own way); the
+    flat order of both sides wins a tie. Each pair is compared in full afterwards.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    shape = volume.shape[-3:]
+    k = shape[0] // 2
+    stored, modality = ours_slices(volume, k)
+    cost = np.empty((len(stored), len(theirs)))
+    for j, (file, t) in enumerate(theirs):
+        assert file.mapping is not None  # only matched files are paired
+        their_stored, their_modality = theirs_slice(file.volume(t), file.mapping, k, shape)
+        cost[:, j] = np.minimum(
+            np.count_nonzero(stored != their_stored[None], axis=(1, 2)),
+            np.count_nonzero(~_close(modality, their_modality[None]), axis=(1, 2)),
+        )
+    # the identity is preferred among equal costs: a tiny bonus on the diagonal
+    diagonal = np.arange(min(cost.shape))
+    cost[diagonal, diagonal] -= 0.5
+    rows, columns = linear_sum_assignment(cost)
+    return [(int(i), int(j)) for i, j in zip(rows, columns, strict=True)]
+
+
+def _close(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    """Modality values that agree (float32 NIfTI data holds about 7 digits)."""
+    return np.isclose(ours, theirs, rtol=1e-5, atol=1e-3)
+
+
+def compare_volume_set(row: Comparison, volume: Any, outputs: list[NiftiOutput]) -> Comparison:
+    """Fill ``row`` (shapes, geometry, values, category) for dicomarray's volume set and
+    the dcm2niix outputs of the same series.
+
+    Shapes are equal up to axis order when every output has dicomarray's three spatial
+    sizes (matched through the affines) and the outputs hold as many volumes as
+    dicomarray's extra dims (``(*extra, z, y, x)``). The geometry is the worst corner
+    distance over the outputs; values are compared for every pair of volumes
+    (:func:`pair_volumes`), modality values and stored values.
+    """
     ours = np.asarray(volume.dicom.affine, dtype=np.float64)
-    theirs = np.asarray(image.affine, dtype=np.float64)
-    mapping = axis_map(ours, theirs)
-    if mapping is None or [spatial[a] for a in mapping.axes] != list(volume.shape):
-        row.category = GEOMETRY_OFF
-        row.notes.append("the two affines do not put the voxel axes in the same directions")
+    shape = volume.shape[-3:]
+    files = [NiftiFile.open(output, ours, shape) for output in outputs]
+    row.nifti = ", ".join(file.output.name for file in files)
+    row.nifti_shapes = [[int(n) for n in file.image.shape] for file in files]
+    row.volumes = int(np.prod(volume.shape[:-3], dtype=np.int64))
+    row.nifti_volumes = sum(file.n_volumes for file in files)
+    matched = [file for file in files if file.mapping is not None]
+    if not matched:
+        row.category = min((f.problem for f in files), key=CATEGORIES.index)
+        row.notes.append(_unmatched_note(volume, files))
         return row
-    row.geometry_mm = corner_distance(ours, theirs, mapping, volume.shape)
-    proxy = image.dataobj
-    n_volumes = int(np.prod(extra)) if extra else 1
-    if len(image.shape) > 3:
-        proxy = proxy.reshape((*spatial, n_volumes)) if hasattr(proxy, "reshape") else proxy
-        volumes: list[Any] = [_VolumeOf(proxy, t) for t in range(n_volumes)]
-    else:
-        volumes = [proxy]
-    results = compare_values(volume, volumes, mapping)
-    best = min(range(len(results)), key=lambda t: (results[t].differing, results[t].max_abs_diff))
-    row.max_abs_diff = results[best].max_abs_diff
-    row.differing_voxels = results[best].differing
-    row.stored_differing_voxels = results[best].stored_differing
-    row.rescale = rescale_note(volume, image.dataobj)
-    if row.differing_voxels and not row.stored_differing_voxels:
+    row.geometry_mm = max(
+        corner_distance(ours, f.image.affine, f.mapping, shape)  # type: ignore[arg-type]
+        for f in matched
+    )
+    theirs = [(file, t) for file in matched for t in range(file.n_volumes)]
+    pairs = pair_volumes(volume, theirs)
+    _compare_pairs(row, volume, theirs, pairs)
+    row.category = _verdict(row, volume, files, len(pairs))
+    return row
+
+
+def _compare_pairs(
+    row: Comparison, volume: Any, theirs: list[tuple[NiftiFile, int]], pairs: list[tuple[int, int]]
+) -> None:
+    """Compare every paired volume in full; the row gets the worst and the totals."""
+    extra = volume.dims[:-3]
+    indices = list(np.ndindex(*volume.shape[:-3]))
+    total = ValueDiff()
+    rescales = set()
+    for i, j in pairs:
+        ours = volume.isel(dict(zip(extra, indices[i], strict=True)))
+        file, t = theirs[j]
+        diff = compare_values(ours, file.volume(t), file.mapping)  # type: ignore[arg-type]
+        total.max_abs_diff = max(total.max_abs_diff, diff.max_abs_diff)
+        total.differing += diff.differing
+        total.stored_differing += diff.stored_differing
+        rescales.add(rescale_note(ours, file.image.dataobj))
+    row.max_abs_diff = total.max_abs_diff
+    row.differing_voxels = total.differing
+    row.stored_differing_voxels = total.stored_differing
+    row.rescale = "; ".join(sorted(rescales))
+    row.volume_order = [j for _, j in sorted(pairs)]
+    if row.volume_order != list(range(len(pairs))):
+        row.notes.append("dcm2niix stores the volumes in another order (see volume_order)")
+    if total.differing and not total.stored_differing:
         row.notes.append("stored values equal: only the rescale differs")
-        if output.philips_float:
+        if any(file.output.philips_float for file, _ in theirs):
             row.notes.append(
                 "dcm2niix used Philips' private precise scaling (2005,100E), dicomarray "
                 "(0028,1053) Rescale Slope"
             )
-    if n_volumes > 1:
-        row.nifti_volume = best
-        row.category = SHAPE_DIFFERS
+
+
+def _verdict(row: Comparison, volume: Any, files: list[NiftiFile], n_pairs: int) -> str:
+    """The row's category once its pairs are compared; a note says why shapes differ."""
+    if any(file.mapping is None for file in files) or row.volumes != row.nifti_volumes:
         row.notes.append(
-            f"dicomarray opened one of {n_volumes} volumes: nearest is NIfTI volume {best}"
+            f"dicomarray: {row.volumes} volume(s) of dims {tuple(volume.dims)}; dcm2niix: "
+            f"{row.nifti_volumes} in {len(files)} file(s); {n_pairs} compared"
         )
-    elif row.geometry_mm > GEOMETRY_TOL_MM:
-        row.category = GEOMETRY_OFF
-    elif row.differing_voxels:
-        row.category = VALUES_DIFFER
-    else:
-        row.category = MATCH
-    return row
+        row.notes.extend(filter(None, [_unmatched_note(volume, files)]))
+        return SHAPE_DIFFERS
+    if row.geometry_mm is not None and row.geometry_mm > GEOMETRY_TOL_MM:
+        return GEOMETRY_OFF
+    return VALUES_DIFFER if row.differing_voxels else MATCH
+
+
+def _unmatched_note(volume: Any, files: list[NiftiFile]) -> str:
+    """Why files were not compared: other spatial sizes (a mosaic kept whole) or axes."""
+    notes = []
+    if "MOSAIC" in volume.attrs.get("ImageType", ()) and volume.sizes["z"] == 1:
+        notes.append("a Siemens mosaic: dicomarray keeps the tiles as one image")
+    for file in files:
+        if file.problem == SHAPE_DIFFERS:
+            notes.append(f"{file.output.name}: other spatial sizes")
+        elif file.problem == GEOMETRY_OFF:
+            notes.append(f"{file.output.name}: the affines do not put the voxel axes alike")
+    return "; ".join(notes)
 
 
 # -- one set ------------------------------------------------------------------------------
@@ -459,47 +633,55 @@ def describe_error(exc: BaseException) -> str:
 def compare_series(
     set_name: str, index: pd.DataFrame, series: Any, outputs: list[NiftiOutput]
 ) -> tuple[Comparison, set[str]]:
-    """Open one ``list_series`` row and compare it with its best-matching dcm2niix output.
+    """Open one ``list_series`` row and compare it with the dcm2niix outputs of the series.
 
     ``index`` is the set's :func:`dicomarray.scan` index (opened from, not re-scanned).
-    Returns the row and the names of the outputs it was paired with.
+    The outputs are those of the same Series Instance UID and, unless dicomarray split
+    the volumes by (0020,0011) *Series Number*, the same number. Returns the row and the
+    names of the outputs it was paired with.
     """
     import dicomarray
 
     uid = str(series["SeriesInstanceUID"])
     number = _int_or_none(series.get("SeriesNumber"))
-    candidates = [o for o in outputs if o.series_uid == uid]
-    if number is not None and any(o.series_number == number for o in candidates):
-        candidates = [o for o in candidates if o.series_number == number]
-    paired = {o.name for o in candidates}
+    by_uid = [o for o in outputs if o.series_uid == uid]
+    paired = {o.name for o in _same_number(by_uid, number)}
     description = _text(series.get("SeriesDescription"))
     row = Comparison(set_name, DICOMARRAY_ERROR, uid, number, description)
-    if _missing(series.get("rows")) and not candidates:
+    if _missing(series.get("rows")) and not by_uid:
         row.category = NOT_AN_IMAGE
         return row, paired
 
     def work(row: Comparison) -> Comparison:
         volume = dicomarray.open_series(index, uid)
         row.dicomarray_shape = [int(n) for n in volume.shape]
+        row.dicomarray_dims = [str(d) for d in volume.dims]
+        split_by_number = "SeriesNumber" in _split_keys(volume)
+        candidates = by_uid if split_by_number else _same_number(by_uid, number)
+        paired.clear()
+        paired.update(o.name for o in candidates)
         if not candidates:
             row.category = DICOMARRAY_ONLY
             return row
-        if tuple(volume.dims) != ("z", "y", "x"):
+        if tuple(volume.dims[-3:]) != ("z", "y", "x"):
             row.category = SHAPE_DIFFERS
-            row.notes.append(f"dims {tuple(volume.dims)}: only (z, y, x) volumes are compared")
+            row.notes.append(f"dims {tuple(volume.dims)}: only (..., z, y, x) is compared")
             return row
-        rows = [compare_pair(_copy(row), volume, output) for output in candidates]
-        best = min(rows, key=lambda r: CATEGORIES.index(r.category))
-        others = [str(r.nifti) for r in rows if r is not best]
-        if others:
-            best.notes.append(f"also paired (by UID and number) with {', '.join(others)}")
-        return best
+        return compare_volume_set(row, volume, candidates)
 
     return _guarded(row, work), paired
 
 
-def _copy(row: Comparison) -> Comparison:
-    return Comparison(**{**asdict(row), "notes": list(row.notes)})
+def _same_number(outputs: list[NiftiOutput], number: int | None) -> list[NiftiOutput]:
+    """The outputs of Series Number ``number``, or all of them when none has it."""
+    same = [o for o in outputs if number is not None and o.series_number == number]
+    return same or outputs
+
+
+def _split_keys(volume: Any) -> set[str]:
+    """Every tag the assembly split the volumes by (its report's ``dims``)."""
+    dims = volume.attrs.get("dicomarray_assembly", {}).get("dims", [])
+    return {str(key) for dim in dims for key in dim.get("split_by", [])}
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -514,15 +696,18 @@ def _text(value: Any) -> str | None:
     return None if _missing(value) else str(value)
 
 
-def compare_set(folder: Path, work: Path) -> tuple[list[Comparison], dict[str, Any]]:
+def compare_set(
+    folder: Path, work: Path, name: str | None = None
+) -> tuple[list[Comparison], dict[str, Any]]:
     """Every series of one realdata set compared with dcm2niix's conversion of the set.
 
-    Returns the rows and a summary of the set (files, what dicomarray skipped, dcm2niix's
-    log tail).
+    ``name`` names the set in the rows (default: the folder's name). Returns the rows and
+    a summary of the set (files, what dicomarray skipped, dcm2niix's log tail).
     """
     import dicomarray
 
-    summary: dict[str, Any] = {"set": folder.name}
+    name = name or folder.name
+    summary: dict[str, Any] = {"set": name}
     zipped = gzipped_dicom_files(folder)
     readable = gunzipped_copy(folder, zipped, work / "gunzipped")
     summary["gunzipped"] = len(zipped)
@@ -544,14 +729,14 @@ def compare_set(folder: Path, work: Path) -> tuple[list[Comparison], dict[str, A
     except BaseException as exc:  # noqa: BLE001 - the set fails, the run goes on
         error = describe_error(exc)
         summary["error"] = error
-        rows = [Comparison(folder.name, DICOMARRAY_ERROR, error=f"scan/list_series: {error}")]
-        return rows + _unpaired(folder.name, outputs, set()), summary
+        rows = [Comparison(name, DICOMARRAY_ERROR, error=f"scan/list_series: {error}")]
+        return rows + _unpaired(name, outputs, set()), summary
     rows, paired = [], set()
     for _, series in table.iterrows():
-        row, names = compare_series(folder.name, index, series, outputs)
+        row, names = compare_series(name, index, series, outputs)
         rows.append(row)
         paired |= names
-    return rows + _unpaired(folder.name, outputs, paired), summary
+    return rows + _unpaired(name, outputs, paired), summary
 
 
 def _dicomarray_source(
@@ -588,7 +773,7 @@ def _unpaired(set_name: str, outputs: list[NiftiOutput], paired: set[str]) -> li
                 output.series_number,
                 output.description,
                 nifti=output.name,
-                nifti_shape=shape,
+                nifti_shapes=[shape],
             )
         )
     return rows
@@ -597,8 +782,11 @@ def _unpaired(set_name: str, outputs: list[NiftiOutput], paired: set[str]) -> li
 # -- the report ---------------------------------------------------------------------------
 
 
-def write_results(rows: list[Comparison], sets: list[dict[str, Any]], out: Path) -> Counter[str]:
-    """Write ``dcm2niix_comparison.json`` and ``.md`` into ``out``; return the counts."""
+def write_results(
+    rows: list[Comparison], sets: list[dict[str, Any]], out: Path, readme: Path | None = None
+) -> Counter[str]:
+    """Write ``dcm2niix_comparison.json`` and ``.md`` into ``out`` (and the counts into the
+    marked block of ``readme``, if given); return the counts."""
     counts = Counter(row.category for row in rows)
     out.mkdir(parents=True, exist_ok=True)
     document = {
@@ -611,6 +799,8 @@ def write_results(rows: list[Comparison], sets: list[dict[str, Any]], out: Path)
     }
     (out / "dcm2niix_comparison.json").write_text(json.dumps(document, indent=1, default=str))
     (out / "dcm2niix_comparison.md").write_text(markdown(rows, counts, document))
+    if readme is not None:
+        update_readme(readme, readme_block(rows, document))
     return counts
 
 
@@ -622,12 +812,12 @@ def markdown(rows: list[Comparison], counts: Counter[str], document: dict[str, A
         f"Written by `python -m benchmarks.compare_dcm2niix` (dicomarray "
         f"{document['dicomarray_commit']}, dcm2niix {document['dcm2niix']}). Geometry: the",
         "largest distance (mm) of a corner voxel between the two affines (off above",
-        f"{GEOMETRY_TOL_MM} mm). Values: modality values (stored x rescale), voxel by voxel",
-        "after matching the axes; a note says when the stored values are equal.",
+        f"{GEOMETRY_TOL_MM} mm), over every dcm2niix file of the series. Values: modality",
+        "values (stored x rescale), voxel by voxel after matching the axes, for every",
+        "volume; a note says when the stored values are equal. dicomarray's shape is",
+        "(*extra, z, y, x); dcm2niix's (x, y, z, volumes), one per file.",
         "",
-        "| category | series |",
-        "|---|---|",
-        *(f"| {c} | {counts.get(c, 0)} |" for c in CATEGORIES),
+        *counts_table(rows),
         "",
         "| set | instances | skipped by scan | gzipped DICOM | read as .gz | dcm2niix outputs |",
         "|---|---|---|---|---|---|",
@@ -646,13 +836,80 @@ def markdown(rows: list[Comparison], counts: Counter[str], document: dict[str, A
             row.description or "",
             row.category,
             _shape(row.dicomarray_shape),
-            f"{row.nifti or ''} {_shape(row.nifti_shape)}".strip(),
+            _nifti_cell(row),
             "" if row.geometry_mm is None else f"{row.geometry_mm:.3g}",
             "" if row.max_abs_diff is None else f"{row.max_abs_diff:g}",
             notes.replace("|", "/").replace("\n", " ")[:300],
         ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def counts_table(rows: list[Comparison]) -> list[str]:
+    """Markdown lines: each category's count and its series (``set #number``)."""
+    lines = ["| category | series | which |", "|---|--:|---|"]
+    for category in CATEGORIES:
+        which = [_series_name(row, described=True) for row in rows if row.category == category]
+        lines.append(f"| {category} | {len(which)} | {', '.join(which)} |")
+    return lines
+
+
+def _series_name(row: Comparison, described: bool = False) -> str:
+    """``set #number``, and the description (shortened) when ``described``."""
+    number = "" if row.series_number is None else f" #{row.series_number}"
+    name = f"{row.set.removeprefix('dcm_qa_')}{number}"
+    return f"{name} ({row.description[:24]})" if described and row.description else name
+
+
+def text_table(rows: list[Comparison]) -> str:
+    """The plain-text table the run prints: series, dcm2niix shape, ours, verdict."""
+    lines = [("series", "description", "dcm2niix", "dicomarray", "verdict")]
+    for row in rows:
+        shapes = " + ".join(_shape(shape) for shape in row.nifti_shapes or [])
+        ours = _shape(row.dicomarray_shape)
+        if row.dicomarray_dims:
+            ours = f"{ours} ({','.join(row.dicomarray_dims)})"
+        lines.append((_series_name(row), (row.description or "")[:28], shapes, ours, row.category))
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def readme_block(rows: list[Comparison], document: dict[str, Any]) -> str:
+    """The README's counts, between :data:`README_START` and :data:`README_END`."""
+    return "\n".join(
+        [
+            README_START,
+            f"Last run: {len(rows)} rows, dicomarray {document['dicomarray_commit']}, "
+            f"dcm2niix {document['dcm2niix']}:",
+            "",
+            *counts_table(rows),
+            README_END,
+        ]
+    )
+
+
+def update_readme(path: Path, block: str) -> None:
+    """Replace the marked block of the README at ``path`` with ``block``.
+
+    Raises
+    ------
+    ValueError
+        The README has no (or a broken) pair of markers: nothing is written.
+    """
+    text = path.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path}: no {README_START!r} ... {README_END!r} block")
+    path.write_text(text[:start] + block + text[end + len(README_END) :])
+
+
+def _nifti_cell(row: Comparison) -> str:
+    """Each dcm2niix file of the row with its shape."""
+    names = row.nifti.split(", ") if row.nifti else []
+    shapes = row.nifti_shapes or []
+    return ", ".join(f"{n} {_shape(s)}" for n, s in zip(names, shapes, strict=False))
 
 
 def _set_line(summary: dict[str, Any]) -> str:
@@ -691,22 +948,26 @@ def _dcm2niix_version() -> str | None:
     return lines[-1] if lines else None
 
 
-def run(root: Path, out: Path, names: Sequence[str] = ()) -> Counter[str]:
-    """Compare every set under ``root`` (or those named) and write the results into ``out``."""
+def run(
+    root: Path, out: Path, names: Sequence[str] = (), readme: Path | None = None
+) -> list[Comparison]:
+    """Compare every set under ``root`` (or those named), write the results into ``out``
+    (and the counts into ``readme``, if given); return the rows."""
     rows: list[Comparison] = []
     summaries = []
     with tempfile.TemporaryDirectory(prefix="compare_dcm2niix_") as tmp:
-        for folder in realdata_sets(root, names):
-            print(f"{folder.name} ...", file=sys.stderr, flush=True)
+        for folder, name in comparison_units(realdata_sets(root, names)):
+            print(f"{name} ...", file=sys.stderr, flush=True)
             try:
-                set_rows, summary = compare_set(folder, Path(tmp) / folder.name)
+                set_rows, summary = compare_set(folder, Path(tmp) / name, name)
             except Exception as exc:  # noqa: BLE001 - a fault of this script: record, go on
                 error = f"comparison failed: {describe_error(exc)}"
-                set_rows = [Comparison(folder.name, COMPARISON_FAILED, error=error)]
-                summary = {"set": folder.name, "error": error}
+                set_rows = [Comparison(name, COMPARISON_FAILED, error=error)]
+                summary = {"set": name, "error": error}
             rows.extend(set_rows)
             summaries.append(summary)
-    return write_results(rows, summaries, out)
+    write_results(rows, summaries, out, readme)
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -715,6 +976,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--realdata", type=Path, default=None, help="folder of dcm_qa sets")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
     parser.add_argument("--sets", nargs="*", default=(), help="only these set folders")
+    parser.add_argument(
+        "--readme", action="store_true", help="rewrite the counts block of README.md"
+    )
     args = parser.parse_args(argv)
     root = args.realdata or default_realdata()
     if root is None or not root.is_dir():
@@ -722,10 +986,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("dcm2niix") is None:
         parser.error("dcm2niix is not installed (apt-get install dcm2niix)")
     os.nice(10)  # a long run on a shared machine
-    counts = run(root, args.out, args.sets)
-    for category in CATEGORIES:
-        print(f"{category}: {counts.get(category, 0)}")
-    print(f"written: {args.out / 'dcm2niix_comparison.md'}")
+    rows = run(root, args.out, args.sets, README if args.readme else None)
+    print(text_table(rows))
+    print()
+    print("\n".join(counts_table(rows)))
+    print(
+        f"written: {args.out / 'dcm2niix_comparison.md'}" + (f", {README}" if args.readme else "")
+    )
     return 0
 
 

@@ -162,15 +162,19 @@ class DicomAccessor:
         *,
         method: str = "bounds",
         percentiles: tuple[float, float] = (1.0, 99.0),
+        per: str = "global",
     ) -> xr.DataArray:
         """Clip to bounds and scale to [0, 1] (or percentile bounds, or z-scores).
 
         By default the bounds follow the data: (-1000, 400) for CT in HU, the range of the
         values otherwise; ``attrs["dicomarray_normalize"]`` says what was done. ``method``
-        is "bounds", "percentile" or "zscore"; see :func:`dicomarray.transforms.normalize`.
+        is "bounds", "percentile" or "zscore". For a volume with dims beyond ``(z, y, x)``
+        (``t``, ``echo``, ...), ``per="global"`` (the default) takes the statistics over
+        all volumes alike, ``per="volume"`` over each volume alone. See
+        :func:`dicomarray.transforms.normalize`.
         """
         return transforms.normalize(
-            self._obj, min_bound, max_bound, method=method, percentiles=percentiles
+            self._obj, min_bound, max_bound, method=method, percentiles=percentiles, per=per
         )
 
     # -- orientation: thin doors onto dicomarray.reorient ------------------------------------
@@ -226,6 +230,7 @@ class DicomAccessor:
         index: int | None = None,
         *,
         axis: str | None = None,
+        select: dict[str, int] | None = None,
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
@@ -243,6 +248,9 @@ class DicomAccessor:
             Position along ``axis``; default the middle slice.
         axis : {"axial", "coronal", "sagittal"}, optional
             A ``z``, ``y`` or ``x`` slice; default axial (for a 2-D slice, its own plane).
+        select : dict of str to int, optional
+            For a volume with dims beyond ``(z, y, x)``: the volume shown, by index along
+            each (``{"t": 3}``); a dim not named shows its first volume, with a warning.
         center, width, preset
             The window, as for :meth:`window`.
         annotate : bool, default False
@@ -255,13 +263,15 @@ class DicomAccessor:
 
         Only the files the slice needs are read. Coronal and sagittal pictures are planes
         orthogonal to the slices (a tilted series is not shown sheared), superior at the
-        top. See :func:`dicomarray.render.write_slice`.
+        top. A colour volume (trailing ``"channel"`` dim) is drawn in RGB, not windowed.
+        See :func:`dicomarray.render.write_slice`.
         """
         return render.write_slice(
             self._obj,
             path,
             index,
             axis=axis,
+            select=select,
             center=center,
             width=width,
             preset=preset,
@@ -276,6 +286,9 @@ class DicomAccessor:
         path: str | os.PathLike[str],
         indices: list[int] | None = None,
         *,
+        over: str = "z",
+        z: int | None = None,
+        select: dict[str, int] | None = None,
         columns: int | None = None,
         center: float | None = None,
         width: float | None = None,
@@ -287,12 +300,17 @@ class DicomAccessor:
         """Write axial slices in a grid (default 16 evenly spaced), one window for all,
         inferior to superior; ``annotate`` labels each tile.
 
-        See :func:`dicomarray.render.write_montage`.
+        ``over="t"`` (any extra dim) shows slice ``z`` (default the middle) of each volume
+        along it instead, reading only that slice of each; ``select`` picks the volume
+        along the other extra dims. See :func:`dicomarray.render.write_montage`.
         """
         return render.write_montage(
             self._obj,
             path,
             indices,
+            over=over,
+            z=z,
+            select=select,
             columns=columns,
             center=center,
             width=width,
@@ -310,6 +328,7 @@ class DicomAccessor:
         z: int | None = None,
         y: int | None = None,
         x: int | None = None,
+        select: dict[str, int] | None = None,
         center: float | None = None,
         width: float | None = None,
         preset: str | None = None,
@@ -320,7 +339,8 @@ class DicomAccessor:
         """Write axial, coronal and sagittal slices side by side through one point.
 
         ``z``, ``y``, ``x``: the voxel's indices (default the middle of each axis);
-        ``annotate`` labels each panel. See :func:`dicomarray.render.write_orthogonal`.
+        ``select`` the volume of an n-D one, as for :meth:`to_jpg`; ``annotate`` labels
+        each panel. See :func:`dicomarray.render.write_orthogonal`.
         """
         return render.write_orthogonal(
             self._obj,
@@ -328,6 +348,7 @@ class DicomAccessor:
             z=z,
             y=y,
             x=x,
+            select=select,
             center=center,
             width=width,
             preset=preset,

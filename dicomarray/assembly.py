@@ -486,7 +486,11 @@ def _sort_positions(frames: pd.DataFrame) -> tuple[np.ndarray, str]:
     z = _normal_positions(frames)
     if z is not None:
         return z, "ImagePositionPatient"
-    for key in ("SliceLocation", "InstanceNumber"):
+    # InStackPositionNumber (enhanced frames) places frames of several volumes at their
+    # slice, where InstanceNumber would make one stack of them all
+    for key in ("SliceLocation", "InStackPositionNumber", "InstanceNumber"):
+        if key not in frames:
+            continue
         values = frames[key].map(plain_cell)
         if values.notna().all():
             try:

@@ -64,7 +64,15 @@ FORMATS: dict[str, str] = {
     "jpg": "middle.jpg",
     "orthogonal": "orthogonal.jpg",
     "montage": "montage.jpg",
+    "dicom": "dicom",
 }
+#: Formats that are pictures: of an n-D series they show its first volume.
+PICTURES = ("jpg", "orthogonal", "montage")
+#: The largest modality volume (bytes) a series holds in memory while its formats are
+#: written, so that its files are read once for all of them. A larger one is streamed
+#: chunk by chunk: zarr, npy and nifti still share one read of each chunk, to_dicom reads
+#: it twice more (its value range, then its frames), pictures read their own slices.
+IN_MEMORY_BYTES = 512 * 2**20
 SIDECAR = "image.json"
 MANIFEST = "manifest.json"
 REPORT = "report.csv"
@@ -75,6 +83,8 @@ REPORT_COLUMNS = (
     "error",
     "folder",
     "outputs",
+    "dims",
+    "shape",
     "slices",
     "spacing_mm",
     "slice_steps",
@@ -159,9 +169,14 @@ def convert(
         ``failed`` row, not the end of the batch.
     formats : sequence of str, default ("zarr", "npy", "jpg")
         Any of ``zarr``, ``npy``, ``nifti``, ``jpg`` (the middle slice), ``orthogonal``
-        (axial, coronal and sagittal side by side) and ``montage`` (a grid of axial
-        slices). A JSON sidecar is always written.
-        Volumes are exported in modality values (HU for CT), float32.
+        (axial, coronal and sagittal side by side), ``montage`` (a grid of axial slices)
+        and ``dicom`` (a new series over the series' own files, a ``dicom`` folder; not
+        with ``deidentify``: it keeps every tag of its template). A JSON sidecar is always
+        written. Volumes are exported in modality values (HU for CT), float32, with all
+        their dims (an n-D series' ``t``, ``echo`` ...); pictures show an n-D series'
+        first volume (index 0 along each extra dim). The modality values are computed
+        once per series for all formats: held in memory up to :data:`IN_MEMORY_BYTES`,
+        else streamed chunk by chunk.
     client : distributed.Client, optional
         Run on this cluster. Without one, a local cluster with ``workers`` processes is
         started (and closed); ``workers=0`` runs in this process, one thread per series
@@ -188,7 +203,8 @@ def convert(
     pandas.DataFrame
         One row per series, the columns :data:`REPORT_COLUMNS`: SeriesInstanceUID,
         PatientID, status (``ok``, ``failed``, ``skipped``), error, folder (relative to
-        ``out_dir``), outputs (``;``-separated), slices, spacing_mm, slice_steps,
+        ``out_dir``), outputs (``;``-separated), dims (``t,z,y,x``), shape
+        (``3x12x64x64``, in the order of dims), slices, spacing_mm, slice_steps,
         seconds, warnings (`` | ``-separated). Also written to ``out_dir/report.csv``, in
         every case. ``spacing_mm`` is ``slice x row x column`` in mm, e.g.
         ``5 x 0.45 x 0.45``; a series without one slice step has the step of each run of
@@ -201,13 +217,19 @@ def convert(
     Raises
     ------
     DicomArrayError
-        An unknown format, an output folder inside the input, a malformed ``config``
+        An unknown format, ``dicom`` with ``deidentify``, an output folder inside the
+        input, a malformed ``config``
         (``report.csv`` is still written, empty), an output folder that cannot be made or
         a ``report.csv`` there that is not a batch report (nothing is written).
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise DicomArrayError(f"unknown formats {unknown}; choose from {sorted(FORMATS)}")
+    if deidentify and "dicom" in formats:
+        raise DicomArrayError(
+            "the dicom format keeps every tag of the series it is written over, patient "
+            "identifiers included: it cannot be de-identified; leave it out of the formats"
+        )
     out = Path(out_dir)
     _check_outside_input(root, out)
     with os_errors(out):
@@ -431,6 +453,8 @@ def _row(job: SeriesJob, **values: Any) -> dict[str, Any]:
         "error": "",
         "folder": job.folder,
         "outputs": "",
+        "dims": "",
+        "shape": "",
         "slices": job.series.n_slices,  # a failed series' too: the frames selected
         "spacing_mm": "",
         "slice_steps": "",
@@ -468,7 +492,7 @@ def _convert(job: SeriesJob) -> dict[str, Any]:
 
 
 #: The report's columns that a manifest keeps, so a skipped series reports them too.
-_FIGURES = ("slices", "spacing_mm", "slice_steps")
+_FIGURES = ("dims", "shape", "slices", "spacing_mm", "slice_steps")
 
 
 def _figures(manifest: Mapping[str, Any], *, status: str) -> dict[str, Any]:
@@ -513,13 +537,50 @@ def _write_outputs(
 
 
 def _write_formats(values: Any, folder: Path, formats: Iterable[str], job: SeriesJob) -> list[str]:
+    """Write every format from one computation of the modality values.
+
+    The values are held in memory when they fit (:func:`_read_once`); the exports that
+    stream (zarr, npy, nifti, dicom) are then computed together, so chunks read from the
+    files are shared by all of them even when the values do not fit.
+    """
+    from .writers.common import compute_and_wait
+
+    values = _read_once(values)
     outputs = [SIDECAR]
     if "npy" not in formats:  # the npy writer writes the same sidecar
-        _WRITERS["sidecar"](values, folder / SIDECAR, job)
+        _sidecar(values, folder / SIDECAR, job)
+    exports = []
     for name in formats:
-        _WRITERS[name](values, folder / FORMATS[name], job)
+        source = first_volume(values) if name in PICTURES else values
+        exports.append(_WRITERS[name](source, folder / FORMATS[name], job))
         outputs.append(FORMATS[name])
+    compute_and_wait(*(export for export in exports if export is not None))
     return outputs
+
+
+def _read_once(values: Any) -> Any:
+    """The values computed and held in memory, when they fit in :data:`IN_MEMORY_BYTES`.
+
+    Every format then reads them from memory, so each file is read once per series;
+    larger values stay lazy (each chunk is read where an export needs it).
+    """
+    if values.nbytes > IN_MEMORY_BYTES or not hasattr(values.data, "dask"):
+        return values
+    return values.persist()
+
+
+#: Dims of one volume (``channel``: colour); an n-D series has extra dims before them.
+VOLUME_DIMS = ("z", "y", "x", "channel")
+
+
+def extra_dims(volume: Any) -> list[str]:
+    """The dims of an n-D series before its volumes' (``t``, ``echo`` ...); none for 3-D."""
+    return [str(d) for d in volume.dims if d not in VOLUME_DIMS]
+
+
+def first_volume(values: Any) -> Any:
+    """The first volume of an n-D series (index 0 along each extra dim); a 3-D one as it is."""
+    return values.isel({d: 0 for d in extra_dims(values)})
 
 
 def _keep_outputs(
@@ -552,6 +613,8 @@ def _manifest(
         "outputs": list(dict.fromkeys(outputs)),
         "deidentify": job.deidentify,
         "files": len(job.files),
+        "dims": ",".join(str(d) for d in volume.dims),
+        "shape": "x".join(str(n) for n in volume.shape),
         **_geometry_figures(VolumeGeometry.of(volume)),
     }
 
@@ -699,7 +762,7 @@ def _sidecar(volume: Any, path: Path, job: SeriesJob) -> None:
     write_sidecar(volume, path, deidentify=job.deidentify)
 
 
-def _nifti(volume: Any, path: Path, job: SeriesJob) -> None:
+def _nifti(volume: Any, path: Path, job: SeriesJob) -> Any:
     """NIfTI holds one slice step: an unevenly spaced series is written on its finest
     regular step (dcm2niix's ``_Eq``), and the row's warnings say so."""
     geometry = volume.dicom.geometry
@@ -708,16 +771,18 @@ def _nifti(volume: Any, path: Path, job: SeriesJob) -> None:
             f"NIfTI written equalized onto the finest slice step: the slices have no one "
             f"step ({geometry.describe_steps()})"
         )
-    volume.dicom.to_nifti(path, equalize=True)
+    return volume.dicom.to_nifti(path, equalize=True, compute=False)
 
 
+#: Each format's writer: the exports that stream return a Delayed (computed together by
+#: :func:`_write_formats`), the pictures write at once (each reads only its own slices).
 _WRITERS: dict[str, Callable[[Any, Path, SeriesJob], Any]] = {
-    "sidecar": _sidecar,
-    "zarr": lambda v, p, job: v.dicom.to_zarr(p, deidentify=job.deidentify),
+    "zarr": lambda v, p, job: v.dicom.to_zarr(p, deidentify=job.deidentify, compute=False),
     "npy": lambda v, p, job: v.dicom.to_npy(
-        p, json_path=p.parent / SIDECAR, deidentify=job.deidentify
+        p, json_path=p.parent / SIDECAR, deidentify=job.deidentify, compute=False
     ),
     "nifti": _nifti,
+    "dicom": lambda v, p, job: v.dicom.to_dicom(p, compute=False),
     "jpg": lambda v, p, job: v.dicom.to_jpg(p, annotate=job.annotate),
     "orthogonal": lambda v, p, job: v.dicom.orthogonal(p, annotate=job.annotate),
     "montage": lambda v, p, job: v.dicom.montage(p, annotate=job.annotate),

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .batch import FORMATS, extra_dims
 from .errors import DicomArrayError, DicomArrayWarning, WriteError
 
 if TYPE_CHECKING:
@@ -257,7 +258,7 @@ def _parser() -> argparse.ArgumentParser:
 
     info = command("info", "one series' shape, geometry, tags and warnings")
     info.add_argument("path", type=Path, help="a series folder, or one file")
-    _series_uid_flag(info)
+    _series_flags(info)
     info.set_defaults(run=_run_info)
 
     filter_ = command("filter", "series under ROOT matching a JSON config")
@@ -272,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     to_npy.add_argument("-j", "--output-json", type=Path, required=True, help="sidecar to write")
     to_npy.add_argument("--raw", action="store_true", help="stored values instead of HU")
     to_npy.add_argument("--deidentify", action="store_true", help="leave out patient identifiers")
-    _series_uid_flag(to_npy)
+    _series_flags(to_npy)
     _overwrite_flag(to_npy, "replace existing outputs")
     to_npy.set_defaults(run=_run_to_npy)
 
@@ -293,7 +294,7 @@ def _parser() -> argparse.ArgumentParser:
         "values (to-npy --raw); a sidecar says it itself",
     )
     to_dicom.add_argument("--description", help="SeriesDescription of the new series")
-    _series_uid_flag(to_dicom, "the template series when -d holds several")
+    _series_flags(to_dicom, "the template series when -d holds several")
     _overwrite_flag(to_dicom, "replace an existing output folder")
     to_dicom.set_defaults(run=_run_to_dicom)
 
@@ -302,7 +303,7 @@ def _parser() -> argparse.ArgumentParser:
     to_zarr.add_argument("-o", "--output", required=True, help="zarr store (path or URL)")
     to_zarr.add_argument("--raw", action="store_true", help="stored values instead of HU")
     to_zarr.add_argument("--deidentify", action="store_true", help="leave out patient identifiers")
-    _series_uid_flag(to_zarr)
+    _series_flags(to_zarr)
     _overwrite_flag(to_zarr, "replace an existing store")
     to_zarr.set_defaults(run=_run_to_zarr)
 
@@ -316,7 +317,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--width", type=float, help="window width (HU)")
     render.add_argument("--montage", action="store_true", help="a grid of axial slices")
     _annotate_flag(render, default=True)
-    _series_uid_flag(render)
+    _series_flags(render)
     _overwrite_flag(render, "replace an existing picture")
     render.set_defaults(run=_run_render)
 
@@ -326,7 +327,9 @@ def _parser() -> argparse.ArgumentParser:
     _annotate_flag(batch, default=False)
     batch.add_argument("--config", type=Path, help="JSON file of tag rules selecting series")
     batch.add_argument(
-        "--format", default="zarr,npy,jpg", help="comma-separated: zarr,npy,nifti,jpg"
+        "--format",
+        default="zarr,npy,jpg",
+        help=f"comma-separated, of {','.join(FORMATS)} (default zarr,npy,jpg)",
     )
     where = batch.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of a running dask scheduler (tcp://host:8786)")
@@ -347,10 +350,42 @@ def _overwrite_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help=help_text)
 
 
-def _series_uid_flag(
+def _series_flags(
     parser: argparse.ArgumentParser, help_text: str = "the series to open when there are several"
 ) -> None:
+    """Which series to open, and how its frames are assembled into volumes."""
     parser.add_argument("--series-uid", metavar="UID", help=help_text)
+    parser.add_argument(
+        "--split-by",
+        metavar="KEYWORDS",
+        type=_comma_separated,
+        help="DICOM keywords that tell the volumes of an n-D series apart, comma-separated "
+        "(EchoNumbers,ImageType); default: decided from the data",
+    )
+    parser.add_argument(
+        "--dims",
+        metavar="DIMS",
+        type=_comma_separated,
+        help="the dims to assemble before z, comma-separated (t, echo, diffusion, volume)",
+    )
+
+
+def _comma_separated(text: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("give at least one name, comma-separated")
+    return items
+
+
+#: The :func:`~dicomarray.volume.open_series` keywords that ``--split-by`` and ``--dims``
+#: give: how the frames of an n-D series are split into volumes.
+ASSEMBLY_OPTIONS = ("split_by", "dims")
+
+
+def _assembly_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The assembly keywords given on the command line, for ``open_series``: only the
+    flags given, so that without them a series opens as the data decides."""
+    return {name: getattr(args, name) for name in ASSEMBLY_OPTIONS if getattr(args, name, None)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,6 +458,7 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
     lines = [
         f"series      {report['series_uid']}",
         f"shape       {dict(volume.sizes)}  dtype {volume.dtype}",
+        *_extra_dim_lines(volume, report),
         *_geometry_lines(volume),
         f"z range     {float(volume.z[0]):.2f} .. {float(volume.z[-1]):.2f} mm "
         f"(sorted by {report['sorted_by']})",
@@ -435,6 +471,36 @@ def _run_info(args: argparse.Namespace, console: _Console) -> int:
             lines.append(f"    {keyword:32} {value}")
     print("\n".join(lines))
     return 0
+
+
+def _extra_dim_lines(volume: Any, report: dict[str, Any]) -> list[str]:
+    """One line per extra dim of an n-D series, for ``info``: its size, its coordinate's
+    first and last values with their units, and the tags that split the frames along it
+    (the assembly report's ``dims``). None for a 3-D series."""
+    split_by = {
+        entry.get("dim"): entry.get("split_by") or []
+        for entry in report.get("dims") or []
+        if isinstance(entry, dict)
+    }
+    lines = []
+    for dim in extra_dims(volume):
+        parts = [f"{volume.sizes[dim]} volumes"]
+        if dim in volume.coords:
+            parts.append(_coordinate_range(volume[dim]))
+        if split_by.get(dim):
+            parts.append(f"split by {', '.join(map(str, split_by[dim]))}")
+        lines.append(f"{dim:11} {', '.join(parts)}")
+    return lines
+
+
+def _coordinate_range(coord: Any) -> str:
+    """``0 .. 4 s``: a dim coordinate's first and last values, or its values if not numbers."""
+    values = coord.values
+    units = f" {coord.attrs['units']}" if coord.attrs.get("units") else ""
+    if values.dtype.kind in "iuf":
+        return f"{values[0]:.6g} .. {values[-1]:.6g}{units}"
+    shown = ", ".join(map(str, values[:4]))
+    return shown + (", ..." if len(values) > 4 else "")
 
 
 def _geometry_lines(volume: Any) -> list[str]:
@@ -499,7 +565,7 @@ def _open(args: argparse.Namespace, path: Path, console: _Console) -> Any:
     from .volume import open_series
 
     console.about(str(path))
-    volume = open_series(path, args.series_uid)
+    volume = open_series(path, args.series_uid, **_assembly_options(args))
     console.about(_series_label(volume))
     return volume
 

@@ -3,11 +3,15 @@
 By default it runs on the built-in sample brain CT study, written once into a cache
 folder. It indexes the tree, keeps the CT head series (no localizers), and converts each
 one with :func:`dicomarray.batch.convert`: HU volumes as zarr and npy + JSON, a
-middle-slice JPG in the brain window, an orthogonal view and a montage.
+middle-slice JPG in the brain window, an orthogonal view and a montage. The sample
+study's first patient also has a CT perfusion series
+(:mod:`dicomarray.sample_perfusion`): beside its exports, the demo draws the
+time-attenuation curves of an artery and of white matter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -20,7 +24,11 @@ from .staging import staged
 DEMO_FORMATS = ("zarr", "npy", "jpg", "orthogonal", "montage")
 #: Which series the demo converts.
 DEMO_CONFIG = {"Modality": "CT", "is_localizer": False, "n_slices": {"min": 2}}
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2  # 2: with the perfusion series
+#: The perfusion series' curves picture, in its output folder.
+CURVES_PICTURE = "time_curves.png"
+#: The regions of :data:`dicomarray.sample_perfusion.PERFUSION_REGIONS` it shows.
+CURVES_REGIONS = ("artery", "white matter")
 
 
 def run_demo(
@@ -39,7 +47,8 @@ def run_demo(
     out : str or os.PathLike
         Output folder: ``<patient>/<study>/<series>/`` with ``image.zarr``, ``image.npy``,
         ``image.json``, ``middle.jpg``, ``orthogonal.jpg`` and ``montage.jpg``, and
-        ``report.csv``.
+        ``report.csv``; for the sample study's perfusion series also
+        :data:`CURVES_PICTURE`.
     data : str or os.PathLike, optional
         A study tree to use instead of the sample study.
     n_patients : int, default 10
@@ -61,7 +70,7 @@ def run_demo(
     from .batch import convert
 
     study = Path(data) if data is not None else ensure_sample_study(n_patients=n_patients)
-    return convert(
+    report = convert(
         study,
         out,
         config=DEMO_CONFIG,
@@ -71,6 +80,42 @@ def run_demo(
         overwrite=overwrite,
         annotate=True,  # pictures for people: directions and slice positions on them
     )
+    if data is None:
+        write_sample_curves(study, Path(out), report, overwrite=overwrite)
+    return report
+
+
+def write_sample_curves(
+    study: Path, out: Path, report: pd.DataFrame, *, overwrite: bool = False
+) -> Path | None:
+    """Draw the sample perfusion series' curves (:data:`CURVES_REGIONS`) into its folder.
+
+    Only the regions' voxels are read. A picture already there is kept unless
+    `overwrite`; a study without the series, or a series that failed to convert, gives
+    no picture (None).
+    """
+    from .curves import region_curve, write_curves_picture
+    from .sample_perfusion import PERFUSION_REGIONS
+    from .volume import open_series
+
+    folder = next(study.glob("*/*/3_PERFUSION"), None)
+    if folder is None:
+        return None
+    # dims (t, z, y, x); one time point per chunk, so that a region's voxels are read
+    # holding one volume at a time, not the whole series
+    volume = open_series(folder, chunks={"t": 1})
+    row = report[report["SeriesInstanceUID"] == volume.attrs["SeriesInstanceUID"]]
+    if row.empty or row["status"].iloc[0] == "failed":
+        return None
+    target = out / str(row["folder"].iloc[0]) / CURVES_PICTURE
+    if target.exists() and not overwrite:
+        return target
+    curves = {
+        name: region_curve(volume, **dataclasses.asdict(PERFUSION_REGIONS[name]))
+        for name in CURVES_REGIONS
+    }
+    title = f"{volume.attrs.get('SeriesDescription', '')}: time-attenuation curves"
+    return write_curves_picture(curves, target, title=title, overwrite=overwrite)
 
 
 def sample_cache_dir() -> Path:
@@ -90,7 +135,7 @@ def ensure_sample_study(*, n_patients: int = 10, root: Path | None = None) -> Pa
         return root
     try:
         with staged(root, overwrite=False, folder=True, kind="sample study") as output:
-            make_study(output.partial, n_patients=n_patients)
+            make_study(output.partial, n_patients=n_patients, perfusion=True)
     except WriteError:
         if not (root / "README.txt").is_file():  # not just a concurrent demo that won
             raise

@@ -78,6 +78,22 @@ INDEX_KEYWORDS: tuple[str, ...] = (
     "FrameOfReferenceUID",
     "TemporalPositionIdentifier",
     "SliceLocation",
+    # per-frame values that tell volumes at the same positions apart (issue 13); an
+    # enhanced file holds most of them in its functional groups (dicomarray.frames)
+    "AcquisitionDateTime",
+    "FrameAcquisitionDateTime",
+    "FrameReferenceDateTime",
+    "TriggerTime",
+    "EchoTime",
+    "RepetitionTime",
+    "NumberOfTemporalPositions",
+    "TemporalPositionIndex",
+    "InStackPositionNumber",
+    "StackID",
+    "DimensionIndexValues",
+    "DiffusionBValue",
+    "DiffusionGradientOrientation",
+    "DiffusionDirectionality",
     "SamplesPerPixel",
     "PhotometricInterpretation",
     "NumberOfFrames",
@@ -94,6 +110,28 @@ INDEX_KEYWORDS: tuple[str, ...] = (
     "RescaleSlope",
     "RescaleType",
 )
+
+#: Vendor-private elements read beside the index tags, by (group, private creator, low
+#: byte of the element): a private element (gggg,xxee) belongs to the creator written in
+#: (gggg,00xx), so the same tag under another creator is another element and is not read.
+#: They are no columns: :func:`read_header` turns them into the standard
+#: (0018,9087) *Diffusion b-value* and (0018,9089) *Diffusion Gradient Orientation* when
+#: a file lacks those. The tags and their meaning follow dcm2niix (console/nii_dicom.cpp:
+#: kDiffusionBFactorGE, kDiffusionBFactor, kDiffusionDirectionRL/AP/FH, and the
+#: commented-out kDiffusionBFactorSiemens "0019;000C;SIEMENS MR HEADER;B_value").
+PRIVATE_ELEMENTS: dict[tuple[int, str, int], tuple[str, str]] = {
+    # Siemens (0019,xx0C) B_value, (0019,xx0E) DiffusionGradientDirection (patient LPS)
+    (0x0019, "SIEMENS MR HEADER", 0x0C): ("SiemensBValue", "IS"),
+    (0x0019, "SIEMENS MR HEADER", 0x0E): ("SiemensGradient", "FD"),
+    # GE (0043,xx39) "Slop_int_6..9": the b-value first, plus 1e9 in some sequences
+    (0x0043, "GEMS_PARM_01", 0x39): ("GEBValue", "IS"),
+    # Philips (2001,xx03) Diffusion B-Factor, (2005,xxB0..B2) direction RL, AP, FH
+    (0x2001, "Philips Imaging DD 001", 0x03): ("PhilipsBValue", "FL"),
+    (0x2005, "Philips MR Imaging DD 001", 0xB0): ("PhilipsGradientRL", "FL"),
+    (0x2005, "Philips MR Imaging DD 001", 0xB1): ("PhilipsGradientAP", "FL"),
+    (0x2005, "Philips MR Imaging DD 001", 0xB2): ("PhilipsGradientFH", "FL"),
+}
+_PRIVATE_GROUPS = frozenset(group for group, _, _ in PRIVATE_ELEMENTS)
 
 #: Extra columns every index row carries beside the tags.
 FILE_COLUMNS: tuple[str, ...] = (
@@ -220,14 +258,67 @@ def read_header(
     """
     path = os.fspath(path)
     with open_regular(path) as file:
-        walker = _Walker(file, path, limits or DEFAULT_LIMITS, wanted=_WANTED)
+        walker = _Walker(file, path, limits or DEFAULT_LIMITS, wanted=_WANTED, private=True)
         walker.walk(through_pixels=False)
     values = walker.values
     if walker.directory:
         return {key: values[key] for key in (*FILE_COLUMNS, "MediaStorageSOPClassUID")}
     if walker.decode_with_pydicom:
         values.update(_read_with_pydicom(path))
+    values.update(vendor_diffusion(values, walker.private_values))
     return values
+
+
+def vendor_diffusion(standard: dict[str, Any], private: dict[str, Any]) -> dict[str, Any]:
+    """The diffusion b-value and gradient a file gives in vendor-private elements.
+
+    Parameters
+    ----------
+    standard : dict
+        The file's standard values: a (0018,9087) *Diffusion b-value* or (0018,9089)
+        *Diffusion Gradient Orientation* there wins over any private one.
+    private : dict
+        The :data:`PRIVATE_ELEMENTS` found, by their names there.
+
+    Returns
+    -------
+    dict
+        ``DiffusionBValue`` (float, s/mm2) and ``DiffusionGradientOrientation`` (three
+        floats in the patient's LPS axes), each only when the standard element is absent
+        and a vendor's element gives it.
+    """
+    found: dict[str, Any] = {}
+    b_value = _first_number(private.get("SiemensBValue"))
+    if b_value is None:
+        b_value = _first_number(private.get("PhilipsBValue"))
+    ge = _first_number(private.get("GEBValue"))
+    if b_value is None and ge is not None:
+        # GE adds a bias of 1e9 to the b-value of multi-b and synthetic DWI: dcm2niix's
+        # set_bValGE keeps bVal % 1000000000 (dcm2niix issue 602, pull request 603)
+        b_value = ge % 1_000_000_000
+    if b_value is not None and standard.get("DiffusionBValue") is None:
+        found["DiffusionBValue"] = float(b_value)
+    gradient = private.get("SiemensGradient")
+    if gradient is None:
+        # Philips RL, AP, FH: the same numbers as its (0018,9089) where both are written
+        # (dcm_qa_philips_enh), so the LPS axes in that order
+        gradient = [private.get(f"PhilipsGradient{axis}") for axis in ("RL", "AP", "FH")]
+    if standard.get("DiffusionGradientOrientation") is None and _three_numbers(gradient):
+        found["DiffusionGradientOrientation"] = [float(v) for v in gradient]
+    return found
+
+
+def _first_number(value: Any) -> float | int | None:
+    first = value[0] if isinstance(value, list) and value else value
+    return first if isinstance(first, int | float) and not isinstance(first, bool) else None
+
+
+def _three_numbers(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, int | float) and math.isfinite(v) for v in value)
+    )
 
 
 @contextmanager
@@ -378,7 +469,7 @@ def read_nested_values(
         def collect(raw: bytes, vr: str, where: Location) -> None:
             if not vr or vr == "UN":
                 vr = _dictionary_vr(tag)
-            size = struct.calcsize(_NUMBER_FORMATS.get(vr, "B"))
+            size = 4 if vr == "AT" else struct.calcsize(_NUMBER_FORMATS.get(vr, "B"))
             if len(raw) % size:
                 raise _Malformed(f"{keyword} of {len(raw)} bytes is no whole number of {vr}s")
             try:
@@ -525,7 +616,8 @@ class _Walker:
     ``wanted`` maps top-level tags to (keyword, VR) to decode into :attr:`values`;
     ``nested`` maps tags at any depth to a callback given their raw value, their VR and
     where they lie (:attr:`where`); :attr:`top_items` counts the items of each top-level
-    sequence.
+    sequence. With ``private``, the top-level :data:`PRIVATE_ELEMENTS` of their own
+    creators go to :attr:`private_values`.
     """
 
     def __init__(
@@ -537,8 +629,12 @@ class _Walker:
         wanted: dict[int, tuple[str, str]] | None = None,
         nested: dict[int, Callable[[bytes, str, Location], None]] | None = None,
         directory_records: bool = False,
+        private: bool = False,
     ) -> None:
         self.path = path
+        self.private = private
+        self.creators: dict[tuple[int, int], str] = {}  # (group, block) -> private creator
+        self.private_values: dict[str, Any] = {}
         self.limits = limits
         self.wanted = wanted or {}
         self.nested = nested or {}
@@ -698,6 +794,8 @@ class _Walker:
             return self._sequence(pos, pos + length, inner, depth + 1, little=not inner, tag=tag)
         if top and tag in self.wanted:
             self._decode_wanted(tag, pos, length)
+        elif top and self.private and tag >> 16 in _PRIVATE_GROUPS:
+            self._decode_private(tag, vr, pos, length)
         elif tag in self.nested:
             where = tuple((t, i) for t, i in self.where)
             self.nested[tag](self.source.read(pos, length), vr, where)
@@ -827,6 +925,23 @@ class _Walker:
         if keyword == "SpecificCharacterSet":
             self._set_encoding(self.values[keyword])
 
+    def _decode_private(self, tag: int, vr: str, pos: int, length: int) -> None:
+        """Note a private creator, or decode a :data:`PRIVATE_ELEMENTS` of its creator."""
+        group, element = tag >> 16, tag & 0xFFFF
+        raw = self.source.read(pos, length)
+        if 0x0010 <= element <= 0x00FF:  # (gggg,00xx) names the creator of (gggg,xx00-xxFF)
+            self.creators[group, element] = raw.decode("latin-1").strip(" \0")
+            return
+        creator = self.creators.get((group, element >> 8))
+        entry = PRIVATE_ELEMENTS.get((group, creator or "", element & 0xFF))
+        if entry is None:
+            return
+        name, known_vr = entry
+        try:  # implicit VR, or made UN by a tool that did not know the creator
+            self.private_values[name] = self._decode(raw, known_vr if vr in ("", "UN") else vr)
+        except (ValueError, UnicodeDecodeError, struct.error):
+            return  # a vendor value that is no number is no b-value either
+
     def _set_encoding(self, charset: Any) -> None:
         name = charset[0] if isinstance(charset, list) else (charset or "")
         if name not in _CHARSETS or (isinstance(charset, list) and len(charset) > 1):
@@ -835,6 +950,11 @@ class _Walker:
         self.encoding = _CHARSETS[name]
 
     def _decode(self, raw: bytes, vr: str) -> Any:
+        if vr == "AT":  # attribute tags: (group, element) pairs, each in the file's endian
+            halves = struct.unpack_from(f"{self.endian}{len(raw) // 4 * 2}H", raw)
+            return _single_or_list(
+                g << 16 | e for g, e in zip(halves[::2], halves[1::2], strict=True)
+            )
         if vr in _NUMBER_FORMATS:
             fmt = _NUMBER_FORMATS[vr]
             count = len(raw) // struct.calcsize(fmt)

@@ -3,8 +3,8 @@
 A picture is made in four steps: read what it shows (only the files, or the rows or
 columns of each file, the plane passes through), convert to modality values, apply one
 window to everything shown, and resample to square pixels in the display orientation.
-Pictures are 8-bit grey, JPG or PNG by the file's suffix, and appear under their final
-name only when complete. Every position comes from the volume's
+Pictures are 8-bit grey (8-bit RGB for colour, below), JPG or PNG by the file's suffix,
+and appear under their final name only when complete. Every position comes from the volume's
 :class:`~dicomarray.geometry.VolumeGeometry`; nothing here reads the geometry tags.
 
 A MONOCHROME1 series ((0028,0004) *Photometric Interpretation*) is shown inverted, as
@@ -31,27 +31,47 @@ inferior to superior. The axis names (axial, coronal, sagittal) name the array's
 (``z``, ``y``, ``x``): for a sagittal acquisition, the "axial" picture is a sagittal
 plane. With ``annotate=True`` the edges carry the patient directions (:func:`edge_labels`)
 and the bottom left corner the position of the plane in mm.
+
+Volumes with more dims. A volume with dims beyond ``(z, y, x)`` (``t``, ``echo``,
+``diffusion``, ... before them, see :func:`dicomarray.open_series`) is pictured one
+volume at a time: ``select={"t": 3}`` picks the volume by index along each extra dim,
+in every picture function. An extra dim left out of ``select`` shows its first volume
+(index 0), with a :class:`~dicomarray.errors.DicomArrayWarning` naming the dims, so
+that a picture of every series (as :mod:`dicomarray.batch` makes) never fails for want
+of a choice. :func:`write_montage` with ``over="t"`` lays one slice out along an extra
+dim instead (a slice through time), reading that slice of each volume shown and nothing
+else. With ``annotate=True`` the position label names the volume too (``t 4.5 s``).
+
+Colour. A volume with a trailing ``"channel"`` dim (RGB, size 3) is drawn in colour, as
+an RGB JPG or PNG, in every picture function. It is not windowed: stored values are
+scaled from 0 to the largest value (0028,0101) *Bits Stored* allows (255 for 8 bits;
+the dtype's largest for integers without that attr, 1 for floats), each channel alike.
+A window given (``center`` and ``width``, or ``preset``) is applied to each channel's
+stored values instead. Monochrome inversion and padding do not apply to colour.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
 
-from .errors import RenderError
+from .errors import DicomArrayWarning, RenderError, warn_data_problem
 from .geometry import DIRECTION_LETTERS, VolumeGeometry, positions_along_normal
 from .staging import check_replaceable, staged
-from .transforms import Window, apply_window, choose_window, modality_values
+from .transforms import WINDOW_FUNCTIONS, Window, apply_window, choose_window, modality_values
 
 #: Picture axes and the dim each one cuts.
 AXES: dict[str, str] = {"axial": "z", "coronal": "y", "sagittal": "x"}
+#: The trailing dim of a colour volume: its three RGB samples.
+CHANNEL = "channel"
+_SPATIAL = ("z", "y", "x")
 #: Longest side of a picture in pixels; larger pictures are drawn with bigger pixels.
 MAX_SIDE = 8192
 #: Slices in a montage when none are named.
@@ -88,10 +108,12 @@ class _Axis:
 
 @dataclass(frozen=True)
 class _Cut:
-    """One picture: the dim it cuts and the ``(z, y, x)`` voxel its plane passes through."""
+    """One picture: the dim it cuts, the ``(z, y, x)`` voxel its plane passes through and
+    the volume it shows: an index along each extra dim (``(("t", 3),)``)."""
 
     dim: str
     voxel: tuple[int, int, int]
+    select: tuple[tuple[str, int], ...] = ()
 
     @property
     def plane(self) -> str:
@@ -121,27 +143,33 @@ def slice_picture(
     index: int | None = None,
     *,
     axis: str | None = None,
+    select: Mapping[str, int] | None = None,
     center: float | None = None,
     width: float | None = None,
     preset: str | None = None,
     annotate: bool = False,
 ) -> np.ndarray:
-    """One slice as a 2-D float32 array in [0, 1], in display orientation, square pixels.
+    """One slice as a float32 array in [0, 1], in display orientation, square pixels.
 
-    0 is black and 1 white: a MONOCHROME1 series, whose minimum value is white, is
-    inverted after the window.
+    2-D, 0 black and 1 white: a MONOCHROME1 series, whose minimum value is white, is
+    inverted after the window. A colour volume (a trailing ``"channel"`` dim) gives
+    ``(rows, columns, 3)`` RGB, not windowed (see the module's docstring).
 
     Parameters
     ----------
     volume : xarray.DataArray
         A volume with dims ``z``, ``y``, ``x`` in any order (stored or modality values),
-        or one 2-D slice of it.
+        or one 2-D slice of it; extra dims (``t``, ``echo``, ...) before them and a
+        trailing ``"channel"`` (colour) are allowed.
     index : int, optional
         Position along the axis (negative counts from the end); default the middle.
     axis : {"axial", "coronal", "sagittal"}, optional
         Default "axial" for a volume; for a 2-D slice, the plane it is. A coronal or
         sagittal picture is the plane orthogonal to the slices through row (column)
         ``index`` of the middle slice.
+    select : mapping of str to int, optional
+        The volume shown, by index along each extra dim (``{"t": 3}``, negative counts
+        from the end); an extra dim not named shows index 0, with a warning.
     center, width, preset
         The window, as :func:`dicomarray.transforms.choose_window` takes it: by default
         the series' own, else a preset for the modality, else the range of the values.
@@ -152,17 +180,19 @@ def slice_picture(
     Raises
     ------
     RenderError
-        For an unknown axis, an index out of range, dims other than ``z``, ``y``, ``x``,
-        a single row (column) of a tilted stack, which holds no coronal (sagittal) plane,
+        For an unknown axis, an index out of range, no dims ``z``, ``y``, ``x`` (or two of
+        them), a ``select`` naming a dim the volume lacks or an index out of range along
+        it, a single row (column) of a tilted stack, which holds no coronal (sagittal) plane,
         or ``annotate=True`` with a Pillow built without FreeType.
     DicomArrayError
         For malformed geometry (see :meth:`VolumeGeometry.of`).
     """
     volume, axis = _as_volume(volume, axis)
+    chosen = _selection(volume, select)
     dim = AXES[axis]
-    voxel = [volume.sizes[d] // 2 for d in ("z", "y", "x")]
-    voxel[("z", "y", "x").index(dim)] = _check_index(index, volume.sizes[dim], axis)
-    cut = _Cut(dim, (voxel[0], voxel[1], voxel[2]))
+    voxel = [volume.sizes[d] // 2 for d in _SPATIAL]
+    voxel[_SPATIAL.index(dim)] = _check_index(index, volume.sizes[dim], axis)
+    cut = _Cut(dim, (voxel[0], voxel[1], voxel[2]), chosen)
     return _pictures(volume, [cut], (center, width, preset), annotate)[0]
 
 
@@ -172,6 +202,7 @@ def write_slice(
     index: int | None = None,
     *,
     axis: str | None = None,
+    select: Mapping[str, int] | None = None,
     center: float | None = None,
     width: float | None = None,
     preset: str | None = None,
@@ -186,7 +217,14 @@ def write_slice(
     """
     path = _check_target(path, quality, overwrite)
     picture = slice_picture(
-        volume, index, axis=axis, center=center, width=width, preset=preset, annotate=annotate
+        volume,
+        index,
+        axis=axis,
+        select=select,
+        center=center,
+        width=width,
+        preset=preset,
+        annotate=annotate,
     )
     return save_image(picture, path, quality=quality, overwrite=overwrite)
 
@@ -196,6 +234,9 @@ def write_montage(
     path: str | os.PathLike[str],
     indices: Sequence[int] | None = None,
     *,
+    over: str = "z",
+    z: int | None = None,
+    select: Mapping[str, int] | None = None,
     columns: int | None = None,
     center: float | None = None,
     width: float | None = None,
@@ -204,15 +245,25 @@ def write_montage(
     quality: int = 95,
     overwrite: bool = False,
 ) -> Path:
-    """Write axial slices as one picture: a grid filled row by row, inferior to superior.
+    """Write axial slices as one picture: a grid filled row by row, inferior to superior,
+    or one axial slice along an extra dim (``over="t"``: the slice through time).
 
     Parameters
     ----------
     indices : sequence of int, optional
-        The ``z`` positions to show; default up to :data:`MONTAGE_SLICES` evenly spaced
-        slices across the volume. Only these slices' files are read. Whatever their order
-        (and the order of the slices in the volume: feet-first, flipped, sorted), the
-        tiles run from the most inferior slice to the most superior, by the slice normal.
+        The positions along ``over`` to show; default up to :data:`MONTAGE_SLICES`
+        evenly spaced ones. Only these slices' files are read. Along ``z``, whatever
+        their order (and the order of the slices in the volume: feet-first, flipped,
+        sorted), the tiles run from the most inferior slice to the most superior, by the
+        slice normal; along an extra dim, in the order of its index.
+    over : str, default "z"
+        ``"z"`` for slices of one volume, or an extra dim (``"t"``, ``"echo"``, ...) for
+        slice ``z`` of each volume along it.
+    z : int, optional
+        With ``over`` an extra dim: the slice shown (default the middle one).
+    select : mapping of str to int, optional
+        The volume, by index along each extra dim other than ``over`` (see
+        :func:`slice_picture`).
     columns : int, optional
         Tiles per row; default about the square root of the number of slices.
     annotate : bool, default False
@@ -221,20 +272,17 @@ def write_montage(
         As for :func:`save_image`.
 
     All slices share one window and one pixel size.
+
+    Raises
+    ------
+    RenderError
+        As :func:`slice_picture`; also for ``over`` that is not ``"z"`` or an extra dim
+        of the volume, ``z`` given for a montage over ``z``, or no index.
     """
     path = _check_target(path, quality, overwrite)
     volume, _ = _as_volume(volume, "axial", need_volume=True)
-    size = volume.sizes["z"]
-    if indices is None:
-        indices = montage_indices(size)
-    chosen = [_check_index(i, size, "axial") for i in indices]
-    if not chosen:
-        raise RenderError("a montage needs at least one slice index")
     geometry = VolumeGeometry.of(volume)
-    heights = positions_along_normal(geometry.slice_positions, geometry.superior_normal)
-    chosen.sort(key=lambda k: heights[k])
-    middle = (volume.sizes["y"] // 2, volume.sizes["x"] // 2)
-    cuts = [_Cut("z", (k, *middle)) for k in chosen]
+    cuts = _montage_cuts(volume, geometry, indices, over, z, select)
     tiles = _pictures(volume, cuts, (center, width, preset), annotate, geometry)
     return save_image(
         _grid(tiles, _columns(columns, len(tiles))), path, quality=quality, overwrite=overwrite
@@ -248,6 +296,7 @@ def write_orthogonal(
     z: int | None = None,
     y: int | None = None,
     x: int | None = None,
+    select: Mapping[str, int] | None = None,
     center: float | None = None,
     width: float | None = None,
     preset: str | None = None,
@@ -261,16 +310,17 @@ def write_orthogonal(
     voxel (default the middle of each axis); the coronal and sagittal planes are orthogonal
     to the slices (see :func:`slice_picture`). The axial plane reads one file; the coronal
     and sagittal ones read the rows (columns) of each file they cross. ``annotate`` labels
-    each panel as :func:`slice_picture` does; ``quality`` and ``overwrite`` are those of
-    :func:`save_image`.
+    each panel as :func:`slice_picture` does; ``select`` picks the volume of an n-D one
+    as there; ``quality`` and ``overwrite`` are those of :func:`save_image`.
     """
     path = _check_target(path, quality, overwrite)
     volume, _ = _as_volume(volume, "axial", need_volume=True)
+    chosen = _selection(volume, select)
     voxel = tuple(
         _check_index(i, volume.sizes[dim], axis)
         for dim, i, axis in (("z", z, "axial"), ("y", y, "coronal"), ("x", x, "sagittal"))
     )
-    cuts = [_Cut(dim, (voxel[0], voxel[1], voxel[2])) for dim in ("z", "y", "x")]
+    cuts = [_Cut(dim, (voxel[0], voxel[1], voxel[2]), chosen) for dim in _SPATIAL]
     panels = _pictures(volume, cuts, (center, width, preset), annotate)
     return save_image(_side_by_side(panels), path, quality=quality, overwrite=overwrite)
 
@@ -334,7 +384,8 @@ def save_image(
     quality: int = 95,
     overwrite: bool = False,
 ) -> Path:
-    """Write a 2-D array of values in [0, 1] as an 8-bit grey JPG or PNG (by suffix).
+    """Write values in [0, 1] as an 8-bit grey (2-D) or RGB (``(rows, columns, 3)``) JPG
+    or PNG (by suffix).
 
     NaN is drawn black. The file is staged (:mod:`dicomarray.staging`): it appears under
     its final name only when complete, with the permissions of the user's umask.
@@ -342,7 +393,7 @@ def save_image(
     Parameters
     ----------
     values : numpy.ndarray
-        2-D, in [0, 1].
+        2-D (grey) or ``(rows, columns, 3)`` (RGB), in [0, 1].
     path : str or os.PathLike
         ``.jpg``, ``.jpeg`` or ``.png``.
     quality : int, default 95
@@ -354,21 +405,26 @@ def save_image(
     Raises
     ------
     RenderError
-        For a suffix other than .jpg, .jpeg or .png, an array that is not 2-D, or a
-        folder that is not writable.
+        For a suffix other than .jpg, .jpeg or .png, an array that is neither 2-D nor
+        ``(rows, columns, 3)``, or a folder that is not writable.
     WriteError
         ``path`` exists and ``overwrite`` is False, or writing it failed (disk full).
     """
     from PIL import Image
 
     path = _check_target(path, quality, overwrite)
-    if values.ndim != 2:
-        raise RenderError(f"{path}: a picture needs a 2-D array, got shape {values.shape}")
-    grey = np.round(np.clip(np.nan_to_num(values), 0.0, 1.0) * 255).astype(np.uint8)
+    colour = values.ndim == 3 and values.shape[2] == 3
+    if values.ndim != 2 and not colour:
+        raise RenderError(
+            f"{path}: a picture needs a 2-D (grey) or (rows, columns, 3) (RGB) array, got "
+            f"shape {values.shape}"
+        )
+    pixels = np.round(np.clip(np.nan_to_num(values), 0.0, 1.0) * 255).astype(np.uint8)
     kind = _FORMATS[path.suffix.lower()]
     options = {"quality": quality} if kind == "JPEG" else {}
     with staged(path, overwrite=overwrite, kind="picture") as output:
-        Image.fromarray(grey, mode="L").save(output.partial, format=kind, **options)
+        image = Image.fromarray(pixels, mode="RGB" if colour else "L")
+        image.save(output.partial, format=kind, **options)
     return output.final
 
 
@@ -398,30 +454,108 @@ def _check_target(path: str | os.PathLike[str], quality: int, overwrite: bool) -
 def _as_volume(
     obj: xr.DataArray, axis: str | None, *, need_volume: bool = False
 ) -> tuple[xr.DataArray, str]:
-    """A ``(z, y, x)`` view of a volume or of one 2-D slice, and the axis to picture."""
+    """A ``(*extra, z, y, x[, channel])`` view of a volume or of one 2-D slice, and the
+    axis to picture."""
     if axis is not None and axis not in AXES:
         raise RenderError(f"unknown axis {axis!r}; use one of {list(AXES)}")
-    dims = set(obj.dims)
-    if obj.ndim == 3 and dims == {"z", "y", "x"}:
-        return obj.transpose("z", "y", "x"), axis or "axial"
-    if obj.ndim == 2 and dims < {"z", "y", "x"} and not need_volume:
-        (missing,) = {"z", "y", "x"} - dims
+    spatial = {str(d) for d in obj.dims} & set(_SPATIAL)
+    colour = [CHANNEL] if CHANNEL in obj.dims else []
+    if colour and obj.sizes[CHANNEL] != 3:
+        raise RenderError(f"a colour picture needs 3 channels (RGB), got {obj.sizes[CHANNEL]}")
+    if len(spatial) == 2 and not need_volume:
+        (missing,) = set(_SPATIAL) - spatial
         plane = next(name for name, dim in AXES.items() if dim == missing)
         if axis is not None and axis != plane:
             raise RenderError(f"a 2-D array with dims {obj.dims} is a {plane} slice, not {axis}")
-        return obj.expand_dims(missing).transpose("z", "y", "x"), plane
-    need = "('z', 'y', 'x')" if need_volume else "('z', 'y', 'x') or two of them"
-    raise RenderError(f"a picture needs dims {need}, got {obj.dims}")
+        obj, axis = obj.expand_dims(missing), plane
+    elif len(spatial) != 3:
+        need = "('z', 'y', 'x')" if need_volume else "('z', 'y', 'x') or two of them"
+        raise RenderError(f"a picture needs dims {need}, got {obj.dims}")
+    extra = _extra_dims(obj)
+    return obj.transpose(*extra, *_SPATIAL, *colour), axis or "axial"
 
 
-def _check_index(index: int | None, size: int, axis: str) -> int:
+def _extra_dims(volume: xr.DataArray) -> list[str]:
+    """The dims beyond the spatial ones and the colour channel: ``t``, ``echo``, ..."""
+    return [str(d) for d in volume.dims if d not in (*_SPATIAL, CHANNEL)]
+
+
+def _selection(
+    volume: xr.DataArray, select: Mapping[str, int] | None, *, free: str | None = None
+) -> tuple[tuple[str, int], ...]:
+    """The volume shown: an index along every extra dim but ``free`` (a montage's).
+
+    An extra dim ``select`` does not name shows index 0, with a warning naming it.
+    """
+    extra = _extra_dims(volume)
+    given = dict(select or {})
+    unknown = sorted(set(given) - set(extra))
+    if unknown:
+        raise RenderError(
+            f"select names {unknown}, which this volume does not have beyond (z, y, x); "
+            f"its extra dims: {_dims_text(volume, extra) or 'none'}"
+        )
+    if free is not None and free in given:
+        raise RenderError(f"a montage over {free!r} shows every {free}: do not select it too")
+    missing = [d for d in extra if d not in given and d != free]
+    if missing:
+        warn_data_problem(
+            f"a volume with dims {_dims_text(volume, missing)} beyond (z, y, x) is pictured "
+            f"at the first of each ({', '.join(f'{d}=0' for d in missing)}); pass "
+            f"select={{{missing[0]!r}: index}} to choose",
+            DicomArrayWarning,
+        )
+    chosen = {d: _check_index(given[d], volume.sizes[d], d, "positions") for d in given}
+    return tuple((d, chosen.get(d, 0)) for d in extra if d != free)
+
+
+def _dims_text(volume: xr.DataArray, dims: Sequence[str]) -> str:
+    """``"t (20), echo (2)"``: dims and their sizes, for messages."""
+    return ", ".join(f"{d} ({volume.sizes[d]})" for d in dims)
+
+
+def _montage_cuts(
+    volume: xr.DataArray,
+    geometry: VolumeGeometry,
+    indices: Sequence[int] | None,
+    over: str,
+    z: int | None,
+    select: Mapping[str, int] | None,
+) -> list[_Cut]:
+    """The tiles of a montage: slices of one volume (``over="z"``), inferior to superior,
+    or slice ``z`` of each volume along an extra dim, in index order."""
+    if over != "z" and over not in _extra_dims(volume):
+        raise RenderError(
+            f"a montage runs over 'z' or an extra dim of the volume, not {over!r}; its extra "
+            f"dims: {_dims_text(volume, _extra_dims(volume)) or 'none'}"
+        )
+    if over == "z" and z is not None:
+        raise RenderError("z= picks the slice of a montage over an extra dim (over='t', ...)")
+    chosen = _selection(volume, select, free=None if over == "z" else over)
+    size = volume.sizes[over]
+    noun = "slices" if over == "z" else "positions"
+    picked = [
+        _check_index(i, size, "axial" if over == "z" else over, noun)
+        for i in (montage_indices(size) if indices is None else indices)
+    ]
+    if not picked:
+        raise RenderError("a montage needs at least one slice index")
+    middle = (volume.sizes["y"] // 2, volume.sizes["x"] // 2)
+    if over == "z":
+        heights = positions_along_normal(geometry.slice_positions, geometry.superior_normal)
+        return [_Cut("z", (k, *middle), chosen) for k in sorted(picked, key=lambda k: heights[k])]
+    k = _check_index(z, volume.sizes["z"], "axial")
+    return [_Cut("z", (k, *middle), ((over, i), *chosen)) for i in picked]
+
+
+def _check_index(index: int | None, size: int, axis: str, noun: str = "slices") -> int:
     if index is None:
         return size // 2
     if isinstance(index, bool) or not isinstance(index, int | np.integer):
         raise RenderError(f"{axis} index must be an integer, got {index!r}")
     if not -size <= index < size:
         raise RenderError(
-            f"{axis} index {index} is out of range: the volume has {size} {axis} slices "
+            f"{axis} index {index} is out of range: the volume has {size} {axis} {noun} "
             f"(0 to {size - 1})"
         )
     return int(index) % size
@@ -447,29 +581,77 @@ def _pictures(
     annotate: bool,
     geometry: VolumeGeometry | None = None,
 ) -> list[np.ndarray]:
-    """Pictures of several cuts of a ``(z, y, x)`` volume with one window and one pixel size."""
+    """Pictures of several cuts of a ``(*extra, z, y, x[, channel])`` volume, each of the
+    volume its cut selects, with one window and one pixel size."""
     geometry = geometry or VolumeGeometry.of(volume)
-    center, width, preset = window
-    chosen = choose_window(volume, center, width, preset=preset)
-    planes = [_plane(volume, geometry, cut) for cut in cuts]
-    if chosen.center is None:  # the range of everything shown, so that panels match
-        chosen = _value_range(planes)
+    planes = [_plane(volume.isel(dict(cut.select)), geometry, cut) for cut in cuts]
     shown = [
         _on_screen(plane, _screen_directions(geometry, cut.dim))
         for plane, cut in zip(planes, cuts, strict=True)
     ]
     size = _pixel_size([(rows, columns) for _, rows, columns in shown])
-    inverted = _is_inverted(volume)
+    display = _display(volume, planes, window)
     pictures = [
-        _square_pixels(_display_values(values, plane.attrs, chosen, inverted), rows, columns, size)
+        _square_pixels(display(values, plane.attrs), rows, columns, size)
         for (values, rows, columns), plane in zip(shown, planes, strict=True)
     ]
     if annotate:
         pictures = [
-            _annotated(picture, edge_labels(geometry, cut.plane), _position_text(geometry, cut))
+            _annotated(
+                picture, edge_labels(geometry, cut.plane), _label_text(volume, geometry, cut)
+            )
             for picture, cut in zip(pictures, cuts, strict=True)
         ]
     return pictures
+
+
+def _display(
+    volume: xr.DataArray,
+    planes: list[_Plane],
+    window: tuple[float | None, float | None, str | None],
+) -> Callable[[np.ndarray, dict[str, Any]], np.ndarray]:
+    """What turns the values read into display values in [0, 1], the same for every plane."""
+    center, width, preset = window
+    if CHANNEL in volume.dims:
+        asked = (center, width, preset) != (None, None, None)
+        chosen = choose_window(volume, center, width, preset=preset) if asked else None
+        top = _colour_top(volume)
+        return lambda values, _: _colour_values(values, chosen, top)
+    chosen = choose_window(volume, center, width, preset=preset)
+    if chosen.center is None:  # the range of everything shown, so that panels match
+        chosen = _value_range(planes)
+    inverted = _is_inverted(volume)
+    return lambda values, attrs: _display_values(values, attrs, chosen, inverted)
+
+
+def _colour_top(volume: xr.DataArray) -> float:
+    """The stored value drawn at full intensity: the largest (0028,0101) *Bits Stored*
+    allows, else the integer dtype's largest, else 1."""
+    bits = volume.attrs.get("BitsStored")
+    if isinstance(bits, int) and not isinstance(bits, bool) and 0 < bits <= 64:
+        return float(2**bits - 1)
+    dtype = np.dtype(volume.dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
+
+
+def _colour_values(values: np.ndarray, chosen: Window | None, top: float) -> np.ndarray:
+    """RGB stored values to [0, 1]: scaled by ``top``, or through ``chosen`` per channel."""
+    if chosen is None or chosen.center is None:
+        return np.clip(values / np.float32(top), 0.0, 1.0).astype(np.float32)
+    width = cast(float, chosen.width)  # set whenever center is: Window checks it
+    return np.asarray(WINDOW_FUNCTIONS[chosen.function](values, chosen.center, width))
+
+
+def _label_text(volume: xr.DataArray, geometry: VolumeGeometry, cut: _Cut) -> str:
+    """The position of a cut's plane and, for an n-D volume, the volume it shows:
+    ``"S 52.0 mm, t 4.5 s"`` (the dim's coordinate and units, else its index)."""
+    parts = [_position_text(geometry, cut)]
+    for dim, index in cut.select:
+        value = volume[dim].values[index] if dim in volume.coords else index
+        units = volume[dim].attrs.get("units", "") if dim in volume.coords else ""
+        number = isinstance(value, float | np.floating)
+        parts.append(f"{dim} {value:.1f} {units}".strip() if number else f"{dim} {value}")
+    return ", ".join(parts)
 
 
 def _value_range(planes: list[_Plane]) -> Window:
@@ -589,7 +771,7 @@ def _on_screen(
     values = plane.values
     (a, b), (da, db), (sa, sb) = plane.positions, plane.directions, plane.steps
     if abs(da @ right) > abs(db @ right):  # the first axis runs across the picture
-        values, a, b, da, db, sa, sb = values.T, b, a, db, da, sb, sa
+        values, a, b, da, db, sa, sb = np.swapaxes(values, 0, 1), b, a, db, da, sb, sa
     values, rows = _ordered(values, a if da @ down >= 0 else -a, axis=0)
     values, columns = _ordered(values, b if db @ right >= 0 else -b, axis=1)
     return values, _axis(rows, sa), _axis(columns, sb)
@@ -616,9 +798,12 @@ def _axis(positions: np.ndarray, step: float) -> _Axis:
 
 
 def _read(volume: xr.DataArray, selection: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Modality values of one selection, computed alone so that dask fuses it into the reads
-    (computed with others, it would read whole chunks)."""
-    block = modality_values(volume.isel(selection)).compute()
+    """Modality values (colour: stored values) of one selection, computed alone so that
+    dask fuses it into the reads (computed with others, it would read whole chunks)."""
+    block = volume.isel(selection)
+    if CHANNEL not in volume.dims:  # colour samples have no modality values
+        block = modality_values(block)
+    block = block.compute()
     return np.asarray(block.values, dtype=np.float32), dict(block.attrs)
 
 
@@ -634,7 +819,8 @@ def _sample_slices(
     axis = 0 if dim == "y" else 1
     size = volume.sizes[dim]
     bands = [_band(cuts, size) for cuts in where[..., axis]]
-    lines = np.full(where.shape[:2], np.nan, dtype=np.float32)
+    samples = tuple(volume.sizes[d] for d in volume.dims if d == CHANNEL)  # RGB: 3 a point
+    lines = np.full((*where.shape[:2], *samples), np.nan, dtype=np.float32)
     attrs: dict[str, Any] = {}
     for first, stop, (low, high) in _runs(bands):
         block, attrs = _read(volume, {"z": slice(first, stop), dim: slice(low, high)})
@@ -672,16 +858,18 @@ def _bilinear(block: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.nd
     """Values of a ``(slices, rows, columns)`` block at fractional indices, ``rows[k]`` and
     ``columns[k]`` in slice ``k``; NaN outside it. Whole indices give the stored values
     exactly, and a neighbour with no weight (padding, NaN) does not enter."""
-    _, height, width = block.shape
+    height, width = block.shape[1:3]
     inside = (rows >= 0) & (rows <= height - 1) & (columns >= 0) & (columns <= width - 1)
     rows, columns = np.clip(rows, 0, height - 1), np.clip(columns, 0, width - 1)
     k = np.arange(block.shape[0])[:, None]
+    samples = (...,) + (None,) * (block.ndim - 3)  # a colour block's channels trail
+    inside = inside[samples]
     if (rows == np.rint(rows)).all() and (columns == np.rint(columns)).all():  # no tilt
         whole = block[k, rows.astype(int), columns.astype(int)]
         return np.where(inside, whole, np.nan).astype(np.float32)
     r0, c0 = np.floor(rows).astype(int), np.floor(columns).astype(int)
     r1, c1 = np.minimum(r0 + 1, height - 1), np.minimum(c0 + 1, width - 1)
-    fr, fc = rows - r0, columns - c0
+    fr, fc = (rows - r0)[samples], (columns - c0)[samples]
     upper = _lerp(block[k, r0, c0], block[k, r0, c1], fc)
     lower = _lerp(block[k, r1, c0], block[k, r1, c1], fc)
     return np.where(inside, _lerp(upper, lower, fr), np.nan).astype(np.float32)
@@ -712,7 +900,7 @@ def _annotated(picture: np.ndarray, labels: dict[str, str], position: str) -> np
     left, white on a black outline, within one line of the edges."""
     from PIL import Image, ImageDraw, ImageFont
 
-    height, width = picture.shape
+    height, width = picture.shape[:2]
     size = int(np.clip(min(height, width) // 20, 8, 32))
     font = ImageFont.load_default(size=size)
     if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow built without FreeType
@@ -726,7 +914,8 @@ def _annotated(picture: np.ndarray, labels: dict[str, str], position: str) -> np
         for xy, anchor, text, face in texts:
             draw.text(xy, text, fill=255, font=face, anchor=anchor, stroke_width=outline)
         masks.append(np.asarray(mask, dtype=np.float32) / 255)
-    dark, light = masks
+    # a colour picture's channels trail: each gets the same white letters, black outline
+    dark, light = (m.reshape(m.shape + (1,) * (picture.ndim - 2)) for m in masks)
     shaded = np.nan_to_num(picture) * (1 - dark) * (1 - light) + light
     return np.where(dark > 0, shaded, picture).astype(np.float32)
 
@@ -776,7 +965,9 @@ def _resample(values: np.ndarray, along: _Axis, size: float, *, axis: int) -> np
     lower = np.clip(np.searchsorted(distance, targets, side="right") - 1, 0, n - 2)
     gaps = np.maximum(distance[lower + 1] - distance[lower], 1e-9)
     weight = np.clip((targets - distance[lower]) / gaps, 0.0, 1.0).astype(np.float32)
-    weight = weight.reshape((count, 1) if axis == 0 else (1, count))
+    shape = [1] * values.ndim  # a colour picture's channels trail
+    shape[axis] = count
+    weight = weight.reshape(shape)
     return _lerp(np.take(values, lower, axis=axis), np.take(values, lower + 1, axis=axis), weight)
 
 
@@ -791,7 +982,12 @@ def _grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
     columns = min(columns, len(tiles))
     rows = math.ceil(len(tiles) / columns)
     out = np.zeros(
-        (rows * height + (rows - 1) * GAP, columns * width + (columns - 1) * GAP), np.float32
+        (
+            rows * height + (rows - 1) * GAP,
+            columns * width + (columns - 1) * GAP,
+            *tiles[0].shape[2:],
+        ),
+        np.float32,
     )
     for n, tile in enumerate(tiles):
         top, left = (n // columns) * (height + GAP), (n % columns) * (width + GAP)
@@ -803,7 +999,7 @@ def _side_by_side(panels: list[np.ndarray]) -> np.ndarray:
     """Panels in a row, vertically centred on a black background."""
     height = max(p.shape[0] for p in panels)
     width = sum(p.shape[1] for p in panels) + GAP * (len(panels) - 1)
-    out = np.zeros((height, width), np.float32)
+    out = np.zeros((height, width, *panels[0].shape[2:]), np.float32)
     left = 0
     for panel in panels:
         top = (height - panel.shape[0]) // 2

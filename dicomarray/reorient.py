@@ -56,7 +56,8 @@ def reorient(volume: xr.DataArray, code: str = "RAS") -> xr.DataArray:
     Parameters
     ----------
     volume : xarray.DataArray
-        A volume with dims ``z``, ``y`` and ``x`` (other dims stay first, in their order).
+        A volume with dims ``z``, ``y`` and ``x``; other dims (``t``, ``echo``, ...) stay
+        first, in their order, and a colour ``"channel"`` stays last, each untouched.
     code : str, default "RAS"
         Three letters, one of each pair L/R, P/A, S/I, fastest axis first (see the
         module's docstring): ``"RAS"`` is nibabel's canonical, ``"LPS"`` ITK's.
@@ -84,8 +85,10 @@ def reorient(volume: xr.DataArray, code: str = "RAS") -> xr.DataArray:
     geometry = VolumeGeometry.of(volume)
     dims, flips = _closest(geometry, wanted)
     reoriented = volume.isel({dim: slice(None, None, -1) for dim in flips})
-    others = [d for d in volume.dims if d not in geometry.dims]
-    reoriented = reoriented.transpose(*others, *reversed(dims))
+    # extra dims (t, echo, ...) stay first, in their order; a colour channel stays last
+    others = [d for d in volume.dims if d not in geometry.dims and d != "channel"]
+    colour = ["channel"] if "channel" in volume.dims else []
+    reoriented = reoriented.transpose(*others, *reversed(dims), *colour)
     reoriented.attrs[ORIENTATION_ATTR] = {
         "code": wanted,
         "source_code": geometry.orientation_code(),

@@ -84,7 +84,9 @@ def resample(volume: xr.DataArray, spacing: Any, *, method: str = "linear") -> x
     ----------
     volume : xarray.DataArray
         A volume with dims ``z``, ``y`` and ``x`` in any order (as :meth:`reorient` leaves
-        them) and slice positions; no other dims.
+        them) and slice positions. Other dims (``t``, ``echo``, ``diffusion``, a colour
+        ``channel``) pass through: every volume along them (they share one geometry) is
+        resampled the same way, chunk by chunk, each reading only its own frames.
     spacing : sequence of 3 floats, or mapping
         Millimetres between voxels along ``z``, ``y`` and ``x``, in that order whatever
         the array's order, or a mapping ``{"z": ..., "y": ..., "x": ...}``.
@@ -108,9 +110,9 @@ def resample(volume: xr.DataArray, spacing: Any, *, method: str = "linear") -> x
     ------
     ResampleError
         For a spacing that is not three numbers above 0 or that gives a grid of more than
-        :data:`~dicomarray.pixels.MAX_VOLUME_BYTES` as float32, an unknown method, extra
-        dims, slices without positions or not in position order; the message names the
-        series.
+        :data:`~dicomarray.pixels.MAX_VOLUME_BYTES` as float32, an unknown method, no
+        dims z, y and x, slices without positions or not in position order; the message
+        names the series.
 
     Notes
     -----
@@ -512,10 +514,33 @@ def _onto(
     frame = _Frame.of(geometry, label)
     plan = _Plan.of(frame, grid := grid_for(geometry, frame), order)
     values = _values_to_sample(spatial, plan)
-    data = _lazy_samples(values.data, plan, _out_dtype(values.dtype, plan))
-    result = _resampled_array(values, geometry, grid.first_voxels(frame), grid, plan, data)
-    result.attrs[RESAMPLED_ATTR] = _record(operation, method, geometry, result, plan, values)
-    return result.transpose(*volume.dims)
+    first, out_dtype = grid.first_voxels(frame), _out_dtype(values.dtype, plan)
+
+    def one_volume(source: xr.DataArray) -> xr.DataArray:
+        data = _lazy_samples(source.data, plan, out_dtype)
+        result = _resampled_array(source, geometry, first, grid, plan, data)
+        result.attrs[RESAMPLED_ATTR] = _record(operation, method, geometry, result, plan, source)
+        return result
+
+    return _each_volume(values, one_volume).transpose(*volume.dims)
+
+
+def _each_volume(
+    values: xr.DataArray, function: Callable[[xr.DataArray], xr.DataArray]
+) -> xr.DataArray:
+    """``function`` on each ``(z, y, x)`` volume of ``values`` (one per index of its other
+    dims: ``t``, ``echo``, ``channel``, ...), put back together along those dims.
+
+    Every volume has the same geometry, so one sampling plan serves them all; each stays
+    its own lazy graph over its own frames. Coords along the other dims (a time per
+    volume, each frame's source file) come back on them.
+    """
+    extra = [str(d) for d in values.dims if d not in SPATIAL_DIMS]
+    if not extra:
+        return function(values)
+    dim = extra[0]
+    parts = [_each_volume(values.isel({dim: i}), function) for i in range(values.sizes[dim])]
+    return xr.concat(parts, dim=dim, coords="different", compat="equals", combine_attrs="override")
 
 
 def _order(method: Any, label: str) -> int:
@@ -549,18 +574,13 @@ def _checked_spacing(spacing: Any, volume: xr.DataArray) -> np.ndarray:
 
 
 def _spatial(volume: xr.DataArray, label: str) -> xr.DataArray:
-    """The volume with dims (z, y, x), lazily transposed; other dims are refused."""
-    extra = [str(d) for d in volume.dims if d not in SPATIAL_DIMS]
-    if extra:
-        raise ResampleError(
-            f"resampling works on a (z, y, x) volume; this one also has dims {extra}: "
-            f"select one position first (for example .isel({extra[0]}=0)); in {label}"
-        )
-    if sorted(map(str, volume.dims)) != sorted(SPATIAL_DIMS):
+    """The volume with dims (..., z, y, x), lazily transposed: other dims (``t``,
+    ``echo``, ``channel``, ...) first, each of their volumes resampled alike."""
+    if sorted(str(d) for d in volume.dims if d in SPATIAL_DIMS) != sorted(SPATIAL_DIMS):
         raise ResampleError(
             f"resampling needs dims z, y and x, not {tuple(volume.dims)}; in {label}"
         )
-    return volume.transpose(*SPATIAL_DIMS)
+    return volume.transpose(..., *SPATIAL_DIMS)
 
 
 def _values_to_sample(spatial: xr.DataArray, plan: _Plan) -> xr.DataArray:

@@ -356,6 +356,7 @@ def write_series(
     slice_location_sign: int = 1,
     tags: Mapping[str, Any] | None = None,
     positions: Sequence[float] | None = None,
+    first_instance: int = 1,
     seed: int = 0,
 ) -> list[pathlib.Path]:
     """Write a HU volume as a CT Image Storage series, one DICOM Part-10 file per slice.
@@ -403,6 +404,9 @@ def write_series(
     positions : sequence of float, optional
         Position of each slice along the step direction in mm, relative to ``origin``, to
         make gaps or uneven spacing; by default ``i * slice_spacing``.
+    first_instance : int, optional
+        The lowest ``InstanceNumber``, for a series written in several calls (the volumes
+        of a 4-D series).
     seed : int, optional
         Seed of the default patient, study and UIDs and of shuffled instance numbers.
 
@@ -438,7 +442,7 @@ def write_series(
         series_uid=header["SeriesInstanceUID"],
         positions=ipp,
         locations=slice_location_sign * locations,
-        numbers=_instance_numbers(len(hu), instance_numbers, seed),
+        numbers=_instance_numbers(len(hu), instance_numbers, seed) + (first_instance - 1),
         start_seconds=_series_start_seconds(header),
         storage=storage if per_slice_rescale else None,
         seed=seed,
@@ -1019,6 +1023,7 @@ def make_study(
     n_slices: tuple[int, int] | None = None,
     rows: int = 512,
     columns: int = 512,
+    perfusion: bool = False,
 ) -> pathlib.Path:
     """Write a synthetic brain CT study tree, byte-identical for the same arguments.
 
@@ -1042,7 +1047,10 @@ def make_study(
     n_slices : tuple of int, optional
         (low, high) bounds of the slice count per series; default (24, 40).
     rows, columns : int, optional
-        Image size of every image.
+        Image size of every image (but the perfusion series').
+    perfusion : bool, default False
+        Add to the first patient's study a CT perfusion series, ``3_PERFUSION``
+        (:func:`dicomarray.sample_perfusion.make_perfusion_series` with its defaults).
 
     Returns
     -------
@@ -1054,6 +1062,12 @@ def make_study(
     plans = _plan_study(n_patients, seed, n_slices)
     for plan in plans:
         _write_patient(root_path, plan, seed, rows, columns)
+    if perfusion and plans:
+        from .sample_perfusion import make_perfusion_series  # it builds on this module
+
+        first = plans[0]
+        study_dir = root_path / first.folder / first.study_folder
+        make_perfusion_series(study_dir / "3_PERFUSION", tags=first.tags(seed), seed=first.seed)
     _write_clutter(root_path, plans, seed)
     logger.info("wrote a synthetic study of %d patients to %s", n_patients, root_path)
     return root_path

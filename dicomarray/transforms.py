@@ -250,8 +250,9 @@ def modality_values(obj: xr.DataArray, *, padding: str | float = "nan") -> xr.Da
         from .lazy import rescaled_frames  # deferred: dask.array is slow to import
 
         declared = obj.attrs.get("RescaleType")
-        # whole series: rescale (and fill padding) as each frame is read
-        data = rescaled_frames(obj.data, slope, intercept, padded)
+        # whole series: rescale (and fill padding) as each frame is read, one value per
+        # frame of the grid in the order the frames are stored
+        data = rescaled_frames(obj.data, *_frame_rescale(obj, slope, intercept, padded))
         if data is None:
             data = _map_slices(_modality_block, obj.data, slope, intercept, low, high, fill=fill)
     units = _modality_units(obj.attrs, declared)
@@ -334,6 +335,36 @@ def _per_slice(obj: xr.DataArray, coord: str, keyword: str, default: float) -> A
         return np.float32(_number(obj.attrs.get(keyword, default), keyword))
     numbers = _slice_numbers(obj, coord)
     return np.where(np.isfinite(numbers), numbers, default).astype(np.float32)
+
+
+def _frame_rescale(
+    obj: xr.DataArray, slope: Any, intercept: Any, padded: tuple[Any, Any, float] | None
+) -> tuple[Any, Any, tuple[Any, Any, float] | None]:
+    """Slope, intercept and padding ``(low, high, fill)`` per frame (see :func:`_per_frame`)."""
+    if padded is not None:
+        low, high, fill = padded
+        padded = (_per_frame(obj, low), _per_frame(obj, high), fill)
+    return _per_frame(obj, slope), _per_frame(obj, intercept), padded
+
+
+#: Dims that lie within one frame: a frame's values share every per-frame number.
+_IN_FRAME_DIMS = ("y", "x", "channel")
+
+
+def _per_frame(obj: xr.DataArray, values: Any) -> Any:
+    """Per-slice ``values`` (broadcasting against ``obj``) as one number per frame.
+
+    The frames of an untouched series are its leading dims (``(*extra, z)``) in C order,
+    as :class:`~dicomarray.pixels.FrameStack` numbers them; a value given along some of
+    them only (a rescale constant within each volume, on ``("t",)``) is repeated over
+    the others. A scalar stays a scalar.
+    """
+    array = np.asarray(values)
+    grid = [d for d in obj.dims if d not in _IN_FRAME_DIMS]
+    if array.ndim == 0 or list(obj.dims[: len(grid)]) != grid:
+        return values  # a transposed array is not read frame by frame anyway
+    shape = (*(obj.sizes[d] for d in grid), *array.shape[len(grid) :])
+    return np.broadcast_to(array, shape).reshape(-1)
 
 
 def _slice_numbers(obj: xr.DataArray, coord: str) -> np.ndarray:
@@ -738,7 +769,7 @@ def _declared_function(obj: xr.DataArray) -> str | None:
         one) or differs between slices: ``function=`` then has to choose.
     """
     if "voi_lut_function" in obj.coords:
-        declared: Any = sorted({str(v) for v in np.atleast_1d(obj.coords["voi_lut_function"])})
+        declared: Any = sorted({str(v) for v in np.ravel(obj.coords["voi_lut_function"].values)})
     else:
         declared = obj.attrs.get("VOILUTFunction")
     if isinstance(declared, list | tuple) and len(declared) == 1:
@@ -762,7 +793,7 @@ def _declared_function(obj: xr.DataArray) -> str | None:
 def _first_values(obj: xr.DataArray, keyword: str, coord: str, *, numbers: bool = True) -> list:
     """The first value of a multi-valued tag, per slice when it varies, else once."""
     if coord and coord in obj.coords:
-        raw = list(np.atleast_1d(obj.coords[coord].values))
+        raw = list(np.ravel(obj.coords[coord].values))  # per frame: (*extra, z) on n-D
     elif keyword in obj.attrs:
         raw = [obj.attrs[keyword]]
     else:
@@ -852,6 +883,7 @@ def normalize(
     *,
     method: str = "bounds",
     percentiles: tuple[float, float] = (1.0, 99.0),
+    per: str = "global",
 ) -> xr.DataArray:
     """Scale modality values for machine learning, lazily, float32.
 
@@ -874,6 +906,14 @@ def normalize(
         array).
     percentiles : tuple of float, default (1, 99)
         Lower and upper percentiles for ``method="percentile"``.
+    per : {"global", "volume"}, default "global"
+        Where the statistics the method takes from the values (value range, percentiles,
+        mean and standard deviation) are computed, for a volume with dims beyond
+        ``(z, y, x)`` (``t``, ``echo``, ...): ``"global"`` over the whole array, so that
+        every volume is scaled alike and a change between volumes (a contrast bolus
+        through a perfusion series) stays visible; ``"volume"`` over each volume (each
+        index of the other dims) alone, so that every volume uses the full range. Fixed
+        bounds are the same either way; a 3-D volume gives the same result either way.
 
     Returns
     -------
@@ -883,7 +923,8 @@ def normalize(
         applied), where they came from (``bounds_from``: "arguments", "CT default (HU)",
         "value range" (bounds) or "none" (zscore), per side when they differ) and the
         numbers computed from the values when they are in memory (``low``, ``high``,
-        ``mean``, ``std``);
+        ``mean``, ``std``; with ``per="volume"`` nested lists, one number per volume in
+        the order of the other dims) and ``per``;
         ``units="1"``, ``dicomarray_values="normalized"``. NaN (masked padding, see
         :func:`modality_values`) stays NaN and is left out of ranges, percentiles and
         statistics.
@@ -891,15 +932,24 @@ def normalize(
     Raises
     ------
     TransformError
-        For an unknown method, bounds that are not numbers or not increasing, or
-        percentiles outside [0, 100] or not increasing.
+        For an unknown method or ``per``, bounds that are not numbers or not increasing,
+        or percentiles outside [0, 100] or not increasing.
+
+    Examples
+    --------
+    Two volumes along ``t``, one from 0 to 100 HU and one from 0 to 200 HU:
+    ``normalize(None, None)`` maps the first to [0, 0.5] and the second to [0, 1];
+    ``normalize(None, None, per="volume")`` maps each to [0, 1].
     """
     if method not in _NORMALIZERS:
         raise TransformError(f"unknown normalize method {method!r}; use one of {NORMALIZE_METHODS}")
+    if per not in NORMALIZE_PER:
+        raise TransformError(f"unknown normalize per={per!r}; use one of {NORMALIZE_PER}")
     values = modality_values(obj)
     in_hu = values.attrs.get("units") == "HU"
     bounds = _resolve_bounds(min_bound, max_bound, in_hu=in_hu, unbounded=_UNBOUNDED[method])
-    out, record = _NORMALIZERS[method](values.data, bounds, percentiles)
+    axes = _volume_axes(values) if per == "volume" else None
+    out, record = _NORMALIZERS[method](values.data, bounds, percentiles, axes)
     return _with_values(
         values,
         out,
@@ -907,8 +957,20 @@ def normalize(
         _WINDOW_COORDS,
         units="1",
         kind="normalized",
-        **{NORMALIZE_ATTR: {"method": method, **record}},
+        **{NORMALIZE_ATTR: {"method": method, "per": per, **record}},
     )
+
+
+#: The choices of ``normalize(per=...)``.
+NORMALIZE_PER = ("global", "volume")
+#: The dims one volume spans; statistics ``per="volume"`` are taken over these.
+VOLUME_DIMS = ("z", "y", "x", "channel")
+
+
+def _volume_axes(obj: xr.DataArray) -> tuple[int, ...] | None:
+    """The axes of the dims of one volume, or None when there are no others (3-D)."""
+    axes = tuple(i for i, d in enumerate(obj.dims) if d in VOLUME_DIMS)
+    return axes if len(axes) < obj.ndim else None
 
 
 @dataclass(frozen=True)
@@ -951,27 +1013,40 @@ def _resolve_bound(
     return _number(value, keyword), "arguments"
 
 
-def _by_bounds(data: Any, bounds: _Bounds, _: Any) -> tuple[Any, dict[str, Any]]:
+Axes = tuple[int, ...] | None  # reduce over these (keeping them, to broadcast), or all
+
+
+def _by_bounds(data: Any, bounds: _Bounds, _: Any, axes: Axes) -> tuple[Any, dict[str, Any]]:
     # no bound on a side: scale from (or to) the values' own extreme there
-    low = bounds.low if bounds.low is not None else np.nanmin(data)
-    high = bounds.high if bounds.high is not None else np.nanmax(data)
+    low = bounds.low if bounds.low is not None else _reduce(np.nanmin, data, axes)
+    high = bounds.high if bounds.high is not None else _reduce(np.nanmax, data, axes)
     record = bounds.describe()
     if bounds.low is None or bounds.high is None:
-        record.update(_numbers(low=low, high=high))
+        record.update(_numbers(axes, low=low, high=high))
     return scale_to_unit(data, low, high), record
 
 
-def _by_percentiles(data: Any, _: _Bounds, percentiles: Any) -> tuple[Any, dict[str, Any]]:
-    low, high = _percentile_bounds(data, percentiles)
-    record = {"percentiles": [float(p) for p in percentiles], **_numbers(low=low, high=high)}
+def _by_percentiles(
+    data: Any, _: _Bounds, percentiles: Any, axes: Axes
+) -> tuple[Any, dict[str, Any]]:
+    low, high = _percentile_bounds(data, percentiles, axes)
+    record = {"percentiles": [float(p) for p in percentiles], **_numbers(axes, low=low, high=high)}
     return scale_to_unit(data, low, high), record
 
 
-def _by_zscore(data: Any, bounds: _Bounds, _: Any) -> tuple[Any, dict[str, Any]]:
+def _by_zscore(data: Any, bounds: _Bounds, _: Any, axes: Axes) -> tuple[Any, dict[str, Any]]:
     unbounded = bounds.low is None and bounds.high is None
     clipped = data if unbounded else np.clip(data, bounds.low, bounds.high)
-    mean, std = _mean_std(clipped)
-    return standardize(clipped, mean, std), {**bounds.describe(), **_numbers(mean=mean, std=std)}
+    mean, std = _mean_std(clipped, axes)
+    record = {**bounds.describe(), **_numbers(axes, mean=mean, std=std)}
+    return standardize(clipped, mean, std), record
+
+
+def _reduce(function: Callable[..., Any], data: Any, axes: Axes, **kwargs: Any) -> Any:
+    """``function`` over ``axes`` (kept, to broadcast against ``data``), or over everything."""
+    if axes is None:
+        return function(data, **kwargs)
+    return function(data, axis=axes, keepdims=True, **kwargs)
 
 
 _NORMALIZERS: dict[str, Callable[..., tuple[Any, dict[str, Any]]]] = {
@@ -983,29 +1058,48 @@ _NORMALIZERS: dict[str, Callable[..., tuple[Any, dict[str, Any]]]] = {
 _UNBOUNDED = {"bounds": "value range", "percentile": "percentiles", "zscore": "none"}
 
 
-def _percentile_bounds(data: Any, percentiles: Sequence[float]) -> tuple[Any, Any]:
+def _percentile_bounds(data: Any, percentiles: Sequence[float], axes: Axes) -> tuple[Any, Any]:
     q = [float(p) for p in percentiles]
     if len(q) != 2 or not 0 <= q[0] < q[1] <= 100:
         raise TransformError(f"percentiles must be two increasing numbers in [0, 100], got {q}")
-    if _is_lazy(data):
-        import dask.array
+    if not _is_lazy(data):
+        bounds = _reduce(np.nanpercentile, np.asarray(data), axes, q=q)
+        return (float(bounds[0]), float(bounds[1])) if axes is None else (bounds[0], bounds[1])
+    import dask.array
 
-        flat = data.ravel()
-        bounds = dask.array.percentile(flat[~dask.array.isnan(flat)], q)
-        return bounds[0], bounds[1]
-    bounds = np.nanpercentile(np.asarray(data), q)
-    return float(bounds[0]), float(bounds[1])
+    if axes is None:
+        return _lazy_percentiles(data, q)
+    # dask's percentile is 1-D: one per volume, each over that volume's values only
+    moved = dask.array.moveaxis(data, axes, tuple(range(-len(axes), 0)))
+    outer = moved.shape[: moved.ndim - len(axes)]
+    pairs = [_lazy_percentiles(moved[index], q) for index in np.ndindex(*outer)]
+    kept = [1 if i in axes else n for i, n in enumerate(data.shape)]
+    return tuple(dask.array.stack([pair[k] for pair in pairs]).reshape(kept) for k in (0, 1))
 
 
-def _mean_std(data: Any) -> tuple[Any, Any]:
+def _lazy_percentiles(data: Any, q: list[float]) -> tuple[Any, Any]:
+    """Two percentiles of a dask array's non-NaN values, lazily (approximate per chunk)."""
+    import dask.array
+
+    flat = data.ravel()
+    bounds = dask.array.percentile(flat[~dask.array.isnan(flat)], q)
+    return bounds[0], bounds[1]
+
+
+def _mean_std(data: Any, axes: Axes) -> tuple[Any, Any]:
     # float64 accumulators give an accurate scalar without a float64 copy of the values;
     # NaN (masked padding) is left out of both
-    count = np.maximum((~np.isnan(data)).sum(), 1)
-    mean = np.nansum(data, dtype=np.float64) / count
-    mean_square = np.nansum(data * data, dtype=np.float64) / count
+    count = np.maximum(_reduce(np.sum, ~np.isnan(data), axes), 1)
+    mean = _reduce(np.nansum, data, axes, dtype=np.float64) / count
+    mean_square = _reduce(np.nansum, data * data, axes, dtype=np.float64) / count
     return mean, np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
 
 
-def _numbers(**values: Any) -> dict[str, float]:
-    """The values that are plain numbers already (lazy ones are not computed for attrs)."""
-    return {k: float(v) for k, v in values.items() if not _is_lazy(v)}
+def _numbers(axes: Axes, **values: Any) -> dict[str, Any]:
+    """The values that are in memory already (lazy ones are not computed for attrs): a
+    number each, or with ``axes`` (per volume) nested lists, one number per volume."""
+    return {
+        k: float(v) if axes is None else np.squeeze(np.asarray(v, np.float64), axes).tolist()
+        for k, v in values.items()
+        if not _is_lazy(v)
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,10 @@ import xarray as xr
 from pydicom.data import get_testdata_file
 
 import dicomarray
+import dicomarray.volume
 from dicomarray.sample import head_phantom, write_series
+
+from .geometry_check import GeometryGuard
 
 SMALL = 64  # rows and columns of test series: small enough to be fast, big enough to see anatomy
 #: Slice positions (mm) of a GE-like uneven head CT: 14 slices 4 mm apart, then 14 at 7 mm.
@@ -64,6 +67,26 @@ def patient_series(root: Path, tags: list[dict], *, slices: int = 4, size: int =
             seed=number,
         )
     return root
+
+
+@pytest.fixture(autouse=True)
+def geometry_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[GeometryGuard]:
+    """Every volume any test opens: its affine must reproduce each frame's
+    ImagePositionPatient within 0.01 mm, unless its assembly warned of uneven spacing
+    (issue 13, item 5). Checked from coords and the assembly's frames as each volume is
+    built (no pixel is read); the test fails at teardown, naming the series."""
+    guard = GeometryGuard()
+    build = dicomarray.volume.volume_from_assembly
+
+    def checked(assembly, **kwargs):
+        volume = build(assembly, **kwargs)
+        guard.check(volume, assembly)
+        return volume
+
+    monkeypatch.setattr(dicomarray.volume, "volume_from_assembly", checked)
+    yield guard
+    if guard.failures:
+        pytest.fail("\n".join(guard.failures), pytrace=False)
 
 
 @pytest.fixture

@@ -138,3 +138,36 @@ def lazy_hu(volume: xr.DataArray) -> xr.DataArray:
     hu.attrs = {k: v for k, v in volume.attrs.items() if not k.startswith("Rescale")}
     hu.attrs["units"] = "HU"
     return hu
+
+
+#: The provenance coords the n-D assembly puts on each frame, dims ``(*extra, "z")``.
+FRAME_COORDS = ("source_file", "frame", "sop_instance_uid")
+
+
+def stacked(volume: xr.DataArray, dim: str, values, **coords) -> xr.DataArray:
+    """An n-D volume as the assembly builds it (issue 13's contract), from a 3-D one:
+    ``volume``, ``volume + 1`` ... along ``dim`` (first) with coordinate ``values``, the
+    other ``coords`` on ``dim`` and the :data:`FRAME_COORDS` on ``(dim, *their dims)``."""
+    parts = [(volume + i).assign_attrs(volume.attrs) for i in range(len(values))]
+    stack = xr.concat(parts, dim=dim).assign_coords({dim: (dim, values)})
+    per_frame = {
+        name: stack[name].expand_dims({dim: len(values)})
+        for name in FRAME_COORDS
+        if name in stack.coords and dim not in stack[name].dims
+    }
+    return stack.assign_coords(per_frame).assign_coords({k: (dim, v) for k, v in coords.items()})
+
+
+def two_echo_folder(make_series, phantom, folder: Path, tags=None) -> Path:
+    """One folder of two echoes (EchoTime 10 and 20 ms) of one series, the second + 5: the
+    n-D assembly opens it with dims ``("echo", "z", "y", "x")``. Files are copied: shutil."""
+    import shutil
+
+    folder.mkdir(parents=True)
+    for index, echo_time in enumerate((10.0, 20.0)):
+        echo_tags = {**(tags or {}), "SeriesInstanceUID": "1.2.3.9", "EchoNumbers": index + 1}
+        echo_tags["EchoTime"] = echo_time
+        paths = make_series(f"echo{index}", hu=phantom + 5 * index, seed=index, tags=echo_tags)
+        for path in paths:
+            shutil.copy(path, folder / f"e{index}_{path.name}")
+    return folder

@@ -18,10 +18,13 @@ import pydicom
 import pytest
 import xarray as xr
 
+import dicomarray
+import dicomarray.batch
 from dicomarray.batch import MANIFEST, convert
 from dicomarray.sample import head_phantom, write_series
 
 from .conftest import UNEVEN_POSITIONS, patient_series
+from .nd_series import OFFSET_HU, expected_values, open_time_series, write_time_series
 
 pytest.importorskip("distributed")
 
@@ -411,8 +414,8 @@ def test_report_rows_name_their_folder(tree, tmp_path):
     cut = report[report["PatientID"] == "CUT"].iloc[0]
     assert cut["folder"] and not (out / cut["folder"]).exists()  # where it would have gone
     columns = (
-        "SeriesInstanceUID PatientID status error folder outputs slices spacing_mm slice_steps "
-        "seconds"
+        "SeriesInstanceUID PatientID status error folder outputs dims shape slices spacing_mm "
+        "slice_steps seconds"
     )
     assert list(pd.read_csv(out / "report.csv").columns) == [*columns.split(), "warnings"]
 
@@ -620,3 +623,156 @@ def test_a_failed_multiframe_series_reports_the_frames_it_selected(tmp_path):
         tmp_path / "in", tmp_path / "out", formats=("npy",), workers=0, progress=False
     ).to_dict("records")
     assert row["status"] == "failed" and row["slices"] == 6
+
+
+# --------------------------------------------------------------------------------------------
+# One reading of the files for every format; n-D series
+# --------------------------------------------------------------------------------------------
+
+ALL_FORMATS = ("zarr", "npy", "nifti", "jpg", "orthogonal", "montage", "dicom")
+
+
+def one_series(root: Path) -> Path:
+    patient_series(root, [{"PatientID": "P1"}], slices=6)
+    return root
+
+
+def reference_hu(folder: Path) -> np.ndarray:
+    """HU of a series' files in slice order, by pydicom."""
+    headers = [pydicom.dcmread(p) for p in folder.iterdir()]
+    headers.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
+    return np.stack(
+        [ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in headers]
+    )
+
+
+def check_read_once(reads, frames: int) -> None:
+    """As many frame reads as frames: with outputs holding every frame's values (checked by
+    the caller), each frame was read exactly once."""
+    assert len(reads) == frames, sorted(reads)
+
+
+def test_every_format_reads_each_file_once(tmp_path, reads):
+    # before: zarr, npy and nifti each computed hu() from the files (18 frame reads of 6),
+    # every format 38
+    report = convert(
+        one_series(tmp_path / "in"),
+        tmp_path / "out",
+        formats=ALL_FORMATS,
+        workers=0,
+        progress=False,
+    )
+    assert list(report["status"]) == ["ok"], list(report["error"])
+    check_read_once(reads, 6)
+    folder = tmp_path / "out" / report["folder"].iloc[0]
+    hu = np.load(folder / "image.npy")
+    np.testing.assert_array_equal(hu, reference_hu(tmp_path / "in" / "s0"))
+    np.testing.assert_array_equal(xr.open_zarr(folder / "image.zarr")["image"].values, hu)
+    dicom = dicomarray.open_series(folder / "dicom").dicom.hu().values
+    np.testing.assert_array_equal(dicom, hu)
+
+
+def test_a_series_too_large_to_hold_is_streamed_sharing_each_chunk(tmp_path, reads, monkeypatch):
+    monkeypatch.setattr(dicomarray.batch, "IN_MEMORY_BYTES", 0)
+    report = convert(
+        one_series(tmp_path / "in"),
+        tmp_path / "out",
+        formats=("zarr", "npy", "nifti"),
+        workers=0,
+        progress=False,
+    )
+    assert list(report["status"]) == ["ok"], list(report["error"])
+    check_read_once(reads, 6)  # the three exports computed together share each chunk
+    folder = tmp_path / "out" / report["folder"].iloc[0]
+    hu = reference_hu(tmp_path / "in" / "s0")
+    np.testing.assert_array_equal(xr.open_zarr(folder / "image.zarr")["image"].values, hu)
+    np.testing.assert_array_equal(np.load(folder / "image.npy"), hu)
+
+
+def test_the_dicom_format_cannot_be_deidentified(tmp_path):
+    with pytest.raises(dicomarray.DicomArrayError, match="dicom format .* cannot be de-identified"):
+        convert(
+            one_series(tmp_path / "in"),
+            tmp_path / "out",
+            formats=("npy", "dicom"),
+            deidentify=True,
+            workers=0,
+            progress=False,
+        )
+    assert not (tmp_path / "out" / "P1").exists()
+
+
+@pytest.fixture
+def time_series(tmp_path) -> tuple[Path, np.ndarray]:
+    """Three volumes of 6 slices, 2 s apart, (t, z, y, x)."""
+    hu = head_phantom(6, 32, 32, slice_spacing=20.0, pixel_spacing=(7.2, 7.2))
+    folder = tmp_path / "in" / "perfusion"
+    write_time_series(folder, hu, 3, pixel_spacing=(7.2, 7.2), slice_spacing=20.0)
+    return folder.parent, expected_values(hu, 3)
+
+
+def nifti_writes_4d(tmp_path) -> bool:
+    volume = open_time_series(_tiny_time_series(tmp_path)).dicom.hu()
+    try:
+        volume.dicom.to_nifti(tmp_path / "probe.nii.gz")
+    except dicomarray.WriteError as exc:
+        if "needs the three dims" in str(exc):
+            return False
+        raise
+    return True
+
+
+def _tiny_time_series(tmp_path):
+    folder = tmp_path / "tiny"
+    write_time_series(folder, np.zeros((2, 4, 4)), 2, pixel_spacing=(1.0, 1.0), slice_spacing=1.0)
+    return folder
+
+
+def test_a_4d_series_goes_through_every_format_reading_each_file_once(time_series, tmp_path, reads):
+    from PIL import Image
+
+    root, expected = time_series
+    formats = tuple(f for f in ALL_FORMATS if f != "nifti" or nifti_writes_4d(tmp_path))
+    reads.clear()
+    report = convert(root, tmp_path / "out", formats=formats, workers=0, progress=False)
+    (row,) = report.to_dict("records")
+    assert row["status"] == "ok", row["error"]
+    assert (row["dims"], row["shape"], row["slices"]) == ("t,z,y,x", "3x6x32x32", 6)
+    check_read_once(reads, 18)
+    folder = tmp_path / "out" / row["folder"]
+    np.testing.assert_array_equal(np.load(folder / "image.npy"), expected)
+    zarr = xr.open_zarr(folder / "image.zarr")["image"]
+    assert zarr.dims == ("t", "z", "y", "x")
+    np.testing.assert_array_equal(zarr.values, expected)
+    np.testing.assert_allclose(zarr["t"].values, [0.0, 2.0, 4.0])
+    written = sorted((folder / "dicom").iterdir())
+    times = [int(pydicom.dcmread(p).TemporalPositionIdentifier) for p in written]
+    assert times == [1] * 6 + [2] * 6 + [3] * 6
+    hu = [pydicom.dcmread(p) for p in written]
+    hu = np.stack(
+        [ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in hu]
+    )
+    np.testing.assert_array_equal(hu, expected.reshape(18, 32, 32))
+    # the pictures show the first volume: as the 3-D volume of its own files draws it
+    first = dicomarray.open_series(
+        sorted(
+            p
+            for p in (root / "perfusion").iterdir()
+            if pydicom.dcmread(p, stop_before_pixels=True).TemporalPositionIdentifier == 1
+        )
+    ).dicom.hu()
+    first.dicom.to_jpg(tmp_path / "first.jpg")
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(folder / "middle.jpg")),
+        np.asarray(Image.open(tmp_path / "first.jpg")),
+    )
+    assert expected[1].mean() == expected[0].mean() + OFFSET_HU  # a later volume would differ
+
+
+def test_a_skipped_4d_series_reports_its_dims_from_the_manifest(time_series, tmp_path):
+    root, _expected = time_series
+    convert(root, tmp_path / "out", formats=("npy",), workers=0, progress=False)
+    (row,) = convert(root, tmp_path / "out", formats=("npy",), workers=0, progress=False).to_dict(
+        "records"
+    )
+    assert (row["status"], row["dims"], row["shape"]) == ("skipped", "t,z,y,x", "3x6x32x32")

@@ -13,9 +13,11 @@ import pytest
 from PIL import Image
 
 import dicomarray
-from dicomarray.cli import main
+from dicomarray.cli import _left_out, main
+from dicomarray.sample import write_series
 
 from .conftest import XA10_FILES, gunzip, pydicom_file
+from .nd_series import write_time_series
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +33,12 @@ def demo_output(tmp_path_factory):
 
 def test_demo_converts_each_head_series(demo_output, capsys):
     folders = sorted(p.parent for p in demo_output.rglob("manifest.json"))
-    assert [f.relative_to(demo_output).parts[0] for f in folders] == ["PAT041", "PAT042"]
-    for folder in folders:
+    heads = [f for f in folders if f.name.startswith("2_HEAD")]
+    assert [f.relative_to(demo_output).parts[0] for f in heads] == ["PAT041", "PAT042"]
+    # and the first patient's perfusion series, with its curves (tests/test_perfusion.py)
+    (perfusion,) = set(folders) - set(heads)
+    assert (perfusion / "time_curves.png").is_file() and (perfusion / "image.npy").is_file()
+    for folder in heads:
         names = {p.name for p in folder.iterdir()}
         assert {"image.zarr", "image.npy", "image.json", "middle.jpg"} <= names
         assert {"orthogonal.jpg", "montage.jpg"} <= names
@@ -51,7 +57,7 @@ def test_demo_prints_a_summary_and_reuses_the_sample(demo_output, capsys, monkey
     assert main(["demo", "--out", str(demo_output), "--patients", "2"]) == 0
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
     printed = capsys.readouterr().out
-    assert "PAT041" in printed and "2 series of 2 patients" in printed and "0 failed" in printed
+    assert "PAT041" in printed and "3 series of 2 patients" in printed and "0 failed" in printed
 
 
 def test_demo_on_a_given_tree(demo_output, tmp_path):
@@ -59,7 +65,7 @@ def test_demo_on_a_given_tree(demo_output, tmp_path):
         ["demo", "--data", str(demo_output / "sample_study"), "--out", str(tmp_path)]
     )
     assert report_rows == 0
-    assert len(list(tmp_path.rglob("manifest.json"))) == 2
+    assert len(list(tmp_path.rglob("manifest.json"))) == 3  # two heads and a perfusion
 
 
 def test_scan_writes_the_index(demo_output, tmp_path, capsys):
@@ -98,7 +104,7 @@ def test_series_table(demo_output):
     result = run_cli("series", str(demo_output / "sample_study"))
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 1 + 4 and "AXIAL" in result.stdout and "SAGITTAL" in result.stdout
+    assert len(lines) == 1 + 5 and "AXIAL" in result.stdout and "SAGITTAL" in result.stdout
 
 
 def test_info_describes_geometry_and_tags(demo_output):
@@ -110,12 +116,16 @@ def test_info_describes_geometry_and_tags(demo_output):
 
 
 def test_info_shows_spacing_and_left_out_frames_for_people(tmp_path, capsys):
-    # real Siemens XA10 enhanced files: two time points of 6 frames, one file each
+    # real Siemens XA10 enhanced files: two time points of 6 frames, one file each, open
+    # as one (t, z, y, x) series; the times are the files' FrameAcquisitionDateTime
     gunzip(XA10_FILES, tmp_path)
     assert main(["info", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "spacing     z 2.4 mm, y 3.375 mm, x 3.375 mm" in lines
-    assert "left out    6 frame(s) of 1 file(s)" in lines
+    assert "t           2 volumes, 0 .. 0.361 s, split by TemporalPositionIdentifier" in lines
+    assert "left out    0 file(s)" in lines
+    frames = [{"path": "a.dcm"}] * 6 + [{"path": "b.dcm"}]
+    assert _left_out(frames) == "7 frame(s) of 2 file(s)"  # multi-frame files: by frame
     assert main(["info", str(pydicom_file("CT_small.dcm"))]) == 0  # one slice: no z step
     assert "spacing     z unknown, y 0.661468 mm, x 0.661468 mm" in capsys.readouterr().out
 
@@ -124,12 +134,12 @@ def test_filter_prints_matches_and_json(demo_output, tmp_path):
     config = tmp_path / "config.json"
     config.write_text('{"is_localizer": false, "Modality": "CT"}')
     plain = run_cli("filter", str(demo_output / "sample_study"), "--config", str(config))
-    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 2
+    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 3
     as_json = run_cli(
         "filter", str(demo_output / "sample_study"), "--config", str(config), "--json"
     )
     records = json.loads(as_json.stdout)
-    assert [r["meta"]["PatientID"] for r in records] == ["PAT041", "PAT042"]
+    assert [r["meta"]["PatientID"] for r in records] == ["PAT041", "PAT041", "PAT042"]
 
 
 def test_filter_with_a_bad_config_is_bad_usage(demo_output, tmp_path):
@@ -644,3 +654,73 @@ def test_info_shows_the_spacing_orientation_and_tilt_of_a_series(make_series, tm
     assert lines["spacing"] == "z 12 mm, y 3.6 mm, x 3.6 mm"
     assert lines["orientation"] == "LIP (x toward L, y toward I, z toward P)"
     assert lines["tilt"] == "0.00 degrees"
+
+
+# --------------------------------------------------------------------------------------------
+# n-D series: info shows the extra dims; --split-by and --dims reach open_series
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def time_series(tmp_path):
+    """Three volumes of 4 slices, 2 s apart: the folder and each volume's files."""
+    hu = np.zeros((4, 16, 16)) + np.arange(4)[:, None, None]
+    folder = tmp_path / "perfusion"
+    return folder, write_time_series(folder, hu, 3, pixel_spacing=(2.0, 2.0), slice_spacing=5.0)
+
+
+def test_info_shows_each_extra_dim_its_range_and_its_split(time_series, capsys):
+    assert main(["info", str(time_series[0])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "shape       {'t': 3, 'z': 4, 'y': 16, 'x': 16}  dtype int16"
+    assert lines[2] == "t           3 volumes, 0 .. 4 s, split by TemporalPositionIdentifier"
+    assert lines[3].startswith("spacing     z 5 mm")
+
+
+def test_info_of_a_3d_series_has_no_extra_dim_lines(time_series, capsys):
+    assert main(["info", str(time_series[1][0][0])]) == 0  # one file: one slice
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("spacing ")
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {}),
+        (["--split-by", "EchoNumbers, ImageType"], {"split_by": ("EchoNumbers", "ImageType")}),
+        (
+            ["--dims", "t", "--split-by", "AcquisitionTime"],
+            {"dims": ("t",), "split_by": ("AcquisitionTime",)},
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["info", "to-npy", "to-zarr", "render"])
+def test_split_by_and_dims_reach_open_series(tmp_path, monkeypatch, command, flags, expected):
+    seen = []
+    real = dicomarray.open_series
+
+    def spy(source, series_uid=None, **kwargs):
+        seen.append(kwargs)
+        return real(source, series_uid)
+
+    monkeypatch.setattr(dicomarray.volume, "open_series", spy)
+    folder = str(write_series(tmp_path / "plain", np.zeros((3, 8, 8)))[0].parent)
+    outputs = {
+        "info": [folder],
+        "to-npy": ["-i", folder, "-n", str(tmp_path / "v.npy"), "-j", str(tmp_path / "v.json")],
+        "to-zarr": ["-i", folder, "-o", str(tmp_path / "v.zarr")],
+        "render": ["-i", folder, "-o", str(tmp_path / "v.jpg")],
+    }
+    assert main([command, *outputs[command], *flags]) == 0
+    assert seen == [expected]
+
+
+def test_cli_info_of_a_4d_series_split_as_asked_in_a_subprocess(time_series):
+    result = run_cli("info", str(time_series[0]), "--split-by", "AcquisitionTime")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "shape       {'t': 3, 'z': 4, 'y': 16, 'x': 16}  dtype int16" in lines
+    assert "t           3 volumes, 0 .. 4 s, split by AcquisitionTime" in lines
+    wrong = run_cli("info", str(time_series[0]), "--split-by", "EchoTime")
+    assert wrong.returncode == 1 and len(wrong.stderr.strip().splitlines()) == 1
+    assert "EchoTime" in wrong.stderr

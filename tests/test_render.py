@@ -4,6 +4,7 @@ annotation, layout, what is read, and clear errors."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -12,19 +13,22 @@ from PIL import Image
 
 import dicomarray
 from dicomarray.cli import main
-from dicomarray.errors import DicomArrayError, RenderError
+from dicomarray.errors import DicomArrayError, DicomArrayWarning, RenderError
 from dicomarray.geometry import VolumeGeometry
 from dicomarray.render import (
     BAND_ROWS,
     GAP,
+    _annotated,
     direction_letters,
     edge_labels,
     montage_indices,
     slice_picture,
 )
 from dicomarray.sample import write_series
+from dicomarray.transforms import linear_window
 
 from .conftest import SMALL
+from .nd_volumes import rgb_volume, stack_volumes
 
 N_SLICES = 12  # the conftest phantom: 12 slices 12 mm apart, 3.6 mm pixels
 MARKER_HU = 3000
@@ -595,3 +599,179 @@ def test_in_slice_indices_invert_world_in_each_slice_of_a_tilted_stack(tilted):
     lifted = points + 7.0 * geometry.normal
     np.testing.assert_allclose(geometry.in_slice_indices(lifted), yx, atol=1e-9)
     assert geometry.superior_normal @ [0, 0, 1] > 0.9
+
+
+# -- n-D volumes (issue 13): a volume chosen by select, a montage over time -----------------
+
+
+@pytest.fixture
+def two_times(make_series, phantom):
+    """Two volumes along t (the second 300 HU brighter) and the 4-D volume."""
+    volumes = [
+        dicomarray.open_series(make_series(hu=phantom + shift, seed=n)[0].parent)
+        for n, shift in enumerate((0, 300))
+    ]
+    return volumes, stack_volumes(volumes, "t", [0.0, 4.5])
+
+
+def test_select_pictures_the_chosen_volume(two_times, tmp_path):
+    volumes, stacked = two_times
+    for k in (0, 1, -1):
+        shown = slice_picture(stacked, 5, select={"t": k}, preset="bone")
+        np.testing.assert_array_equal(shown, slice_picture(volumes[k], 5, preset="bone"))
+    assert not np.array_equal(
+        slice_picture(volumes[0], 5, preset="bone"), slice_picture(volumes[1], 5, preset="bone")
+    )
+    coronal = slice_picture(stacked, 30, axis="coronal", select={"t": 1})
+    np.testing.assert_array_equal(coronal, slice_picture(volumes[1], 30, axis="coronal"))
+    path = stacked.dicom.orthogonal(tmp_path / "o.png", z=6, select={"t": 1})
+    expected = volumes[1].dicom.orthogonal(tmp_path / "expected.png", z=6)
+    np.testing.assert_array_equal(png_values(path), png_values(expected))
+
+
+def test_an_unselected_extra_dim_shows_its_first_volume_and_says_so(two_times, tmp_path):
+    volumes, stacked = two_times
+    with pytest.warns(DicomArrayWarning, match=r"dims t \(2\) .*t=0.*select=\{'t'"):
+        path = stacked.dicom.to_jpg(tmp_path / "first.png", 5)
+    np.testing.assert_allclose(
+        png_values(path), png_values(volumes[0].dicom.to_jpg(tmp_path / "expected.png", 5))
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"select": {"echo": 0}}, r"select names \['echo'\].*extra dims: t \(2\)"),
+        ({"select": {"t": 2}}, "t index 2 is out of range: the volume has 2 t positions"),
+        ({"select": {"t": 0.5}}, "t index must be an integer"),
+    ],
+)
+def test_bad_selections_raise_errors_naming_the_dims(two_times, tmp_path, kwargs, message):
+    _, stacked = two_times
+    with pytest.raises(RenderError, match=message):
+        stacked.dicom.to_jpg(tmp_path / "bad.png", **kwargs)
+
+
+def test_a_montage_over_time_shows_one_slice_of_each_volume(two_times, tmp_path, reads):
+    volumes, _ = two_times
+    # one chunk a slice: dask cannot cut a slice out of a chunk through a concatenation
+    # (an assembled 4-D series reads frame by frame whatever its chunks)
+    sliced = [
+        dicomarray.open_series(Path(v["source_file"].values[0]).parent, chunks=1) for v in volumes
+    ]
+    stacked = stack_volumes(sliced, "t", [0.0, 4.5])
+    path = stacked.dicom.montage(tmp_path / "time.png", over="t", z=5, columns=2, preset="bone")
+    assert sorted(reads) == [5, 5]  # slice 5 of each volume, nothing else
+    values = png_values(path)
+    assert values.shape == (SMALL, 2 * SMALL + GAP)
+    for k, volume in enumerate(volumes):
+        tile = values[:, k * (SMALL + GAP) : k * (SMALL + GAP) + SMALL]
+        np.testing.assert_allclose(tile, slice_picture(volume, 5, preset="bone"), atol=1 / 255)
+    # annotated, each tile names its time: the labels differ, the pictures below do not
+    labelled = png_values(stacked.dicom.montage(tmp_path / "l.png", over="t", annotate=True))
+    assert labelled.shape == values.shape
+
+
+def test_a_montage_over_z_of_a_4d_volume_is_that_of_the_selected_volume(two_times, tmp_path):
+    volumes, stacked = two_times
+    path = stacked.dicom.montage(tmp_path / "m.png", [1, 4], select={"t": 1})
+    expected = volumes[1].dicom.montage(tmp_path / "e.png", [1, 4])
+    np.testing.assert_array_equal(png_values(path), png_values(expected))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"over": "echo"}, "not 'echo'; its extra dims: t"),
+        ({"z": 3}, "z= picks the slice of a montage over an extra dim"),
+        ({"over": "t", "select": {"t": 0}}, "do not select it too"),
+        ({"over": "t", "z": 12}, "out of range"),
+    ],
+)
+def test_bad_montages_over_time_raise_clear_errors(two_times, tmp_path, kwargs, message):
+    _, stacked = two_times
+    with pytest.raises(RenderError, match=message):
+        stacked.dicom.montage(tmp_path / "bad.png", **kwargs)
+
+
+# -- colour (issue 13): a trailing "channel" dim is drawn in RGB -----------------------------
+
+
+def test_a_colour_slice_is_the_stored_rgb_scaled_by_its_bits(tmp_path):
+    rgb = rgb_volume()
+    picture = slice_picture(rgb, 2)
+    assert picture.shape == (6, 8, 3)
+    np.testing.assert_allclose(picture, rgb.values[2] / 255, atol=1e-6)
+    assert picture[0, -1, 0] == 1.0 and picture[-1, 0, 1] == 1.0  # red right, green down
+    png = rgb.dicom.to_jpg(tmp_path / "c.png", 2)
+    with Image.open(png) as image:
+        assert image.mode == "RGB"
+    np.testing.assert_array_equal(png_values(png) * 255, rgb.values[2])
+    jpg = png_values(rgb.dicom.to_jpg(tmp_path / "c.jpg", 2))
+    assert jpg.shape == (6, 8, 3)
+    # a 2-D colour slice is its own plane; 16-bit samples scale by their Bits Stored
+    np.testing.assert_array_equal(slice_picture(rgb.isel(z=2)), picture)
+    wide = rgb.astype(np.uint16) * 16  # 12 bits stored: 255 * 16 of 4095
+    np.testing.assert_allclose(
+        slice_picture(wide.assign_attrs(BitsStored=12), 2), rgb.values[2] * 16.0 / 4095, atol=1e-6
+    )
+
+
+def test_a_colour_coronal_picture_has_superior_at_the_top():
+    rgb = rgb_volume()
+    coronal = slice_picture(rgb, 3, axis="coronal")
+    assert coronal.shape == (4, 8, 3)
+    np.testing.assert_allclose(coronal, rgb.values[::-1, 3] / 255, atol=1e-6)
+    assert coronal[0, 0, 2] == 1.0  # blue rises with z: brightest at the top
+
+
+def test_a_window_given_for_colour_applies_to_each_channel():
+    rgb = rgb_volume()
+    windowed = slice_picture(rgb, 1, center=128, width=64)
+    np.testing.assert_allclose(windowed, linear_window(rgb.values[1], 128, 64), atol=1e-6)
+
+
+def test_colour_montages_orthogonal_views_and_labels(tmp_path):
+    rgb = rgb_volume((4, 8, 8))
+    montage = png_values(rgb.dicom.montage(tmp_path / "m.png", [0, 3], columns=2))
+    assert montage.shape == (8, 2 * 8 + GAP, 3)
+    np.testing.assert_array_equal(montage[:, :8] * 255, rgb.values[0])
+    np.testing.assert_array_equal(montage[:, 8 + GAP :] * 255, rgb.values[3])
+    ortho = png_values(rgb.dicom.orthogonal(tmp_path / "o.png"))
+    assert ortho.shape[2] == 3
+    big = rgb_volume((4, 96, 96))
+    labelled = slice_picture(big, 1, annotate=True)
+    plain = slice_picture(big, 1)
+    assert (np.abs(labelled - plain).max(axis=-1) > 0).any()
+    # each channel carries the letters as a grey picture of it would
+    labels, position = edge_labels(big.dicom.geometry, "axial"), "S 1.0 mm"
+    for c in range(3):
+        np.testing.assert_array_equal(labelled[..., c], _annotated(plain[..., c], labels, position))
+
+
+def test_a_montage_over_time_of_an_opened_4d_series_reads_one_frame_a_tile(tmp_path, reads):
+    from .test_split import grid_of, write_frames
+
+    write_frames(tmp_path / "s", grid_of(3, 4, lambda v, s: {"TemporalPositionIdentifier": v + 1}))
+    volume = dicomarray.open_series(tmp_path / "s")
+    assert volume.dims == ("t", "z", "y", "x")
+    path = volume.dicom.montage(tmp_path / "t.png", over="t", z=2, columns=3, center=150, width=300)
+    assert sorted(reads) == [2, 6, 10]  # frame (t, z=2) of each volume: flat index 4 t + 2
+    tiles = png_values(path)[:, :: 6 + GAP][0]  # the first pixel of each 6 x 6 tile
+    np.testing.assert_allclose(
+        tiles, linear_window(np.array([2.0, 102.0, 202.0]), 150, 300), atol=1 / 255
+    )
+    reads.clear()
+    volume.dicom.to_jpg(tmp_path / "one.png", 1, select={"t": 2})
+    assert reads == [9]
+
+
+def test_the_readme_n_d_and_colour_example_runs(tmp_path, monkeypatch):
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### n-D and colour volumes in values and pictures", 1)[1]
+    (block,) = re.findall(r"```python\n(.*?)```", section.split("\n### ", 1)[0], flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    assert picture_size(tmp_path / "time.png")[1] > 2 * SMALL

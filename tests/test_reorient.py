@@ -12,6 +12,8 @@ import dicomarray
 from dicomarray.errors import DicomArrayError
 from dicomarray.sample import write_series
 
+from .nd_volumes import stack_volumes
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # (orientation, name): axial head-first, axial feet-first (rows flipped, normal inferior),
 # coronal, sagittal, oblique
@@ -89,3 +91,20 @@ def test_a_bad_code_is_refused(tmp_path, code):
     volume = _labelled(tmp_path, ORIENTATIONS["axial"])
     with pytest.raises(DicomArrayError, match="three letters"):
         volume.dicom.reorient(code)
+
+
+@pytest.mark.parametrize("name", ["sagittal", "axial-feet-first"])
+def test_extra_dims_stay_first_and_each_volume_is_reoriented_alike(tmp_path, name):
+    volumes = [_labelled(tmp_path / f"v{k}", ORIENTATIONS[name]) for k in range(2)]
+    volumes[1] = volumes[1] + 1000  # tell the volumes apart
+    stacked = stack_volumes(volumes, "echo", [10.0, 20.0])
+    canonical = stacked.dicom.reorient("RAS")
+    assert canonical.dims[0] == "echo" and canonical.dicom.orientation_code() == "RAS"
+    np.testing.assert_array_equal(canonical["echo"].values, [10.0, 20.0])
+    for k, volume in enumerate(volumes):
+        alone = volume.dicom.reorient("RAS")
+        assert canonical.dims[1:] == alone.dims
+        np.testing.assert_array_equal(canonical.isel(echo=k).values, alone.values)
+        np.testing.assert_array_equal(
+            canonical["source_file"].isel(echo=k).values, alone["source_file"].values
+        )

@@ -20,6 +20,8 @@ from dicomarray.geometry import POSITION_COORDS
 from dicomarray.resample import CUBIC_MARGIN, RESAMPLED_ATTR
 from dicomarray.sample import head_phantom, write_series
 
+from .nd_volumes import rgb_volume, stack_volumes
+
 # the phantoms are uneven or tilted on purpose: opening them warns, as it should
 pytestmark = pytest.mark.filterwarnings("ignore::dicomarray.errors.GeometryWarning")
 
@@ -501,7 +503,7 @@ def test_the_four_grid_operations_pickle_and_compute_on_a_local_cluster(tmp_path
         # a grid of 1e-4 mm voxels would take terabytes: refused before any allocation
         (lambda v: v.dicom.resample((1e-4, 1e-4, 1e-4)), "ask for a coarser spacing"),
         (lambda v: dicomarray.resample.resample(v, (1e-9, 1.0, 1.0)), "coarser spacing"),
-        (lambda v: v.expand_dims(time=2).dicom.equalize(), r"also has dims \['time'\]"),
+        (lambda v: v.isel(z=0).dicom.resample((1.0, 1.0, 1.0)), "needs dims z, y and x"),
         (
             lambda v: (
                 v.drop_vars(list(POSITION_COORDS))
@@ -538,3 +540,50 @@ def test_the_readme_geometry_and_new_grids_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
+
+
+# -- n-D volumes (issue 13): every volume resampled alike -------------------------------------
+
+
+def test_each_volume_of_a_4d_series_is_resampled_as_it_would_be_alone(tmp_path):
+    volumes = [_open_ramp(tmp_path / f"v{k}", chunks=2) for k in range(2)]
+    volumes[1] = volumes[1].copy(data=volumes[1].data * 2)  # two different volumes
+    stacked = stack_volumes(volumes, "t", [0.0, 2.5])
+    for operation in (
+        lambda v: v.dicom.resample((2.5, 1.7, 1.3)),
+        lambda v: v.dicom.resample((SLICE_SPACING, 1.0, 1.5), method="nearest"),
+    ):
+        result = operation(stacked)
+        assert result.dims == ("t", "z", "y", "x")
+        np.testing.assert_array_equal(result["t"].values, [0.0, 2.5])
+        for k, volume in enumerate(volumes):
+            alone = operation(volume)
+            np.testing.assert_array_equal(result.isel(t=k).values, alone.values)
+            assert result.dicom.geometry.spacing == alone.dicom.geometry.spacing
+        assert result.attrs[RESAMPLED_ATTR] == operation(volumes[0]).attrs[RESAMPLED_ATTR]
+    # on the source's slice planes each frame keeps its own provenance, now on (t, z)
+    kept = stacked.dicom.resample((SLICE_SPACING, 1.0, 1.5))
+    assert kept["source_file"].dims == ("t", "z")
+    np.testing.assert_array_equal(kept["source_file"].values, stacked["source_file"].values)
+
+
+def test_resampling_a_4d_series_reads_only_the_frames_an_output_slice_needs(tmp_path, reads):
+    from .test_split import grid_of, write_frames
+
+    write_frames(tmp_path / "s", grid_of(3, 4, lambda v, s: {"TemporalPositionIdentifier": v + 1}))
+    volume = dicomarray.open_series(tmp_path / "s", chunks={"t": 1, "z": 1})
+    result = volume.dicom.resample((1.5, 1.0, 1.0))  # slices at 0, 1.5, 3, ... mm: 3 mm apart
+    assert reads == [] and result.sizes["t"] == 3
+    values = result.isel(t=2, z=1).values  # 1.5 mm: halfway between slices 0 and 1
+    assert sorted(reads) == [8, 9]  # frames (t=2, z=0) and (t=2, z=1) only
+    np.testing.assert_allclose(values, 200.5)
+
+
+def test_a_colour_channel_passes_through_resample_and_reorient():
+    rgb = rgb_volume((4, 6, 8))
+    result = rgb.dicom.resample((1.0, 1.0, 1.0), method="nearest")
+    assert result.dims == ("z", "y", "x", "channel")
+    np.testing.assert_array_equal(result.values, rgb.values)
+    flipped = rgb.dicom.reorient("RAS")
+    assert flipped.dims == ("z", "y", "x", "channel")  # LPS stored: y and x reversed
+    np.testing.assert_array_equal(flipped.values, rgb.values[:, ::-1, ::-1])

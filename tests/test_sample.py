@@ -232,6 +232,14 @@ def test_uid_file_names(tmp_path: pathlib.Path, small_hu: np.ndarray) -> None:
     assert sorted(ds.InstanceNumber for ds in datasets) == list(range(1, 7))
 
 
+def test_first_instance_numbers_a_series_written_in_parts(
+    tmp_path: pathlib.Path, small_hu: np.ndarray
+) -> None:
+    # the volumes of a 4-D series: one call each, instance numbers running on
+    paths = write_series(tmp_path, small_hu, instance_numbers="reversed", first_instance=13)
+    assert [ds.InstanceNumber for ds in _read(paths)] == list(range(18, 12, -1))
+
+
 def test_tags_override_defaults(tmp_path: pathlib.Path, small_hu: np.ndarray) -> None:
     tags = {"PatientID": "X1", "SeriesNumber": 7, "SeriesDescription": "MY SERIES"}
     ds = pydicom.dcmread(write_series(tmp_path, small_hu, tags=tags)[0])

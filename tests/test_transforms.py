@@ -7,6 +7,7 @@ import dask.array
 import numpy as np
 import pydicom
 import pytest
+import xarray as xr
 from pydicom.pixels import apply_modality_lut
 
 import dicomarray
@@ -24,6 +25,7 @@ from dicomarray.transforms import (
 )
 
 from .conftest import hu_of, pydicom_file
+from .nd_volumes import stack_volumes
 
 
 def dicom_linear(x: np.ndarray, c: float, w: float) -> np.ndarray:
@@ -291,6 +293,7 @@ def test_normalize_clips_to_the_bounds_and_scales(series):
     np.testing.assert_allclose(out.values, np.clip((hu + 1000) / 1400, 0, 1), atol=1e-6)
     assert out.attrs["dicomarray_normalize"] == {
         "method": "bounds",
+        "per": "global",
         "min_bound": -1000.0,
         "max_bound": 400.0,
         "bounds_from": "CT default (HU)",
@@ -346,6 +349,7 @@ def test_normalize_follows_the_data_outside_ct(make_series, phantom):
     lazy_record = out.attrs["dicomarray_normalize"]
     assert lazy_record == {
         "method": "bounds",
+        "per": "global",
         "min_bound": None,
         "max_bound": None,
         "bounds_from": "value range",
@@ -595,3 +599,177 @@ def test_a_window_over_nothing_but_padding_says_so(series):
     nothing = everything.assign_attrs(PixelPaddingRangeLimit=int(series.values.min()))
     with pytest.raises(TransformError, match="padding"):
         without(nothing, "WindowCenter", "WindowWidth").compute().dicom.window()
+
+
+# -- n-D volumes (issue 13): (t, z, y, x) ----------------------------------------------------
+
+
+@pytest.fixture
+def two_volumes(make_series, phantom):
+    """Two volumes along t with different rescales: the files of each, and the 4-D volume."""
+    first = make_series(slope=1.0, intercept=-1024.0, seed=1)
+    second = make_series(hu=phantom + 100, slope=2.0, intercept=-1000.0, seed=2)
+    volumes = [dicomarray.open_series(p[0].parent) for p in (first, second)]
+    return volumes, stack_volumes(volumes, "t", [0.0, 4.5])
+
+
+def test_hu_on_a_4d_volume_applies_each_frames_own_rescale(two_volumes):
+    volumes, stacked = two_volumes
+    assert stacked["rescale_slope"].dims == ("t", "z")
+    expected = np.stack([hu_of(list(v["source_file"].values)) for v in volumes])
+    hu = stacked.dicom.hu()
+    assert hu.dims == ("t", "z", "y", "x")
+    assert isinstance(hu.data, dask.array.Array)
+    np.testing.assert_allclose(hu.values, expected, atol=1e-3)
+    # a selection keeps the rescale of the frames it holds
+    np.testing.assert_allclose(stacked.isel(t=1, z=2).dicom.hu().values, expected[1, 2], atol=1e-3)
+
+
+@pytest.mark.parametrize("along", [("t", "z"), ("t",)])
+def test_the_frame_reader_gets_one_rescale_per_frame_in_grid_order(two_volumes, monkeypatch, along):
+    """The values handed to the FrameStack path are flat, one per frame, C order of (t, z):
+    a rescale on ("t",) only (constant within each volume) is repeated over z."""
+    import dicomarray.lazy
+
+    _, stacked = two_volumes
+    slopes = np.array([[1.0] * 12, [2.0] * 12])
+    if along == ("t",):
+        stacked = stacked.assign_coords(rescale_slope=("t", [1.0, 2.0]))
+    seen = {}
+
+    def spy(data, slope, intercept, padding=None):
+        seen.update(slope=np.asarray(slope), intercept=np.asarray(intercept))
+
+    monkeypatch.setattr(dicomarray.lazy, "rescaled_frames", spy)
+    stacked.dicom.hu()
+    np.testing.assert_array_equal(seen["slope"], slopes.reshape(-1))
+    np.testing.assert_array_equal(seen["intercept"], np.repeat([-1024.0, -1000.0], 12))
+
+
+def test_window_on_a_4d_volume_is_each_volumes_window(two_volumes):
+    volumes, stacked = two_volumes
+    out = stacked.dicom.window(preset="brain")
+    assert out.dims == ("t", "z", "y", "x")
+    for k, volume in enumerate(volumes):
+        np.testing.assert_allclose(
+            out.isel(t=k).values, volume.dicom.window(preset="brain").values, atol=1e-6
+        )
+
+
+def test_a_per_frame_window_coordinate_on_t_and_z_is_read(two_volumes):
+    _, stacked = two_volumes
+    centers = np.full((2, 12), 40.0)
+    centers[1, 0] = 50.0  # the most common pair wins, whatever its shape
+    widened = stacked.assign_coords(
+        window_center=(("t", "z"), centers), window_width=(("t", "z"), np.full((2, 12), 80.0))
+    )
+    assert choose_window(widened).center == 40.0
+
+
+def known_volumes(lazy: bool) -> xr.DataArray:
+    """Two 2 x 2 x 2 volumes along t in HU: 0..70 and 0..140 (step 10 and 20)."""
+    first = np.arange(8, dtype=np.float32).reshape(2, 2, 2) * 10
+    data = np.stack([first, first * 2])
+    array = xr.DataArray(
+        data, dims=("t", "z", "y", "x"), attrs={"units": "HU", "dicomarray_values": "modality"}
+    )
+    # lazily, one chunk per slice: the statistics of each volume gather several chunks
+    return array.chunk({"t": 1, "z": 1}) if lazy else array
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_normalize_global_scales_every_volume_alike(lazy):
+    out = known_volumes(lazy).dicom.normalize(None, None)
+    assert out.attrs["dicomarray_normalize"]["per"] == "global"
+    np.testing.assert_allclose(out.values[0].max(), 0.5)
+    np.testing.assert_allclose(out.values[1].max(), 1.0)
+    np.testing.assert_allclose(out.values.ravel()[:8], np.arange(8) / 14, atol=1e-6)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_normalize_per_volume_scales_each_volume_on_its_own(lazy):
+    out = known_volumes(lazy).dicom.normalize(None, None, per="volume")
+    assert out.dims == ("t", "z", "y", "x")
+    for k in range(2):
+        np.testing.assert_allclose(out.values[k].ravel(), np.arange(8) / 7, atol=1e-6)
+    if not lazy:  # in memory, the record holds each volume's numbers
+        record = out.attrs["dicomarray_normalize"]
+        assert record["per"] == "volume"
+        assert record["low"] == [0.0, 0.0] and record["high"] == [70.0, 140.0]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_normalize_per_volume_percentiles_and_zscores(lazy):
+    volumes = known_volumes(lazy)
+    raw = volumes.values.reshape(2, -1).astype(np.float64)
+    # a chunk per volume: dask's percentiles are exact within one chunk
+    whole = volumes.chunk({"z": -1}) if lazy else volumes
+    out = whole.dicom.normalize(method="percentile", percentiles=(10, 90), per="volume").values
+    for k in range(2):
+        low, high = np.percentile(raw[k], [10, 90])
+        expected = np.clip((raw[k] - low) / (high - low), 0, 1)
+        np.testing.assert_allclose(out[k].ravel(), expected, atol=1e-5)
+    scores = volumes.dicom.normalize(None, None, method="zscore", per="volume").values
+    for k in range(2):
+        np.testing.assert_allclose(scores[k].ravel(), (raw[k] - raw[k].mean()) / raw[k].std())
+    # globally, the second volume lies above the first
+    overall = volumes.dicom.normalize(None, None, method="zscore").values
+    np.testing.assert_allclose(overall.ravel(), (raw.ravel() - raw.mean()) / raw.std(), atol=1e-6)
+
+
+def test_normalize_per_volume_of_a_3d_volume_is_the_global_one(series):
+    for method in ("bounds", "percentile", "zscore"):
+        one = series.dicom.normalize(None, None, method=method, per="volume").values
+        every = series.dicom.normalize(None, None, method=method).values
+        np.testing.assert_array_equal(one, every)
+
+
+def test_normalize_refuses_an_unknown_per(series):
+    with pytest.raises(TransformError, match="per='slice'.*global.*volume"):
+        series.dicom.normalize(per="slice")
+
+
+@pytest.mark.parametrize("per_slice", [False, True])
+def test_hu_of_an_opened_4d_series_rescales_each_frame_as_it_is_read(tmp_path, reads, per_slice):
+    """Slope per volume (a coord on t), intercept per slice too (on t and z) when asked:
+    the frame reader gets each frame's own pair, in the grid's order."""
+    from .test_split import grid_of, write_frames
+
+    def tags(v, s):
+        intercept = -10.0 * s if per_slice else -5.0
+        return {
+            "TemporalPositionIdentifier": v + 1,
+            "RescaleSlope": 1.0 + v,
+            "RescaleIntercept": intercept,
+        }
+
+    write_frames(tmp_path / "s", grid_of(3, 4, tags))
+    volume = dicomarray.open_series(tmp_path / "s")
+    assert volume.dims[:2] == ("t", "z")
+    assert volume["rescale_slope"].dims == ("t",)
+    hu = volume.dicom.hu()
+    assert hu.data.name.startswith("dicom-rescaled-")  # rescaled as the frames are read
+    values = hu.values
+    assert sorted(reads) == sorted(list(range(12)))  # every frame read once, into one array
+    v, s = np.meshgrid(range(3), range(4), indexing="ij")
+    intercept = -10.0 * s if per_slice else -5.0
+    np.testing.assert_array_equal(values[..., 0, 0], (100 * v + s) * (1.0 + v) + intercept)
+
+
+def test_hu_of_an_opened_4d_series_masks_each_volumes_own_padding(tmp_path):
+    """PixelPaddingValue differs per volume (a coord on t): in volume v it is the stored
+    value of slice 1, 100 v + 1, so exactly those frames become NaN as they are read."""
+    from .test_split import grid_of, write_frames
+
+    def tags(v, s):
+        return {"TemporalPositionIdentifier": v + 1, "PixelPaddingValue": 100 * v + 1}
+
+    write_frames(tmp_path / "s", grid_of(3, 4, tags))
+    volume = dicomarray.open_series(tmp_path / "s")
+    assert volume["pixel_padding_value"].dims == ("t",)
+    hu = volume.dicom.hu()
+    assert hu.data.name.startswith("dicom-rescaled-")
+    corner = hu.values[..., 0, 0]
+    v, s = np.meshgrid(range(3), range(4), indexing="ij")
+    np.testing.assert_array_equal(corner, np.where(s == 1, np.nan, 100 * v + s))
+    assert hu.attrs["dicomarray_padding"]["stored_values"] == [[1, 1], [101, 101], [201, 201]]

@@ -12,6 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+import xarray as xr
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, RLELossless
 
 import dicomarray
@@ -20,6 +21,7 @@ from dicomarray import GeometryWarning, WriteError
 from dicomarray.header import read_dataset
 from dicomarray.writers.dicom import Rescale, SlicePlane, StoredType, choose_rescale
 
+from .conftest import XA10_FILES, gunzip
 from .export_helpers import (
     SERIES_KINDS,
     digests,
@@ -28,6 +30,7 @@ from .export_helpers import (
     sitk_series,
     temporaries,
 )
+from .nd_series import expected_values, open_time_series, write_time_series
 
 TEMPLATES = {
     **SERIES_KINDS,
@@ -251,7 +254,7 @@ def test_a_volume_of_another_series_with_the_same_geometry_is_refused(make_serie
     first = open_quietly(make_series("first", seed=1)[0].parent)
     second = open_quietly(make_series("second", seed=2)[0].parent)
     np.testing.assert_allclose(first["z"], second["z"])
-    with pytest.raises(WriteError, match=r"volume slice 0 is instance .* another series"):
+    with pytest.raises(WriteError, match=r"volume frame 0 is instance .* another series"):
         lazy_hu(first).dicom.to_dicom(tmp_path / "mixed", template=second)
     assert not (tmp_path / "mixed").exists()
     unlinked = lazy_hu(first).drop_vars("sop_instance_uid")
@@ -555,3 +558,150 @@ def test_cli_to_npy_in_hu_then_to_dicom_keeps_the_padding(make_series, phantom, 
         np.testing.assert_array_equal(
             pydicom.dcmread(path).pixel_array, pydicom.dcmread(template).pixel_array
         )
+
+
+# --------------------------------------------------------------------------------------------
+# n-D volumes: one instance per frame of the grid, each over its own template frame
+# --------------------------------------------------------------------------------------------
+
+#: What tells the volumes of a time series apart: each written frame keeps its template's.
+TIME_TAGS = ("TemporalPositionIdentifier", "NumberOfTemporalPositions", "AcquisitionTime")
+
+
+@pytest.fixture
+def time_series(phantom, tmp_path) -> tuple[Path, list[list[Path]]]:
+    """Three volumes of the phantom, 2 s apart, volume k holding phantom + 10 k HU."""
+    folder = tmp_path / "perfusion"
+    return folder, write_time_series(folder, phantom, 3, pixel_spacing=(3.6, 3.6), slice_spacing=12)
+
+
+def check_written_over(written: list[Path], template: xr.DataArray, expected: np.ndarray) -> None:
+    """Each written file holds its expected HU over the template frame at its place in the grid."""
+    sources = template["source_file"].transpose("t", "z").values.reshape(-1)
+    assert len(written) == len(sources) == len(expected)
+    uids = set()
+    for number, (path, source, values) in enumerate(
+        zip(written, sources, expected, strict=True), start=1
+    ):
+        ds, original = pydicom.dcmread(path), pydicom.dcmread(source, stop_before_pixels=True)
+        assert ds.InstanceNumber == number  # grid order: z fastest
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == original.SOPInstanceUID
+        for keyword in TIME_TAGS:
+            assert ds[keyword].value == original[keyword].value, keyword
+        assert ds.ImagePositionPatient == original.ImagePositionPatient
+        np.testing.assert_array_equal(hu_and_position(path)[0], values)
+        uids.add(ds.SOPInstanceUID)
+        assert ds.SeriesInstanceUID != original.SeriesInstanceUID
+    assert len(uids) == len(written)
+    assert len({pydicom.dcmread(p).SeriesInstanceUID for p in written}) == 1
+
+
+def test_a_4d_volume_writes_one_instance_per_frame_over_its_own_template_frame(
+    time_series, phantom, tmp_path
+):
+    folder, volumes = time_series
+    template = open_time_series(folder)
+    written = dicomarray.to_dicom(lazy_hu(template), template, tmp_path / "out")
+    assert [p.name for p in written] == [f"IM_{i:04d}.dcm" for i in range(1, 37)]
+    check_written_over(written, template, expected_values(phantom, 3).reshape(36, 64, 64))
+
+
+SELECTIONS_4D = {
+    "t": lambda volume: volume.isel(t=[2, 0]),
+    "z": lambda volume: volume.isel(z=slice(3, 7)),
+    "t and z": lambda volume: volume.isel(t=[1], z=[9, 4]),
+    "transposed": lambda volume: volume.transpose("z", "t", "y", "x"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(SELECTIONS_4D))
+def test_a_selection_of_a_4d_volume_writes_only_its_frames(
+    time_series, phantom, tmp_path, monkeypatch, how
+):
+    template = SELECTIONS_4D[how](open_time_series(time_series[0]))
+    read = []
+
+    def spy(path, **kwargs):
+        read.append(str(path))
+        return read_dataset(path, **kwargs)
+
+    monkeypatch.setattr("dicomarray.writers.dicom.read_dataset", spy)
+    written = dicomarray.to_dicom(lazy_hu(template), template, tmp_path / "out")
+    ordered = template.transpose("t", "z", "y", "x")
+    assert set(read) == set(ordered["source_file"].values.reshape(-1))  # its own files only
+    every = expected_values(phantom, 3)
+    t_index = np.rint(ordered["t"].values / 2.0).astype(int)  # volume k is at 2 k s
+    z_index = [
+        int(np.argmin(np.abs(open_time_series(time_series[0])["z"].values - z)))
+        for z in ordered["z"].values
+    ]
+    expected = every[np.ix_(t_index, z_index)].reshape(-1, 64, 64)
+    check_written_over(written, ordered, expected)
+
+
+def test_a_4d_volume_of_another_shape_than_its_template_names_the_grid(time_series, tmp_path):
+    template = open_time_series(time_series[0])
+    with pytest.raises(WriteError, match=r"3 \(t\) x 12 \(z\) frames of 64 x 64"):
+        dicomarray.to_dicom(np.zeros((2, 12, 64, 64)), template, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_4d_volume_whose_frames_come_from_other_instances_is_refused(time_series, tmp_path):
+    template = open_time_series(time_series[0])
+    # the volumes in another order, claiming the template's times and files: only the
+    # instance UIDs tell that each frame's values come from another file
+    swapped = lazy_hu(template).isel(t=[1, 0, 2])
+    swapped = swapped.assign_coords(
+        t=template["t"].values, source_file=(("t", "z"), template["source_file"].values)
+    )
+    with pytest.raises(WriteError, match=r"volume frame 0 is instance .* another series"):
+        dicomarray.to_dicom(swapped, template, tmp_path / "out")
+
+
+@pytest.mark.parametrize("values", ["modality", "stored"])
+def test_a_4d_series_round_trips_through_open_series(time_series, phantom, tmp_path, values):
+    template = open_time_series(time_series[0])
+    volume = lazy_hu(template) if values == "modality" else template  # stored: via its rescale
+    dicomarray.to_dicom(volume, template, tmp_path / "out")
+    back = open_quietly(tmp_path / "out")
+    assert back.dims == template.dims == ("t", "z", "y", "x")
+    np.testing.assert_array_equal(lazy_hu(back).values, expected_values(phantom, 3))
+    np.testing.assert_allclose(back["t"].values, [0.0, 2.0, 4.0])
+    np.testing.assert_allclose(back["z"].values, template["z"].values)
+    assert back["t"].attrs["units"] == "s"
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy not installed")
+def test_dciodvfy_finds_no_errors_in_a_frame_of_a_4d_volume(time_series, tmp_path):
+    template = open_time_series(time_series[0]).isel(t=[2])
+    written = dicomarray.to_dicom(lazy_hu(template) + 0.25, template, tmp_path / "out")
+    for path in (written[0], written[-1]):
+        report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        assert "Error" not in report.stdout + report.stderr, report.stderr
+
+
+MULTI_FRAME_TEMPLATES = {
+    "every frame": lambda volume: volume,
+    "the first frame only": lambda volume: volume.isel(z=[0]),
+}
+
+
+@pytest.mark.parametrize("how", sorted(MULTI_FRAME_TEMPLATES))
+def test_a_multi_frame_template_is_refused_naming_its_file(tmp_path, how):
+    path = gunzip(XA10_FILES[:1], tmp_path / "enhanced")[0]
+    template = MULTI_FRAME_TEMPLATES[how](open_quietly(path))
+    assert int(pydicom.dcmread(path, stop_before_pixels=True).NumberOfFrames) > 1
+    with pytest.raises(WriteError, match=rf"{path.name}: multi-frame templates are not supported"):
+        dicomarray.to_dicom(np.zeros(template.shape), template, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_4d_series_of_an_open_study_tree_is_written_from_its_node(time_series, phantom, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeometryWarning)
+        tree = dicomarray.open_study(time_series[0])
+    (node,) = [n for n in tree.subtree if "image" in n.data_vars]
+    image = node["image"]
+    assert image.dims == ("t", "z", "y", "x")
+    written = image.dicom.hu().dicom.to_dicom(tmp_path / "out")
+    check_written_over(written, image, expected_values(phantom, 3).reshape(36, 64, 64))

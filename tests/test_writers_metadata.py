@@ -7,12 +7,14 @@ import json
 import numpy as np
 import pydicom
 import pytest
+import xarray as xr
 from pydicom.datadict import tag_for_keyword
 
 import dicomarray
 from dicomarray import GeometryWarning, WriteError
 from dicomarray.writers.metadata import (
     DEIDENTIFY_KEYWORDS,
+    bids_fields,
     deidentified,
     keyword_of_coord,
     write_sidecar,
@@ -119,3 +121,28 @@ def test_deidentified_sidecars_leave_out_the_source_file_paths(make_series, tmp_
     anonymous = write_sidecar(volume, tmp_path / "anon.json", deidentify=True)
     assert b"PID-8675309" not in anonymous.read_bytes()
     assert "source_file" not in json.loads(anonymous.read_text())["varying"]
+
+
+def grid(times, dims=("t", "z"), **attrs):
+    """A tiny n-D array whose only metadata is per-frame acquisition times and attrs."""
+    shape = np.shape(times)
+    data = np.zeros((*shape, 2, 2))
+    array = xr.DataArray(data, dims=(*dims, "y", "x"), attrs=attrs)
+    return array.assign_coords(acquisition_time=(dims, np.asarray(times)))
+
+
+def test_slice_timing_is_of_the_first_volume_from_its_first_acquisition():
+    # descending, 1 s apart, within a 4-D grid whose second volume starts 3 s later
+    times = [["120003.5", "120002.5", "120001.5"], ["120006.5", "120005.5", "120004.5"]]
+    fields = bids_fields(grid(times, RepetitionTime="3000", EchoTime=30, InversionTime="x"))
+    assert fields["SliceTiming"] == [2.0, 1.0, 0.0]
+    assert (fields["RepetitionTime"], fields["EchoTime"]) == (3.0, 0.03)
+    assert "InversionTime" not in fields  # unreadable: left out, never a guess
+
+
+def test_slice_timing_reads_datetimes_and_is_left_out_when_the_times_are_one():
+    array = grid(["20240101120000.25", "20240101120000.75"], dims=("z",))
+    array = array.rename(acquisition_time="frame_acquisition_date_time")
+    assert bids_fields(array)["SliceTiming"] == [0.0, 0.5]
+    assert "SliceTiming" not in bids_fields(grid(["114815", "114815"], dims=("z",)))
+    assert "SliceTiming" not in bids_fields(grid(["114815", "?"], dims=("z",)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import shutil
@@ -26,7 +27,9 @@ from .export_helpers import (
     leaked,
     series_uids,
     sitk_series,
+    stacked,
     temporaries,
+    two_echo_folder,
 )
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -298,7 +301,7 @@ def test_sidecar_beside_the_nifti_describes_the_array_written(make_series, tmp_p
 def test_wrong_dims_names_and_existing_files_are_refused(make_series, tmp_path):
     volume = dicomarray.open_series(make_series()[0].parent)
     out = tmp_path / "out"
-    for wrong in (volume.isel(z=0), volume.expand_dims("time")):
+    for wrong in (volume.isel(z=0), volume.isel(x=0).expand_dims("time")):
         with pytest.raises(WriteError, match="three dims z, y and x"):
             wrong.dicom.to_nifti(out / "ct.nii")
     with pytest.raises(WriteError, match=".nii"):
@@ -314,3 +317,369 @@ def test_an_orientation_that_is_no_code_is_refused_naming_the_series(make_series
     with pytest.raises(WriteError, match=r"series 2 .*cannot reorient: orientation code 'RAA'"):
         to_nifti(volume, tmp_path / "out.nii.gz", orientation="RAA")
     assert list(tmp_path.glob("out*")) == []
+
+
+# --------------------------------------------------------------------------------------------
+# n-D volumes: one dim beyond z, y and x is NIfTI's 4th (built as the assembly will build
+# them: 3-D volumes concatenated along the contract's dims, with its coords)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_time_series_is_written_4d_with_its_repetition_time(make_series, tmp_path):
+    volume = open_quietly(make_series(tags={"RepetitionTime": "2500"})[0].parent, chunks=5)
+    series = stacked(volume, "t", [0.0, 2.5, 5.0])
+    image = nib.load(series.dicom.to_nifti(tmp_path / "bold.nii.gz"))
+    three_d = nib.load(volume.dicom.to_nifti(tmp_path / "one.nii"))
+    assert image.shape == (64, 64, 12, 3) and image.header["dim"][0] == 4
+    np.testing.assert_allclose(image.header.get_zooms(), (3.6, 3.6, 12.0, 2.5), rtol=1e-6)
+    assert image.header.get_xyzt_units() == ("mm", "sec")
+    np.testing.assert_allclose(image.affine, three_d.affine)
+    values = np.asarray(image.dataobj)
+    for t in range(3):  # each volume is the 3-D export, plus t
+        np.testing.assert_array_equal(values[..., t], np.asarray(three_d.dataobj) + t)
+
+
+def test_without_a_repetition_time_the_time_step_is_the_t_coordinate_step(make_series, tmp_path):
+    volume = open_quietly(make_series()[0].parent)
+    image = nib.load(stacked(volume, "t", [0.0, 1.5]).dicom.to_nifti(tmp_path / "t.nii"))
+    assert image.header.get_zooms()[3] == pytest.approx(1.5)
+
+
+def test_an_echo_dim_is_the_4th_without_a_time_unit_and_the_sidecar_names_it(make_series, tmp_path):
+    volume = open_quietly(make_series(tags={"RepetitionTime": "2500"})[0].parent)
+    series = stacked(volume, "echo", [10.0, 20.0], echo_number=[1, 2])
+    series["echo"].attrs["units"] = "ms"
+    path = series.dicom.to_nifti(tmp_path / "me.nii", json_path=tmp_path / "me.json")
+    image = nib.load(path)
+    assert image.shape == (64, 64, 12, 2)
+    assert image.header.get_zooms()[3] == 1.0
+    assert image.header.get_xyzt_units() == ("mm", "unknown")
+    array = json.loads((tmp_path / "me.json").read_text())["array"]
+    assert array["dims"] == ["echo", "z", "y", "x"]
+    assert array["coords"]["echo"] == {
+        "dims": ["echo"],
+        "values": [10.0, 20.0],
+        "attrs": {"units": "ms"},
+    }
+    assert array["coords"]["echo_number"]["values"] == [1, 2]
+
+
+def test_equalize_and_detilt_leave_a_regular_nd_series_as_it_is(make_series, tmp_path):
+    # batch writes every NIfTI with equalize=True: an n-D series needing neither is written
+    volume = open_quietly(make_series()[0].parent)
+    series = stacked(volume, "t", [0.0, 1.0])
+    path = series.dicom.to_nifti(tmp_path / "t.nii", equalize=True, detilt=True)
+    values = np.asarray(nib.load(path).dataobj)
+    np.testing.assert_array_equal(values.transpose(3, 2, 1, 0), series.dicom.reorient().values)
+
+
+def test_an_extra_dim_anywhere_is_written_as_the_4th(make_series, tmp_path):
+    volume = open_quietly(make_series()[0].parent)
+    series = stacked(volume, "volume", [0, 1]).transpose("z", "volume", "y", "x")
+    image = nib.load(series.dicom.to_nifti(tmp_path / "v.nii", orientation=None))
+    np.testing.assert_array_equal(
+        np.asarray(image.dataobj).transpose(3, 2, 1, 0), series.transpose("volume", ...).values
+    )
+
+
+def test_an_opened_echo_series_is_written_4d(make_series, phantom, tmp_path):
+    volume = open_quietly(two_echo_folder(make_series, phantom, tmp_path / "echoes"))
+    path = volume.dicom.to_nifti(tmp_path / "me.nii.gz", json_path=tmp_path / "me.json")
+    image = nib.load(path)
+    assert image.shape == (64, 64, 12, 2) and image.header.get_zooms()[3] == 1.0
+    values = np.asarray(image.dataobj)
+    np.testing.assert_array_equal(values[..., 1] - values[..., 0], np.full((64, 64, 12), 5))
+    coords = json.loads((tmp_path / "me.json").read_text())["array"]["coords"]
+    assert coords["echo_time"]["values"] == [10.0, 20.0]
+    assert coords["source_file"]["dims"] == ["echo", "z"]
+
+
+def test_two_extra_dims_are_refused_naming_them_and_the_way_out(make_series, tmp_path):
+    volume = open_quietly(make_series()[0].parent)
+    series = stacked(stacked(volume, "t", [0.0, 2.0]), "echo", [10.0, 20.0])
+    for dims in (("echo", "t"), ("t", "echo")):
+        with pytest.raises(
+            WriteError, match=rf"series 2 .* has 2: {', '.join(dims)}; .*isel\(echo=0\)"
+        ):
+            series.transpose(*dims, ...).dicom.to_nifti(tmp_path / "x.nii")
+    with pytest.raises(WriteError, match="not a colour channel"):
+        volume.expand_dims(channel=3, axis=-1).dicom.to_nifti(tmp_path / "x.nii")
+    assert not (tmp_path / "x.nii").exists()
+    image = nib.load(series.isel(echo=0).dicom.to_nifti(tmp_path / "e1.nii"))
+    assert image.shape == (64, 64, 12, 2)
+
+
+def test_a_4d_volume_is_stored_chunk_by_chunk(make_series, tmp_path, monkeypatch):
+    from dicomarray.writers.common import MemmapTarget
+
+    volume = open_quietly(make_series()[0].parent, chunks=4)
+    series = stacked(volume, "t", [0.0, 1.0, 2.0])
+    shapes = []
+    original = MemmapTarget.__setitem__
+    monkeypatch.setattr(
+        MemmapTarget,
+        "__setitem__",
+        lambda self, k, v: (shapes.append(v.shape), original(self, k, v)),
+    )
+    series.dicom.to_nifti(tmp_path / "t.nii", orientation=None)
+    assert sorted(shapes) == [(1, 4, 64, 64)] * 9  # 3 volumes x 3 chunks of 4 slices
+
+
+def test_a_single_slice_is_one_slice_thickness_thick(make_series, tmp_path):
+    volume = open_quietly(make_series(tags={"SpacingBetweenSlices": "7.5"})[0].parent)
+    image = nib.load(volume.isel(z=[4]).dicom.to_nifti(tmp_path / "one.nii"))
+    assert image.shape == (64, 64, 1)
+    np.testing.assert_allclose(image.header.get_zooms(), (3.6, 3.6, 7.5), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(image.affine[:3, 2]), 7.5, rtol=1e-6)
+    volume.attrs.pop("SpacingBetweenSlices")  # then (0018,0050) Slice Thickness: 12 mm
+    image = nib.load(volume.isel(z=[4]).dicom.to_nifti(tmp_path / "thick.nii"))
+    np.testing.assert_allclose(image.header.get_zooms()[2], 12.0, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# DWI: .bval and .bvec beside the NIfTI
+# --------------------------------------------------------------------------------------------
+
+#: Gradients in patient LPS: none (b = 0), toward L, toward P, toward S, and oblique.
+GRADIENTS_LPS = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0.6, -0.8, 0]], float)
+
+
+def dwi(volume):
+    return stacked(
+        volume,
+        "diffusion",
+        np.arange(5),
+        b_value=[0.0, 1000.0, 1000.0, 1000.0, 2000.0],
+        **{f"gradient_{c}": GRADIENTS_LPS[:, i] for i, c in enumerate("lps")},
+    )
+
+
+def test_bval_and_bvec_are_written_in_fsl_voxel_axes(make_series, tmp_path):
+    volume = open_quietly(make_series(tags={"RepetitionTime": "4000"})[0].parent)
+    path = dwi(volume).dicom.to_nifti(tmp_path / "dwi.nii.gz")
+    assert (tmp_path / "dwi.bval").read_text() == "0 1000 1000 1000 2000\n"
+    # worked by hand: the RAS image's i runs toward R, j toward A, k toward S; its
+    # determinant is positive, so FSL's i is negated: L -> +i, P -> -j, S -> +k
+    assert (tmp_path / "dwi.bvec").read_text() == ("0 1 0 0 0.6\n0 0 -1 0 0.8\n0 0 0 1 0\n")
+    image = nib.load(path)
+    assert image.header.get_zooms()[3] == pytest.approx(4.0)  # TR, as dcm2niix
+    assert image.header.get_xyzt_units() == ("mm", "sec")
+
+
+def test_bvec_follows_the_voxel_axes_of_any_orientation(make_series, tmp_path):
+    """Through the image's own axes (FSL's rule undone) each bvec is its LPS gradient."""
+    volume = open_quietly(make_series(**SERIES_KINDS["sagittal"])[0].parent)
+    for code in ("RAS", "LPS", "PIR", None):
+        path = dwi(volume).dicom.to_nifti(tmp_path / f"{code}.nii", orientation=code)
+        rotation = nib.load(path).affine[:3, :3]
+        rotation = rotation / np.linalg.norm(rotation, axis=0)
+        bvec = np.loadtxt(tmp_path / f"{code}.bvec").T
+        if np.linalg.det(rotation) > 0:
+            bvec[:, 0] *= -1
+        np.testing.assert_allclose((rotation @ bvec.T).T * [-1, -1, 1], GRADIENTS_LPS, atol=1e-6)
+
+
+def test_no_bval_without_b_values(make_series, tmp_path):
+    volume = open_quietly(make_series()[0].parent)
+    stacked(volume, "diffusion", [0, 1]).dicom.to_nifti(tmp_path / "out" / "d.nii")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["d.nii"]
+
+
+def test_an_existing_bval_is_not_replaced_nor_the_nifti_written(make_series, tmp_path):
+    volume = open_quietly(make_series()[0].parent)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dwi.bval").write_text("mine\n")
+    with pytest.raises(WriteError, match="already exists"):
+        dwi(volume).dicom.to_nifti(out / "dwi.nii")
+    assert sorted(p.name for p in out.iterdir()) == ["dwi.bval"]
+    assert (out / "dwi.bval").read_text() == "mine\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The BIDS fields of the sidecar beside a NIfTI
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_sidecar_has_bids_fields_in_seconds_and_slice_timing(make_series, tmp_path):
+    tags = {
+        "RepetitionTime": "2000",
+        "EchoTime": "30",
+        "FlipAngle": "75",
+        "MagneticFieldStrength": "3",
+        "ManufacturerModelName": "Phantom 1",
+    }
+    paths = make_series(tags=tags)
+    volume = open_quietly(paths[0].parent)
+    series = stacked(volume, "t", [0.0, 2.0])
+    series.dicom.to_nifti(tmp_path / "bold.nii", json_path=tmp_path / "bold.json")
+    meta = json.loads((tmp_path / "bold.json").read_text())
+    assert (meta["RepetitionTime"], meta["EchoTime"], meta["FlipAngle"]) == (2.0, 0.03, 75.0)
+    assert meta["MagneticFieldStrength"] == 3.0 and meta["ManufacturersModelName"] == "Phantom 1"
+    assert meta["dicomarray"]["units"] == "BIDS"
+    # by pydicom: each file's acquisition time, in the order of the RAS slices (k toward S)
+    headers = sorted(
+        (pydicom.dcmread(p, stop_before_pixels=True) for p in paths),
+        key=lambda ds: float(ds.ImagePositionPatient[2]),
+    )
+    seconds = [
+        int(t[:2]) * 3600 + int(t[2:4]) * 60 + float(t[4:])
+        for t in (str(ds.AcquisitionTime) for ds in headers)
+    ]
+    np.testing.assert_allclose(meta["SliceTiming"], np.subtract(seconds, min(seconds)), atol=1e-6)
+    assert meta["array"]["coords"]["t"]["values"] == [0.0, 2.0]
+
+
+def slice_timing_by_height(image, timing):
+    """{S mm of slice k: its SliceTiming}, through the image's affine (readers' k differ)."""
+    heights = [nib.affines.apply_affine(image.affine, [0, 0, k])[2] for k in range(len(timing))]
+    return {round(float(h), 3): t for h, t in zip(heights, timing, strict=True)}
+
+
+@pytest.mark.skipif(shutil.which("dcm2niix") is None, reason="dcm2niix is not installed")
+def test_slice_timing_is_what_dcm2niix_finds_in_the_acquisition_times(make_series, tmp_path):
+    tags = {"Modality": "MR", "Manufacturer": "SIEMENS", "RepetitionTime": "3000"}
+    tags.update(EchoTime="30", FlipAngle="90", MagneticFieldStrength="3")
+    paths = make_series(tags=tags)
+    # interleaved, odd slices first (by height): 0, 2, 4 ... then 1, 3, 5 ... 0.25 s apart
+    by_height = sorted(paths, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    order = [*range(0, 12, 2), *range(1, 12, 2)]
+    for rank, index in enumerate(order):
+        ds = pydicom.dcmread(by_height[index])
+        ds.AcquisitionTime = f"1200{10 + 0.25 * rank:09.6f}"
+        ds.save_as(by_height[index])
+    volume = open_quietly(paths[0].parent)
+    ours = volume.dicom.to_nifti(tmp_path / "ours.nii", json_path=tmp_path / "ours.json")
+    out = tmp_path / "dcm2niix"
+    out.mkdir()
+    command = ["dcm2niix", "-z", "n", "-b", "y", "-ba", "n", "-f", "out", "-o", str(out)]
+    subprocess.run([*command, str(paths[0].parent)], check=True, capture_output=True)
+    theirs = json.loads((out / "out.json").read_text())
+    mine = json.loads((tmp_path / "ours.json").read_text())
+    assert sorted(theirs["SliceTiming"]) == [0.25 * r for r in range(12)]
+    assert slice_timing_by_height(nib.load(ours), mine["SliceTiming"]) == slice_timing_by_height(
+        nib.load(out / "out.nii"), theirs["SliceTiming"]
+    )
+    # (Manufacturer is the DICOM text; dcm2niix writes its own spelling, "Siemens")
+    for field in ("RepetitionTime", "EchoTime", "FlipAngle", "MagneticFieldStrength", "Modality"):
+        assert mine[field] == theirs[field], field
+
+
+# --------------------------------------------------------------------------------------------
+# Real 4-D series against dcm2niix (skipped without ../shared/realdata)
+# --------------------------------------------------------------------------------------------
+
+
+def realdata_series(tmp_path_factory, relative, pattern="*"):
+    """A gunzipped copy of one real series, and dcm2niix's NIfTI and sidecars of it."""
+    from benchmarks import compare_dcm2niix as cmp
+
+    root = cmp.default_realdata()
+    if root is None or not (root / relative).is_dir():
+        pytest.skip(f"no {relative} in the realdata folder")
+    if shutil.which("dcm2niix") is None:
+        pytest.skip("dcm2niix is not installed")
+    work = tmp_path_factory.mktemp("series")
+    source = work / "in"
+    source.mkdir()
+    for path in sorted((root / relative).glob(pattern)):
+        if path.name.endswith(".gz"):
+            with gzip.open(path) as zipped:
+                (source / path.name.removesuffix(".gz")).write_bytes(zipped.read())
+        elif path.suffix == ".dcm":
+            shutil.copy(path, source)
+    out = work / "dcm2niix"
+    out.mkdir()
+    command = ["dcm2niix", "-z", "n", "-b", "y", "-ba", "n", "-f", "ref", "-o", str(out)]
+    subprocess.run([*command, str(source)], check=True, capture_output=True)
+    return source, out
+
+
+def open_nd(folder, dim, coords_of):
+    """The series opened n-D; while the assembly names its extra dim only ``volume``
+    (acquisition order), renamed ``dim`` with the coords ``coords_of(first headers)``
+    read by pydicom from the first file of each volume: the writer's test either way."""
+    volume = open_quietly(folder)
+    extra = [d for d in volume.dims if d not in ("z", "y", "x")]
+    assert len(extra) == 1, volume.dims
+    if extra == [dim]:
+        return volume
+    headers = [
+        pydicom.dcmread(path, stop_before_pixels=True)
+        for path in volume["source_file"].isel(z=0).values
+    ]
+    return volume.rename({extra[0]: dim}).assign_coords(
+        {name: (dim, values) for name, values in coords_of(headers).items()}
+    )
+
+
+def diffusion_coords(headers):
+    gradients = np.array([[float(g) for g in ds.DiffusionGradientOrientation] for ds in headers])
+    coords = {f"gradient_{c}": gradients[:, i] for i, c in enumerate("lps")}
+    return {"b_value": [float(ds.DiffusionBValue) for ds in headers], **coords}
+
+
+def time_coords(headers):
+    return {"t": [float(headers[0].RepetitionTime) / 1000 * i for i in range(len(headers))]}
+
+
+@pytest.fixture(scope="module")
+def philips_dti(tmp_path_factory):
+    return realdata_series(tmp_path_factory, "dcm_qa_philips_enh/In/cl", "2201_*.dcm.gz")
+
+
+def test_a_real_dwi_gets_dcm2niix_bval_and_bvec(philips_dti, tmp_path):
+    source, reference = philips_dti
+    volume = open_nd(source, "diffusion", diffusion_coords)
+    theirs = nib.load(reference / "ref.nii")
+    for code in ("RAS", "".join(nib.aff2axcodes(theirs.affine))):  # ours, and dcm2niix's
+        json_path = tmp_path / f"{code}.json"
+        path = volume.dicom.to_nifti(
+            tmp_path / f"{code}.nii", orientation=code, json_path=json_path
+        )
+        ours = nib.load(path)
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours.header.get_zooms(), theirs.header.get_zooms(), rtol=1e-5)
+        assert (tmp_path / f"{code}.bval").read_text() == (reference / "ref.bval").read_text()
+        world = {}
+        for name, image, bvec in (
+            ("ours", ours, tmp_path / f"{code}.bvec"),
+            ("theirs", theirs, reference / "ref.bvec"),
+        ):
+            rotation = image.affine[:3, :3] / np.linalg.norm(image.affine[:3, :3], axis=0)
+            vectors = np.loadtxt(bvec).T
+            if np.linalg.det(rotation) > 0:
+                vectors[:, 0] *= -1
+            world[name] = vectors @ rotation.T
+        np.testing.assert_allclose(world["ours"], world["theirs"], atol=1e-4)
+    # in dcm2niix's own orientation, the very numbers it writes
+    np.testing.assert_allclose(
+        np.loadtxt(tmp_path / f"{code}.bvec"), np.loadtxt(reference / "ref.bvec"), atol=1e-5
+    )
+    mine, ref = (
+        json.loads(p.read_text()) for p in (tmp_path / f"{code}.json", reference / "ref.json")
+    )
+    for field in ("RepetitionTime", "EchoTime", "FlipAngle", "MagneticFieldStrength"):
+        assert mine[field] == pytest.approx(ref[field], rel=1e-6), field
+
+
+@pytest.fixture(scope="module")
+def ge_fmri(tmp_path_factory):
+    return realdata_series(tmp_path_factory, "dcm_qa_nih/In/20180918GE/mr_0004", "*.dcm")
+
+
+def test_a_real_fmri_series_is_written_as_dcm2niix_writes_it(ge_fmri, tmp_path):
+    source, reference = ge_fmri
+    volume = open_nd(source, "t", time_coords)
+    ours = nib.load(volume.dicom.to_nifti(tmp_path / "bold.nii", json_path=tmp_path / "b.json"))
+    theirs = nib.load(next(reference.glob("*.nii")))
+    assert ours.shape == theirs.shape == (64, 64, 15, 10)
+    np.testing.assert_allclose(ours.header.get_zooms(), theirs.header.get_zooms(), rtol=1e-5)
+    assert ours.header.get_xyzt_units() == theirs.header.get_xyzt_units() == ("mm", "sec")
+    mine = json.loads((tmp_path / "b.json").read_text())
+    ref = json.loads(next(reference.glob("*.json")).read_text())
+    for field in ("RepetitionTime", "EchoTime", "FlipAngle", "MagneticFieldStrength"):
+        assert mine[field] == pytest.approx(ref[field], rel=1e-6), field
+    # GE stores one acquisition time per volume: dcm2niix's SliceTiming comes from GE's
+    # private tags, which we do not read; ours is left out rather than guessed
+    assert "SliceTiming" not in mine and len(ref["SliceTiming"]) == 15

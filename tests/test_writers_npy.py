@@ -21,8 +21,10 @@ from .export_helpers import (
     leaked,
     modality_values,
     series_uids,
+    stacked,
     temporaries,
     texts_holding,
+    two_echo_folder,
 )
 
 #: Acquisition facts dcm2niix's BIDS sidecar carries, under their DICOM keywords.
@@ -297,3 +299,86 @@ def test_an_orientation_that_is_no_code_is_refused_before_writing(make_series, t
     with pytest.raises(WriteError, match=r"series 2 .*cannot reorient: orientation code 'RAA'"):
         volume.dicom.to_npy(tmp_path / "out.npy", orientation="RAA")
     assert list(tmp_path.glob("out*")) == [] and temporaries(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------
+# n-D volumes (built as issue 13's assembly builds them, see export_helpers.stacked)
+# --------------------------------------------------------------------------------------------
+
+
+def dwi_series(volume):
+    gradients = np.array([[0, 0, 0], [1, 0, 0], [0, 0.6, 0.8]], float)
+    return stacked(
+        volume,
+        "diffusion",
+        np.arange(3),
+        b_value=[0.0, 1000.0, 1000.0],
+        **{f"gradient_{c}": gradients[:, i] for i, c in enumerate("lps")},
+    )
+
+
+def test_an_nd_volume_and_its_extra_coords_round_trip(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent, chunks=5)
+    series = dwi_series(volume)
+    series.dicom.to_npy(tmp_path / "dwi.npy")
+    meta = read_json(tmp_path / "dwi.json")
+    assert meta["array"]["dims"] == ["diffusion", "z", "y", "x"]
+    assert meta["array"]["shape"] == [3, 12, 64, 64]
+    assert meta["array"]["coords"]["b_value"] == {
+        "dims": ["diffusion"],
+        "values": [0.0, 1000.0, 1000.0],
+        "attrs": {},
+    }
+    assert meta["array"]["coords"]["source_file"]["dims"] == ["diffusion", "z"]
+    back = dicomarray.writers.open_npy(tmp_path / "dwi.npy")
+    assert back.dims == series.dims and back.data.chunks[0] == (1, 1, 1)
+    np.testing.assert_array_equal(back.values, series.values)
+    for name in ("diffusion", "b_value", "gradient_l", "gradient_p", "gradient_s", "frame"):
+        assert back[name].dims == series[name].dims, name
+        np.testing.assert_array_equal(back[name].values, series[name].values)
+    np.testing.assert_array_equal(back["source_file"].values, series["source_file"].values)
+    np.testing.assert_allclose(back.dicom.affine, volume.dicom.affine)
+
+
+def test_a_time_coordinate_keeps_its_seconds(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent)
+    series = stacked(volume, "t", [0.0, 2.5], temporal_position=[1, 2])
+    series["t"].attrs["units"] = "s"
+    back = dicomarray.writers.open_npy(series.dicom.to_npy(tmp_path / "bold.npy"))
+    assert back["t"].values.tolist() == [0.0, 2.5] and back["t"].attrs == {"units": "s"}
+    assert back["temporal_position"].values.tolist() == [1, 2]
+
+
+def test_deidentify_leaves_out_per_frame_paths_and_uids_whatever_their_dims(make_series, tmp_path):
+    folder = make_series(PATIENT_FOLDER, tags=PATIENT_TAGS)[0].parent
+    uids = series_uids(sorted(folder.iterdir()))
+    series = dwi_series(dicomarray.open_series(folder))
+    assert series["source_file"].dims == ("diffusion", "z")
+    series.dicom.to_npy(tmp_path / "plain.npy")
+    assert leaked(tmp_path / "plain.json", [PATIENT_FOLDER.encode()])
+    series.dicom.to_npy(tmp_path / "anon.npy", deidentify=True)
+    assert leaked(tmp_path / "anon.json", [PATIENT_FOLDER.encode(), *uids]) == []
+    back = dicomarray.writers.open_npy(tmp_path / "anon.npy")
+    assert "source_file" not in back.coords and "sop_instance_uid" not in back.coords
+    assert back["b_value"].values.tolist() == [0.0, 1000.0, 1000.0]
+
+
+def test_an_opened_echo_series_round_trips_and_deidentifies_every_frame(
+    make_series, phantom, tmp_path
+):
+    folder = two_echo_folder(make_series, phantom, tmp_path / PATIENT_FOLDER, PATIENT_TAGS)
+    volume = dicomarray.open_series(folder)
+    assert volume.dims == ("echo", "z", "y", "x")
+    volume.dicom.to_npy(tmp_path / "plain.npy")
+    back = dicomarray.writers.open_npy(tmp_path / "plain.npy")
+    np.testing.assert_array_equal(back.values, volume.values)
+    for name in ("echo", "echo_time", "echo_number", "source_file", "sop_instance_uid"):
+        assert back[name].dims == volume[name].dims, name
+        np.testing.assert_array_equal(back[name].values, volume[name].values)
+    uids = series_uids(sorted(folder.iterdir()))
+    assert leaked(tmp_path / "plain.json", [PATIENT_FOLDER.encode()])
+    volume.dicom.to_npy(tmp_path / "anon.npy", deidentify=True)
+    assert leaked(tmp_path / "anon.json", [PATIENT_FOLDER.encode(), *uids]) == []
+    anon = dicomarray.writers.open_npy(tmp_path / "anon.npy")
+    assert texts_holding(anon, PATIENT_FOLDER) == []
+    assert anon["echo_time"].values.tolist() == [10.0, 20.0]

@@ -19,8 +19,10 @@ from .export_helpers import (
     head_and_feet_first,
     leaked,
     series_uids,
+    stacked,
     temporaries,
     texts_holding,
+    two_echo_folder,
 )
 
 
@@ -173,3 +175,49 @@ def test_a_reoriented_sagittal_store_keeps_its_dims_in_their_order(make_series, 
     np.testing.assert_array_equal(back.values, volume.values[:, ::-1, ::-1].transpose(1, 2, 0))
     assert back.dicom.orientation_code() == "RAS"
     np.testing.assert_array_equal(back["source_file"], volume["source_file"])
+
+
+def echo_series(volume):
+    series = stacked(volume, "echo", [10.0, 20.0], echo_number=[1, 2])
+    series["echo"].attrs["units"] = "ms"
+    return series
+
+
+def test_an_nd_store_gives_back_its_dims_and_extra_coords(make_series, tmp_path):
+    volume = dicomarray.open_series(make_series()[0].parent, chunks=5)
+    series = echo_series(volume)
+    back = xr.open_zarr(series.dicom.to_zarr(tmp_path / "me.zarr"))["image"]
+    assert back.dims == ("echo", "z", "y", "x") and back.data.chunks == series.data.chunks
+    np.testing.assert_array_equal(back.values, series.values)
+    assert back["echo"].values.tolist() == [10.0, 20.0] and back["echo"].attrs == {"units": "ms"}
+    assert back["echo_number"].dims == ("echo",)
+    assert back["sop_instance_uid"].dims == ("echo", "z")
+    np.testing.assert_array_equal(back["frame"].values, series["frame"].values)
+    np.testing.assert_allclose(back.dicom.affine, volume.dicom.affine)
+
+
+def test_deidentify_leaves_out_per_frame_paths_whatever_their_dims(make_series, tmp_path):
+    folder = make_series(PATIENT_FOLDER)[0].parent
+    series = echo_series(dicomarray.open_series(folder))
+    series.dicom.to_zarr(tmp_path / "anon.zarr", deidentify=True)
+    anon = xr.open_zarr(tmp_path / "anon.zarr")["image"]
+    assert "source_file" not in anon.coords and "sop_instance_uid" not in anon.coords
+    assert leaked(tmp_path / "anon.zarr", [PATIENT_FOLDER.encode(), str(folder).encode()]) == []
+    assert anon["echo_number"].values.tolist() == [1, 2]
+
+
+def test_an_opened_echo_series_deidentifies_every_frame(make_series, phantom, tmp_path):
+    folder = two_echo_folder(make_series, phantom, tmp_path / PATIENT_FOLDER, PATIENT_TAGS)
+    volume = dicomarray.open_series(folder)
+    assert volume["study_instance_uid"].dims == ("echo",)  # each echo's own study UID
+    volume.dicom.to_zarr(tmp_path / "anon.zarr", deidentify=True)
+    anon = xr.open_zarr(tmp_path / "anon.zarr")["image"]
+    assert anon.dims == ("echo", "z", "y", "x")
+    uids = series_uids(sorted(folder.iterdir()))
+    assert leaked(tmp_path / "anon.zarr", [PATIENT_FOLDER.encode(), *uids]) == []
+    assert texts_holding(anon, PATIENT_FOLDER) == []
+    for name in ("source_file", "sop_instance_uid", "study_instance_uid", "study_date"):
+        assert name not in anon.coords, name
+    assert "PatientName" in volume.attrs and "PatientName" not in anon.attrs
+    assert anon["echo_time"].values.tolist() == [10.0, 20.0]
+    np.testing.assert_array_equal(anon.values, volume.values)

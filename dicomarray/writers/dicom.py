@@ -1,6 +1,7 @@
-"""numpy or xarray to DICOM: a new series written slice by slice over a template series.
+"""numpy or xarray to DICOM: a new series written frame by frame over a template series.
 
-Every tag comes from the template slice at the same place in the volume; the pixel data,
+Every tag comes from the template frame at the same place in the volume (an n-D volume
+``(*extra, z, y, x)`` is a grid of frames, each over its own template file); the pixel data,
 the rescale, the window and the identity of the series and its instances are new. The
 values are rescaled into the template's stored type, so a float volume (or one wider than
 the stored type) reads back within one quantisation step, and an integer volume that fits
@@ -82,14 +83,22 @@ def to_dicom(
     overwrite: bool = False,
     compute: bool = True,
 ) -> Any:
-    """Write a volume as a new DICOM series, one file per slice, over a template series.
+    """Write a volume as a new DICOM series, one file per frame, over a template series.
 
-    Slice ``i`` of the volume is written over slice ``i`` of the template: of a folder or
-    files, in the order of :func:`dicomarray.open_series` (ascending along the slice
-    normal); of a DataArray, in its own order, each slice over the file its provenance
+    Each frame of the volume is written over the same frame of the template: of a folder
+    or files, in the order of :func:`dicomarray.open_series` (ascending along the slice
+    normal); of a DataArray, in its own order, each frame over the file its provenance
     coordinates ``source_file`` and ``frame`` name. So any selection of a series
     (``isel``, ``sortby``, slices dropped by ``where``) is its own template and is written
     over exactly its own files: no file is read again to find or sort them.
+
+    An n-D volume, dims ``(*extra, z, y, x)`` such as ``("t", "z", "y", "x")``, is a grid
+    of frames: one instance is written per frame, over the template file its provenance
+    coordinates (dims ``(*extra, z)``) name, so what tells the volumes apart stays each
+    frame's own: (0020,0100) *Temporal Position Identifier*, (0020,0105) *Number of
+    Temporal Positions*, (0008,0032) *Acquisition Time*, (0018,0081) *Echo Time*, the
+    diffusion tags. A selection along any dim (``isel(t=[0, 2])``) writes only the frames
+    it holds.
 
     Each slice keeps every tag of its template file, such as (0018,0050) *Slice
     Thickness* and (0020,0052) *Frame of Reference UID*. Where it lies, (0020,0032) *Image
@@ -107,7 +116,8 @@ def to_dicom(
       are written exactly, with the template's own rescale when possible;
     - a new (0020,000E) *Series Instance UID*, new (0008,0018) *SOP Instance UID* and
       (0002,0003) *Media Storage SOP Instance UID*; (0020,0013) *Instance Number* from 1 in
-      volume order; (0008,0008) *Image Type* ``DERIVED\\SECONDARY``; a (0008,2112) *Source
+      volume order (C order of the grid: ``z`` fastest, then the last extra dim);
+      (0008,0008) *Image Type* ``DERIVED\\SECONDARY``; a (0008,2112) *Source
       Image Sequence* naming the template slice; series, content and creation date/time;
     - (0028,0106) *Smallest* and (0028,0107) *Largest Image Pixel Value* of each slice and
       the window ((0028,1050) *Window Center*, (0028,1051) *Window Width*);
@@ -125,13 +135,14 @@ def to_dicom(
     Parameters
     ----------
     volume : numpy.ndarray or xarray.DataArray
-        Values (z, y, x) in the units of the template's rescaled values (e.g. HU for CT); a
-        DataArray with dims ``z``, ``y``, ``x`` is put in that order. Streamed one dask chunk
-        at a time; it is read twice: for its value range, then to write.
+        Values ``(*extra, z, y, x)`` (the template's dims) in the units of the template's
+        rescaled values (e.g. HU for CT); a DataArray with the template's dims is put in
+        its order. Streamed one dask chunk at a time; it is read twice: for its value
+        range, then to write.
     template : str, os.PathLike, sequence of paths, or xarray.DataArray
         A series folder, its files, or a volume opened by :func:`dicomarray.open_series`,
         whole or any selection of its slices (its ``source_file`` and ``frame``
-        coordinates name the files). Single-frame images only.
+        coordinates name the files), 3-D or n-D. Single-frame grey images only.
     out_dir : str or os.PathLike
         The folder to create.
     series_description : str, optional
@@ -162,18 +173,19 @@ def to_dicom(
     Returns
     -------
     list of pathlib.Path or dask.delayed.Delayed
-        The files written, in volume order.
+        The files written, in volume order (C order of the frame grid).
 
     Raises
     ------
     WriteError
-        The volume's shape is not the template's (slices, Rows, Columns), the volume's
+        The volume's shape is not the template's (its frame grid, Rows, Columns), the volume's
         ``z`` coordinate differs from its template files' positions (by more than
         0.001 mm), its ``sop_instance_uid`` coordinate names instances other than its
         template files' (it comes from another series: drop the coordinate to write it
         over this template anyway), the template has no ``source_file`` coordinate (a
         de-identified export read back, a volume built from numpy), holds one file twice,
-        names a file that is gone or is multi-frame, the volume holds infinite values, or
+        names a file that is gone or is multi-frame or colour, the volume holds infinite
+        values, or
         NaN where a template file declares no (0028,0120) *Pixel Padding Value*, or
         ``out_dir`` exists.
 
@@ -318,8 +330,9 @@ class _SeriesValues:
 
 @dataclass
 class _Export:
-    data: Any  # (z, y, x) numpy or dask array
-    files: list[Path]
+    data: Any  # (*extra, z, y, x) numpy or dask array
+    files: list[Path]  # one per frame of the grid, in C order
+    grid: tuple[int, ...]  # (*extra, z)
     planes: tuple[SlicePlane, ...] | None  # None: each file's own geometry is kept
     stored_type: StoredType
     template_rescale: Rescale | None
@@ -347,6 +360,7 @@ class _Export:
             writer = _SliceWriter(
                 folder=self.output.partial,
                 files=tuple(self.files),
+                grid=self.grid,
                 planes=self.planes,
                 stored_type=self.stored_type,
                 rescale=rescale,
@@ -354,7 +368,8 @@ class _Export:
                 series=self.series,
                 padding=padding,
             )
-            data = dask_data(self.data).rechunk({1: -1, 2: -1})
+            data = dask_data(self.data)
+            data = data.rechunk({data.ndim - 2: -1, data.ndim - 1: -1})  # whole frames
             compute_and_wait(store_into(data, writer), scheduler=scheduler)
             self.output.publish()
         return [self.output.final / writer.name(index) for index in range(len(self.files))]
@@ -362,13 +377,19 @@ class _Export:
 
 @dataclass(frozen=True)
 class _SliceWriter:
-    """A :func:`dask.array.store` target writing each chunk of whole slices as files.
+    """A :func:`dask.array.store` target writing each chunk of whole frames as files.
 
-    Picklable (paths and values only), so chunks are written where they are computed.
+    The volume is the frame grid ``(*extra, z)`` of whole frames; frame ``index`` (its
+    place in C order of the grid) is written over ``files[index]`` as instance
+    ``index + 1``. Picklable (paths and values only), so chunks are written where they are
+    computed.
     """
 
     folder: Path
     files: tuple[Path, ...]
+    #: The frame grid's shape ``(*extra, z)``: ``(z,)`` for a 3-D volume.
+    grid: tuple[int, ...]
+    #: One plane per slice along ``z``, shared by every volume of the grid.
     planes: tuple[SlicePlane, ...] | None
     stored_type: StoredType
     rescale: Rescale
@@ -379,20 +400,25 @@ class _SliceWriter:
     padding: tuple[int, ...] | None = None
 
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
-        first = key[0].start or 0
-        for offset, values in enumerate(np.asarray(block)):
-            index = first + offset
-            pad = None if self.padding is None else self.padding[index]
-            stored = self._stored(values, pad, self.files[index])
-            ds = _slice_dataset(
-                self.files[index], index, stored, self.rescale, self.window, self.series
-            )
-            if pad is not None:
-                _set_padding_value(ds, pad, self.stored_type)
-            if self.planes is not None:
-                self.planes[index].set_on(ds)
-            with os_errors(self.folder / self.name(index)):
-                pydicom.dcmwrite(self.folder / self.name(index), ds, enforce_file_format=True)
+        block = np.asarray(block)
+        starts = [k.start or 0 for k in key[: len(self.grid)]]
+        for offset in np.ndindex(block.shape[: len(self.grid)]):
+            position = tuple(s + o for s, o in zip(starts, offset, strict=True))
+            self._write(int(np.ravel_multi_index(position, self.grid)), position[-1], block[offset])
+
+    def _write(self, index: int, z: int, values: np.ndarray) -> None:
+        """Frame ``index`` of the grid (at slice ``z``) as one file over its template file."""
+        pad = None if self.padding is None else self.padding[index]
+        stored = self._stored(values, pad, self.files[index])
+        ds = _slice_dataset(
+            self.files[index], index, stored, self.rescale, self.window, self.series
+        )
+        if pad is not None:
+            _set_padding_value(ds, pad, self.stored_type)
+        if self.planes is not None:
+            self.planes[z].set_on(ds)
+        with os_errors(self.folder / self.name(index)):
+            pydicom.dcmwrite(self.folder / self.name(index), ds, enforce_file_format=True)
 
     def _stored(self, values: np.ndarray, pad: int | None, template: Path) -> np.ndarray:
         """One slice's stored values; NaN (padding) as the template file's padding value."""
@@ -425,21 +451,18 @@ def _prepare(
     values: str | None,
     overwrite: bool,
 ) -> _Export:
-    opened, files = _template_files(template)
-    first = read_dataset(files[0], stop_before_pixels=True)
-    if int(first.get("NumberOfFrames") or 1) > 1:
-        raise WriteError(f"{files[0]}: multi-frame templates are not supported")
-    shape = (len(files), int(first.Rows), int(first.Columns))
-    _volume_data(volume, shape, files[0].parent)  # shape and type, before any conversion
+    opened, grid, files, first = _template_files(template)
+    shape = (*grid.values(), int(first.Rows), int(first.Columns))
+    _volume_data(volume, shape, grid, files[0].parent)  # shape and type, before any conversion
     planes = None
     if isinstance(volume, xr.DataArray):
         _check_positions(volume, opened, files)
-        _check_instances(volume, opened, files)
+        _check_instances(volume, opened, grid, files)
         planes = slice_planes(volume)
         if planes is None:
             _check_not_reoriented(volume)
     volume = _modality_volume(volume, _values_kind(volume, values), opened)
-    data = _volume_data(volume, shape, files[0].parent)
+    data = _volume_data(volume, shape, grid, files[0].parent)
     output = stage(
         out_dir,
         overwrite=overwrite,
@@ -461,6 +484,7 @@ def _prepare(
     return _Export(
         data=data,
         files=files,
+        grid=tuple(grid.values()),
         planes=planes,
         stored_type=StoredType.of(first, files[0]),
         template_rescale=_template_rescale(first),
@@ -470,12 +494,16 @@ def _prepare(
     )
 
 
-def _template_files(template: Template) -> tuple[xr.DataArray, list[Path]]:
-    """The opened template and, for each of its slices in its own order, the file it came from.
+def _template_files(
+    template: Template,
+) -> tuple[xr.DataArray, dict[str, int], list[Path], Dataset]:
+    """The opened template, its frame grid, each frame's file, and the first file's header.
 
-    The files are the template's provenance coordinates ``source_file`` and ``frame``, which
-    any ``isel``, ``sortby`` or ``where`` keeps right: no header is read and nothing is
-    sorted again, so a selection of a series is written over exactly its own files.
+    The grid is the template's dims but the plane's, ``(*extra, z)`` in its own order (a
+    3-D series: ``(z,)``). The files are its provenance coordinates ``source_file``
+    (dims ``(*extra, z)``, or ``(z,)``), in C order of the grid, which any ``isel``,
+    ``sortby`` or ``where`` keeps right: no header is read and nothing is sorted again, so
+    a selection of a series is written over exactly its own files.
     """
     opened = template if isinstance(template, xr.DataArray) else open_series(template)
     label = series_label(opened.attrs)
@@ -486,35 +514,68 @@ def _template_files(template: Template) -> tuple[xr.DataArray, list[Path]]:
             "from numpy, or a resample() or equalize() whose new slices mix source slices); "
             "pass the series folder or the volume dicomarray.open_series returned"
         )
-    frames = opened["frame"].values if "frame" in opened.coords else np.zeros(0, dtype=int)
-    files = [Path(str(name)) for name in opened["source_file"].values]
-    if (np.asarray(frames) > 0).any():
-        raise WriteError(f"{files[0]}: multi-frame templates are not supported ({label})")
+    if "channel" in opened.dims:
+        raise WriteError(f"the template ({label}) is a colour series: only grey can be written")
+    extra = [str(d) for d in opened.dims if d not in ("z", "y", "x")]
+    grid = {d: int(opened.sizes[d]) for d in (*extra, "z")}
+    files = [Path(str(name)) for name in along_grid(opened["source_file"], grid)]
+    if missing := [f for f in files if not f.is_file()]:
+        raise WriteError(
+            f"{missing[0]}: the template's file is gone ({len(missing)} of {len(files)}, {label})"
+        )
+    first = read_dataset(files[0], stop_before_pixels=True)
+    _check_single_frame(opened, first, files[0])
     seen: set[Path] = set()
     for path in files:
         if path in seen:
             raise WriteError(f"{path}: the template ({label}) holds this file's slice twice")
         seen.add(path)
-    if missing := [f for f in files if not f.is_file()]:
+    return opened, grid, files, first
+
+
+def along_grid(coord: xr.DataArray, grid: dict[str, int]) -> np.ndarray:
+    """A coordinate's values for each frame of the grid, flat in C order of the grid.
+
+    Provenance coordinates lie on ``(*extra, z)`` or on fewer of those dims (``frame`` may
+    be on ``z`` only): they are repeated along the dims they lack.
+    """
+    missing = {d: n for d, n in grid.items() if d not in coord.dims}
+    return coord.expand_dims(missing).transpose(*grid).values.reshape(-1)
+
+
+def _check_single_frame(opened: xr.DataArray, first: Dataset, path: Path) -> None:
+    """Refuse a multi-frame template: each written instance replaces one whole file.
+
+    A frame past the first of a file (the ``frame`` coordinate), or a first file that
+    holds several frames ((0028,0008) *Number of Frames*), would have its file's every
+    other frame replaced by this one.
+    """
+    frames = np.asarray(opened["frame"].values) if "frame" in opened.coords else np.zeros(0)
+    if (frames > 0).any() or int(first.get("NumberOfFrames") or 1) > 1:
         raise WriteError(
-            f"{missing[0]}: the template's file is gone ({len(missing)} of {len(files)}, {label})"
+            f"{path}: multi-frame templates are not supported ({series_label(opened.attrs)})"
         )
-    return opened, files
 
 
 def _volume_data(
-    volume: np.ndarray | xr.DataArray, shape: tuple[int, int, int], where: Path
+    volume: np.ndarray | xr.DataArray, shape: tuple[int, ...], grid: dict[str, int], where: Path
 ) -> Any:
+    """The volume's values in the template's dims order ``(*extra, z, y, x)``, checked."""
     if isinstance(volume, xr.DataArray):
-        if set(volume.dims) == {"z", "y", "x"}:
-            volume = volume.transpose("z", "y", "x")
+        if set(volume.dims) == {*grid, "y", "x"}:
+            volume = volume.transpose(*grid, "y", "x")
         data = volume.data
     else:
         data = np.asarray(volume)
     if tuple(data.shape) != shape:
+        frames = (
+            f"{grid['z']} slices"
+            if len(grid) == 1
+            else " x ".join(f"{n} ({d})" for d, n in grid.items()) + " frames"
+        )
         raise WriteError(
             f"volume shape {tuple(data.shape)} does not match the template {where}: "
-            f"{shape[0]} slices of {shape[1]} x {shape[2]} (Rows x Columns)"
+            f"{frames} of {shape[-2]} x {shape[-1]} (Rows x Columns)"
         )
     kind = np.dtype(data.dtype).kind
     if kind not in "biuf":
@@ -542,7 +603,9 @@ def _check_positions(volume: xr.DataArray, template: xr.DataArray, files: list[P
         )
 
 
-def _check_instances(volume: xr.DataArray, template: xr.DataArray, files: list[Path]) -> None:
+def _check_instances(
+    volume: xr.DataArray, template: xr.DataArray, grid: dict[str, int], files: list[Path]
+) -> None:
     """Refuse to write a volume of one series over the files of another.
 
     Two series of one acquisition can share shape and positions; their SOP Instance UIDs
@@ -551,14 +614,14 @@ def _check_instances(volume: xr.DataArray, template: xr.DataArray, files: list[P
     """
     if "sop_instance_uid" not in volume.coords or "sop_instance_uid" not in template.coords:
         return
-    mine = [str(uid) for uid in volume["sop_instance_uid"].values]
-    theirs = [str(uid) for uid in template["sop_instance_uid"].values]
+    mine = [str(uid) for uid in along_grid(volume["sop_instance_uid"], grid)]
+    theirs = [str(uid) for uid in along_grid(template["sop_instance_uid"], grid)]
     wrong = [i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b]
     if wrong:
         first = wrong[0]
         raise WriteError(
-            f"volume slice {first} is instance {mine[first]}, but its template file "
-            f"{files[first]} is instance {theirs[first]} ({len(wrong)} of {len(mine)} slices "
+            f"volume frame {first} is instance {mine[first]}, but its template file "
+            f"{files[first]} is instance {theirs[first]} ({len(wrong)} of {len(mine)} frames "
             "differ): the volume comes from another series; pass its own series as the "
             "template, or drop its sop_instance_uid coordinate to write it over this one"
         )

@@ -215,11 +215,15 @@ def series_metadata(volume: xr.DataArray, *, deidentify: bool = False) -> dict[s
     are dicomarray's sections:
 
     ``array``
-        ``dims``, ``shape``, ``dtype``, ``name`` and the attrs that are not DICOM keywords
-        (``units`` and the like set by transforms).
+        ``dims``, ``shape``, ``dtype``, ``name``, the attrs that are not DICOM keywords
+        (``units`` and the like set by transforms) and ``coords``: by name, each
+        coordinate on the dims beyond ``z``, ``y`` and ``x`` (``t`` in s, ``echo`` in ms,
+        ``b_value``, ``gradient_l`` ... of :func:`extra_coords`) and each one on
+        ``(*extra, "z")`` (a value per frame: ``source_file``, ``frame``, per-frame tags).
     ``varying``
         Tags that differ between slices, by DICOM keyword, as lists in slice order
-        (``ImagePositionPatient`` as ``[L, P, S]`` triples).
+        (``ImagePositionPatient`` as ``[L, P, S]`` triples); only those along ``z``
+        alone (the others are in ``array.coords``).
     ``geometry``
         From :meth:`dicomarray.geometry.VolumeGeometry.summary`, in the array's own dim
         order (``dims``): ``spacing`` in mm per dim (the slice step None for a stack
@@ -248,6 +252,7 @@ def series_metadata(volume: xr.DataArray, *, deidentify: bool = False) -> dict[s
         "shape": list(volume.shape),
         "dtype": str(volume.dtype),
         "attrs": other,
+        "coords": extra_coords(volume, deidentify=deidentify),
     }
     meta["varying"] = varying_tags(volume, deidentify=deidentify)
     meta["geometry"] = volume_geometry(volume)
@@ -255,6 +260,108 @@ def series_metadata(volume: xr.DataArray, *, deidentify: bool = False) -> dict[s
         meta["assembly"] = deidentified_report(report) if deidentify else report
     meta["dicomarray"] = {"version": __version__, "deidentified": deidentify}
     return plain(meta)
+
+
+#: BIDS sidecar fields (the names dcm2niix writes) from DICOM keywords, with the factor
+#: from DICOM's unit to BIDS's: times in ms become seconds.
+BIDS_FROM_DICOM: dict[str, tuple[str, float]] = {
+    "Modality": ("Modality", 1.0),
+    "MagneticFieldStrength": ("MagneticFieldStrength", 1.0),
+    "ImagingFrequency": ("ImagingFrequency", 1.0),
+    "Manufacturer": ("Manufacturer", 1.0),
+    "ManufacturersModelName": ("ManufacturerModelName", 1.0),
+    "MRAcquisitionType": ("MRAcquisitionType", 1.0),
+    "ScanningSequence": ("ScanningSequence", 1.0),
+    "SequenceVariant": ("SequenceVariant", 1.0),
+    "SequenceName": ("SequenceName", 1.0),
+    "SliceThickness": ("SliceThickness", 1.0),
+    "SpacingBetweenSlices": ("SpacingBetweenSlices", 1.0),
+    "EchoTime": ("EchoTime", 1e-3),
+    "RepetitionTime": ("RepetitionTime", 1e-3),
+    "InversionTime": ("InversionTime", 1e-3),
+    "FlipAngle": ("FlipAngle", 1.0),
+    "EchoTrainLength": ("EchoTrainLength", 1.0),
+    "PixelBandwidth": ("PixelBandwidth", 1.0),
+}
+#: Per-frame acquisition times SliceTiming is computed from, best first: (0008,0032)
+#: *Acquisition Time* (TM) and the enhanced (0018,9074) *Frame Acquisition DateTime* (DT).
+SLICE_TIME_COORDS = ("acquisition_time", "frame_acquisition_date_time", "acquisition_date_time")
+
+
+def bids_fields(volume: xr.DataArray) -> dict[str, Any]:
+    """The BIDS sidecar fields of a volume (as dcm2niix writes beside a NIfTI), in BIDS units.
+
+    Fields of :data:`BIDS_FROM_DICOM` the attrs hold (``RepetitionTime``, ``EchoTime`` and
+    ``InversionTime`` in seconds; ``FlipAngle`` in degrees; ``MagneticFieldStrength`` in
+    T ...), and ``SliceTiming``: for each slice along ``z`` (in array order), seconds from
+    the first acquisition of the first volume, from the per-frame acquisition times of
+    :data:`SLICE_TIME_COORDS`; left out when the times do not differ between slices (GE
+    stores one time per volume) or cannot be read. Tags that vary along an extra dim
+    (``EchoTime`` of an ``echo`` dim) are not attrs: the sidecar's ``array.coords`` holds
+    them.
+    """
+    fields: dict[str, Any] = {}
+    for name, (keyword, factor) in BIDS_FROM_DICOM.items():
+        value = volume.attrs.get(keyword)
+        if value is None:
+            continue
+        if factor != 1.0:
+            try:
+                value = round(float(value) * factor, 9)
+            except (TypeError, ValueError):
+                continue
+        fields[name] = value
+    timing = slice_timing(volume)
+    if timing is not None:
+        fields["SliceTiming"] = timing
+    return fields
+
+
+def slice_timing(volume: xr.DataArray) -> list[float] | None:
+    """Seconds from the first volume's first acquisition to each of its slices, or None.
+
+    The first volume is index 0 of every dim beyond the spatial three; None when no
+    :data:`SLICE_TIME_COORDS` varies along ``z`` or a time cannot be read.
+    """
+    for name in SLICE_TIME_COORDS:
+        coord = volume.coords.get(name)
+        if coord is None or "z" not in coord.dims or volume.sizes["z"] < 2:
+            continue
+        first = coord.isel({d: 0 for d in coord.dims if d != "z"}).values
+        seconds = [_seconds_of_day(v) for v in first]
+        if any(s is None for s in seconds):
+            return None
+        times = np.asarray(seconds, dtype=float)
+        if np.ptp(times) == 0:
+            return None
+        return [round(float(t), 6) for t in times - times.min()]
+    return None
+
+
+def _seconds_of_day(value: Any) -> float | None:
+    """Seconds since midnight of a DICOM TM (``HHMMSS.frac``) or DT (``YYYYMMDDHHMMSS``)."""
+    text = str(value).strip()
+    if len(text) >= 14 and "." not in text[:14] and text[:8].isdigit():
+        text = text[8:]  # a DT: the time after the date
+    text = text.split("+")[0].split("-")[0]
+    try:
+        whole, _, fraction = text.partition(".")
+        if len(whole) < 2 or not whole.isdigit():
+            return None
+        hours, minutes, secs = int(whole[0:2]), int(whole[2:4] or 0), int(whole[4:6] or 0)
+        return hours * 3600 + minutes * 60 + secs + float(f"0.{fraction or 0}")
+    except ValueError:
+        return None
+
+
+def nifti_metadata(volume: xr.DataArray, *, deidentify: bool = False) -> dict[str, Any]:
+    """The sidecar beside a NIfTI: :func:`series_metadata` with :func:`bids_fields` over
+    its top level, so that a DICOM keyword BIDS also names (``RepetitionTime``) holds the
+    BIDS value (in s); ``dicomarray.units`` says so."""
+    meta = series_metadata(volume, deidentify=deidentify)
+    meta.update(plain(bids_fields(volume)))
+    meta["dicomarray"]["units"] = "BIDS"
+    return meta
 
 
 def plain(value: Any) -> Any:
@@ -283,6 +390,30 @@ def varying_tags(volume: xr.DataArray, *, deidentify: bool = False) -> dict[str,
             continue
         varying[keyword_of_coord(str(name)) or str(name)] = coord.values.tolist()
     return varying
+
+
+def extra_coords(volume: xr.DataArray, *, deidentify: bool = False) -> dict[str, Any]:
+    """The coordinates of an n-D volume that ``varying`` cannot hold, by name.
+
+    Those on dims beyond ``z``, ``y`` and ``x`` only (``t``, ``echo``, ``b_value`` ...) and
+    those on ``z`` with such dims (``source_file`` of each frame of a ``(t, z)`` grid), each
+    as ``{"dims", "values" (nested lists in that dim order), "attrs"}``. De-identified:
+    without :func:`is_identifying_coord` ones, whatever their dims. Empty for a 3-D volume.
+    """
+    extra = {str(d) for d in volume.dims if d not in SPATIAL_DIMS}
+    coords: dict[str, Any] = {}
+    for name, coord in volume.coords.items():
+        dims = {str(d) for d in coord.dims}
+        if not dims & extra or not dims <= extra | {"z"}:
+            continue
+        if deidentify and is_identifying_coord(str(name)):
+            continue
+        coords[str(name)] = {
+            "dims": [str(d) for d in coord.dims],
+            "values": coord.values.tolist(),
+            "attrs": dict(coord.attrs),
+        }
+    return coords
 
 
 def volume_geometry(volume: xr.DataArray) -> dict[str, Any] | None:

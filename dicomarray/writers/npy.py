@@ -14,7 +14,7 @@ import xarray as xr
 
 from ..attrs import snake_case
 from ..errors import DicomArrayError
-from ..geometry import POSITION_COORDS, plane_coords
+from ..geometry import POSITION_COORDS, SPATIAL_DIMS, plane_coords
 from ..staging import discarding, os_errors, stage
 from .common import (
     MemmapTarget,
@@ -45,7 +45,9 @@ def to_npy(
     The values are written as they are held (stored values, or HU after a transform), one
     dask chunk at a time into a memory-mapped ``.npy``, so peak memory is a few chunks.
     The array's axes are the volume's dims, as stored or in a chosen ``orientation``; the
-    sidecar's ``array.dims`` names them in order.
+    sidecar's ``array.dims`` names them in order. An n-D volume (``t``, ``echo``,
+    ``diffusion`` ... before ``z``) is written whole, its extra-dim and per-frame
+    coordinates in the sidecar's ``array.coords``, which :func:`open_npy` reads back.
 
     Parameters
     ----------
@@ -129,11 +131,17 @@ def open_npy(
     json_path : str or os.PathLike, optional
         Its sidecar; default: ``path`` with the suffix ``.json``.
 
+    The coordinates of an n-D volume's extra dims (``t`` in s, ``echo`` in ms,
+    ``b_value``, ``gradient_l`` ...) and those per frame (dims ``(*extra, "z")``) come
+    back from the sidecar's ``array.coords`` with their dims and attrs.
+
     Returns
     -------
     xarray.DataArray
         Dims as written, in the order written (``z``, ``y``, ``x`` for a volume as stored;
-        after an ``orientation`` perhaps ``y``, ``x``, ``z``), dask-backed.
+        after an ``orientation`` perhaps ``y``, ``x``, ``z``; extra dims such as ``t``
+        first), dask-backed: chunks of one index of each extra dim and
+        :data:`NPY_CHUNK_SLICES` along the first spatial dim.
 
     Raises
     ------
@@ -154,16 +162,39 @@ def open_npy(
     import dask.array
 
     dims = tuple(described.get("dims") or [f"dim_{i}" for i in range(array.ndim)])
-    data = dask.array.from_array(array, chunks=(NPY_CHUNK_SLICES, *array.shape[1:]))
-    volume = xr.DataArray(
-        data,
-        dims=dims,
-        coords=_sidecar_coords(sidecar, dims, array.shape),
-        name=described.get("name"),
-    )
+    data = dask.array.from_array(array, chunks=_read_chunks(dims, array.shape))
+    coords = {
+        **_sidecar_coords(sidecar, dims, array.shape),
+        **_extra_coords(described.get("coords"), dict(zip(dims, array.shape, strict=True))),
+    }
+    volume = xr.DataArray(data, dims=dims, coords=coords, name=described.get("name"))
     tags = {k: v for k, v in sidecar.items() if k not in SIDECAR_SECTIONS}
     volume.attrs = {**tags, **(described.get("attrs") or {})}
     return volume
+
+
+def _read_chunks(dims: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One index of each dim before the first spatial one (a volume of a ``t`` series),
+    :data:`NPY_CHUNK_SLICES` of that one, the rest whole: a few slices per chunk."""
+    first = next((i for i, d in enumerate(dims) if d in SPATIAL_DIMS), 0)
+    return tuple(
+        1 if i < first else NPY_CHUNK_SLICES if i == first else n for i, n in enumerate(shape)
+    )
+
+
+def _extra_coords(described: Any, sizes: dict[str, int]) -> dict[str, Any]:
+    """The sidecar's ``array.coords`` as coordinates; an entry whose dims or shape do not
+    fit the array (a hand-edited sidecar) is left out rather than failing the read."""
+    coords: dict[str, Any] = {}
+    for name, entry in (described or {}).items() if isinstance(described, dict) else ():
+        if not isinstance(entry, dict) or not isinstance(entry.get("dims"), list):
+            continue
+        dims = tuple(str(d) for d in entry["dims"])
+        values = np.asarray(entry.get("values"))
+        if values.shape != tuple(sizes.get(d, -1) for d in dims):
+            continue
+        coords[str(name)] = (dims, values, entry.get("attrs") or {})
+    return coords
 
 
 def memory_map_npy(path: Path) -> np.ndarray:

@@ -43,7 +43,8 @@ def to_zarr(
     The volume is the store's variable (``image`` by default), its dask chunks are the zarr
     chunks (irregular chunks are evened out first), tags stay attrs and per-slice tags stay
     coordinates along ``z``. Text coordinates (``sop_instance_uid`` ...) are written as
-    zarr's variable-length ``string`` type.
+    zarr's variable-length ``string`` type. An n-D volume keeps every dim and coordinate
+    (``t``, ``echo``, ``b_value`` ..., per-frame ones on ``(*extra, "z")``).
 
     Parameters
     ----------
@@ -64,7 +65,7 @@ def to_zarr(
         Leave out the attrs and per-slice coordinates of the DICOM PS3.15 Basic Application
         Level Confidentiality Profile (names, IDs, birth dates, institution, physicians,
         UIDs, dates ...), the report's series UID and file paths, and the ``source_file``
-        coordinate (folder names often hold patient names).
+        coordinate (folder names often hold patient names), whatever their dims.
     overwrite : bool, default False
         Replace an existing store (a local folder only if it is a zarr store).
     compute : bool, default True
