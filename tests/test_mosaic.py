@@ -260,6 +260,18 @@ def test_a_series_of_mosaics_opens_as_volumes_over_time(tmp_path, direction):
     assert_affine_matches_positions(volume)
 
 
+@pytest.mark.parametrize("count", [0, 61])  # the image holds 60 pixels
+def test_a_private_count_of_no_slices_or_too_many_stays_one_image(tmp_path, count):
+    tiles = tile_values(4, 3, 5)
+    path = write_mosaic(tmp_path / "m.dcm", tiles, count="private")
+    ds = pydicom.dcmread(path)
+    ds.private_block(0x0019, "SIEMENS MR HEADER")[0x0A].value = count
+    ds.save_as(path)
+    with pytest.warns(GeometryWarning, match=f"NumberOfImagesInMosaic {count} needs no grid"):
+        volume = dicomarray.open_series(tmp_path)
+    assert volume.shape == (1, 6, 10)
+
+
 @pytest.mark.parametrize("syntax", [RLELossless, DeflatedExplicitVRLittleEndian])
 def test_compressed_mosaics_cut_the_same_tiles(tmp_path, syntax):
     tiles = tile_values(6, 4, 4)
