@@ -317,6 +317,10 @@ class FrameStack:
         for path, group in deflated.items():
             self._read_deflated(path, [indices[i] for i in group], [out[i] for i in group], rows)
         done = {position for group in deflated.values() for position in group}
+        mosaics = self._by_decoded_mosaic(indices, done)
+        for group in mosaics:
+            self._read_tiles([indices[i] for i in group], [out[i] for i in group], rows)
+        done.update(position for group in mosaics for position in group)
         slots = [position for position in range(len(indices)) if position not in done]
         if len(slots) >= _PARALLEL_FRAMES:
             # reads release the GIL: overlap them, each straight into its slot of out
@@ -343,6 +347,26 @@ class FrameStack:
             if self.syntaxes[index] == _DEFLATED:
                 groups.setdefault(self.paths[index], []).append(position)
         return {path: group for path, group in groups.items() if len(group) > 1}
+
+    def _by_decoded_mosaic(self, indices: list[int], done: set[int]) -> list[list[int]]:
+        """Positions in ``indices`` (not ``done``) of the tiles of each mosaic holding
+        several that a decoder reads: it decodes the whole stored frame, so its tiles are
+        cut from one decode (uncompressed tiles read only their own rows)."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for position, index in enumerate(indices):
+            native = self.syntaxes[index] in _NATIVE_SYNTAXES and self.offsets[index] is not None
+            if self.tiles[index] is not None and not native and position not in done:
+                key = (self.paths[index], self.frame_numbers[index])
+                groups.setdefault(key, []).append(position)
+        return [group for group in groups.values() if len(group) > 1]
+
+    def _read_tiles(self, indices: list[int], out: list[np.ndarray], rows: tuple[int, int]) -> None:
+        """Tiles ``indices``, all of one stored mosaic frame, into ``out``: one decode."""
+        stored = np.empty((self.format.rows, self.format.columns), self.stored_dtype)
+        self._read_frame_rows(indices[0], stored, (0, self.format.rows))
+        for index, slot in zip(indices, out, strict=True):
+            (first, last), columns = self._stored_rows(index, rows)
+            self._store(index, stored[first:last, columns], slot)
 
     def _read_deflated(
         self, path: str, indices: list[int], out: list[np.ndarray], rows: tuple[int, int]
