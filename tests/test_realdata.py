@@ -84,21 +84,19 @@ def raw_ts_slices(path: Path) -> np.ndarray:
     return mosaic.reshape(6, 64, 6, 64).transpose(0, 2, 1, 3).reshape(36, 64, 64)[:35]
 
 
-def test_real_enhanced_multiframe_opens_its_first_time_point_with_a_warning(
-    tmp_path: Path,
-) -> None:
+def test_real_enhanced_multiframe_time_points_open_as_one_4d_volume(tmp_path: Path) -> None:
     first, second = gunzip(XA10_FILES, tmp_path)
-    with pytest.warns(dicomarray.GeometryWarning, match="TemporalPositionIdentifier"):
-        volume = dicomarray.open_series(tmp_path)
-    reference = pydicom.dcmread(first)
-    assert reference.BitsStored == 12
-    assert volume.shape == (6, 64, 64)
-    np.testing.assert_array_equal(volume.values, reference.pixel_array)
-    assert volume.values.max() < 2**12
-    # the other time point opens from its own file, with its own values
-    other = dicomarray.open_series([second])
-    np.testing.assert_array_equal(other.values, pydicom.dcmread(second).pixel_array)
-    assert not np.array_equal(other.values, volume.values)
+    volume = dicomarray.open_series(tmp_path)
+    assert volume.dims == ("t", "z", "y", "x") and volume.shape == (2, 6, 64, 64)
+    references = [pydicom.dcmread(path) for path in (first, second)]
+    assert references[0].BitsStored == 12
+    values = volume.values
+    for t, reference in enumerate(references):
+        np.testing.assert_array_equal(values[t], reference.pixel_array)
+    assert values.max() < 2**12
+    assert not np.array_equal(values[0], values[1])
+    # one time point opens from its own file alone
+    np.testing.assert_array_equal(dicomarray.open_series([second]).values, values[1])
 
 
 def test_real_enhanced_multiframe_positions_are_the_per_frame_ones(tmp_path: Path) -> None:
