@@ -117,9 +117,8 @@ def test_info_describes_geometry_and_tags(demo_output):
 
 def test_info_shows_spacing_and_left_out_frames_for_people(tmp_path, capsys):
     # real Siemens XA10 enhanced files: two time points of 6 frames, one file each, open
-    # as one (t, z, y, x) series split by the (0020,9128) TemporalPositionIndex their
-    # Dimension Index Sequence names; t from their earliest FrameAcquisitionDateTime,
-    # 08:36:34.135 and 08:36:34.635 as pydicom reads them (ContentTime would give 0.361 s)
+    # as one (t, z, y, x) series; the times are the first frames' FrameAcquisitionDateTime
+    # (083634.295 and 083634.795, by pydicom), the split the enhanced TemporalPositionIndex
     gunzip(XA10_FILES, tmp_path)
     assert main(["info", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
