@@ -57,7 +57,8 @@ class TransformError(DicomArrayError):
 
 
 class ResampleError(DicomArrayError):
-    """A volume cannot be resampled: a bad spacing or method, extra dims, unusable positions."""
+    """A volume cannot be resampled: a bad spacing or method, missing spatial dims, unusable
+    positions."""
 
 
 class RenderError(DicomArrayError):

@@ -157,13 +157,14 @@ def _layout(group: pd.DataFrame, warnings_out: list[str]) -> MosaicLayout | None
             f"{path}: mosaic without NumberOfImagesInMosaic: {n_tiles} slices of "
             f"{tile[0]} x {tile[1]} inferred from AcquisitionMatrix (blank tiles included)",
         )
-    across = math.ceil(math.sqrt(n_tiles))
-    if not 0 < n_tiles <= rows * columns or rows % across or columns % across:
+    across = math.ceil(math.sqrt(n_tiles)) if 0 < n_tiles <= rows * columns else 0
+    if not across or rows % across or columns % across:
+        grid = f"a grid of {across} x {across} tiles" if across else "no grid of tiles"
         _warn(
             warnings_out,
-            f"{path}: NumberOfImagesInMosaic {n_tiles} needs a grid of {across} x {across} "
-            f"tiles, which does not divide the {rows} x {columns} image: each mosaic opens "
-            "as one tiled image, not cut into slices",
+            f"{path}: NumberOfImagesInMosaic {n_tiles} needs {grid}, which does not divide "
+            f"the {rows} x {columns} image: each mosaic opens as one tiled image, not cut "
+            "into slices",
         )
         return None
     direction = _direction(first["ImageOrientationPatient"], csa, path, warnings_out)

@@ -1,10 +1,13 @@
 """Reading the stored pixel values of frames: the offset fast path, pydicom's decoders, limits.
 
-Uncompressed little-endian pixel data is read straight from the file at the offset the
-index recorded, into the caller's array, without parsing the header again; so are 1-bit
-frames, unpacked as they are read. Every other transfer syntax goes through
-:func:`pydicom.pixels.pixel_array`, whose decoders for JPEG, JPEG-LS, JPEG 2000 and RLE
-come from the ``codecs`` extra (pylibjpeg). A deflated data set is one zlib stream: the
+Uncompressed little-endian grey pixel data is read straight from the file at the offset
+the index recorded, into the caller's array, without parsing the header again; so are
+1-bit frames, unpacked as they are read. Colour (3 samples) and every other transfer
+syntax go through :func:`pydicom.pixels.pixel_array`, whose decoders for JPEG, JPEG-LS,
+JPEG 2000 and RLE come from the ``codecs`` extra (pylibjpeg). Colour comes out as RGB
+``(rows, columns, 3)``: pydicom undoes either planar configuration and converts YBR to
+RGB once (not again after a decoder that converts itself, as JPEG baseline's usually
+does); palette colour is refused. A deflated data set is one zlib stream: the
 frames of one deflated file that one read asks for come from one inflate
 (:func:`decode_deflated`), kept only while they are copied out.
 
@@ -22,8 +25,8 @@ allocated (:func:`check_readable`):
   64 GiB, by default);
 - uncompressed pixel data must hold the Rows x Columns x frames x BitsAllocated bits it
   promises (bit-packed data included) and fit in its file;
-- no file may claim more decoded bits (Rows x Columns x frames x BitsAllocated; only one
-  sample per pixel opens) than its transfer syntax can make of the file's size:
+- no file may claim more decoded bits (Rows x Columns x samples x frames x BitsAllocated)
+  than its transfer syntax can make of the file's size:
 
   ============================  ==============================================
   transfer syntax               most decoded bits per bit of file
@@ -42,7 +45,7 @@ allocated (:func:`check_readable`):
 Checked as each frame is decoded (:func:`decode_frame`):
 
 - a JPEG, JPEG-LS or JPEG 2000 frame must declare, in its own SOF or SIZ header, the
-  Rows x Columns x 1 sample of the DICOM header: decoders allocate what the codestream
+  Rows x Columns x samples of the DICOM header: decoders allocate what the codestream
   declares;
 - every header is walked within :class:`~dicomarray.header.HeaderLimits` before pydicom
   parses it; a deflated data set may not inflate past its pixel data plus
@@ -104,6 +107,11 @@ _FRAME_TABLE_TAGS: list[BaseTag | int] = [Tag("NumberOfFrames")]
 #: have no useful exact bound, so this plausibility bound applies (a blank 2048 x 2048
 #: 16-bit frame is 162 bytes of JPEG 2000: 52,000 times).
 PLAUSIBLE_EXPANSION = float(2**16)
+#: Colour that opens, read as RGB: pydicom converts YBR (once: not again after a decoder
+#: that converts itself, as JPEG baseline's does)
+COLOUR_PHOTOMETRICS = frozenset(
+    ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
+)
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 _PARALLEL_FRAMES = 8
 _MMAP_THRESHOLD = 4 * 2**20
@@ -118,6 +126,15 @@ class PixelFormat:
     bits_allocated: int
     bits_stored: int
     pixel_representation: int
+    #: (0028,0002) *Samples per Pixel*: 1 (grey) or 3 (colour, read as RGB)
+    samples: int = 1
+    #: (0028,0004) *Photometric Interpretation*: what pydicom converts colour from
+    photometric: str = "MONOCHROME2"
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """One frame as read: ``(rows, columns)``, or ``(rows, columns, 3)`` (RGB) for colour."""
+        return (self.rows, self.columns) if self.samples == 1 else (self.rows, self.columns, 3)
 
     @property
     def dtype(self) -> np.dtype:
@@ -128,14 +145,21 @@ class PixelFormat:
         return np.dtype(f"<{kind}{self.bits_allocated // 8}")
 
     @property
+    def frame_bits(self) -> int:
+        """Bits of one uncompressed frame; YBR_FULL_422 stores two samples a pixel
+        (PS3.3 C.7.6.3.1.2)."""
+        stored = 2 if self.photometric == "YBR_FULL_422" else self.samples
+        return self.rows * self.columns * stored * self.bits_allocated
+
+    @property
     def frame_bytes(self) -> int:
         """Bytes of one uncompressed frame (bit-packed frames are not byte-aligned)."""
-        return (self.rows * self.columns * self.bits_allocated + 7) // 8
+        return (self.frame_bits + 7) // 8
 
     @property
     def array_frame_bytes(self) -> int:
         """Bytes of one frame in memory, as read (bit-packed frames unpack to a byte each)."""
-        return self.rows * self.columns * self.dtype.itemsize
+        return self.rows * self.columns * self.samples * self.dtype.itemsize
 
     @property
     def byte_aligned(self) -> bool:
@@ -146,7 +170,6 @@ class PixelFormat:
         """The format named by one index row, checked for sizes that make sense."""
         path = row["path"]
         try:
-            samples = _whole_number(row.get("SamplesPerPixel"), 1)
             bits = _whole_number(row.get("BitsAllocated"), 16)
             fmt = cls(
                 rows=_whole_number(row.get("Rows"), None),
@@ -154,13 +177,12 @@ class PixelFormat:
                 bits_allocated=bits,
                 bits_stored=_whole_number(row.get("BitsStored"), bits),
                 pixel_representation=_whole_number(row.get("PixelRepresentation"), 0),
+                samples=_whole_number(row.get("SamplesPerPixel"), 1),
+                photometric=_photometric(row.get("PhotometricInterpretation")),
             )
         except (TypeError, ValueError) as exc:
             raise PixelDataError(f"{path}: unusable image pixel attributes: {exc}") from exc
-        if samples != 1:
-            raise PixelDataError(
-                f"{path}: SamplesPerPixel {samples}: only grey images open as volumes"
-            )
+        _check_colour(path, fmt)
         if not (0 < fmt.rows <= 65535 and 0 < fmt.columns <= 65535):
             raise PixelDataError(f"{path}: image size {fmt.rows} x {fmt.columns} is not valid")
         if not 0 < fmt.bits_stored <= fmt.bits_allocated:
@@ -193,8 +215,8 @@ class FrameStack:
         #: each frame's place in the whole series' flat frame list (subsets keep them)
         self.slice_indices = list(range(len(self.paths)))
         self.format = fmt
-        #: (frames, rows, columns): the flat frame list, whatever the grid
-        self.frames_shape = (len(self.paths), fmt.rows, fmt.columns)
+        #: (frames, rows, columns[, 3]): the flat frame list, whatever the grid
+        self.frames_shape = (len(self.paths), *fmt.frame_shape)
         self.grid: tuple[int, ...] = (len(self.paths),) if grid is None else tuple(grid)
         if int(np.prod(self.grid)) != len(self.paths):
             raise ValueError(f"a grid of {self.grid} does not hold {len(self.paths)} frames")
@@ -204,14 +226,16 @@ class FrameStack:
         self.intercepts: np.ndarray | None = None
         #: (low, high, fill) of :meth:`rescaled`: per-frame stored padding ranges, a fill
         self.padding: tuple[np.ndarray, np.ndarray, float] | None = None
-        self._fast = _LITTLE_ENDIAN_HOST and fmt.byte_aligned
+        # colour goes through pydicom, which handles planar configuration and YBR
+        self._fast = _LITTLE_ENDIAN_HOST and fmt.byte_aligned and fmt.samples == 1
         # Siemens mosaics (dicomarray.mosaic): a frame with a tile number is that tile of
         # its stored frame; ``format`` is then the stored frame's, for offsets and decoding
         self.tiles, self.format = mosaic_tiles(frames, fmt)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """``(*grid, rows, columns)``; a single frame taken alone is 2-D."""
+        """``(*grid, rows, columns)`` (``+ (3,)`` for colour); a frame taken alone has no
+        grid dims."""
         return (*self.grid, *self.frames_shape[1:])
 
     @property
@@ -270,12 +294,12 @@ class FrameStack:
         picked = np.asarray(self.positions(key[:n_grid]))
         indices = [int(i) for i in picked.ravel()]
         first, last, within = _rows_to_read(key[n_grid], self.frames_shape[1])
-        out = self._allocate((len(indices), last - first, self.frames_shape[2]), indices)
+        out = self._allocate((len(indices), last - first, *self.frames_shape[2:]), indices)
         self._read_frames(indices, out, (first, last))
-        result = out[(slice(None), within, key[n_grid + 1])]
+        result = out[(slice(None), within, *key[n_grid + 1 :])]
         return result.reshape(picked.shape + result.shape[1:])
 
-    def _allocate(self, shape: tuple[int, int, int], indices: list[int]) -> np.ndarray:
+    def _allocate(self, shape: tuple[int, ...], indices: list[int]) -> np.ndarray:
         """The result array, or a PixelDataError naming the files when memory runs out."""
         try:
             return empty_buffer(shape, self.dtype)
@@ -293,6 +317,10 @@ class FrameStack:
         for path, group in deflated.items():
             self._read_deflated(path, [indices[i] for i in group], [out[i] for i in group], rows)
         done = {position for group in deflated.values() for position in group}
+        mosaics = self._by_decoded_mosaic(indices, done)
+        for group in mosaics:
+            self._read_tiles([indices[i] for i in group], [out[i] for i in group], rows)
+        done.update(position for group in mosaics for position in group)
         slots = [position for position in range(len(indices)) if position not in done]
         if len(slots) >= _PARALLEL_FRAMES:
             # reads release the GIL: overlap them, each straight into its slot of out
@@ -320,6 +348,26 @@ class FrameStack:
                 groups.setdefault(self.paths[index], []).append(position)
         return {path: group for path, group in groups.items() if len(group) > 1}
 
+    def _by_decoded_mosaic(self, indices: list[int], done: set[int]) -> list[list[int]]:
+        """Positions in ``indices`` (not ``done``) of the tiles of each mosaic holding
+        several that a decoder reads: it decodes the whole stored frame, so its tiles are
+        cut from one decode (uncompressed tiles read only their own rows)."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for position, index in enumerate(indices):
+            native = self.syntaxes[index] in _NATIVE_SYNTAXES and self.offsets[index] is not None
+            if self.tiles[index] is not None and not native and position not in done:
+                key = (self.paths[index], self.frame_numbers[index])
+                groups.setdefault(key, []).append(position)
+        return [group for group in groups.values() if len(group) > 1]
+
+    def _read_tiles(self, indices: list[int], out: list[np.ndarray], rows: tuple[int, int]) -> None:
+        """Tiles ``indices``, all of one stored mosaic frame, into ``out``: one decode."""
+        stored = np.empty((self.format.rows, self.format.columns), self.stored_dtype)
+        self._read_frame_rows(indices[0], stored, (0, self.format.rows))
+        for index, slot in zip(indices, out, strict=True):
+            (first, last), columns = self._stored_rows(index, rows)
+            self._store(index, stored[first:last, columns], slot)
+
     def _read_deflated(
         self, path: str, indices: list[int], out: list[np.ndarray], rows: tuple[int, int]
     ) -> None:
@@ -339,7 +387,7 @@ class FrameStack:
             self._store(index, frame[first:last, columns], slot)
 
     def read_into(self, index: int, out: np.ndarray, rows: tuple[int, int] | None = None) -> None:
-        """Read frame ``index`` (or its rows ``first:last``) into the 2-D array ``out``.
+        """Read frame ``index`` (or its rows ``first:last``) into the frame array ``out``.
 
         Rescaled, if this stack is. Uncompressed frames read only the rows asked for.
         """
@@ -402,7 +450,7 @@ class FrameStack:
         out[...] = self._checked_shape(path, number, frame)[rows[0] : rows[1]]
 
     def _checked_shape(self, path: str, number: int, frame: np.ndarray) -> np.ndarray:
-        expected = (self.format.rows, self.format.columns)
+        expected = self.format.frame_shape
         if frame.shape != expected:
             raise PixelDataError(
                 f"{path}: frame {number}: decoded frame has shape {frame.shape}, expected "
@@ -511,8 +559,11 @@ def _inflated_frames(path: str) -> np.ndarray:
     from pydicom.pixels import pixel_array  # deferred: decoders load plugins on import
 
     # read_dataset bounds the inflated size by the header limit and the pixel data
-    array = pixel_array(read_dataset(path, stop_before_pixels=False))
-    return array if array.ndim == 3 else array[np.newaxis]
+    dataset = read_dataset(path, stop_before_pixels=False)
+    array = pixel_array(dataset)
+    # one frame comes without a frames axis (a colour one is 3-D all the same)
+    n_frames = _optional_int(dataset.get("NumberOfFrames")) or 1
+    return array if n_frames > 1 else array[np.newaxis]
 
 
 def _run_decoder(
@@ -557,7 +608,7 @@ def _decoded(encoded: bytes, syntax: str, fmt: PixelFormat) -> np.ndarray:
 
     For the frames of a multi-frame file: handing pydicom the file makes it parse every
     per-frame functional group again for each frame (0.5 s a frame for 240 frames).
-    Only single-sample (grey) images reach here.
+    Colour comes out as RGB: pydicom converts YBR unless the decoder did.
     """
     from pydicom.encaps import encapsulate
     from pydicom.pixels import get_decoder  # deferred: decoders load plugins on import
@@ -565,11 +616,11 @@ def _decoded(encoded: bytes, syntax: str, fmt: PixelFormat) -> np.ndarray:
     options: dict[str, Any] = {  # pydicom types its **kwargs as one TypedDict
         "rows": fmt.rows,
         "columns": fmt.columns,
-        "samples_per_pixel": 1,
+        "samples_per_pixel": fmt.samples,
         "bits_allocated": fmt.bits_allocated,
         "bits_stored": fmt.bits_stored,
         "pixel_representation": fmt.pixel_representation,
-        "photometric_interpretation": "MONOCHROME2",
+        "photometric_interpretation": fmt.photometric,
         "number_of_frames": 1,
         "planar_configuration": 0,
     }
@@ -631,11 +682,41 @@ def _check_codestream(path: str, frame: int, encoded: bytes, fmt: PixelFormat) -
     size = declared_size(encoded)
     if size is None:
         raise PixelDataError(f"{path}: frame {frame}: no JPEG or JPEG 2000 image header found")
-    if (size.rows, size.columns, size.components) != (fmt.rows, fmt.columns, 1):
+    if (size.rows, size.columns, size.components) != (fmt.rows, fmt.columns, fmt.samples):
         raise PixelDataError(
             f"{path}: frame {frame}: the compressed frame declares {size.rows} x "
             f"{size.columns} x {size.components} samples, the file's header {fmt.rows} x "
-            f"{fmt.columns} x 1"
+            f"{fmt.columns} x {fmt.samples}"
+        )
+
+
+def _photometric(value: Any) -> str:
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        return "MONOCHROME2"
+    return str(value).strip().upper()
+
+
+def _check_colour(path: str, fmt: PixelFormat) -> None:
+    """Grey, or 3 samples pydicom converts to RGB; palette colour is refused.
+
+    A palette's indices are not grey values and its lookup table is not in the index;
+    such a series is refused rather than read as a grey volume of indices.
+    """
+    if fmt.photometric == "PALETTE COLOR":
+        raise PixelDataError(
+            f"{path}: PhotometricInterpretation PALETTE COLOR: palette colour images do "
+            "not open as volumes (apply pydicom.pixels.apply_color_lut to the file)"
+        )
+    if fmt.samples == 1:
+        return
+    if fmt.samples != 3 or fmt.photometric not in COLOUR_PHOTOMETRICS:
+        raise PixelDataError(
+            f"{path}: SamplesPerPixel {fmt.samples} with PhotometricInterpretation "
+            f"{fmt.photometric}: only grey, RGB and YBR colour images open as volumes"
+        )
+    if fmt.bits_allocated not in (8, 16):
+        raise PixelDataError(
+            f"{path}: colour with BitsAllocated {fmt.bits_allocated} is not supported"
         )
 
 
@@ -820,7 +901,7 @@ def _check_lengths(files: pd.DataFrame, fmt: PixelFormat) -> None:
     files = files[files["TransferSyntaxUID"].isin(_NATIVE_SYNTAXES)]
     n_frames = _numbers(files["NumberOfFrames"], missing=1)
     # bit-packed frames follow each other with no padding: only the last byte is partial
-    need = np.ceil(fmt.rows * fmt.columns * fmt.bits_allocated * n_frames / 8)
+    need = np.ceil(fmt.frame_bits * n_frames / 8)
     length = _numbers(files["pixel_data_length"], missing=np.inf)
     end = _numbers(files["pixel_data_offset"], missing=-np.inf) + need
     size = _numbers(files["file_size"], missing=np.inf)
@@ -841,7 +922,8 @@ def _check_lengths(files: pd.DataFrame, fmt: PixelFormat) -> None:
 def _check_expansion(files: pd.DataFrame, fmt: PixelFormat) -> None:
     """No file may claim more decoded bits than its codec can make of the file's bits."""
     n_frames = _numbers(files["NumberOfFrames"], missing=1)
-    decoded_bits = float(fmt.rows * fmt.columns * fmt.bits_allocated) * n_frames
+    # stored bits a frame (YBR_FULL_422 two samples a pixel): what native data must hold
+    decoded_bits = float(fmt.frame_bits) * n_frames
     file_bits = 8 * _numbers(files["file_size"], missing=np.inf)
     syntaxes = [_syntax(s) for s in files["TransferSyntaxUID"]]
     limits = np.array([expansion_limit(s, fmt.bits_allocated) for s in syntaxes])

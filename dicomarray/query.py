@@ -467,7 +467,8 @@ def _shown(element: pydicom.DataElement) -> str:
 
 
 def read_pixels(path: str | os.PathLike[str]) -> np.ndarray:
-    """One file's stored pixel values as numpy: (rows, columns), or (frames, rows, columns).
+    """One file's stored pixel values as numpy: (rows, columns), or (frames, rows, columns);
+    colour adds a trailing RGB axis of 3.
 
     Frames come in file order, not sorted by position; no rescale is applied.
     """

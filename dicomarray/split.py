@@ -54,6 +54,8 @@ _TIME_KEYS = ("FrameAcquisitionDateTime", "AcquisitionDateTime", "AcquisitionTim
 _DIFFUSION_KEYS = ("DiffusionBValue", "DiffusionGradientOrientation")
 #: Dims every volume has, which no split may make.
 _RESERVED_DIMS = ("z", "y", "x", "channel")
+#: Each rule's per-frame values, read once per split.
+_KeyCache = dict[tuple[str, ...], list[tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class Grid:
 class _Rule:
     dim: str
     keys: tuple[str, ...]
+    #: the dim name was asked for (``dims=``): the order rule keeps it
+    asked: bool = False
 
     def describe(self) -> str:
         return ORDER_RULE if self.keys == (ORDER_RULE,) else "+".join(self.keys)
@@ -157,10 +161,11 @@ def split_volumes(
     repeated = len(position) > n_positions
     if split_by is None and not repeated and not dims:
         return Grid((), np.asarray(slice_order), len(frames))
-    rules = _rules_asked(frames, split_by, dims)
+    cache: _KeyCache = {}
+    rules = _rules_asked(frames, split_by, dims, cache)
     tried: list[str] = []
     for combination in rules:
-        labels = _labels(frames, position, combination)
+        labels = _labels(frames, position, combination, cache)
         if labels is None:
             tried.append(f"{_shown(combination)}: does not split the frames")
             continue
@@ -212,12 +217,15 @@ def _position_ids(z: np.ndarray) -> np.ndarray:
 
 
 def _rules_asked(
-    frames: pd.DataFrame, split_by: Sequence[str] | None, dims: Sequence[str] | None
+    frames: pd.DataFrame,
+    split_by: Sequence[str] | None,
+    dims: Sequence[str] | None,
+    cache: _KeyCache,
 ) -> list[tuple[_Rule, ...]]:
     """The combinations of rules to try, in order."""
     if split_by is not None:
         return [_explicit_rules(frames, split_by)]
-    tags = [r for r in _enhanced_rules(frames) + _tag_rules(frames) if _varies(frames, r)]
+    tags = [r for r in _enhanced_rules(frames) + _tag_rules(frames) if _varies(frames, r, cache)]
     order = _Rule("volume", (ORDER_RULE,))
     # tags before the order rule: a tag that tells volumes apart names them; the order of
     # acquisition comes next within the groups of one tag, and alone as the last resort
@@ -227,7 +235,7 @@ def _rules_asked(
     if dims is not None:
         wanted = tuple(dims)
         combinations = [
-            tuple(_Rule(w, r.keys) for r, w in zip(c, wanted, strict=True))
+            tuple(_Rule(w, r.keys, asked=True) for r, w in zip(c, wanted, strict=True))
             for c in combinations
             if _dims_match(c, wanted)
         ]
@@ -302,13 +310,17 @@ def _tag_rules(frames: pd.DataFrame) -> list[_Rule]:
     ]
 
 
-def _varies(frames: pd.DataFrame, rule: _Rule) -> bool:
-    values = {_key(frames, rule.keys, i) for i in range(len(frames))}
-    return len(values) > 1
+def _varies(frames: pd.DataFrame, rule: _Rule, cache: _KeyCache) -> bool:
+    return len(set(_keys(frames, rule.keys, cache))) > 1
 
 
-def _key(frames: pd.DataFrame, keys: tuple[str, ...], i: int) -> Any:
-    return tuple(_hashable(frames[k].iat[i]) for k in keys)
+def _keys(frames: pd.DataFrame, keys: tuple[str, ...], cached: _KeyCache) -> list[tuple[Any, ...]]:
+    """Each frame's values of ``keys``, hashable; read once per rule (a split tries many
+    combinations over thousands of frames)."""
+    if keys not in cached:
+        columns = [[_hashable(v) for v in frames[k].tolist()] for k in keys]
+        cached[keys] = list(zip(*columns, strict=True))
+    return cached[keys]
 
 
 def _hashable(value: Any) -> Any:
@@ -321,14 +333,14 @@ def _hashable(value: Any) -> Any:
 
 
 def _labels(
-    frames: pd.DataFrame, position: np.ndarray, combination: tuple[_Rule, ...]
+    frames: pd.DataFrame, position: np.ndarray, combination: tuple[_Rule, ...], cache: _KeyCache
 ) -> np.ndarray | None:
     """(frames, rules) step numbers: each rule's distinct values numbered in order."""
     columns: list[np.ndarray] = []
     for rule in combination:
         if rule.keys == (ORDER_RULE,):
             continue
-        keys = [_key(frames, rule.keys, i) for i in range(len(frames))]
+        keys = _keys(frames, rule.keys, cache)
         distinct = sorted(set(keys), key=_sort_key)
         if len(distinct) < 2:
             return None
@@ -432,7 +444,7 @@ def _extra_dim(
 
 def _name(frames: pd.DataFrame, rule: _Rule, per_step: list[np.ndarray]) -> str:
     """The order rule's dim: diffusion or t when the volumes differ in those, else volume."""
-    if rule.keys != (ORDER_RULE,) or rule.dim != "volume":  # a tag's dim, or the one asked
+    if rule.keys != (ORDER_RULE,) or rule.asked:  # a tag's dim, or the one asked for
         return rule.dim
     diffusion = _step_values(frames, "DiffusionBValue", per_step)
     if diffusion is not None and len(set(diffusion.tolist())) > 1:

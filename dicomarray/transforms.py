@@ -219,7 +219,9 @@ def modality_values(obj: xr.DataArray, *, padding: str | float = "nan") -> xr.Da
     Raises
     ------
     TransformError
-        If the values are already windowed or normalized, a rescale value is not a number,
+        If the series is colour (a ``channel`` dim: RGB values are not modality values,
+        so :func:`window` and :func:`normalize` refuse it too), the values are already
+        windowed or normalized, a rescale value is not a number,
         a Modality LUT is declared but its data cannot be read, ``padding`` is not one of
         its choices, or a padding tag is not one integer (``padding="keep"`` ignores it).
 
@@ -228,6 +230,11 @@ def modality_values(obj: xr.DataArray, *, padding: str | float = "nan") -> xr.Da
     A Modality LUT is read from the first file of the series (header only) and applied to
     every slice: per-slice LUTs are not supported.
     """
+    if "channel" in obj.dims:  # window() and normalize() start here too
+        raise TransformError(
+            f"{obj.attrs.get('SeriesInstanceUID', 'the series')}: a colour (RGB) series "
+            "has no modality values to rescale, window or normalize"
+        )
     state = obj.attrs.get(VALUES_ATTR)
     if state in ("window", "normalized", "padding mask"):
         done = {"window": "windowed", "normalized": "normalized"}.get(state, "a padding mask")

@@ -43,6 +43,9 @@ _HEADER_ONLY_ATTRS = {"PerFrameFunctionalGroupsSequence", "SharedFunctionalGroup
 _FUNCTIONAL_GROUPS = 0x52009229
 
 Chunks = int | str | tuple[Any, ...] | dict[str, Any] | None
+#: The trailing dim of a colour series and its coordinate: values are RGB
+CHANNEL_DIM = "channel"
+CHANNELS = ("R", "G", "B")
 
 
 def open_series(
@@ -89,9 +92,11 @@ def open_series(
     -------
     xarray.DataArray
         Dask-backed stored values (no rescale applied) with dims ``(*extra, "z", "y",
-        "x")``. ``z`` is each slice's position along the slice normal in mm (ascending),
-        ``y`` and ``x`` positions along the column and row directions in mm; every volume
-        of an n-D series has the same slice positions. Extra dims: ``t`` (seconds from
+        "x")``, plus a trailing ``channel`` (``R``, ``G``, ``B``) for a colour series
+        (RGB or YBR, converted to RGB). ``z`` is each slice's position along the slice
+        normal in mm (ascending), ``y`` and ``x`` positions along the column and row
+        directions in mm; every volume of an n-D series has the same slice positions.
+        Extra dims: ``t`` (seconds from
         the first volume's first acquisition), ``echo`` (EchoTime, ms), ``diffusion``
         (with ``b_value`` and ``gradient_l/p/s`` coordinates), ``volume`` (only an order
         is known) or a tag's snake_case name (``image_type``). Tags that vary between
@@ -200,13 +205,21 @@ def volume_from_assembly(
     stack = FrameStack(frames, fmt, grid=assembly.shape)
     tags = _SeriesTags.of(frames)
     dims = _grid_dims(assembly)
+    coords = _coords(assembly, tags)
+    if fmt.samples > 1:
+        coords[CHANNEL_DIM] = (CHANNEL_DIM, list(CHANNELS))
     return xr.DataArray(
         lazy_frames(stack, _chunking(chunks, fmt, assembly.shape, dims)),
-        dims=(*dims, "y", "x"),
-        coords=_coords(assembly, tags),
+        dims=(*dims, *_frame_dims(fmt)),
+        coords=coords,
         attrs=_attrs(assembly, tags),
         name=VARIABLE_NAME,
     )
+
+
+def _frame_dims(fmt: PixelFormat) -> tuple[str, ...]:
+    """The dims of one frame: ``y``, ``x``, and a trailing ``channel`` for colour."""
+    return ("y", "x") if fmt.samples == 1 else ("y", "x", CHANNEL_DIM)
 
 
 def _grid_dims(assembly: Assembly) -> tuple[str, ...]:
@@ -284,9 +297,9 @@ def _chunking(
     if isinstance(chunks, int):
         if chunks < 1:
             raise DicomArrayError(f"chunks must be a positive number of slices, got {chunks}")
-        return (*(1,) * (len(grid) - 1), chunks, fmt.rows, fmt.columns)
+        return (*(1,) * (len(grid) - 1), chunks, *fmt.frame_shape)
     if isinstance(chunks, dict):
-        names = (*dims, "y", "x")
+        names = (*dims, *_frame_dims(fmt))
         unknown = set(chunks) - set(names)
         if unknown:
             raise DicomArrayError(
@@ -305,7 +318,7 @@ def _default_chunks(fmt: PixelFormat, grid: tuple[int, ...]) -> tuple[int, ...]:
     outer = [1] * (len(grid) - 1)
     if outer and per_chunk == n_slices:
         outer[-1] = max(1, min(grid[-2], CHUNK_BYTES // (n_slices * fmt.array_frame_bytes)))
-    return (*outer, per_chunk, fmt.rows, fmt.columns)
+    return (*outer, per_chunk, *fmt.frame_shape)
 
 
 _SOURCE = {"long_name": "file the slice was read from"}

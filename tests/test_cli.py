@@ -117,12 +117,13 @@ def test_info_describes_geometry_and_tags(demo_output):
 
 def test_info_shows_spacing_and_left_out_frames_for_people(tmp_path, capsys):
     # real Siemens XA10 enhanced files: two time points of 6 frames, one file each, open
-    # as one (t, z, y, x) series; the times are the files' FrameAcquisitionDateTime
+    # as one (t, z, y, x) series; the times are the first frames' FrameAcquisitionDateTime
+    # (083634.295 and 083634.795, by pydicom), the split the enhanced TemporalPositionIndex
     gunzip(XA10_FILES, tmp_path)
     assert main(["info", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "spacing     z 2.4 mm, y 3.375 mm, x 3.375 mm" in lines
-    assert "t           2 volumes, 0 .. 0.361 s, split by TemporalPositionIdentifier" in lines
+    assert "t           2 volumes, 0 .. 0.5 s, split by TemporalPositionIndex" in lines
     assert "left out    0 file(s)" in lines
     frames = [{"path": "a.dcm"}] * 6 + [{"path": "b.dcm"}]
     assert _left_out(frames) == "7 frame(s) of 2 file(s)"  # multi-frame files: by frame

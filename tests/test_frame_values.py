@@ -387,3 +387,25 @@ def test_real_enhanced_files_expand_to_the_values_pydicom_reads(tmp_path):
         assert frames[0]["DimensionIndexPointers"] == (pointers or None), path.name
         checked += 1
     assert checked == 8  # IM_0027, XA10 6_1..6_4, Philips 1901, 1903, 2001
+
+
+@pytest.mark.parametrize(
+    ("name", "slope"),
+    [("1901_WIP_3DpCASL_real.dcm", 0.1), ("1903_WIP_SOURCE_-_3DpCASL.dcm", 1.33870573870573)],
+)
+def test_a_real_enhanced_asl_rescale_reaches_hu(tmp_path, name, slope):
+    """Philips pCASL, 3-D and 4-D: each frame's PixelValueTransformationSequence is what
+    hu() applies, against pydicom's read of the same file."""
+    path = next((p for p in _real_enhanced_files(tmp_path) if p.name == name), None)
+    if path is None:
+        pytest.skip(f"no dcm_qa_philips_enh {name} in the realdata folder")
+    volume = dicomarray.open_series(path)
+    ds = pydicom.dcmread(path)
+    frames = volume["frame"].values.ravel()
+    groups = [ds.PerFrameFunctionalGroupsSequence[k] for k in frames]
+    slopes = np.array([float(g.PixelValueTransformationSequence[0].RescaleSlope) for g in groups])
+    intercepts = [float(g.PixelValueTransformationSequence[0].RescaleIntercept) for g in groups]
+    assert slopes[0] == pytest.approx(slope)
+    expected = ds.pixel_array[frames] * slopes[:, None, None] + np.array(intercepts)[:, None, None]
+    hu = volume.dicom.hu(padding="keep").values
+    np.testing.assert_allclose(hu.reshape(expected.shape), expected, rtol=1e-6)

@@ -275,6 +275,18 @@ def test_a_series_of_mosaics_opens_as_volumes_over_time(tmp_path, direction):
     assert_affine_matches_positions(volume)
 
 
+@pytest.mark.parametrize("count", [0, 61])  # the image holds 60 pixels
+def test_a_private_count_of_no_slices_or_too_many_stays_one_image(tmp_path, count):
+    tiles = tile_values(4, 3, 5)
+    path = write_mosaic(tmp_path / "m.dcm", tiles, count="private")
+    ds = pydicom.dcmread(path)
+    ds.private_block(0x0019, "SIEMENS MR HEADER")[0x0A].value = count
+    ds.save_as(path)
+    with pytest.warns(GeometryWarning, match=f"NumberOfImagesInMosaic {count} needs no grid"):
+        volume = dicomarray.open_series(tmp_path)
+    assert volume.shape == (1, 6, 10)
+
+
 @pytest.mark.parametrize("syntax", [RLELossless, DeflatedExplicitVRLittleEndian])
 def test_compressed_mosaics_cut_the_same_tiles(tmp_path, syntax):
     tiles = tile_values(6, 4, 4)
@@ -284,6 +296,28 @@ def test_compressed_mosaics_cut_the_same_tiles(tmp_path, syntax):
     assert pydicom.dcmread(tmp_path / "m1.dcm").file_meta.TransferSyntaxUID == syntax
     np.testing.assert_array_equal(volume.values, np.stack([tiles + 1, tiles + 2]))
     np.testing.assert_array_equal(volume.isel(t=1, z=[1, 4], x=2).values, tiles[[1, 4], :, 2] + 2)
+
+
+def test_a_compressed_mosaic_is_decoded_once_for_all_its_slices(tmp_path, monkeypatch):
+    from dicomarray import pixels
+
+    tiles = tile_values(6, 4, 4)
+    for a in (1, 2):
+        write_mosaic(tmp_path / f"m{a}.dcm", tiles + a, acquisition=a, syntax=RLELossless)
+    volume = dicomarray.open_series(tmp_path)
+    decoded: list[tuple[str, int]] = []
+    real = pixels.decode_frame
+
+    def counting(path, frame, *args, **kwargs):
+        decoded.append((Path(path).name, frame))
+        return real(path, frame, *args, **kwargs)
+
+    monkeypatch.setattr(pixels, "decode_frame", counting)
+    np.testing.assert_array_equal(volume.values, np.stack([tiles + 1, tiles + 2]))
+    assert sorted(decoded) == [("m1.dcm", 0), ("m2.dcm", 0)]
+    decoded.clear()
+    np.testing.assert_array_equal(volume.dicom.hu().isel(t=1, z=slice(1, 4)), tiles[1:4] + 2)
+    assert decoded == [("m2.dcm", 0)]
 
 
 def test_slices_agree_with_nibabels_mosaic_reader(tmp_path):
@@ -366,6 +400,7 @@ def dcm2niix_of(source: Path, out: Path) -> cmp.NiftiOutput:
 
 def compared(volume: Any, output: cmp.NiftiOutput) -> cmp.Comparison:
     row = cmp.compare_volume_set(cmp.Comparison("mosaic", "?"), volume, [output])
+    assert row.category == cmp.MATCH, row
     assert row.geometry_mm is not None, row.notes
     assert row.geometry_mm < POSITION_TOL_MM, row
     assert row.differing_voxels == 0, row
@@ -382,7 +417,7 @@ def test_real_mosaic_series_match_dcm2niix_volume_by_volume(tmp_path, series):
     volume = dicomarray.open_series(folder)  # no warning: every slice where its file says
     shape = nibabel.load(output.path).shape  # (x, y, z, t) as dcm2niix writes them
     assert volume.dims == ("t", "z", "y", "x") and volume.shape == shape[::-1]
-    row = compared(volume, output)  # every volume, each paired with dcm2niix's same one
+    row = compared(volume, output)  # every volume, paired with dcm2niix's by its values
     assert row.volume_order == list(range(shape[3])), row
     assert_affine_matches_positions(volume)
 

@@ -326,3 +326,17 @@ def test_series_round_trips_through_the_writers(
     assert np.array_equal(back["t"].values, volume["t"].values)
     expected = np.stack([_hu(ds) for ds in series]).reshape(back.shape)
     assert np.array_equal(back.values, expected)
+
+
+def test_series_is_a_4d_nifti_with_the_time_step(
+    series: list[pydicom.Dataset], volume: xr.DataArray, tmp_path: pathlib.Path
+) -> None:
+    """nibabel reads (x, y, z, t) in RAS: the files' HU with x and y reversed, 2 s apart."""
+    nib = pytest.importorskip("nibabel")
+    volume.dicom.hu().dicom.to_nifti(tmp_path / "v.nii.gz")
+    image = nib.load(tmp_path / "v.nii.gz")
+    assert nib.aff2axcodes(image.affine) == ("R", "A", "S")
+    assert image.header.get_zooms()[3] == 2.0 and image.header.get_xyzt_units()[1] == "sec"
+    hu = np.stack([_hu(ds) for ds in series]).reshape(N_TIMES, N_SLICES, 128, 128)
+    expected = hu.transpose(3, 2, 1, 0)[::-1, ::-1]  # LPS rows and columns to RAS
+    assert np.array_equal(np.asarray(image.dataobj), expected)

@@ -147,6 +147,8 @@ def test_split_by_and_dims_override_the_decision(tmp_path):
     # the order of acquisition takes the name asked for
     by_order = dicomarray.open_series(tmp_path / "s", dims=("echo",))
     assert by_order.dims[0] == "echo" and by_order.sizes["echo"] == 2
+    # a t dim by its tags, unless a volume dim is asked for
+    assert dicomarray.open_series(tmp_path / "s", dims=("volume",)).dims[0] == "volume"
     with pytest.raises(AssemblyError, match=r"with dims=\('echo', 'diffusion'\)"):
         dicomarray.open_series(tmp_path / "s", dims=("echo", "diffusion"))
 
@@ -339,3 +341,18 @@ def test_one_volume_is_no_grid():
     frames, z = frame_table(1, 5, AcquisitionTime=lambda v, s: f"10000{s}")
     grid = split(frames, z)
     assert grid.dims == () and grid.shape == (5,)
+
+
+def test_the_readme_volumes_example_runs(tmp_path, monkeypatch):
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Volumes over the same slices", 1)[1].split("\n#", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    names: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), names)
+    assert names["volume"].dims == ("t", "z", "y", "x")
+    np.testing.assert_allclose(names["volume"]["t"], [0, 2, 4, 6, 8, 10])
+    assert names["frame"].shape == (64, 64)
+    np.testing.assert_array_equal(names["by_number"].values, names["volume"].values)
