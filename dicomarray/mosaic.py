@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +72,11 @@ class MosaicLayout:
 
 
 def is_mosaic(image_type: Any) -> bool:
-    """Whether an (0008,0008) *Image Type* value holds ``MOSAIC``."""
-    values = image_type if isinstance(image_type, list) else [image_type]
+    """Whether an (0008,0008) *Image Type* value (an index cell, a pydicom MultiValue or
+    one string) holds ``MOSAIC``."""
+    values = [image_type] if isinstance(image_type, str | bytes) else image_type
+    if not isinstance(values, Iterable):
+        values = [values]
     return "MOSAIC" in {str(v).upper() for v in values if v}
 
 

@@ -52,6 +52,8 @@ _SPATIAL_POINTERS = {"ImagePositionPatient", "InStackPositionNumber", "StackID",
 #: Frame times, most precise first.
 _TIME_KEYS = ("FrameAcquisitionDateTime", "AcquisitionDateTime", "AcquisitionTime", "ContentTime")
 _DIFFUSION_KEYS = ("DiffusionBValue", "DiffusionGradientOrientation")
+#: Dims every volume has, which no split may make.
+_RESERVED_DIMS = ("z", "y", "x", "channel")
 #: Each rule's per-frame values, read once per split.
 _KeyCache = dict[tuple[str, ...], list[tuple[Any, ...]]]
 
@@ -152,6 +154,8 @@ def split_volumes(
     AssemblyError
         No rule gives a full grid: the message lists each candidate and what it gave.
     """
+    split_by, dims = _names(split_by), _names(dims)
+    _check_dims(frames, dims)
     position = _position_ids(z)
     n_positions = int(position.max()) + 1 if len(position) else 0
     repeated = len(position) > n_positions
@@ -177,6 +181,28 @@ def split_volumes(
         order = _grid_order(labels, [steps for _, steps in made], slice_order)
         return Grid(extra, order, n_positions, tried)
     raise AssemblyError(_refusal(frames, position, n_positions, tried, split_by, dims))
+
+
+def _names(value: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``split_by``/``dims`` as a tuple: one name given as a string is that one name (not
+    its letters)."""
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _check_dims(frames: pd.DataFrame, dims: tuple[str, ...] | None) -> None:
+    """Refuse dims the grid cannot have: the spatial ones, or one named twice."""
+    if not dims:
+        return
+    taken = sorted(set(dims) & set(_RESERVED_DIMS))
+    twice = sorted({d for d in dims if dims.count(d) > 1})
+    if taken or twice:
+        problem = f"names {taken} (dims of every volume)" if taken else f"repeats {twice}"
+        raise AssemblyError(
+            f"{frames['path'].iloc[0]}: dims={dims!r} {problem}; extra dims go before "
+            f"{', '.join(_RESERVED_DIMS)}, each once, e.g. dims=('t',)"
+        )
 
 
 def _position_ids(z: np.ndarray) -> np.ndarray:
@@ -219,8 +245,6 @@ def _rules_asked(
 
 
 def _explicit_rules(frames: pd.DataFrame, split_by: Sequence[str]) -> tuple[_Rule, ...]:
-    if isinstance(split_by, str):
-        split_by = (split_by,)
     rules: list[_Rule] = []
     for key in split_by:
         if key == ORDER_RULE:
@@ -375,7 +399,7 @@ def _grid_verdict(labels: np.ndarray, position: np.ndarray, n_positions: int) ->
     if len(labels) != n_cells * n_positions:
         counts = np.bincount(cells.astype(np.int64), minlength=n_cells)
         return (
-            f"{' x '.join(map(str, sizes))} volumes of "
+            f"{' x '.join(map(str, sizes)) or 1} volumes of "
             f"{_count_range(counts)} frames for {n_positions} positions"
         )
     slots = cells.astype(np.int64) * n_positions + position
@@ -625,7 +649,7 @@ def _unwrap_midnight(seconds: np.ndarray) -> np.ndarray:
 
 
 def _shown(combination: tuple[_Rule, ...]) -> str:
-    return "split_by=(" + ", ".join(repr(r.describe()) for r in combination) + ",)"
+    return f"split_by={tuple(r.describe() for r in combination)!r}"
 
 
 def _refusal(

@@ -33,7 +33,7 @@ from pydicom.uid import (
 
 import dicomarray
 from benchmarks import compare_dcm2niix as cmp
-from dicomarray.errors import GeometryWarning, PixelDataError
+from dicomarray.errors import GeometryWarning, PixelDataError, WriteError
 from dicomarray.geometry import VolumeGeometry
 from dicomarray.mosaic import expand_mosaics
 from dicomarray.pixels import FrameStack, PixelFormat, mosaic_tiles
@@ -194,6 +194,21 @@ def test_slices_and_rows_of_a_mosaic_read_only_their_tile(tmp_path):
     np.testing.assert_array_equal(volume.isel(z=4, y=slice(2, 5)).values, tiles[4, 2:5])
     np.testing.assert_array_equal(volume[1:4, 5, ::-1].values, tiles[1:4, 5, ::-1])
     np.testing.assert_array_equal(volume.dicom.hu().isel(z=2).values, tiles[2])
+
+
+def test_a_mosaic_as_to_dicom_template_is_refused_saying_it_is_a_mosaic(tmp_path):
+    """Each file holds every slice of a volume: writing one instance per slice over it
+    would replace the file once per slice; the message says why, not 'slice twice'."""
+    tiles = tile_values(4, 5, 5)
+    (tmp_path / "in").mkdir()
+    for acquisition in (1, 2):
+        write_mosaic(tmp_path / "in" / f"m{acquisition}.dcm", tiles, acquisition=acquisition)
+    volume = open_quietly(tmp_path / "in")
+    assert volume.dims == ("t", "z", "y", "x")
+    with pytest.raises(WriteError, match="is a Siemens mosaic .* cannot be a template"):
+        volume.dicom.to_dicom(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["m1.dcm", "m2.dcm"]
 
 
 def test_the_private_number_of_images_cuts_a_mosaic_without_a_csa_header(tmp_path):

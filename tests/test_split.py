@@ -153,6 +153,38 @@ def test_split_by_and_dims_override_the_decision(tmp_path):
         dicomarray.open_series(tmp_path / "s", dims=("echo", "diffusion"))
 
 
+def test_split_by_and_dims_given_as_one_string_name_one_tag_or_dim(tmp_path):
+    """A str is one name, not a sequence of letters ('E', 'c', 'h', 'o')."""
+
+    def tags(v: int, s: int) -> dict[str, Any]:
+        return {"AcquisitionNumber": v + 1}
+
+    write_frames(tmp_path / "s", grid_of(2, 3, tags))
+    by_tag = dicomarray.open_series(tmp_path / "s", split_by="AcquisitionNumber")
+    assert by_tag.attrs["dicomarray_assembly"]["dims"][0]["split_by"] == ["AcquisitionNumber"]
+    assert dicomarray.open_series(tmp_path / "s", dims="echo").dims[0] == "echo"
+    with pytest.raises(AssemblyError, match=r"with split_by=\('EchoTime',\)\."):
+        dicomarray.open_series(tmp_path / "s", split_by="EchoTime")
+
+
+@pytest.mark.parametrize(
+    ("dims", "problem"),
+    [(("z",), r"names \['z'\]"), (("t", "y"), r"names \['y'\]"), (("t", "t"), r"repeats \['t'\]")],
+)
+def test_dims_that_cannot_be_made_are_refused_naming_them(tmp_path, dims, problem):
+    """A spatial or repeated dim name is an AssemblyError, not xarray's size conflict."""
+    write_frames(tmp_path / "s", grid_of(2, 3, lambda v, s: {}))
+    with pytest.raises(AssemblyError, match=problem):
+        dicomarray.open_series(tmp_path / "s", dims=dims)
+
+
+def test_an_empty_split_by_is_reported_as_one_volume(tmp_path):
+    write_frames(tmp_path / "s", grid_of(2, 3, lambda v, s: {}))
+    with pytest.raises(AssemblyError) as caught:
+        dicomarray.open_series(tmp_path / "s", split_by=())
+    assert "split_by=(): 1 volumes of 6 frames for 3 positions" in str(caught.value)
+
+
 def test_a_missing_slice_is_refused_naming_the_rules_tried_and_the_files(tmp_path):
     frames = grid_of(3, 4, lambda v, s: {"TemporalPositionIdentifier": v + 1})
     del frames[6]  # volume 1, slice 2

@@ -30,6 +30,7 @@ from ..errors import DicomArrayError, WriteError
 from ..geometry import POSITION_COORDS, VolumeGeometry, positions_along_normal
 from ..header import read_dataset
 from ..labels import series_label
+from ..mosaic import is_mosaic
 from ..reorient import ORIENTATION_ATTR
 from ..staging import Stage, discarding, os_errors, stage
 from ..transforms import VALUES_ATTR, fold_bits, modality_values
@@ -528,9 +529,22 @@ def _template_files(
     seen: set[Path] = set()
     for path in files:
         if path in seen:
-            raise WriteError(f"{path}: the template ({label}) holds this file's slice twice")
+            raise WriteError(f"{path}: the template ({label}) {_why_twice(first)}")
         seen.add(path)
     return opened, grid, files, first
+
+
+def _why_twice(first: Dataset) -> str:
+    """Why a template names one file for several slices: a Siemens mosaic tiles them all
+    in one image (each written instance would replace the whole file), else a selection
+    repeated a slice."""
+    if is_mosaic(first.get("ImageType")):
+        return (
+            "is a Siemens mosaic (each file tiles several slices) and each written "
+            "instance replaces one file: a mosaic cannot be a template; write NIfTI, "
+            "zarr or npy, or pass a classic single-slice series as template="
+        )
+    return "holds this file's slice twice"
 
 
 def along_grid(coord: xr.DataArray, grid: dict[str, int]) -> np.ndarray:
