@@ -52,6 +52,8 @@ ALLOWED: dict[str, dict[str, str]] = {
     # the way in: checks each index row's IOP (parallel cosines) and orders the slices of
     # index rows along their normal, building the SeriesGeometry the volume's coords hold
     "assembly.py": {"call slice_normal": "IOP of index rows checked, slices sorted along it"},
+    # cuts index rows of mosaics into tiles: each tile's position along the mosaic's normal
+    "mosaic.py": {"call slice_normal": "tiles of index rows placed along their normal"},
     # writes synthetic DICOM files: the positions it writes come from the normal it chooses
     "sample.py": {"call cross": "the step direction of the slices it writes"},
 }
