@@ -289,7 +289,12 @@ CLASSIC_ONLY_COORDS = {
 }
 #: The bookkeeping of an enhanced file's dimensions (its Frame Content), which a classic
 #: export does not write: the only coordinates the enhanced one may have alone.
-ENHANCED_ONLY_COORDS = {"dimension_index_values", "in_stack_position_number"}
+ENHANCED_ONLY_COORDS = {
+    "dimension_index_values",
+    "in_stack_position_number",
+    "frame_acquisition_date_time",
+    "temporal_position_identifier",
+}
 #: Attrs that say what a voxel is and where: equal in both exports.
 COMPARED_ATTRS = (
     "ImageOrientationPatient",
@@ -328,8 +333,8 @@ def philips_pairs(root: Path) -> list[tuple[int, Path, list[Path]]]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the enhanced file's per-frame times (FrameContentSequence) are not frame columns "
-    "yet, so its t coordinate is the volume number (issue 13, enhanced dimensions)",
+    reason="values, geometry and t are equal; the exports disagree on RescaleType "
+    "(enhanced 'US', classic 'normalized') for the ASL series: to settle (issue 13 leftover)",
 )
 def test_philips_classic_and_enhanced_exports_open_to_equal_volumes(tmp_path) -> None:
     realdata = cmp.default_realdata()
