@@ -65,6 +65,11 @@ class RenderError(DicomArrayError):
     """A picture cannot be made or written: an unknown axis, an index out of range, a bad path."""
 
 
+class DeidentificationError(DicomArrayError):
+    """Data cannot be de-identified as asked: no usable key, burned-in annotation, options
+    that exclude each other, an output inside the input."""
+
+
 class DicomArrayWarning(UserWarning):
     """Base class of dicomarray's warnings."""
 
@@ -75,6 +80,10 @@ class GeometryWarning(DicomArrayWarning):
 
 class SeriesSelectionWarning(DicomArrayWarning):
     """A source held several series and one was chosen for the caller."""
+
+
+class DeidentificationKeyWarning(DicomArrayWarning):
+    """A de-identification key was generated and saved: where it is, to keep it secret."""
 
 
 def warn_data_problem(message: str, category: type[Warning] = GeometryWarning) -> None:
