@@ -19,7 +19,7 @@ import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import xarray as xr
@@ -28,6 +28,9 @@ from . import render, reorient, resample, transforms
 from .errors import DicomArrayError
 from .geometry import VolumeGeometry
 from .labels import series_label
+
+if TYPE_CHECKING:
+    from .deid import Deidentifier
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
@@ -458,6 +461,7 @@ class DicomAccessor:
         series_description: str | None = None,
         series_number: int | None = None,
         window: tuple[float, float] | None = None,
+        deidentify: bool | Deidentifier = False,
         overwrite: bool = False,
         compute: bool = True,
     ) -> Any:
@@ -466,7 +470,10 @@ class DicomAccessor:
         By default each slice goes over the file its ``source_file`` coordinate names, so
         any selection (``isel``, ``sortby``, ``where``) is written over exactly its own
         files. The values are taken in the template's rescaled units (HU for CT): convert
-        stored values with :meth:`hu` first. See :func:`dicomarray.writers.dicom.to_dicom`.
+        stored values with :meth:`hu` first. Without ``deidentify``, every tag of the
+        template (patient names, IDs, dates, private tags) is copied; with it (True or a
+        :class:`~dicomarray.deid.Deidentifier`), each written data set goes through the
+        PS3.15 profile. See :func:`dicomarray.writers.dicom.to_dicom`.
         """
         from .writers.dicom import to_dicom
 
@@ -477,6 +484,7 @@ class DicomAccessor:
             series_description=series_description,
             series_number=series_number,
             window=window,
+            deidentify=deidentify,
             overwrite=overwrite,
             compute=compute,
         )

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
@@ -26,6 +26,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
+from ..deid import as_deidentifier
 from ..errors import DicomArrayError, WriteError
 from ..geometry import POSITION_COORDS, VolumeGeometry, positions_along_normal
 from ..header import read_dataset
@@ -36,6 +37,9 @@ from ..staging import Stage, discarding, os_errors, stage
 from ..transforms import VALUES_ATTR, fold_bits, modality_values
 from ..volume import open_series
 from .common import compute_and_wait, dask_data, store_into
+
+if TYPE_CHECKING:
+    from ..deid import Deidentifier
 
 #: Template attributes that would be untrue once the pixel data is replaced: removed, and
 #: the ones the new pixels define (window, smallest and largest values) are written anew.
@@ -81,6 +85,7 @@ def to_dicom(
     series_number: int | None = None,
     window: tuple[float, float] | None = None,
     values: str | None = None,
+    deidentify: bool | Deidentifier = False,
     overwrite: bool = False,
     compute: bool = True,
 ) -> Any:
@@ -203,6 +208,7 @@ def to_dicom(
         series_number=series_number,
         window=window,
         values=values,
+        deidentifier=as_deidentifier(deidentify),
         overwrite=overwrite,
     )
     if compute:
@@ -340,6 +346,7 @@ class _Export:
     series: _SeriesValues
     output: Stage
     template_label: str
+    deidentifier: Deidentifier | None = None
 
     def run(self, *, scheduler: str | None = None) -> list[Path]:
         """Find the value range, write the slices into a partial folder, publish it."""
@@ -368,6 +375,8 @@ class _Export:
                 window=self.series.window or (low, high),
                 series=self.series,
                 padding=padding,
+                deidentifier=self.deidentifier,
+                final=self.output.final,
             )
             data = dask_data(self.data)
             data = data.rechunk({data.ndim - 2: -1, data.ndim - 1: -1})  # whole frames
@@ -399,6 +408,10 @@ class _SliceWriter:
     #: Each file's stored (0028,0120) *Pixel Padding Value*, written where a value is NaN;
     #: None when the volume holds no NaN.
     padding: tuple[int, ...] | None = None
+    #: The profile each data set goes through once filled; None: every tag of the template.
+    deidentifier: Deidentifier | None = None
+    #: The folder the files end up in (``folder`` is its partial), to name them by.
+    final: Path | None = None
 
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
         block = np.asarray(block)
@@ -418,6 +431,9 @@ class _SliceWriter:
             _set_padding_value(ds, pad, self.stored_type)
         if self.planes is not None:
             self.planes[z].set_on(ds)
+        if self.deidentifier is not None:
+            # last: the template's tags, its sequences and UIDs, and ours, all by the profile
+            self.deidentifier.dataset(ds, (self.final or self.folder) / self.name(index))
         with os_errors(self.folder / self.name(index)):
             pydicom.dcmwrite(self.folder / self.name(index), ds, enforce_file_format=True)
 
@@ -450,6 +466,7 @@ def _prepare(
     series_number: int | None,
     window: tuple[float, float] | None,
     values: str | None,
+    deidentifier: Deidentifier | None,
     overwrite: bool,
 ) -> _Export:
     opened, grid, files, first = _template_files(template)
@@ -492,6 +509,7 @@ def _prepare(
         series=series,
         output=output,
         template_label=series_label(opened.attrs),
+        deidentifier=deidentifier,
     )
 
 
