@@ -170,6 +170,19 @@ def to_dicom(
         :func:`dicomarray.open_series` round-trips exactly); a numpy array holds modality
         values. A ``values`` that contradicts the
         DataArray's own record is a :class:`~dicomarray.errors.WriteError`.
+    deidentify : bool or dicomarray.deid.Deidentifier, default False
+        False: every tag of the template is copied, patient names, IDs, birth date, study
+        dates, institution, private tags and sequences included (the output identifies
+        the patient as the template does). True (a default
+        :class:`~dicomarray.deid.Deidentifier`: key from ``DICOMARRAY_DEID_KEY`` or the
+        saved key) or a Deidentifier: each data set, once filled, goes through the PS3.15
+        profile (:meth:`~dicomarray.deid.Deidentifier.dataset`): the template's tags,
+        nested sequences and private tags by the profile, every UID keyed (the copied
+        Study, Frame of Reference and referenced instance UIDs as a de-identified copy of
+        the tree names them), PatientIdentityRemoved YES. The new SeriesDescription goes
+        through the profile too (removed unless ``clean_descriptors``). Files are still
+        named ``IM_0001.dcm`` ... (no tag in a name); a template file whose
+        BurnedInAnnotation is YES is a DeidentificationError naming its output file.
     overwrite : bool, default False
         Replace an existing ``out_dir`` (only a folder of ``.dcm`` files).
     compute : bool, default True
