@@ -21,7 +21,10 @@ Each series is converted by :func:`convert_series`, a plain function of a pickla
 - **names**: ``<patient>/<study>/<series>/`` folders made from tags by
   :func:`dicomarray.paths.series_folders`: distinct patients never share a folder (also on
   case-insensitive file systems), no name is hidden, ``..`` or one Windows reserves, and
-  nothing is written outside ``out_dir`` or inside the input.
+  nothing is written outside ``out_dir`` or inside the input;
+- **de-identified runs** (``deidentify=``) name folders by keyed pseudonyms, and the
+  manifests, the report and the log lines carry pseudonyms only: no tag text, no original
+  UID, no input path (errors and warnings say their class, not their text).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import nullcontext
@@ -46,9 +50,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .errors import DicomArrayError, WriteError, warn_data_problem
+from .deid import EDITION, Deidentifier, as_deidentifier
+from .errors import DicomArrayError, DicomArrayWarning, WriteError, warn_data_problem
 from .geometry import VolumeGeometry, extra_dims
-from .paths import inside, series_folders, short_hash
+from .paths import DISTINCT_HASH_LENGTH, inside, series_folders, short_hash
 from .staging import Stage, check_replaceable, os_errors, remove_stale_partials, stage, staged
 
 if TYPE_CHECKING:
@@ -116,7 +121,8 @@ class SeriesJob:
     out_root: str
     out_dir: str
     formats: tuple[str, ...]
-    deidentify: bool
+    #: None, or how to de-identify (pickled to the workers; its repr hides the key)
+    deidentifier: Deidentifier | None
     overwrite: bool
     #: orientation letters and slice positions on the pictures (see dicomarray.render)
     annotate: bool = False
@@ -129,6 +135,12 @@ class SeriesJob:
     def uid(self) -> str:
         """(0020,000E) *Series Instance UID*."""
         return self.series.uid
+
+    @property
+    def output_uid(self) -> str:
+        """The series' UID as its outputs show it (manifest, report, log lines): its keyed
+        pseudonym in a de-identified run, else :attr:`uid`."""
+        return _output_uid(self.uid, self.deidentifier)
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -149,7 +161,7 @@ def convert(
     formats: Sequence[str] = ("zarr", "npy", "jpg"),
     client: Any = None,
     workers: int | None = None,
-    deidentify: bool = False,
+    deidentify: bool | Deidentifier = False,
     overwrite: bool = False,
     progress: bool = True,
     annotate: bool = False,
@@ -170,8 +182,8 @@ def convert(
     formats : sequence of str, default ("zarr", "npy", "jpg")
         Any of ``zarr``, ``npy``, ``nifti``, ``jpg`` (the middle slice), ``orthogonal``
         (axial, coronal and sagittal side by side), ``montage`` (a grid of axial slices)
-        and ``dicom`` (a new series over the series' own files, a ``dicom`` folder; not
-        with ``deidentify``: it keeps every tag of its template). A JSON sidecar is always
+        and ``dicom`` (a new series over the series' own files, a ``dicom`` folder; with
+        ``deidentify``, de-identified by ``to_dicom(deidentify=)``). A JSON sidecar is always
         written. Volumes are exported in modality values (HU for CT), float32, with all
         their dims (an n-D series' ``t``, ``echo`` ...); pictures show an n-D series'
         first volume (index 0 along each extra dim). The modality values are computed
@@ -183,9 +195,16 @@ def convert(
         at a time (as many threads as dask's ``num_workers``, default the CPUs).
     workers : int, optional
         Worker processes of the local cluster; default: the number of CPUs.
-    deidentify : bool, default False
-        Leave patient-identifying attributes out of every output and make folder names
-        from hashes of the patient and study instead of their IDs.
+    deidentify : bool or Deidentifier, default False
+        De-identify every output (``True``: a default :class:`~dicomarray.Deidentifier`,
+        whose key comes from ``DICOMARRAY_DEID_KEY`` or ``~/.config/dicomarray/deid.key``).
+        Folders are then the keyed pseudonyms ``patient-<24 hex>/study-.../series-...``
+        of PatientID, StudyInstanceUID and SeriesInstanceUID (the same in every run with
+        the same key, so a run resumes); the manifests and the report show the
+        pseudonyms of SeriesInstanceUID (``2.25.<int>``) and PatientID (``ANON...``), and
+        nothing from a tag or an input path: errors are their class, what it means and
+        the series' folder, warnings their class and count, and the log lines of the run
+        (dicomarray's and its libraries') are withheld but for their level and folder.
     overwrite : bool, default False
         Redo series whose outputs are complete; by default they are ``skipped``, or
         completed with the formats they lack.
@@ -202,12 +221,12 @@ def convert(
     -------
     pandas.DataFrame
         One row per series, the columns :data:`REPORT_COLUMNS`: SeriesInstanceUID,
-        PatientID, status (``ok``, ``failed``, ``skipped``), error, folder (relative to
-        ``out_dir``), outputs (``;``-separated), dims (``t,z,y,x``), shape
-        (``3x12x64x64``, in the order of dims), slices, spacing_mm, slice_steps,
-        seconds, warnings (`` | ``-separated). Also written to ``out_dir/report.csv``, in
-        every case. ``spacing_mm`` is ``slice x row x column`` in mm, e.g.
-        ``5 x 0.45 x 0.45``; a series without one slice step has the step of each run of
+        PatientID (their pseudonyms in a de-identified run), status (``ok``, ``failed``,
+        ``skipped``), error, folder (relative to ``out_dir``), outputs (``;``-separated),
+        dims (``t,z,y,x``), shape (``3x12x64x64``, in the order of dims), slices,
+        spacing_mm, slice_steps, seconds, warnings (`` | ``-separated). Also written to
+        ``out_dir/report.csv``, in every case. ``spacing_mm`` is ``slice x row x column`` in mm,
+        e.g. ``5 x 0.45 x 0.45``; a series without one slice step has the step of each run of
         slices in their order instead, ``/``-separated (``4/7 x 0.45 x 0.45``: 4 mm apart,
         then 7 mm), never one made-up step; ``-`` when unknown (one slice).
         ``slice_steps`` says the runs in one sentence ("two blocks: 14 slices at 4 mm,
@@ -217,19 +236,14 @@ def convert(
     Raises
     ------
     DicomArrayError
-        An unknown format, ``dicom`` with ``deidentify``, an output folder inside the
-        input, a malformed ``config``
+        An unknown format, an output folder inside the input, a malformed ``config``
         (``report.csv`` is still written, empty), an output folder that cannot be made or
         a ``report.csv`` there that is not a batch report (nothing is written).
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise DicomArrayError(f"unknown formats {unknown}; choose from {sorted(FORMATS)}")
-    if deidentify and "dicom" in formats:
-        raise DicomArrayError(
-            "the dicom format keeps every tag of the series it is written over, patient "
-            "identifiers included: it cannot be de-identified; leave it out of the formats"
-        )
+    deidentifier = as_deidentifier(deidentify)  # a generated key's warning: before any work
     out = Path(out_dir)
     _check_outside_input(root, out)
     with os_errors(out):
@@ -240,7 +254,8 @@ def convert(
     jobs: list[SeriesJob] = []
     rows: dict[int, dict[str, Any]] = {}
     try:
-        jobs = plan_jobs(root, out, config, tuple(formats), deidentify, overwrite, annotate)
+        with _withheld(deidentifier, "indexing the input"):
+            jobs = plan_jobs(root, out, config, tuple(formats), deidentifier, overwrite, annotate)
         _run(jobs, rows, client, workers, progress)
     finally:
         report = _report(jobs, rows)
@@ -272,7 +287,7 @@ def plan_jobs(
     out: Path,
     config: Mapping[str, Any] | str | os.PathLike[str] | None,
     formats: tuple[str, ...],
-    deidentify: bool,
+    deidentifier: Deidentifier | None,
     overwrite: bool,
     annotate: bool = False,
 ) -> list[SeriesJob]:
@@ -282,17 +297,18 @@ def plan_jobs(
     taken: set[str] = set()
     jobs = []
     for series in dicom_filter(root, config or {}):
-        relative = "/".join(series_folders(series.meta, deidentify=deidentify))
-        folder = _unique(relative, series.uid, taken, out)
+        tags = {**series.meta, "SeriesInstanceUID": series.uid}
+        relative = "/".join(series_folders(tags, deidentifier=deidentifier))
+        folder = _unique(relative, _output_uid(series.uid, deidentifier), taken, out)
         target = out.absolute() / folder  # checked against symlinks when written
         jobs.append(
             SeriesJob(
                 series=series,
-                patient_id=_reported_patient(series.meta, deidentify),
+                patient_id=_reported_patient(series.meta, deidentifier),
                 out_root=str(out.absolute()),
                 out_dir=str(target),
                 formats=formats,
-                deidentify=deidentify,
+                deidentifier=deidentifier,
                 overwrite=overwrite,
                 annotate=annotate,
             )
@@ -300,15 +316,19 @@ def plan_jobs(
     return jobs
 
 
-def _reported_patient(meta: Mapping[str, Any], deidentify: bool) -> str:
-    """The patient as the report shows it: the PatientID, or its hash when de-identifying."""
-    return (
-        series_folders(meta, deidentify=True)[0] if deidentify else str(meta.get("PatientID", ""))
-    )
+def _output_uid(uid: str, deidentifier: Deidentifier | None) -> str:
+    return uid if deidentifier is None else deidentifier.pseudonyms.uid(uid)
+
+
+def _reported_patient(meta: Mapping[str, Any], deidentifier: Deidentifier | None) -> str:
+    """The patient as the report shows it: the PatientID, or the pseudonym a de-identified
+    DICOM copy carries as its PatientID."""
+    patient = meta.get("PatientID", "")
+    return str(patient) if deidentifier is None else deidentifier.pseudonyms.patient_id(patient)
 
 
 def _unique(folder: str, uid: str, taken: set[str], out: Path) -> str:
-    """The folder, or the folder with a short hash of the UID when another series has it.
+    """The folder, or the folder with a hash of the (output) UID when another series has it.
 
     Another series has it when this run gave it to one already (compared without case,
     as a case-insensitive file system would), or when the folder on disk holds another
@@ -316,7 +336,7 @@ def _unique(folder: str, uid: str, taken: set[str], out: Path) -> str:
     """
     owner = read_manifest(out / folder)
     if folder.casefold() in taken or (owner is not None and owner["SeriesInstanceUID"] != uid):
-        folder = f"{folder}-{short_hash(uid)}"
+        folder = f"{folder}-{short_hash(uid, DISTINCT_HASH_LENGTH)}"
     taken.add(folder.casefold())
     return folder
 
@@ -432,22 +452,23 @@ def convert_series(job: SeriesJob) -> dict[str, Any]:
     """
     started = time.perf_counter()
     row = _row(job)
-    with collected_warnings() as seen:
+    withheld = _withheld_logs(job.folder) if job.deidentifier else nullcontext()
+    with collected_warnings() as seen, withheld:
         try:
             row.update(_convert(job))
         except _FATAL:
             raise
         except BaseException as exc:  # noqa: BLE001 - one failed series must not stop the others
             _failed(row, exc, job)
-    shown = WARNINGS_SEPARATOR.join(dict.fromkeys(seen))
-    row["warnings"] = _without_folders(shown, job) if job.deidentify else shown
+    shown = withheld_warnings(seen) if job.deidentifier else seen
+    row["warnings"] = WARNINGS_SEPARATOR.join(dict.fromkeys(shown))
     row["seconds"] = round(time.perf_counter() - started, 3)
     return row
 
 
 def _row(job: SeriesJob, **values: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "SeriesInstanceUID": job.uid,
+        "SeriesInstanceUID": job.output_uid,
         "PatientID": job.patient_id,
         "status": "ok",
         "error": "",
@@ -466,24 +487,41 @@ def _row(job: SeriesJob, **values: Any) -> dict[str, Any]:
 
 
 def _failed(row: dict[str, Any], exc: BaseException, job: SeriesJob) -> dict[str, Any]:
-    error = f"{type(exc).__name__}: {exc}"
-    row.update(status="failed", error=_without_folders(error, job) if job.deidentify else error)
-    logger.warning("series %s failed: %s", job.uid, error)
-    logger.debug("%s", "".join(traceback.format_exception(exc)))
+    error = f"{type(exc).__name__}: {exc}" if job.deidentifier is None else _summary(exc, job)
+    row.update(status="failed", error=error)
+    logger.warning("series %s failed: %s", job.output_uid, error)
+    if job.deidentifier is None:  # a traceback holds paths, tag values and descriptions
+        logger.debug("%s", "".join(traceback.format_exception(exc)))
     return row
+
+
+def _summary(exc: BaseException, job: SeriesJob) -> str:
+    """A de-identified run's error: its class, what the class means and the series'
+    pseudonym folder, never its message.
+
+    A message from deep code may hold an input path, a UID or a description, and no
+    scrubbing of free text can be sure to find them all; a class's docstring is the
+    package's own text, whatever the data.
+    """
+    meaning = (type(exc).__doc__ or "").strip().partition("\n")[0]
+    return (
+        f"{type(exc).__name__} in {job.folder}: {meaning} (details withheld in a "
+        f"de-identified run; convert this series without deidentify to see them)"
+    )
 
 
 def _convert(job: SeriesJob) -> dict[str, Any]:
     """Skip, complete or (re)write a series' folder; the row's figures from its manifest."""
     # a symlink under the output folder must not lead writes elsewhere
     folder = inside(job.out_root, job.out_dir)
-    previous = None if job.overwrite else read_manifest(folder, job.uid)
+    previous = None if job.overwrite else read_manifest(folder, job.output_uid)
     formats = job.formats
     if previous is not None:
-        if bool(previous.get("deidentify")) != job.deidentify:
+        if previous.get("deidentify", False) != _deidentification(job.deidentifier):
             raise DicomArrayError(
-                f"{folder} holds this series written with deidentify="
-                f"{bool(previous.get('deidentify'))}; pass overwrite=True to redo it"
+                f"{job.folder} holds this series de-identified otherwise "
+                f"(deidentify: {json.dumps(previous.get('deidentify', False))}); pass "
+                f"overwrite=True to redo it"
             )
         formats = tuple(f for f in job.formats if f not in previous.get("formats", ()))
         if not formats:
@@ -513,7 +551,7 @@ def _write_outputs(
     """
     import dask
 
-    replaceable = functools.partial(_is_replaceable, uid=job.uid)
+    replaceable = functools.partial(_is_replaceable, uid=job.output_uid)
     output = stage(
         folder, overwrite=True, folder=True, replaceable=replaceable, kind="dicomarray series"
     )
@@ -528,9 +566,9 @@ def _write_outputs(
         all_formats = [*(previous or {}).get("formats", []), *formats]
         manifest = _manifest(job, all_formats, [*outputs, *kept], volume)
         write_manifest(output.partial, manifest)
-        current = read_manifest(folder, job.uid)
+        current = read_manifest(folder, job.output_uid)
         if job.overwrite or current is None or not set(all_formats) <= set(current["formats"]):
-            _publish(output, job.uid)
+            _publish(output, job.output_uid)
     finally:
         output.discard()
     return manifest
@@ -599,15 +637,24 @@ def _manifest(
     job: SeriesJob, formats: Iterable[str], outputs: Iterable[str], volume: Any
 ) -> dict[str, Any]:
     return {
-        "SeriesInstanceUID": job.uid,
+        "SeriesInstanceUID": job.output_uid,
         "formats": list(dict.fromkeys(formats)),
         "outputs": list(dict.fromkeys(outputs)),
-        "deidentify": job.deidentify,
+        "deidentify": _deidentification(job.deidentifier),
         "files": len(job.files),
         "dims": ",".join(str(d) for d in volume.dims),
         "shape": "x".join(str(n) for n in volume.shape),
         **_geometry_figures(VolumeGeometry.of(volume)),
     }
+
+
+def _deidentification(deidentifier: Deidentifier | None) -> Any:
+    """A manifest's ``deidentify``: false, or the profile and the options (which a resumed
+    run must share, so that one folder never mixes two de-identifications)."""
+    if deidentifier is None:
+        return False
+    options = [option.column for option in deidentifier.options.enabled]
+    return {"profile": f"PS3.15 {EDITION} Basic", "options": options}
 
 
 def _geometry_figures(geometry: VolumeGeometry) -> dict[str, Any]:
@@ -644,14 +691,6 @@ def _publish(output: Stage, uid: str) -> None:
     except WriteError:  # the rename lost the race to a concurrent run's
         if read_manifest(output.final, uid) is None:
             raise
-
-
-def _without_folders(message: str, job: SeriesJob) -> str:
-    """A message without the folders of its paths: folder names may name patients."""
-    folders = {str(Path(f).parent) for f in job.files} | {job.out_dir, job.out_root}
-    for folder in sorted(folders, key=len, reverse=True):
-        message = message.replace(folder + os.sep, "").replace(folder, "<folder>")
-    return message
 
 
 def read_manifest(folder: Path, uid: str | None = None) -> dict[str, Any] | None:
@@ -744,13 +783,105 @@ def _route(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> 
     if seen is not None:
         seen.append(f"{category.__name__}: {message}")
     elif _router:
+        if _withholding.runs:  # a helper thread of a de-identified series (frame reads)
+            message = WITHHELD
         _router[1](message, category, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# A de-identified run: log lines and warnings say what happened, never their text
+# --------------------------------------------------------------------------------------------
+
+#: What stands for the text of a warning or log line in a de-identified run: a message
+#: from deep code (dicomarray's, pydicom's, a codec's) may hold paths, UIDs or tag values.
+WITHHELD = "details withheld in a de-identified run"
+
+
+class _Withholding(threading.local):
+    """This thread's place in a de-identified run (None: not in one); ``runs`` (shared by
+    all threads) counts the de-identified blocks running in this process."""
+
+    where: str | None = None
+    runs = 0
+
+
+_withholding = _Withholding()
+_withholding_lock = threading.Lock()
+
+
+def withheld_warnings(seen: Iterable[str]) -> list[str]:
+    """Collected ``"Category: message"`` warnings as a de-identified report shows them:
+    each category and how many times it was raised, without their text."""
+    counts = Counter(entry.partition(": ")[0] for entry in seen)
+    return [f"{category}: {n} x, {WITHHELD}" for category, n in counts.items()]
+
+
+@contextlib.contextmanager
+def _withheld(deidentifier: Deidentifier | None, where: str) -> Iterator[None]:
+    """In a de-identified run, the block's log lines and warnings (this thread's) are
+    withheld: its warnings are warned again after it, one per category, without text."""
+    if deidentifier is None:
+        yield
+        return
+    with collected_warnings() as seen, _withheld_logs(where):
+        yield
+    for line in withheld_warnings(seen):
+        warn_data_problem(f"{where}: {line}", DicomArrayWarning)
+
+
+@contextlib.contextmanager
+def _withheld_logs(where: str) -> Iterator[None]:
+    """Log records made while the block runs say their level, logger and ``where`` only.
+
+    Any logger's (pydicom's and codecs' too), from any thread while a de-identified block
+    runs in this process (the frame-reading threads of a series log for it), but the
+    batch's own lines, which are made of pseudonyms. Done in the record factory, the one
+    place every record passes whatever logger and handler it goes to.
+    """
+    _install_record_factory()
+    outer = _withholding.where
+    with _withholding_lock:
+        _Withholding.runs += 1
+    _withholding.where = where
+    try:
+        yield
+    finally:
+        _withholding.where = outer
+        with _withholding_lock:
+            _Withholding.runs -= 1
+
+
+_factory_installed: list[bool] = []
+
+
+def _install_record_factory() -> None:
+    """Put :func:`_withholding_factory` before the current record factory, once per process
+    (it is a no-op outside de-identified runs, so it stays: removing it later would undo
+    any factory installed after it)."""
+    with _withholding_lock:
+        if _factory_installed:
+            return
+        logging.setLogRecordFactory(
+            functools.partial(_withholding_factory, logging.getLogRecordFactory())
+        )
+        _factory_installed.append(True)
+
+
+def _withholding_factory(
+    make: Callable[..., logging.LogRecord], *args: Any, **kwargs: Any
+) -> logging.LogRecord:
+    record = make(*args, **kwargs)
+    if _Withholding.runs and record.name != __name__:
+        where = _withholding.where or "a de-identified batch"
+        record.msg, record.args = f"%s ({WITHHELD})", (where,)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+    return record
 
 
 def _sidecar(volume: Any, path: Path, job: SeriesJob) -> None:
     from .writers.metadata import write_sidecar
 
-    write_sidecar(volume, path, deidentify=job.deidentify)
+    write_sidecar(volume, path, deidentify=_deidentify_arg(job))
 
 
 def _nifti(volume: Any, path: Path, job: SeriesJob) -> Any:
@@ -762,18 +893,32 @@ def _nifti(volume: Any, path: Path, job: SeriesJob) -> Any:
             f"NIfTI written equalized onto the finest slice step: the slices have no one "
             f"step ({geometry.describe_steps()})"
         )
-    return volume.dicom.to_nifti(path, equalize=True, compute=False)
+    return volume.dicom.to_nifti(
+        path, equalize=True, compute=False, deidentify=_deidentify_arg(job)
+    )
+
+
+def _deidentify_arg(job: SeriesJob) -> Any:
+    """The exporters' ``deidentify=``: the job's Deidentifier itself, never ``True`` (which
+    would resolve a default key, not the run's), else False."""
+    return job.deidentifier or False
+
+
+def _deidentify_kwargs(job: SeriesJob) -> dict[str, Any]:
+    """``to_dicom`` takes ``deidentify=`` only in a de-identified run: without one it
+    writes as it always did."""
+    return {} if job.deidentifier is None else {"deidentify": job.deidentifier}
 
 
 #: Each format's writer: the exports that stream return a Delayed (computed together by
 #: :func:`_write_formats`), the pictures write at once (each reads only its own slices).
 _WRITERS: dict[str, Callable[[Any, Path, SeriesJob], Any]] = {
-    "zarr": lambda v, p, job: v.dicom.to_zarr(p, deidentify=job.deidentify, compute=False),
+    "zarr": lambda v, p, job: v.dicom.to_zarr(p, deidentify=_deidentify_arg(job), compute=False),
     "npy": lambda v, p, job: v.dicom.to_npy(
-        p, json_path=p.parent / SIDECAR, deidentify=job.deidentify, compute=False
+        p, json_path=p.parent / SIDECAR, deidentify=_deidentify_arg(job), compute=False
     ),
     "nifti": _nifti,
-    "dicom": lambda v, p, job: v.dicom.to_dicom(p, compute=False),
+    "dicom": lambda v, p, job: v.dicom.to_dicom(p, compute=False, **_deidentify_kwargs(job)),
     "jpg": lambda v, p, job: v.dicom.to_jpg(p, annotate=job.annotate),
     "orthogonal": lambda v, p, job: v.dicom.orthogonal(p, annotate=job.annotate),
     "montage": lambda v, p, job: v.dicom.montage(p, annotate=job.annotate),

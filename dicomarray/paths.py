@@ -7,9 +7,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import DicomArrayError
+
+if TYPE_CHECKING:
+    from .deid import Deidentifier
 
 #: Longest name made from a tag value.
 MAX_NAME_LENGTH = 64
@@ -21,7 +24,10 @@ RESERVED_NAMES = frozenset(
 )
 #: Marks a name made distinct by a hash; never part of a :func:`safe_name`.
 DISTINCT_MARK = "~"
-_HASH_LENGTH = 8
+#: Hex digits of the hash that makes a name distinct: 64 bits, so that values sharing one
+#: safe name collide with odds below 3e-8 for a million of them (32 bits already let two
+#: real-looking 7-digit MRNs collide).
+DISTINCT_HASH_LENGTH = 16
 
 
 def safe_name(value: Any, default: str, *, max_length: int = MAX_NAME_LENGTH) -> str:
@@ -55,8 +61,8 @@ def distinct_name(value: Any, default: str, *, max_length: int = MAX_NAME_LENGTH
     name = safe_name(text, default, max_length=max_length)
     if name == text and text.upper() == text:
         return name
-    short = safe_name(text, default, max_length=max_length - _HASH_LENGTH - 1)
-    return f"{short}{DISTINCT_MARK}{short_hash(text, _HASH_LENGTH)}"
+    short = safe_name(text, default, max_length=max_length - DISTINCT_HASH_LENGTH - 1)
+    return f"{short}{DISTINCT_MARK}{short_hash(text, DISTINCT_HASH_LENGTH)}"
 
 
 def is_reserved(name: str) -> bool:
@@ -64,20 +70,28 @@ def is_reserved(name: str) -> bool:
     return name.partition(".")[0].upper() in RESERVED_NAMES
 
 
-def series_folders(meta: Mapping[str, Any], *, deidentify: bool = False) -> tuple[str, str, str]:
+def series_folders(
+    meta: Mapping[str, Any], *, deidentifier: Deidentifier | None = None
+) -> tuple[str, str, str]:
     """Safe (patient, study, series) names for a series from its tags.
 
     PatientID (by :func:`distinct_name`, so that distinct patients never share a name);
-    StudyDate and StudyID; SeriesNumber and SeriesDescription. With ``deidentify``,
-    patient and study are short hashes of PatientID and StudyInstanceUID.
+    StudyDate and StudyID; SeriesNumber and SeriesDescription. With a ``deidentifier``,
+    the keyed pseudonyms of PatientID, StudyInstanceUID and SeriesInstanceUID
+    (:meth:`~dicomarray.deid.pseudonyms.Pseudonyms.name`: ``patient-<24 hex>``,
+    ``study-...``, ``series-...``): no tag text, and 96 bits, so distinct patients never
+    share a folder.
     """
-    if deidentify:
-        patient = "patient-" + short_hash(meta.get("PatientID"))
-        study = "study-" + short_hash(meta.get("StudyInstanceUID"))
-    else:
-        patient = distinct_name(meta.get("PatientID"), "unknown-patient")
-        study_parts = (meta.get("StudyDate"), meta.get("StudyID"))
-        study = safe_name("_".join(str(v) for v in study_parts if v), "study")
+    if deidentifier is not None:
+        names = deidentifier.pseudonyms.name
+        return (
+            names("patient", meta.get("PatientID")),
+            names("study", meta.get("StudyInstanceUID")),
+            names("series", meta.get("SeriesInstanceUID")),
+        )
+    patient = distinct_name(meta.get("PatientID"), "unknown-patient")
+    study_parts = (meta.get("StudyDate"), meta.get("StudyID"))
+    study = safe_name("_".join(str(v) for v in study_parts if v), "study")
     series_parts = (_number(meta.get("SeriesNumber")), meta.get("SeriesDescription"))
     series = safe_name("_".join(str(v) for v in series_parts if v is not None), "series")
     return patient, study, series
@@ -91,7 +105,8 @@ def _number(value: Any) -> Any:
 
 
 def short_hash(value: Any, length: int = 8) -> str:
-    """A short, stable hex digest of a value, for telling apart names that collide."""
+    """A short, stable hex digest of a value (unkeyed: never for names of a de-identified
+    output, whose values can be guessed and hashed; use its keyed pseudonyms)."""
     return hashlib.sha256(str(value).encode()).hexdigest()[:length]
 
 
