@@ -9,9 +9,13 @@ from __future__ import annotations
 import logging
 
 from . import accessor as _accessor  # noqa: F401 - registers the .dicom accessor
+from .deid import Deidentifier
+from .deid.tree import deidentify
 from .errors import (
     AmbiguousSeriesError,
     AssemblyError,
+    DeidentificationError,
+    DeidentificationKeyWarning,
     DicomArrayError,
     DicomArrayWarning,
     GeometryWarning,
@@ -35,6 +39,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AmbiguousSeriesError",
     "AssemblyError",
+    "DeidentificationError",
+    "DeidentificationKeyWarning",
+    "Deidentifier",
     "DicomArrayError",
     "DicomArrayWarning",
     "GeometryWarning",
@@ -46,6 +53,7 @@ __all__ = [
     "Series",
     "SeriesSelectionWarning",
     "WriteError",
+    "deidentify",
     "dicom_filter",
     "list_series",
     "open_series",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .keys import resolve_key
+from .keys import key_path, resolve_key
 from .profile import ProfileOptions
 from .pseudonyms import Pseudonyms
 
@@ -66,6 +66,9 @@ class Deidentifier:
             retain_modified_dates=retain_modified_dates,
             clean_descriptors=clean_descriptors,
         )
+        #: The file the key came from (None: given, or from the environment), which no
+        #: output may hold.
+        self.key_path = key_path(key, key_file)
         self.pseudonyms = Pseudonyms(resolve_key(key, key_file))
         self.allow_burned_in_annotation = allow_burned_in_annotation
 

@@ -28,6 +28,18 @@ def default_key_path() -> Path:
     return Path(config) / "dicomarray" / "deid.key"
 
 
+def key_path(
+    key: bytes | str | None = None, key_file: str | os.PathLike[str] | None = None
+) -> Path | None:
+    """The file :func:`resolve_key` reads the key from (or generates it at) for these
+    arguments; None for a key given or taken from :data:`KEY_ENV`."""
+    if key is not None:
+        return None
+    if key_file is not None:
+        return Path(key_file)
+    return None if os.environ.get(KEY_ENV) else default_key_path()
+
+
 def resolve_key(
     key: bytes | str | None = None, key_file: str | os.PathLike[str] | None = None
 ) -> bytes:
