@@ -184,9 +184,16 @@ def write_planted_study(root: Path) -> PlantedStudy:
     series: dict[str, list[Path]] = {}
     for label, modality in (("CT", "CT"), ("MR", "MR"), ("CUT", "CT")):
         series[label] = _write_series(root, planter, label, modality)
-    cut = series["CUT"][2]
-    cut.write_bytes(cut.read_bytes()[:-300])
+    _cut_pixel_data(series["CUT"][2])
     return PlantedStudy(root, series, planter.planted, planter.not_planted)
+
+
+def _cut_pixel_data(path: Path) -> None:
+    """Cut the file in its Pixel Data (elements after it, such as the trailing padding,
+    go too): its header still reads, its pixels cannot."""
+    data = path.read_bytes()
+    start = data.rindex(b"\xe0\x7f\x10\x00OW")  # (7FE0,0010), explicit VR little endian
+    path.write_bytes(data[: start + 12 + SIZE * SIZE])  # tag, VR, length: half the pixels
 
 
 def _write_series(root: Path, planter: _Planter, label: str, modality: str) -> list[Path]:
