@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pydicom
 
 from ..errors import DeidentificationError, DicomArrayError
+from ..header import read_dataset
 from ..index import scan
 from ..staging import check_replaceable, os_errors, remove_stale_partials, staged
 from .deidentifier import Deidentifier, as_deidentifier
@@ -235,9 +235,11 @@ def _copy_series(
 def _copy_instance(path: str, target: Path, deidentifier: Deidentifier, name: str) -> None:
     """Read, de-identify, write one file; errors name it by ``name``, its pseudonym path."""
     try:
-        dataset = pydicom.dcmread(path, force=True)  # the index found it is an instance
+        dataset = read_dataset(path, stop_before_pixels=False)
     except Exception as exc:
-        raise DeidentificationError(f"{name}: cannot be read: {_message(exc)}") from exc
+        # the reader's message names the original file: the pseudonym stands in for it
+        reason = _message(exc).replace(path, name)
+        raise DeidentificationError(f"{name}: cannot be read: {reason}") from exc
     deidentifier.dataset(dataset, name)
     try:
         dataset.save_as(target, enforce_file_format=True)
